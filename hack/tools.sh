@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Builds the local control plane and dev tools from their published Go modules (and just from
+# crates.io) into $TOOLS_DIR/bin, outside the checkout. Idempotent: a tool whose stamp matches
+# its pinned version is skipped, so a second run is instant.
+#
+#   hack/tools.sh            all tools
+#   hack/tools.sh helm kwok  just those (kubernetes etcd kwok helm actionlint just)
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+command -v go >/dev/null || die "the Go toolchain is required (go 1.26+); install it and retry"
+export CGO_ENABLED=0 GOFLAGS="${GOFLAGS:--buildvcs=false}"
+SRC_DIR="$TOOLS_DIR/src"
+mkdir -p "$TOOLS_BIN" "$SRC_DIR"
+
+stamp() { echo "$TOOLS_BIN/.$1.version"; }
+is_current() { [[ -f "$(stamp "$1")" && "$(cat "$(stamp "$1")")" == "$2" ]]; }
+mark() { echo "$2" >"$(stamp "$1")"; }
+
+# A module of our own per tool, so that their dependencies never drag each other's versions.
+new_module() { # name go-file-imports...
+  local dir="$SRC_DIR/$1"; shift
+  rm -rf "$dir"; mkdir -p "$dir"
+  { echo "//go:build tools"; echo; echo "package tools"; echo; echo "import ("
+    for p in "$@"; do echo "	_ \"$p\""; done; echo ")"; } >"$dir/tools.go"
+  echo "$dir"
+}
+
+build_kubernetes() {
+  local v=$KUBERNETES_VERSION name=kubernetes
+  is_current $name "$v" && { log "kubernetes $v: up to date"; return; }
+  log "kubernetes $v: building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl (slow the first time)"
+  local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+  local pkgs=() c; for c in "${cmds[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
+  local dir; dir=$(new_module $name "${pkgs[@]}")
+  local staging="0.${v#v1.}"
+  ( cd "$dir"
+    go mod download -json "k8s.io/kubernetes@$v" >/dev/null
+    local kmod; kmod="$(go env GOMODCACHE)/cache/download/k8s.io/kubernetes/@v/$v.mod"
+    # k8s.io/kubernetes replaces its ~33 staging modules with ./staging paths; we point each at
+    # the published v0.X.Y of the same release instead.
+    { echo "module mcp-operator.local/tools/$name"; echo; echo "go 1.26.0"; echo
+      echo "require k8s.io/kubernetes $v"; echo; echo "replace ("
+      grep -E '^\s*k8s\.io/[a-z0-9-]+ => \./staging/' "$kmod" | awk -v s="v$staging" '{print "\t" $1 " => " $1 " " s}'
+      echo ")"; } >go.mod
+    log "kubernetes: resolving modules ($(grep -c ' => ' go.mod) staging replacements)"
+    go mod tidy >/dev/null 2>&1 || go mod tidy
+    local major=${v#v}; major=${major%%.*}; local minor=${v#v*.}; minor=${minor%%.*}
+    local ld="-s -w" p
+    for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+      ld+=" -X $p.gitVersion=$v -X $p.gitMajor=$major -X $p.gitMinor=$minor"
+      ld+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
+    done
+    go build -trimpath -ldflags "$ld" -o "$TOOLS_BIN/" "${pkgs[@]}" )
+  "$TOOLS_BIN/kubectl" version --client | grep -q "$v" || die "kubectl does not report $v (version ldflags missing?)"
+  mark $name "$v"; log "kubernetes $v: done"
+}
+
+build_etcd() {
+  local v=$ETCD_VERSION name=etcd
+  is_current $name "$v" && { log "etcd $v: up to date"; return; }
+  log "etcd $v: building"
+  local dir; dir=$(new_module $name go.etcd.io/etcd/server/v3)
+  # The root package of go.etcd.io/etcd/server/v3 is etcd's main; `go install` refuses it
+  # because that module has replace directives, so it is built from our own module.
+  ( cd "$dir"
+    printf 'module mcp-operator.local/tools/%s\n\ngo 1.26.0\n\nrequire go.etcd.io/etcd/server/v3 %s\n' $name "$v" >go.mod
+    go mod tidy >/dev/null 2>&1 || go mod tidy
+    go build -trimpath -ldflags "-s -w" -o "$TOOLS_BIN/etcd" go.etcd.io/etcd/server/v3 )
+  "$TOOLS_BIN/etcd" --version | grep -q "${v#v}" || die "etcd does not report $v"
+  mark $name "$v"; log "etcd $v: done"
+}
+
+build_kwok() {
+  local v=$KWOK_VERSION name=kwok
+  is_current $name "$v-$KUBERNETES_VERSION" && { log "kwok $v: up to date"; return; }
+  log "kwok $v: building kwok, kwokctl"
+  local dir; dir=$(new_module $name sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/cmd/kwokctl)
+  ( cd "$dir"
+    printf 'module mcp-operator.local/tools/%s\n\ngo 1.26.0\n\nrequire sigs.k8s.io/kwok %s\n' $name "$v" >go.mod
+    go mod tidy >/dev/null 2>&1 || go mod tidy
+    local c=sigs.k8s.io/kwok/pkg/consts
+    go build -trimpath -ldflags "-s -w -X $c.Version=$v -X $c.KubeVersion=$KUBERNETES_VERSION" \
+      -o "$TOOLS_BIN/" sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/cmd/kwokctl )
+  mark $name "$v-$KUBERNETES_VERSION"; log "kwok $v: done"
+}
+
+build_helm() {
+  local v=$HELM_VERSION name=helm
+  is_current $name "$v" && { log "helm $v: up to date"; return; }
+  log "helm $v: building"
+  local dir; dir=$(new_module $name helm.sh/helm/v3/cmd/helm)
+  ( cd "$dir"
+    printf 'module mcp-operator.local/tools/%s\n\ngo 1.26.0\n\nrequire helm.sh/helm/v3 %s\n' $name "$v" >go.mod
+    go mod tidy >/dev/null 2>&1 || go mod tidy
+    # Helm derives the Kubernetes version it assumes from its client-go, as its Makefile does.
+    local cg; cg=$(go list -m -f '{{.Version}}' k8s.io/client-go); cg=${cg#v}
+    local kmaj=$(( ${cg%%.*} + 1 )) kmin; kmin=${cg#*.}; kmin=${kmin%%.*}
+    local h=helm.sh/helm/v3
+    go build -trimpath -ldflags "-s -w -X $h/internal/version.version=$v -X $h/internal/version.gitTreeState=clean \
+      -X $h/pkg/lint/rules.k8sVersionMajor=$kmaj -X $h/pkg/lint/rules.k8sVersionMinor=$kmin \
+      -X $h/pkg/chartutil.k8sVersionMajor=$kmaj -X $h/pkg/chartutil.k8sVersionMinor=$kmin" \
+      -o "$TOOLS_BIN/helm" helm.sh/helm/v3/cmd/helm )
+  "$TOOLS_BIN/helm" version --short | grep -q "$v" || die "helm does not report $v"
+  mark $name "$v"; log "helm $v: done"
+}
+
+build_actionlint() {
+  local v=$ACTIONLINT_VERSION name=actionlint
+  is_current $name "$v" && { log "actionlint $v: up to date"; return; }
+  log "actionlint $v: building"
+  GOBIN="$TOOLS_BIN" go install -trimpath -ldflags "-s -w -X github.com/rhysd/actionlint.version=$v" \
+    "github.com/rhysd/actionlint/cmd/actionlint@$v"
+  mark $name "$v"; log "actionlint $v: done"
+}
+
+build_just() {
+  local v=$JUST_VERSION name=just
+  if command -v just >/dev/null && just --version | grep -q "$v"; then log "just $v: up to date"; return; fi
+  command -v cargo >/dev/null || die "cargo is required to install just (https://rustup.rs)"
+  log "just $v: cargo install"
+  cargo install --locked --quiet --root "$TOOLS_DIR" just --version "$v"
+  log "just $v: done"
+}
+
+all=(kubernetes etcd kwok helm actionlint just)
+want=("$@"); [[ ${#want[@]} -gt 0 ]] || want=("${all[@]}")
+for t in "${want[@]}"; do
+  [[ " ${all[*]} " == *" $t "* ]] || die "unknown tool '$t' (one of: ${all[*]})"
+  "build_$t"
+done
+log "tools ready in $TOOLS_BIN"

@@ -1,0 +1,423 @@
+//! MCPServer controller: resolve references → validate → build children (pure) → server-side
+//! apply → status. The finalizer is the top-level action: Apply or Cleanup.
+
+use super::status::{server_status, Observation, Resolution};
+use super::{apply, apply_status, Context, Error, Result, Scope};
+use crate::api::condition_types::*;
+use crate::api::{McpServer, McpServerPhase, McpServerStatus, Plugin, SecurityPolicy};
+use crate::build::{build_children, owned_selector, selector_string, server_selector, BuildInputs, Children};
+use crate::consts::*;
+use crate::plugins::{check_sidecar_ports, describe, index, resolve_plugins};
+use crate::policy::{required_secrets, validate_policy};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::node::v1::RuntimeClass;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{DeleteParams, ListParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{watcher, Controller};
+use kube::{Api, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Controller name in metrics and logs.
+pub const CONTROLLER: &str = "mcpserver";
+
+/// Reconciles one MCPServer.
+pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_started(CONTROLLER);
+    let ns = server.namespace().ok_or(Error::MissingNamespace)?;
+    let api: Api<McpServer> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, server, |event| async {
+        match event {
+            Finalizer::Apply(s) => apply_server(&s, &ctx).await,
+            Finalizer::Cleanup(s) => cleanup_server(&s, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// Requeue policy after a failed reconcile.
+pub fn error_policy(server: Arc<McpServer>, err: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_failed(CONTROLLER, err.metric_label());
+    match err {
+        Error::PodsTerminating(_) => Action::requeue(Duration::from_secs(2)),
+        Error::Finalizer(e)
+            if matches!(e.as_ref(), kube::runtime::finalizer::Error::CleanupFailed(Error::PodsTerminating(_))) =>
+        {
+            Action::requeue(Duration::from_secs(2))
+        }
+        _ => {
+            tracing::warn!(server = %server.name_any(), error = %err, "reconcile failed");
+            Action::requeue(Duration::from_secs(15))
+        }
+    }
+}
+
+/// What the references of a server resolved to.
+#[derive(Debug)]
+pub struct Resolved {
+    /// The SecurityPolicy when found.
+    pub policy: Option<SecurityPolicy>,
+    /// Outcome for the SecurityPolicyResolved condition.
+    pub policy_resolution: Resolution,
+    /// resourceVersion of each referenced Secret that exists.
+    pub secret_versions: BTreeMap<String, String>,
+    /// The plugin closure in start order.
+    pub plugins: Vec<Plugin>,
+    /// Outcome for the PluginsResolved condition.
+    pub plugins_resolution: Resolution,
+}
+
+impl Resolved {
+    /// Whether the workload may be created or changed.
+    pub fn ok(&self) -> bool {
+        self.policy_resolution.ok && self.plugins_resolution.ok
+    }
+    /// Whether the workload being applied serves TLS (a held-back change does not count).
+    fn tls(&self) -> bool {
+        self.ok()
+            && self
+                .policy
+                .as_ref()
+                .filter(|p| p.spec.enabled)
+                .and_then(|p| p.spec.encryption.as_ref())
+                .is_some_and(|e| e.tls_enabled)
+    }
+}
+
+/// Reads the Secrets a policy references; missing ones are simply absent from the map.
+pub async fn fetch_secrets(ctx: &Context, policy: &SecurityPolicy) -> Result<BTreeMap<String, Secret>> {
+    let ns = policy.namespace().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let names: BTreeSet<String> = required_secrets(&policy.spec).into_iter().map(|n| n.name).collect();
+    let mut out = BTreeMap::new();
+    for name in names {
+        if let Some(secret) = api.get_opt(&name).await? {
+            out.insert(name, secret);
+        }
+    }
+    Ok(out)
+}
+
+/// Resolve: read the policy, its Secrets, the plugins and (for VM plugins) the RuntimeClass.
+pub async fn resolve(server: &McpServer, ctx: &Context) -> Result<Resolved> {
+    let ns = server.namespace().ok_or(Error::MissingNamespace)?;
+    let mut secret_versions = BTreeMap::new();
+    let (policy, policy_resolution) = match &server.spec.security_policy {
+        None => (None, Resolution::ok("NoPolicy", "no SecurityPolicy is named: requests are not authenticated")),
+        Some(name) => match Api::<SecurityPolicy>::namespaced(ctx.client.clone(), &ns).get_opt(name).await? {
+            None => (
+                None,
+                Resolution::failed(
+                    "PolicyNotFound",
+                    format!(
+                        "SecurityPolicy {name:?} not found in namespace {ns}: the server is not started without it"
+                    ),
+                ),
+            ),
+            Some(policy) => {
+                let secrets = fetch_secrets(ctx, &policy).await?;
+                secret_versions =
+                    secrets.iter().map(|(k, s)| (k.clone(), s.resource_version().unwrap_or_default())).collect();
+                let resolution = if !policy.spec.enabled {
+                    Resolution::ok(
+                        "PolicyDisabled",
+                        format!("SecurityPolicy {name:?} has enabled: false: requests are not enforced"),
+                    )
+                } else {
+                    let problems = validate_policy(&policy.spec, &secrets);
+                    if problems.is_empty() {
+                        Resolution::ok(
+                            "PolicyValid",
+                            format!(
+                                "SecurityPolicy {name:?} (generation {}) is enforced",
+                                policy.metadata.generation.unwrap_or(0)
+                            ),
+                        )
+                    } else {
+                        Resolution::failed(
+                            "PolicyInvalid",
+                            format!("SecurityPolicy {name:?} is invalid: {}", problems.join("; ")),
+                        )
+                    }
+                };
+                (Some(policy), resolution)
+            }
+        },
+    };
+    let (plugins, plugins_resolution) = if server.spec.plugins.is_empty() {
+        (vec![], Resolution::ok("NoPlugins", "no plugins are requested"))
+    } else {
+        let all = Api::<Plugin>::namespaced(ctx.client.clone(), &ns).list(&ListParams::default()).await?.items;
+        let idx = index(&all);
+        match resolve_plugins(&server.spec.plugins, &idx) {
+            Err(problems) => (vec![], Resolution::failed("PluginsUnresolved", describe(&problems))),
+            Ok(order) => {
+                let plugins: Vec<Plugin> = order.iter().map(|n| idx[n].clone()).collect();
+                let refs: Vec<&Plugin> = plugins.iter().collect();
+                let mut problems = check_sidecar_ports(server.spec.port, &refs);
+                if plugins.iter().any(|p| p.spec.isolation.level == crate::api::IsolationLevel::Vm) {
+                    let class = &ctx.defaults.vm_runtime_class;
+                    if Api::<RuntimeClass>::all(ctx.client.clone()).get_opt(class).await?.is_none() {
+                        problems.push(format!("RuntimeClass {class:?} for VM isolation does not exist in the cluster"));
+                    }
+                }
+                if problems.is_empty() {
+                    let msg = format!("{} plugin(s) resolved in start order: {}", order.len(), order.join(", "));
+                    (plugins, Resolution::ok("PluginsResolved", msg))
+                } else {
+                    (vec![], Resolution::failed("PluginsUnresolved", problems.join("; ")))
+                }
+            }
+        }
+    };
+    Ok(Resolved { policy, policy_resolution, secret_versions, plugins, plugins_resolution })
+}
+
+fn api<K>(ctx: &Context, ns: &str) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
+    Api::namespaced(ctx.client.clone(), ns)
+}
+
+/// Applies every child, then deletes the children this server no longer needs. Returns the
+/// server Deployment as the API server holds it.
+pub async fn apply_children(ctx: &Context, ns: &str, server: &str, children: &Children) -> Result<Deployment> {
+    apply(&api::<ServiceAccount>(ctx, ns), &children.service_account).await?;
+    apply(&api::<ConfigMap>(ctx, ns), &children.config_map).await?;
+    apply(&api::<Service>(ctx, ns), &children.service).await?;
+    let deployment = apply(&api::<Deployment>(ctx, ns), &children.deployment).await?;
+    for d in &children.plugin_deployments {
+        apply(&api::<Deployment>(ctx, ns), d).await?;
+    }
+    for s in &children.plugin_services {
+        apply(&api::<Service>(ctx, ns), s).await?;
+    }
+    for np in &children.network_policies {
+        apply(&api::<NetworkPolicy>(ctx, ns), np).await?;
+    }
+    if let Some(pdb) = &children.pdb {
+        apply(&api::<PodDisruptionBudget>(ctx, ns), pdb).await?;
+    }
+    let names =
+        |items: &mut dyn Iterator<Item = &Option<String>>| -> BTreeSet<String> { items.flatten().cloned().collect() };
+    let keep_deployments = names(
+        &mut std::iter::once(&children.deployment.metadata.name)
+            .chain(children.plugin_deployments.iter().map(|d| &d.metadata.name)),
+    );
+    let keep_services = names(
+        &mut std::iter::once(&children.service.metadata.name)
+            .chain(children.plugin_services.iter().map(|s| &s.metadata.name)),
+    );
+    let keep_policies = names(&mut children.network_policies.iter().map(|n| &n.metadata.name));
+    let keep_pdbs = names(&mut children.pdb.iter().map(|p| &p.metadata.name));
+    prune::<Deployment>(ctx, ns, server, &keep_deployments).await?;
+    prune::<Service>(ctx, ns, server, &keep_services).await?;
+    prune::<NetworkPolicy>(ctx, ns, server, &keep_policies).await?;
+    prune::<PodDisruptionBudget>(ctx, ns, server, &keep_pdbs).await?;
+    Ok(deployment)
+}
+
+/// Deletes the children of `server` of kind K that are not in `keep`.
+async fn prune<K>(ctx: &Context, ns: &str, server: &str, keep: &BTreeSet<String>) -> Result<()>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
+    let api = api::<K>(ctx, ns);
+    let existing = api.list_metadata(&ListParams::default().labels(&owned_selector(server))).await?;
+    for obj in existing.items {
+        let name = obj.name_any();
+        if !keep.contains(&name) && obj.metadata.deletion_timestamp.is_none() {
+            tracing::info!(%server, kind = K::kind(&()).as_ref(), %name, "deleting child no longer needed");
+            api.delete(&name, &DeleteParams::background()).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn apply_server(server: &McpServer, ctx: &Context) -> Result<Action> {
+    let ns = server.namespace().ok_or(Error::MissingNamespace)?;
+    let name = server.name_any();
+    let resolved = resolve(server, ctx).await?;
+    let deployments = api::<Deployment>(ctx, &ns);
+    let existing = deployments.get_opt(&name).await?;
+    let deployment = if resolved.ok() {
+        let inputs = BuildInputs {
+            server,
+            policy: resolved.policy.as_ref(),
+            secret_versions: resolved.secret_versions.clone(),
+            plugins: resolved.plugins.iter().collect(),
+            defaults: &ctx.defaults,
+        };
+        Some(apply_children(ctx, &ns, &name, &build_children(&inputs)).await?)
+    } else {
+        // Fail closed: nothing is created, and a running workload is left exactly as it is.
+        existing.clone()
+    };
+    let pods = api::<Pod>(ctx, &ns)
+        .list(&ListParams::default().labels(&selector_string(&server_selector(&name))))
+        .await?
+        .items;
+    let status = server_status(
+        server,
+        &Observation {
+            policy: &resolved.policy_resolution,
+            plugins: &resolved.plugins_resolution,
+            deployment: deployment.as_ref(),
+            pods: &pods,
+            tls: resolved.tls(),
+        },
+    );
+    let previous = server.status.clone().unwrap_or_default();
+    if status != previous {
+        apply_status(&api::<McpServer>(ctx, &ns), &name, &status).await?;
+    }
+    publish_transitions(ctx, server, &resolved, existing.as_ref(), &previous, &status).await;
+    Ok(next_check(&resolved, &status))
+}
+
+/// When to look again without a watch event: soon while something is wrong or rolling (Secrets
+/// are not watched), rarely once steady.
+fn next_check(resolved: &Resolved, status: &McpServerStatus) -> Action {
+    let steady = resolved.ok() && status.phase == McpServerPhase::Running && status.ready_replicas >= status.replicas;
+    Action::requeue(Duration::from_secs(if steady { 300 } else { 30 }))
+}
+
+fn condition<'a>(
+    status: &'a McpServerStatus,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    status.conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// One Event per meaningful transition, derived from the previous and the new status.
+async fn publish_transitions(
+    ctx: &Context,
+    server: &McpServer,
+    resolved: &Resolved,
+    existing: Option<&Deployment>,
+    previous: &McpServerStatus,
+    status: &McpServerStatus,
+) {
+    let name = server.name_any();
+    if resolved.ok() {
+        match existing.and_then(|d| d.spec.replicas) {
+            None => {
+                let note = format!("Created Deployment, Service, ServiceAccount and ConfigMap {name}-config");
+                ctx.event(server, EventType::Normal, "Created", "Create", note).await;
+            }
+            Some(old) if old != server.spec.replicas => {
+                let note = format!("Scaled from {old} to {} replicas", server.spec.replicas);
+                ctx.event(server, EventType::Normal, "Scaled", "Scale", note).await;
+            }
+            _ => {}
+        }
+    }
+    for type_ in [SECURITY_POLICY_RESOLVED, PLUGINS_RESOLVED] {
+        let (Some(new), old) = (condition(status, type_), condition(previous, type_)) else { continue };
+        if old.is_some_and(|o| o.status == new.status && o.message == new.message) {
+            continue;
+        }
+        if new.status == "False" {
+            ctx.event(server, EventType::Warning, &new.reason, "Resolve", new.message.clone()).await;
+        } else if type_ == SECURITY_POLICY_RESOLVED && server.spec.security_policy.is_some() {
+            ctx.event(server, EventType::Normal, "PolicyApplied", "ApplyPolicy", new.message.clone()).await;
+        }
+    }
+    let failed_rollout = |s: &McpServerStatus| {
+        condition(s, DEGRADED).is_some_and(|c| {
+            c.status == "True" && matches!(c.reason.as_str(), "ProgressDeadlineExceeded" | "CrashLoopBackOff")
+        })
+    };
+    if failed_rollout(status) && !failed_rollout(previous) {
+        let msg = condition(status, DEGRADED).map(|c| c.message.clone()).unwrap_or_default();
+        ctx.event(server, EventType::Warning, "RolloutFailed", "Rollout", msg).await;
+    }
+}
+
+async fn cleanup_server(server: &McpServer, ctx: &Context) -> Result<Action> {
+    let ns = server.namespace().ok_or(Error::MissingNamespace)?;
+    let name = server.name_any();
+    let mut status = server.status.clone().unwrap_or_default();
+    if status.phase != McpServerPhase::Terminating {
+        status.phase = McpServerPhase::Terminating;
+        apply_status(&api::<McpServer>(ctx, &ns), &name, &status).await?;
+        ctx.event(server, EventType::Normal, "Deleting", "Delete", "Tearing down the workload".into()).await;
+    }
+    // Foreground: the Deployments go only once their ReplicaSets and pods are gone.
+    let deployments = api::<Deployment>(ctx, &ns);
+    for d in deployments.list_metadata(&ListParams::default().labels(&owned_selector(&name))).await?.items {
+        if d.metadata.deletion_timestamp.is_none() {
+            deployments.delete(&d.name_any(), &DeleteParams::foreground()).await?;
+        }
+    }
+    let pods = api::<Pod>(ctx, &ns).list_metadata(&ListParams::default().labels(&owned_selector(&name))).await?;
+    if !pods.items.is_empty() {
+        return Err(Error::PodsTerminating(pods.items.len()));
+    }
+    ctx.event(
+        server,
+        EventType::Normal,
+        "Deleted",
+        "Delete",
+        "Workload torn down; usage of policy and plugins released".into(),
+    )
+    .await;
+    Ok(Action::await_change())
+}
+
+/// Runs the MCPServer controller in `scope` until shutdown. Returns its store for metrics.
+pub fn controller(ctx: Arc<Context>, scope: &Scope) -> (Store<McpServer>, impl std::future::Future<Output = ()>) {
+    let client = ctx.client.clone();
+    let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
+    let controller = Controller::new(scope.api::<McpServer>(&client), watcher::Config::default());
+    let store = controller.store();
+    let by_policy = store.clone();
+    let by_plugin = store.clone();
+    let fut = controller
+        .owns(scope.api::<Deployment>(&client), owned.clone())
+        .owns(scope.api::<Service>(&client), owned.clone())
+        .owns(scope.api::<ConfigMap>(&client), owned.clone())
+        .owns(scope.api::<ServiceAccount>(&client), owned.clone())
+        .owns(scope.api::<NetworkPolicy>(&client), owned.clone())
+        .owns(scope.api::<PodDisruptionBudget>(&client), owned)
+        .watches(scope.api::<SecurityPolicy>(&client), watcher::Config::default(), move |policy| {
+            let (ns, name) = (policy.namespace(), policy.name_any());
+            by_policy
+                .state()
+                .into_iter()
+                .filter(|s| s.namespace() == ns && s.spec.security_policy.as_deref() == Some(name.as_str()))
+                .map(|s| ObjectRef::from_obj(&*s))
+                .collect::<Vec<_>>()
+        })
+        .watches(scope.api::<Plugin>(&client), watcher::Config::default(), move |plugin| {
+            // Any server with plugins may reach this one through dependencies.
+            let ns = plugin.namespace();
+            by_plugin
+                .state()
+                .into_iter()
+                .filter(|s| s.namespace() == ns && !s.spec.plugins.is_empty())
+                .map(|s| ObjectRef::from_obj(&*s))
+                .collect::<Vec<_>>()
+        })
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => tracing::debug!(server = %obj.name, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "reconcile error"),
+            }
+        });
+    (store, fut)
+}

@@ -1,0 +1,157 @@
+//! SecurityPolicy controller: validates referenced Secrets and settings, reports phase and usedBy,
+//! and holds in-use protection. Rendering into each server's config is done by the MCPServer
+//! controller, which watches policies.
+
+use super::mcpserver::fetch_secrets;
+use super::usage::{protect, Protection};
+use super::{apply_status, Context, Error, Result, Scope};
+use crate::api::policy_condition_types::VALID;
+use crate::api::{condition, set_condition, McpServer, SecurityPolicy, SecurityPolicyPhase, SecurityPolicyStatus};
+use crate::policy::validate_policy;
+use futures::StreamExt;
+use kube::api::ListParams;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{watcher, Controller};
+use kube::{Api, ResourceExt};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Controller name in metrics and logs.
+pub const CONTROLLER: &str = "securitypolicy";
+
+/// MCPServers that name `policy`, sorted.
+pub fn used_by(policy: &str, servers: &[McpServer]) -> Vec<String> {
+    let mut names: Vec<String> =
+        servers.iter().filter(|s| s.spec.security_policy.as_deref() == Some(policy)).map(|s| s.name_any()).collect();
+    names.sort();
+    names
+}
+
+/// Computes a policy's status from its validation problems and users.
+pub fn policy_status(policy: &SecurityPolicy, problems: &[String], used_by: Vec<String>) -> SecurityPolicyStatus {
+    let previous = policy.status.clone().unwrap_or_default();
+    let generation = policy.metadata.generation;
+    let valid = if problems.is_empty() {
+        condition(VALID, true, "Valid", "every referenced Secret exists and holds its keys", generation)
+    } else {
+        condition(VALID, false, "Invalid", problems.join("; "), generation)
+    };
+    let mut conditions = vec![];
+    set_condition(&mut conditions, &previous.conditions, valid);
+    let phase = if !policy.spec.enabled {
+        SecurityPolicyPhase::Inactive
+    } else if !problems.is_empty() {
+        SecurityPolicyPhase::Error
+    } else {
+        SecurityPolicyPhase::Active
+    };
+    SecurityPolicyStatus {
+        phase: Some(phase),
+        used_by_count: used_by.len() as i32,
+        used_by,
+        tls: Some(match policy.spec.encryption.as_ref().filter(|e| e.tls_enabled) {
+            Some(e) => e.tls_version.as_str().to_string(),
+            None => "off".to_string(),
+        }),
+        observed_generation: generation,
+        conditions,
+    }
+}
+
+/// Reconciles one SecurityPolicy.
+pub async fn reconcile(policy: Arc<SecurityPolicy>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_started(CONTROLLER);
+    let ns = policy.namespace().ok_or(Error::MissingNamespace)?;
+    let name = policy.name_any();
+    let api: Api<SecurityPolicy> = Api::namespaced(ctx.client.clone(), &ns);
+    let servers = Api::<McpServer>::namespaced(ctx.client.clone(), &ns).list(&ListParams::default()).await?.items;
+    let users = used_by(&name, &servers);
+    if protect(&ctx, &api, &policy, &users).await? == Protection::Released
+        && policy.metadata.deletion_timestamp.is_some()
+    {
+        return Ok(Action::await_change());
+    }
+    let secrets = fetch_secrets(&ctx, &policy).await?;
+    let problems = validate_policy(&policy.spec, &secrets);
+    let status = policy_status(&policy, &problems, users);
+    let previous = policy.status.clone().unwrap_or_default();
+    if status != previous {
+        apply_status(&api, &name, &status).await?;
+        if status.phase != previous.phase {
+            match status.phase {
+                Some(SecurityPolicyPhase::Error) => {
+                    ctx.event(&*policy, EventType::Warning, "Invalid", "Validate", problems.join("; ")).await
+                }
+                Some(phase) => {
+                    let note = format!("SecurityPolicy is {phase:?}");
+                    ctx.event(&*policy, EventType::Normal, &format!("{phase:?}"), "Validate", note).await
+                }
+                None => {}
+            }
+        }
+    }
+    // Secrets are not watched (no cluster-wide Secret watch): look again on a timer.
+    let wait = if problems.is_empty() { 120 } else { 15 };
+    Ok(Action::requeue(Duration::from_secs(wait)))
+}
+
+/// Requeue policy after a failed reconcile.
+pub fn error_policy(policy: Arc<SecurityPolicy>, err: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_failed(CONTROLLER, err.metric_label());
+    tracing::warn!(policy = %policy.name_any(), error = %err, "reconcile failed");
+    Action::requeue(Duration::from_secs(15))
+}
+
+/// Runs the SecurityPolicy controller in `scope` until shutdown. Returns its store for metrics.
+pub fn controller(ctx: Arc<Context>, scope: &Scope) -> (Store<SecurityPolicy>, impl std::future::Future<Output = ()>) {
+    let client = ctx.client.clone();
+    let controller = Controller::new(scope.api::<SecurityPolicy>(&client), watcher::Config::default());
+    let store = controller.store();
+    let policies = store.clone();
+    let fut = controller
+        .watches(scope.api::<McpServer>(&client), watcher::Config::default(), move |server| {
+            // A server may have switched away from a policy: recount every policy in its namespace.
+            let ns = server.namespace();
+            policies
+                .state()
+                .into_iter()
+                .filter(|p| p.namespace() == ns)
+                .map(|p| ObjectRef::from_obj(&*p))
+                .collect::<Vec<_>>()
+        })
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async {});
+    (store, fut)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::tests::{policy, server};
+
+    #[test]
+    fn used_by_lists_servers_naming_it() {
+        let s = |n: &str, p: &str| {
+            server(&format!("apiVersion: mcp.n-takatsu.dev/v1alpha1\nkind: MCPServer\nmetadata: {{name: {n}}}\nspec: {{securityPolicy: {p}}}\n"))
+        };
+        let servers = vec![s("b", "default-policy"), s("a", "default-policy"), s("c", "other")];
+        assert_eq!(used_by("default-policy", &servers), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn phases() {
+        let p = policy("{enabled: true}");
+        assert_eq!(policy_status(&p, &[], vec![]).phase, Some(SecurityPolicyPhase::Active));
+        assert_eq!(policy_status(&p, &[], vec![]).tls.as_deref(), Some("off"));
+        let tls = policy("{encryption: {tlsEnabled: true, tlsVersion: \"1.2\", certSecretName: c}}");
+        assert_eq!(policy_status(&tls, &[], vec![]).tls.as_deref(), Some("1.2"));
+        let st = policy_status(&p, &["spec.encryption.certSecretName: Secret \"x\" not found".into()], vec![]);
+        assert_eq!(st.phase, Some(SecurityPolicyPhase::Error));
+        assert_eq!(st.conditions[0].message, "spec.encryption.certSecretName: Secret \"x\" not found");
+        let off = policy("{enabled: false}");
+        assert_eq!(policy_status(&off, &[], vec!["s".into()]).phase, Some(SecurityPolicyPhase::Inactive));
+    }
+}

@@ -1,0 +1,319 @@
+//! Pure status computation for MCPServer: phase, conditions, readiness, URL.
+
+use crate::api::condition_types::*;
+use crate::api::{condition, set_condition, McpServer, McpServerPhase, McpServerStatus, Transport};
+use crate::build::{selector_string, server_selector};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+
+/// The outcome of resolving one kind of reference (policy or plugins).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolution {
+    /// Resolved and usable.
+    pub ok: bool,
+    /// CamelCase reason for the condition.
+    pub reason: String,
+    /// Human message naming what was (not) found.
+    pub message: String,
+}
+
+impl Resolution {
+    /// A resolved reference.
+    pub fn ok(reason: &str, message: impl Into<String>) -> Self {
+        Self { ok: true, reason: reason.into(), message: message.into() }
+    }
+    /// An unresolved reference.
+    pub fn failed(reason: &str, message: impl Into<String>) -> Self {
+        Self { ok: false, reason: reason.into(), message: message.into() }
+    }
+}
+
+/// What the MCPServer controller learned in one reconcile.
+pub struct Observation<'a> {
+    /// The SecurityPolicy reference.
+    pub policy: &'a Resolution,
+    /// The plugin references.
+    pub plugins: &'a Resolution,
+    /// The server Deployment as the API server holds it (after apply, when applied).
+    pub deployment: Option<&'a Deployment>,
+    /// The server pods.
+    pub pods: &'a [Pod],
+    /// Whether clients must use TLS (https URL).
+    pub tls: bool,
+}
+
+/// Pods whose containers are waiting in CrashLoopBackOff.
+pub fn crash_looping(pods: &[Pod]) -> usize {
+    pods.iter()
+        .filter(|p| {
+            p.status.iter().flat_map(|s| s.container_statuses.iter().flatten()).any(|c| {
+                c.state.as_ref().and_then(|s| s.waiting.as_ref()).and_then(|w| w.reason.as_deref())
+                    == Some("CrashLoopBackOff")
+            })
+        })
+        .count()
+}
+
+/// The server's URL inside the cluster.
+pub fn server_url(server: &McpServer, tls: bool) -> String {
+    let scheme = match (server.spec.transport, tls) {
+        (Transport::Websocket, false) => "ws",
+        (Transport::Websocket, true) => "wss",
+        (_, false) => "http",
+        (_, true) => "https",
+    };
+    format!(
+        "{scheme}://{}.{}.svc:{}{}",
+        server.name_any(),
+        server.namespace().unwrap_or_default(),
+        server.spec.port,
+        server.spec.path
+    )
+}
+
+/// Computes the status; conditions keep their transition times when unchanged.
+pub fn server_status(server: &McpServer, obs: &Observation<'_>) -> McpServerStatus {
+    let previous = server.status.clone().unwrap_or_default();
+    let generation = server.metadata.generation;
+    let desired = server.spec.replicas;
+    let dep_status = obs.deployment.and_then(|d| d.status.as_ref());
+    let ready = dep_status.and_then(|s| s.ready_replicas).unwrap_or(0);
+    let updated = dep_status.and_then(|s| s.updated_replicas).unwrap_or(0);
+    let dep_replicas = obs.deployment.and_then(|d| d.spec.replicas);
+    let dep_current =
+        obs.deployment.is_some_and(|d| d.status.as_ref().and_then(|s| s.observed_generation) >= d.metadata.generation);
+    let deadline_exceeded =
+        dep_status.and_then(|s| s.conditions.as_ref()).into_iter().flatten().any(|c| {
+            c.type_.as_deref() == Some("Progressing") && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+        });
+    let crashing = crash_looping(obs.pods);
+    let all_crashing = crashing > 0 && ready == 0 && crashing == obs.pods.len();
+    // When the workload is held back (fail closed), report what actually runs.
+    let replicas = if obs.policy.ok && obs.plugins.ok { desired } else { dep_replicas.unwrap_or(0) };
+
+    let mut conditions = vec![];
+    let mut set = |c| set_condition(&mut conditions, &previous.conditions, c);
+    set(condition(SECURITY_POLICY_RESOLVED, obs.policy.ok, &obs.policy.reason, obs.policy.message.clone(), generation));
+    set(condition(PLUGINS_RESOLVED, obs.plugins.ok, &obs.plugins.reason, obs.plugins.message.clone(), generation));
+    set(if ready >= 1 {
+        condition(
+            AVAILABLE,
+            true,
+            "MinimumReplicasAvailable",
+            format!("{ready} of {replicas} replicas ready"),
+            generation,
+        )
+    } else {
+        condition(AVAILABLE, false, "NoReplicasReady", "no replica is ready", generation)
+    });
+    set(match obs.deployment {
+        None => condition(PROGRESSING, false, "NoWorkload", "no Deployment exists yet", generation),
+        Some(_) if deadline_exceeded => condition(
+            PROGRESSING,
+            false,
+            "ProgressDeadlineExceeded",
+            "the rollout did not finish within its progress deadline",
+            generation,
+        ),
+        Some(_) if dep_current && updated >= replicas && ready >= replicas => {
+            condition(PROGRESSING, true, "RolloutComplete", "every replica runs the current pod template", generation)
+        }
+        Some(_) => condition(
+            PROGRESSING,
+            true,
+            "RolloutInProgress",
+            format!("{updated} of {replicas} replicas updated, {ready} ready"),
+            generation,
+        ),
+    });
+    set(if deadline_exceeded {
+        condition(DEGRADED, true, "ProgressDeadlineExceeded", "the rollout exceeded its progress deadline", generation)
+    } else if crashing > 0 {
+        condition(DEGRADED, true, "CrashLoopBackOff", format!("{crashing} pod(s) are crash-looping"), generation)
+    } else if !(obs.policy.ok && obs.plugins.ok) {
+        condition(
+            DEGRADED,
+            true,
+            "ReferencesUnresolved",
+            "changes are held back until every reference resolves",
+            generation,
+        )
+    } else if ready < replicas {
+        condition(DEGRADED, true, "InsufficientReplicas", format!("{ready} of {replicas} replicas ready"), generation)
+    } else {
+        condition(DEGRADED, false, "AsExpected", format!("{ready} of {replicas} replicas ready"), generation)
+    });
+
+    let phase = if server.metadata.deletion_timestamp.is_some() {
+        McpServerPhase::Terminating
+    } else if !obs.policy.ok || !obs.plugins.ok || deadline_exceeded || all_crashing {
+        McpServerPhase::Failed
+    } else if ready >= 1 {
+        McpServerPhase::Running
+    } else {
+        McpServerPhase::Pending
+    };
+    McpServerStatus {
+        phase,
+        replicas,
+        ready_replicas: ready,
+        ready: Some(format!("{ready}/{replicas}")),
+        selector: Some(selector_string(&server_selector(&server.name_any()))),
+        url: Some(server_url(server, obs.tls)),
+        observed_generation: generation,
+        conditions,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::tests::guide_server;
+    use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentSpec, DeploymentStatus};
+    use k8s_openapi::api::core::v1::{ContainerState, ContainerStateWaiting, ContainerStatus, PodStatus};
+
+    fn deployment(replicas: i32, ready: i32, updated: i32, deadline: bool) -> Deployment {
+        Deployment {
+            metadata: kube::api::ObjectMeta { generation: Some(1), ..Default::default() },
+            spec: DeploymentSpec { replicas: Some(replicas), ..Default::default() },
+            status: Some(DeploymentStatus {
+                observed_generation: Some(1),
+                ready_replicas: Some(ready),
+                updated_replicas: Some(updated),
+                conditions: deadline.then(|| {
+                    vec![DeploymentCondition {
+                        type_: Some("Progressing".into()),
+                        status: Some("False".into()),
+                        reason: Some("ProgressDeadlineExceeded".into()),
+                        ..Default::default()
+                    }]
+                }),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn crashing_pod() -> Pod {
+        Pod {
+            status: Some(PodStatus {
+                container_statuses: Some(vec![ContainerStatus {
+                    state: Some(ContainerState {
+                        waiting: Some(ContainerStateWaiting { reason: Some("CrashLoopBackOff".into()), message: None }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn ok() -> Resolution {
+        Resolution::ok("NotRequired", "none")
+    }
+
+    fn status(dep: Option<&Deployment>, pods: &[Pod], policy: &Resolution) -> McpServerStatus {
+        let mut s = guide_server();
+        s.metadata.generation = Some(3);
+        server_status(&s, &Observation { policy, plugins: &ok(), deployment: dep, pods, tls: false })
+    }
+
+    fn cond<'a>(s: &'a McpServerStatus, t: &str) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+        s.conditions.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    #[test]
+    fn all_ready_is_running_and_complete() {
+        let d = deployment(2, 2, 2, false);
+        let s = status(Some(&d), &[], &ok());
+        assert_eq!(s.phase, McpServerPhase::Running);
+        assert_eq!((s.replicas, s.ready_replicas, s.ready.as_deref()), (2, 2, Some("2/2")));
+        assert_eq!(cond(&s, AVAILABLE).status, "True");
+        assert_eq!(cond(&s, PROGRESSING).reason, "RolloutComplete");
+        assert_eq!(cond(&s, DEGRADED).status, "False");
+        assert_eq!(s.observed_generation, Some(3));
+        assert_eq!(s.url.as_deref(), Some("http://my-mcp-server.default.svc:3000/mcp"));
+        assert_eq!(s.selector.as_deref(), Some("app.kubernetes.io/component=server,app.kubernetes.io/instance=my-mcp-server,app.kubernetes.io/name=mcp-server"));
+    }
+
+    #[test]
+    fn nothing_ready_yet_is_pending_and_progressing() {
+        let d = deployment(2, 0, 0, false);
+        let s = status(Some(&d), &[], &ok());
+        assert_eq!(s.phase, McpServerPhase::Pending);
+        assert_eq!(cond(&s, AVAILABLE).status, "False");
+        assert_eq!(cond(&s, PROGRESSING).reason, "RolloutInProgress");
+        assert_eq!(cond(&s, DEGRADED).reason, "InsufficientReplicas");
+    }
+
+    #[test]
+    fn partly_ready_is_running_but_degraded() {
+        let d = deployment(2, 1, 2, false);
+        let s = status(Some(&d), &[], &ok());
+        assert_eq!(s.phase, McpServerPhase::Running);
+        assert_eq!(cond(&s, DEGRADED).status, "True");
+    }
+
+    #[test]
+    fn deadline_exceeded_fails() {
+        let d = deployment(2, 0, 1, true);
+        let s = status(Some(&d), &[], &ok());
+        assert_eq!(s.phase, McpServerPhase::Failed);
+        assert_eq!(cond(&s, PROGRESSING).status, "False");
+        assert_eq!(cond(&s, DEGRADED).reason, "ProgressDeadlineExceeded");
+    }
+
+    #[test]
+    fn all_pods_crash_looping_fails() {
+        let d = deployment(2, 0, 2, false);
+        let s = status(Some(&d), &[crashing_pod(), crashing_pod()], &ok());
+        assert_eq!(s.phase, McpServerPhase::Failed);
+        assert_eq!(cond(&s, DEGRADED).reason, "CrashLoopBackOff");
+    }
+
+    #[test]
+    fn missing_policy_fails_closed_and_reports_what_runs() {
+        let missing = Resolution::failed("PolicyNotFound", "SecurityPolicy \"p\" not found");
+        let none = status(None, &[], &missing);
+        assert_eq!(none.phase, McpServerPhase::Failed);
+        assert_eq!(none.replicas, 0, "nothing was started");
+        let c = cond(&none, SECURITY_POLICY_RESOLVED);
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "PolicyNotFound"));
+        let running = deployment(2, 2, 2, false);
+        let kept = status(Some(&running), &[], &missing);
+        assert_eq!(kept.phase, McpServerPhase::Failed);
+        assert_eq!(kept.ready_replicas, 2, "the running workload is left as it is");
+        assert_eq!(cond(&kept, AVAILABLE).status, "True");
+    }
+
+    #[test]
+    fn terminating_wins() {
+        let mut s = guide_server();
+        s.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()));
+        let st =
+            server_status(&s, &Observation { policy: &ok(), plugins: &ok(), deployment: None, pods: &[], tls: false });
+        assert_eq!(st.phase, McpServerPhase::Terminating);
+    }
+
+    #[test]
+    fn steady_state_keeps_transition_times() {
+        let d = deployment(2, 2, 2, false);
+        let mut s = guide_server();
+        let obs = Observation { policy: &ok(), plugins: &ok(), deployment: Some(&d), pods: &[], tls: false };
+        let first = server_status(&s, &obs);
+        s.status = Some(first.clone());
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert_eq!(server_status(&s, &obs), first, "no status flapping");
+    }
+
+    #[test]
+    fn url_follows_transport_and_tls() {
+        let mut s = guide_server();
+        assert_eq!(server_url(&s, true), "https://my-mcp-server.default.svc:3000/mcp");
+        s.spec.transport = Transport::Websocket;
+        assert_eq!(server_url(&s, false), "ws://my-mcp-server.default.svc:3000/mcp");
+    }
+}

@@ -1,0 +1,283 @@
+//! SecurityPolicy validation (which Secrets and settings it needs) and rendering into the
+//! effective policy document the gateway reads from `/etc/mcp/policy.json`.
+
+use crate::api::{AuthMethod, SecurityPolicy, SecurityPolicySpec};
+use crate::consts::TLS_DIR;
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+/// Where the gateway finds referenced Secrets (one directory per Secret; mounted by the gateway
+/// integration, outside /etc/mcp so that a Secret never mixes with the rendered config).
+pub const SECRETS_DIR: &str = "/var/run/secrets/mcp";
+
+/// A Secret the policy references, with the keys it must hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretNeed {
+    /// Secret name (same namespace as the policy).
+    pub name: String,
+    /// Keys that must exist; empty means "at least one key".
+    pub keys: Vec<String>,
+    /// The spec field that names the Secret, for messages.
+    pub field: &'static str,
+}
+
+/// Every Secret the policy references, in spec order.
+pub fn required_secrets(spec: &SecurityPolicySpec) -> Vec<SecretNeed> {
+    let mut needs = vec![];
+    let need = |name: &str, keys: &[&str], field| SecretNeed {
+        name: name.to_string(),
+        keys: keys.iter().map(|k| k.to_string()).collect(),
+        field,
+    };
+    if let Some(enc) = spec.encryption.as_ref().filter(|e| e.tls_enabled) {
+        if let Some(name) = enc.cert_secret_name.as_deref() {
+            needs.push(need(name, &["tls.crt", "tls.key"], "spec.encryption.certSecretName"));
+        }
+    }
+    if let Some(auth) = &spec.authentication {
+        let uses = |m| auth.methods.contains(&m);
+        if let (true, Some(r)) = (uses(AuthMethod::Jwt), auth.jwt.as_ref().and_then(|j| j.secret_ref.as_ref())) {
+            needs.push(need(&r.name, &[r.key.as_str()], "spec.authentication.jwt.secretRef"));
+        }
+        if let (true, Some(r)) =
+            (uses(AuthMethod::Oauth2), auth.oauth2.as_ref().and_then(|o| o.client_secret_ref.as_ref()))
+        {
+            needs.push(need(&r.name, &["client-id", "client-secret"], "spec.authentication.oauth2.clientSecretRef"));
+        }
+        if let (true, Some(a)) = (uses(AuthMethod::Apikey), auth.api_keys.as_ref()) {
+            needs.push(need(&a.secret_ref.name, &[], "spec.authentication.apiKeys.secretRef"));
+        }
+        if let (true, Some(m)) = (uses(AuthMethod::Mtls), auth.mtls.as_ref()) {
+            needs.push(need(&m.ca_secret_ref.name, &["ca.crt"], "spec.authentication.mtls.caSecretRef"));
+        }
+    }
+    needs
+}
+
+/// What the schema cannot check: each method has its settings, each referenced Secret exists
+/// and holds its keys. Every message names the field. `secrets` holds the Secrets that exist.
+pub fn validate_policy(spec: &SecurityPolicySpec, secrets: &BTreeMap<String, Secret>) -> Vec<String> {
+    let mut problems = vec![];
+    if let Some(auth) = &spec.authentication {
+        for method in &auth.methods {
+            let (present, field) = match method {
+                AuthMethod::Jwt => (auth.jwt.is_some(), "jwt"),
+                AuthMethod::Oauth2 => (auth.oauth2.is_some(), "oauth2"),
+                AuthMethod::Apikey => (auth.api_keys.is_some(), "apiKeys"),
+                AuthMethod::Mtls => (auth.mtls.is_some(), "mtls"),
+            };
+            if !present {
+                problems.push(format!(
+                    "spec.authentication.{field} is required when spec.authentication.methods includes {}",
+                    method.as_str()
+                ));
+            }
+        }
+    }
+    for need in required_secrets(spec) {
+        let Some(secret) = secrets.get(&need.name) else {
+            problems.push(format!("{}: Secret {:?} not found", need.field, need.name));
+            continue;
+        };
+        let has = |k: &str| {
+            secret.data.as_ref().is_some_and(|d| d.contains_key(k))
+                || secret.string_data.as_ref().is_some_and(|d| d.contains_key(k))
+        };
+        let missing: Vec<_> = need.keys.iter().filter(|k| !has(k)).cloned().collect();
+        if !missing.is_empty() {
+            problems.push(format!("{}: Secret {:?} has no key {}", need.field, need.name, missing.join(", ")));
+        } else if need.keys.is_empty() && secret.data.as_ref().is_none_or(|d| d.is_empty()) {
+            problems.push(format!("{}: Secret {:?} holds no keys", need.field, need.name));
+        }
+    }
+    problems
+}
+
+fn secret_file(secret: &str, key: &str) -> String {
+    format!("{SECRETS_DIR}/{secret}/{key}")
+}
+
+/// The effective policy as the gateway consumes it: every Secret replaced by the path of its
+/// mounted file, defaults filled in, `enabled: false` when no policy (or a disabled one) applies.
+pub fn render_policy(policy: Option<&SecurityPolicy>) -> Value {
+    let Some(policy) = policy.filter(|p| p.spec.enabled) else {
+        return json!({
+            "enabled": false,
+            "policy": policy.map(|p| p.name_any()),
+        });
+    };
+    let spec = &policy.spec;
+    let tls = spec.encryption.as_ref().filter(|e| e.tls_enabled).map(|e| {
+        json!({
+            "minVersion": e.tls_version.as_str(),
+            "certFile": format!("{TLS_DIR}/tls.crt"),
+            "keyFile": format!("{TLS_DIR}/tls.key"),
+        })
+    });
+    let authentication = spec.authentication.as_ref().map(|a| {
+        let mut methods: Vec<&str> = a.methods.iter().map(|m| m.as_str()).collect();
+        methods.dedup();
+        json!({
+            "required": a.required,
+            "methods": methods,
+            "jwt": a.jwt.as_ref().map(|j| json!({
+                "issuer": j.issuer,
+                "audiences": j.audiences,
+                "jwksUri": j.jwks_uri,
+                "secretFile": j.secret_ref.as_ref().map(|r| secret_file(&r.name, &r.key)),
+            })),
+            "oauth2": a.oauth2.as_ref().map(|o| json!({
+                "introspectionUrl": o.introspection_url,
+                "clientIdFile": o.client_secret_ref.as_ref().map(|r| secret_file(&r.name, "client-id")),
+                "clientSecretFile": o.client_secret_ref.as_ref().map(|r| secret_file(&r.name, "client-secret")),
+            })),
+            "apiKeys": a.api_keys.as_ref().map(|k| json!({"dir": format!("{SECRETS_DIR}/{}", k.secret_ref.name)})),
+            "mtls": a.mtls.as_ref().map(|m| json!({"caFile": secret_file(&m.ca_secret_ref.name, "ca.crt")})),
+        })
+    });
+    let authorization = spec.authorization.as_ref().map(|z| {
+        let tools: BTreeMap<&str, &Vec<String>> = z.tools.iter().map(|t| (t.role.as_str(), &t.allow)).collect();
+        json!({
+            "mode": "rbac",
+            "allowedRoles": z.allowed_roles,
+            "rolesClaim": z.roles_claim,
+            "tools": tools,
+        })
+    });
+    let rate = spec.rate_limiting.as_ref().filter(|r| r.enabled).map(|r| {
+        json!({
+            "requestsPerMinute": r.requests_per_minute,
+            "burstSize": r.burst_size.unwrap_or(r.requests_per_minute),
+        })
+    });
+    let audit = spec.audit.as_ref().filter(|a| a.enabled).map(|a| {
+        json!({
+            "logLevel": serde_json::to_value(a.log_level).unwrap_or(Value::Null),
+            "retentionDays": a.retention_days,
+        })
+    });
+    json!({
+        "enabled": true,
+        "policy": policy.name_any(),
+        "generation": policy.metadata.generation,
+        "tls": tls,
+        "authentication": authentication,
+        "authorization": authorization,
+        "rateLimiting": rate,
+        "audit": audit,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+
+    fn guide_policy() -> SecurityPolicy {
+        serde_yaml::from_str(
+            r#"
+apiVersion: mcp.n-takatsu.dev/v1alpha1
+kind: SecurityPolicy
+metadata: {name: default-policy, namespace: default, generation: 2}
+spec:
+  enabled: true
+  authentication:
+    required: true
+    methods: [jwt, oauth2]
+    jwt: {issuer: "https://auth.example.com", audiences: [mcp], jwksUri: "https://auth.example.com/jwks.json"}
+    oauth2: {introspectionUrl: "https://auth.example.com/introspect", clientSecretRef: {name: oauth2-client}}
+  authorization: {mode: rbac, allowedRoles: [admin, developer], tools: [{role: developer, allow: ["search*"]}]}
+  rateLimiting: {enabled: true, requestsPerMinute: 100, burstSize: 200}
+  encryption: {tlsEnabled: true, tlsVersion: "1.3", certSecretName: tls-cert-secret}
+  audit: {enabled: true, logLevel: info, retentionDays: 30}
+"#,
+        )
+        .unwrap()
+    }
+
+    fn secret(name: &str, keys: &[&str]) -> (String, Secret) {
+        let data = keys.iter().map(|k| (k.to_string(), ByteString(b"x".to_vec()))).collect();
+        (name.to_string(), Secret { data: Some(data), ..Default::default() })
+    }
+
+    #[test]
+    fn lists_every_referenced_secret_with_its_keys() {
+        let needs = required_secrets(&guide_policy().spec);
+        let names: Vec<_> = needs.iter().map(|n| (n.name.as_str(), n.keys.len())).collect();
+        assert_eq!(names, vec![("tls-cert-secret", 2), ("oauth2-client", 2)]);
+    }
+
+    #[test]
+    fn valid_when_secrets_hold_their_keys() {
+        let secrets = BTreeMap::from([
+            secret("tls-cert-secret", &["tls.crt", "tls.key"]),
+            secret("oauth2-client", &["client-id", "client-secret"]),
+        ]);
+        assert_eq!(validate_policy(&guide_policy().spec, &secrets), Vec::<String>::new());
+    }
+
+    #[test]
+    fn missing_secret_and_key_name_the_field() {
+        let secrets = BTreeMap::from([secret("tls-cert-secret", &["tls.crt"])]);
+        assert_eq!(
+            validate_policy(&guide_policy().spec, &secrets),
+            vec![
+                r#"spec.encryption.certSecretName: Secret "tls-cert-secret" has no key tls.key"#.to_string(),
+                r#"spec.authentication.oauth2.clientSecretRef: Secret "oauth2-client" not found"#.to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn method_without_settings_names_the_field() {
+        let mut p = guide_policy();
+        let auth = p.spec.authentication.as_mut().unwrap();
+        auth.jwt = None;
+        auth.oauth2 = None;
+        auth.methods.push(AuthMethod::Apikey);
+        let problems = validate_policy(&p.spec, &BTreeMap::from([secret("tls-cert-secret", &["tls.crt", "tls.key"])]));
+        assert_eq!(
+            problems,
+            vec![
+                "spec.authentication.jwt is required when spec.authentication.methods includes jwt",
+                "spec.authentication.oauth2 is required when spec.authentication.methods includes oauth2",
+                "spec.authentication.apiKeys is required when spec.authentication.methods includes apikey",
+            ]
+        );
+    }
+
+    #[test]
+    fn renders_files_not_secrets() {
+        let doc = render_policy(Some(&guide_policy()));
+        assert_eq!(doc["enabled"], true);
+        assert_eq!(doc["policy"], "default-policy");
+        assert_eq!(doc["tls"]["minVersion"], "1.3");
+        assert_eq!(doc["tls"]["certFile"], "/etc/mcp/tls/tls.crt");
+        assert_eq!(doc["authentication"]["methods"], json!(["jwt", "oauth2"]));
+        assert_eq!(
+            doc["authentication"]["oauth2"]["clientSecretFile"],
+            "/var/run/secrets/mcp/oauth2-client/client-secret"
+        );
+        assert_eq!(doc["authorization"]["rolesClaim"], "roles");
+        assert_eq!(doc["authorization"]["tools"]["developer"], json!(["search*"]));
+        assert_eq!(doc["rateLimiting"], json!({"requestsPerMinute": 100, "burstSize": 200}));
+        assert_eq!(doc["audit"], json!({"logLevel": "info", "retentionDays": 30}));
+    }
+
+    #[test]
+    fn disabled_or_absent_policy_renders_no_enforcement() {
+        assert_eq!(render_policy(None), json!({"enabled": false, "policy": null}));
+        let mut p = guide_policy();
+        p.spec.enabled = false;
+        assert_eq!(render_policy(Some(&p)), json!({"enabled": false, "policy": "default-policy"}));
+    }
+
+    #[test]
+    fn burst_defaults_to_rate() {
+        let mut p = guide_policy();
+        p.spec.rate_limiting.as_mut().unwrap().burst_size = None;
+        assert_eq!(render_policy(Some(&p))["rateLimiting"]["burstSize"], 100);
+    }
+}

@@ -1,0 +1,278 @@
+//! The operator process: flags, logging, the admin HTTP server, CRD readiness, leader election
+//! and the controllers. `main.rs` only calls [`run`].
+
+use crate::build::Defaults;
+use crate::consts::*;
+use crate::controller::{mcpserver, plugin, securitypolicy, Context, Scope};
+use crate::metrics::Metrics;
+use anyhow::Context as _;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use clap::{ArgAction, Parser, ValueEnum};
+use futures::future::{join_all, BoxFuture, FutureExt};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::runtime::reflector::Store;
+use kube::{Api, Client, ResourceExt};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Command-line flags of `mcp-operator` (each also settable by environment variable).
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "mcp-operator",
+    version,
+    about = "Runs MCP servers on Kubernetes from MCPServer, Plugin and SecurityPolicy"
+)]
+pub struct Args {
+    /// Image of MCPServers whose spec names none.
+    #[arg(long, env = "MCP_DEFAULT_SERVER_IMAGE", default_value = DEFAULT_SERVER_IMAGE)]
+    pub default_server_image: String,
+    /// Namespaces to watch, comma-separated; empty watches every namespace.
+    #[arg(long, env = "MCP_WATCH_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    /// RuntimeClass of plugins with `isolation.level: VM`.
+    #[arg(long, env = "MCP_VM_RUNTIME_CLASS", default_value = DEFAULT_VM_RUNTIME_CLASS)]
+    pub vm_runtime_class: String,
+    /// Elect a leader on a Lease so that only one replica reconciles.
+    #[arg(long, env = "MCP_LEADER_ELECTION", default_value_t = true, action = ArgAction::Set)]
+    pub leader_election: bool,
+    /// Namespace of the leader Lease (defaults to the pod's namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "mcp-system")]
+    pub leader_election_namespace: String,
+    /// Address of the health, readiness and metrics server.
+    #[arg(long, env = "MCP_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "MCP_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Identity of this replica (Events, Lease holder); defaults to the pod name or host name.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+}
+
+/// Sets up tracing; `RUST_LOG` filters (default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// What the admin server reports.
+#[derive(Clone, Default)]
+struct Admin {
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+    phases: Arc<Mutex<Vec<PhaseSource>>>,
+}
+
+type PhaseSource = Box<dyn Fn() -> Vec<(String, String)> + Send + Sync>;
+
+fn phases_of<K, F>(kind: &'static str, store: Store<K>, phase: F) -> PhaseSource
+where
+    K: kube::Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+    F: Fn(&K) -> Option<String> + Send + Sync + 'static,
+{
+    Box::new(move || {
+        store.state().iter().map(|o| (kind.to_string(), phase(o).unwrap_or_else(|| "Unknown".into()))).collect()
+    })
+}
+
+async fn metrics_handler(State(admin): State<Admin>) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+    let mut counts: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for source in admin.phases.lock().expect("phase sources lock").iter() {
+        for key in source() {
+            *counts.entry(key).or_default() += 1;
+        }
+    }
+    admin.metrics.set_phases(counts.into_iter().map(|((k, p), n)| (k, p, n)));
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    (StatusCode::OK, [("content-type", content_type)], admin.metrics.encode())
+}
+
+async fn serve_admin(addr: SocketAddr, admin: Admin) -> anyhow::Result<()> {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|State(a): State<Admin>| async move {
+                if a.ready.load(Ordering::Relaxed) {
+                    (StatusCode::OK, "ready")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "waiting for CRDs")
+                }
+            }),
+        )
+        .route("/metrics", get(metrics_handler))
+        .with_state(admin);
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Names of the CRDs the operator needs.
+pub fn crd_names() -> Vec<String> {
+    crate::api::crds().into_iter().map(|c| c.name_any()).collect()
+}
+
+fn established(crd: &CustomResourceDefinition) -> bool {
+    crd.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"))
+}
+
+/// Waits until every CRD exists and is established, saying clearly what is missing meanwhile.
+async fn wait_for_crds(client: &Client) -> anyhow::Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    loop {
+        let mut missing = vec![];
+        for name in crd_names() {
+            match api.get_opt(&name).await {
+                Ok(Some(crd)) if established(&crd) => {}
+                Ok(_) => missing.push(name),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read CustomResourceDefinitions (RBAC?)");
+                    missing.push(name);
+                }
+            }
+        }
+        if missing.is_empty() {
+            tracing::info!("CRDs are established");
+            return Ok(());
+        }
+        tracing::error!(
+            missing = %missing.join(", "),
+            "CRDs not installed or not established yet; install them with `kubectl apply -f k8s/crds/`. Waiting."
+        );
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
+fn scopes(args: &Args) -> Vec<Scope> {
+    if args.namespaces.iter().all(|n| n.trim().is_empty()) {
+        vec![Scope::All]
+    } else {
+        args.namespaces
+            .iter()
+            .filter(|n| !n.trim().is_empty())
+            .map(|n| Scope::Namespace(n.trim().to_string()))
+            .collect()
+    }
+}
+
+/// Starts every controller for every scope; resolves when they have all shut down.
+fn controllers(ctx: Arc<Context>, args: &Args, admin: &Admin) -> BoxFuture<'static, ()> {
+    let mut futs: Vec<BoxFuture<'static, ()>> = vec![];
+    let mut phases = admin.phases.lock().expect("phase sources lock");
+    for scope in scopes(args) {
+        tracing::info!(?scope, "starting controllers");
+        let (servers, f) = mcpserver::controller(ctx.clone(), &scope);
+        phases.push(phases_of("MCPServer", servers, |s| s.status.as_ref().map(|st| format!("{:?}", st.phase))));
+        futs.push(f.boxed());
+        let (plugins, f) = plugin::controller(ctx.clone(), &scope);
+        phases.push(phases_of("Plugin", plugins, |p| p.status.as_ref().map(|st| format!("{:?}", st.phase))));
+        futs.push(f.boxed());
+        let (policies, f) = securitypolicy::controller(ctx.clone(), &scope);
+        phases.push(phases_of("SecurityPolicy", policies, |p| {
+            p.status.as_ref().and_then(|st| st.phase).map(|ph| format!("{ph:?}"))
+        }));
+        futs.push(f.boxed());
+    }
+    join_all(futs).map(|_| ()).boxed()
+}
+
+/// Runs the operator until SIGTERM.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    let client = Client::try_default().await.context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
+    let identity = args
+        .identity
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("mcp-operator-{}", std::process::id()));
+    let metrics = Arc::new(Metrics::default());
+    let admin = Admin { metrics: metrics.clone(), ..Default::default() };
+    let server = tokio::spawn(serve_admin(args.metrics_addr, admin.clone()));
+
+    tokio::select! {
+        r = wait_for_crds(&client) => r?,
+        _ = shutdown_signal() => return Ok(()),
+    }
+    admin.ready.store(true, Ordering::Relaxed);
+
+    let defaults =
+        Defaults { server_image: args.default_server_image.clone(), vm_runtime_class: args.vm_runtime_class.clone() };
+    let ctx = Arc::new(Context::new(client.clone(), defaults, metrics.clone(), Some(identity.clone())));
+
+    if args.leader_election {
+        let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), LEADER_LEASE)
+            .with_namespace(&args.leader_election_namespace)
+            .with_identity(&identity)
+            .with_field_manager(FIELD_MANAGER)
+            .with_duration(15)
+            .with_grace(5)
+            .build()
+            .await
+            .context("leader election Lease")?;
+        let (mut leader, lease_task) = manager.watch().await;
+        tracing::info!(%identity, lease = LEADER_LEASE, namespace = %args.leader_election_namespace, "waiting to become leader");
+        loop {
+            if *leader.borrow_and_update() {
+                break;
+            }
+            tokio::select! {
+                changed = leader.changed() => changed.context("leader election stopped")?,
+                _ = shutdown_signal() => return Ok(()),
+            }
+        }
+        tracing::info!(%identity, "became leader");
+        metrics.leader.set(1);
+        let run = controllers(ctx, &args, &admin);
+        tokio::select! {
+            _ = run => tracing::info!("controllers stopped"),
+            _ = async { while leader.changed().await.is_ok() { if !*leader.borrow() { break; } } } => {
+                // Another replica may already reconcile: stop at once and let Kubernetes restart us.
+                anyhow::bail!("lost the leader Lease");
+            }
+        }
+        drop(leader);
+        let _ = tokio::time::timeout(Duration::from_secs(5), lease_task).await;
+    } else {
+        controllers(ctx, &args, &admin).await;
+    }
+    server.abort();
+    tracing::info!("shut down");
+    Ok(())
+}

@@ -1,0 +1,90 @@
+{{/*
+Object names are fixed, not derived from the release name: the user guide and the plain
+manifests refer to them (svc/mcp-operator-metrics, serviceaccount mcp-operator).
+*/}}
+{{- define "mcp-operator.name" -}}
+mcp-operator
+{{- end }}
+
+{{- define "mcp-operator.serviceAccountName" -}}
+mcp-operator
+{{- end }}
+
+{{- define "mcp-operator.chart" -}}
+{{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Selector labels: stable for the life of the release (Deployment selectors are immutable). */}}
+{{- define "mcp-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "mcp-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Common labels on every object. */}}
+{{- define "mcp-operator.labels" -}}
+helm.sh/chart: {{ include "mcp-operator.chart" . }}
+{{ include "mcp-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "mcp-operator.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end }}
+
+{{/*
+RBAC rules for namespaced resources. Least privilege: the operator writes its children with
+server-side apply (patch), so it never needs update on them; Secrets are only read by name
+(get), never listed or watched.
+*/}}
+{{- define "mcp-operator.namespacedRules" -}}
+- apiGroups: ["mcp.n-takatsu.dev"]
+  resources: ["mcpservers", "plugins", "securitypolicies"]
+  verbs: ["get", "list", "watch", "patch", "update"]
+- apiGroups: ["mcp.n-takatsu.dev"]
+  resources: ["mcpservers/status", "plugins/status", "securitypolicies/status"]
+  verbs: ["get", "patch", "update"]
+- apiGroups: ["mcp.n-takatsu.dev"]
+  resources: ["mcpservers/finalizers", "plugins/finalizers", "securitypolicies/finalizers"]
+  verbs: ["update"]
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["services", "serviceaccounts", "configmaps"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+# Reads the gateway's status document through the API server proxy.
+- apiGroups: [""]
+  resources: ["services/proxy"]
+  verbs: ["get"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+{{- end }}
+
+{{/* RBAC rules for cluster-scoped reads (always granted cluster-wide). */}}
+{{- define "mcp-operator.clusterRules" -}}
+# VM isolation checks that the configured RuntimeClass exists.
+- apiGroups: ["node.k8s.io"]
+  resources: ["runtimeclasses"]
+  verbs: ["get", "list", "watch"]
+# The controllers start only once their CRDs are established.
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["get", "list", "watch"]
+{{- end }}

@@ -1,0 +1,130 @@
+//! Cluster providers: k3s in a container (testcontainers), the local kwok control plane built by
+//! hack/, or an existing cluster from a kubeconfig.
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use testcontainers::core::Mount;
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, ImageExt};
+use testcontainers_modules::k3s::{K3s, KUBE_SECURE_PORT};
+
+/// Where the cluster comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Provider {
+    /// k3s in a Docker container; the operator runs in-cluster from the chart.
+    K3s,
+    /// The local kwok cluster (hack/cluster-up.sh); the operator runs as a local process that
+    /// impersonates the chart's ServiceAccount.
+    Local,
+    /// The cluster of $KUBECONFIG; the operator runs as for `local`.
+    Existing,
+}
+
+impl Provider {
+    /// From `E2E_CLUSTER`, else k3s where a Docker engine answers, else local.
+    pub fn choose() -> Result<Self> {
+        match std::env::var("E2E_CLUSTER").as_deref() {
+            Ok("k3s") => Ok(Self::K3s),
+            Ok("local") => Ok(Self::Local),
+            Ok("existing") => Ok(Self::Existing),
+            Ok(other) if !other.is_empty() => bail!("E2E_CLUSTER={other:?}: use k3s, local or existing"),
+            _ => Ok(if docker_answers() { Self::K3s } else { Self::Local }),
+        }
+    }
+
+    /// Whether the operator runs inside the cluster (from the chart's image).
+    pub fn operator_in_cluster(self) -> bool {
+        self == Self::K3s
+    }
+}
+
+fn docker_answers() -> bool {
+    Command::new("docker").args(["info", "--format", "{{.ServerVersion}}"]).output().is_ok_and(|o| o.status.success())
+}
+
+/// Images the guide's examples name, served on k3s by a stand-in (e2e/images/stand-in).
+pub const STAND_IN_IMAGES: &[&str] =
+    &["mcp-rs:latest", "mcp-rs:v0.1.0", "mcp-rs:v0.2.0-beta", "mcp-rs-wordpress-plugin:latest", "mcp-plugin:e2e"];
+
+/// A running cluster; keeps the k3s container alive as long as it lives.
+pub struct Cluster {
+    /// The provider.
+    pub provider: Provider,
+    /// Admin kubeconfig.
+    pub kubeconfig: PathBuf,
+    _k3s: Option<ContainerAsync<K3s>>,
+}
+
+/// Runs a command, failing with its output when it fails.
+pub fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+impl Cluster {
+    /// Starts (or finds) the cluster of `provider`.
+    pub async fn start(provider: Provider, repo: &Path, work: &Path) -> Result<Self> {
+        match provider {
+            Provider::Local => {
+                run(Command::new(repo.join("hack/cluster-up.sh")).current_dir(repo))
+                    .context("the local cluster did not start (hack/cluster-up.sh)")?;
+                let path = run(Command::new(repo.join("hack/kubeconfig.sh")).current_dir(repo))?;
+                Ok(Self { provider, kubeconfig: PathBuf::from(path.trim()), _k3s: None })
+            }
+            Provider::Existing => {
+                let path = std::env::var("KUBECONFIG")
+                    .ok()
+                    .and_then(|p| std::env::split_paths(&p).next())
+                    .or_else(|| std::env::var("HOME").ok().map(|h| PathBuf::from(h).join(".kube/config")))
+                    .context("E2E_CLUSTER=existing needs KUBECONFIG or ~/.kube/config")?;
+                Ok(Self { provider, kubeconfig: path, _k3s: None })
+            }
+            Provider::K3s => Self::start_k3s(repo, work).await,
+        }
+    }
+
+    async fn start_k3s(repo: &Path, work: &Path) -> Result<Self> {
+        // The chart's default image name, so that the guide's `helm install` works verbatim; k3s
+        // imports every tarball in its agent images directory at start.
+        let image = crate::env::chart_image(repo)?;
+        let images = work.join("k3s-images");
+        std::fs::create_dir_all(&images)?;
+        run(Command::new("docker").args(["build", "-t", &image, "."]).current_dir(repo))
+            .context("building the operator image for k3s")?;
+        run(Command::new("docker").args(["save", "-o"]).arg(images.join("mcp-operator.tar")).arg(&image))?;
+        // Stand-ins for the server and plugin images the guide names.
+        let mut build = Command::new("docker");
+        build.arg("build");
+        for tag in STAND_IN_IMAGES {
+            build.args(["-t", tag]);
+        }
+        run(build.arg("e2e/images/stand-in").current_dir(repo)).context("building the stand-in images")?;
+        run(Command::new("docker").args(["save", "-o"]).arg(images.join("stand-ins.tar")).args(STAND_IN_IMAGES))?;
+        let conf = work.join("k3s-conf");
+        std::fs::create_dir_all(&conf)?;
+        let tag = std::env::var("E2E_K3S_TAG").unwrap_or_else(|_| "v1.33.5-k3s1".to_string());
+        let container = K3s::default()
+            .with_conf_mount(&conf)
+            .with_tag(tag)
+            .with_privileged(true)
+            .with_userns_mode("host")
+            .with_mount(Mount::bind_mount(images.to_string_lossy(), "/var/lib/rancher/k3s/agent/images"))
+            .start()
+            .await
+            .context("k3s did not start (is the Docker engine running?)")?;
+        let port = container.get_host_port_ipv4(KUBE_SECURE_PORT).await?;
+        let raw = container.image().read_kube_config()?;
+        let kubeconfig = work.join("k3s.kubeconfig");
+        std::fs::write(&kubeconfig, raw.replace(":6443", &format!(":{port}")))?;
+        Ok(Self { provider: Provider::K3s, kubeconfig, _k3s: Some(container) })
+    }
+}

@@ -1,0 +1,363 @@
+//! The shared test environment: cluster, CRDs, chart and operator, set up once per run.
+
+use crate::cluster::{run, Cluster, Provider};
+use crate::{OPERATOR_NAMESPACE, OPERATOR_SA};
+use anyhow::{bail, Context, Result};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, OnceLock};
+use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// The shared environment.
+pub struct Env {
+    /// The cluster.
+    pub cluster: Cluster,
+    /// The repository root (the guide's relative paths start here).
+    pub repo: PathBuf,
+    /// Scratch space of this run.
+    pub work: PathBuf,
+    /// Where kubectl and helm come from (the tools cache for local, else $PATH).
+    pub tools_bin: Option<PathBuf>,
+    /// Address of the operator's admin server when it runs as a local process.
+    pub metrics_addr: String,
+    operator: Mutex<Option<Child>>,
+    install_lock: RwLock<()>,
+}
+
+static ENV: OnceLock<Env> = OnceLock::new();
+
+/// The environment, set up on first use (in a thread and runtime of its own that live as long as
+/// the process, because the k3s container handle belongs to that runtime).
+pub fn env() -> &'static Env {
+    ENV.get_or_init(|| {
+        std::thread::spawn(|| {
+            let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+            let env = rt.block_on(Env::setup()).unwrap_or_else(|e| panic!("e2e environment failed to start: {e:#}"));
+            // Keep the runtime (and the k3s container it owns) for the life of the process.
+            std::mem::forget(rt);
+            env
+        })
+        .join()
+        .expect("setup thread")
+    })
+}
+
+/// The image the chart deploys by default (`image.repository:appVersion`).
+pub fn chart_image(repo: &Path) -> Result<String> {
+    let chart = std::fs::read_to_string(repo.join("charts/mcp-operator/Chart.yaml"))?;
+    let values = std::fs::read_to_string(repo.join("charts/mcp-operator/values.yaml"))?;
+    let chart: serde_yaml::Value = serde_yaml::from_str(&chart)?;
+    let values: serde_yaml::Value = serde_yaml::from_str(&values)?;
+    let repo_name = values["image"]["repository"].as_str().context("values.image.repository")?;
+    let tag = chart["appVersion"].as_str().context("Chart appVersion")?;
+    Ok(format!("{repo_name}:{tag}"))
+}
+
+fn tools_cache_bin() -> Option<PathBuf> {
+    let base = std::env::var_os("MCP_TOOLS_DIR").map(PathBuf::from).or_else(|| {
+        std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .map(|c| c.join("mcp-operator/tools"))
+    })?;
+    Some(base.join("bin")).filter(|b| b.join("kubectl").exists())
+}
+
+impl Env {
+    async fn setup() -> Result<Self> {
+        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().context("repo root")?.to_path_buf();
+        let provider = Provider::choose()?;
+        eprintln!("[e2e] provider: {provider:?}");
+        let work = std::env::temp_dir().join(format!("mcp-e2e-{}", std::process::id()));
+        std::fs::create_dir_all(&work)?;
+        let cluster = Cluster::start(provider, &repo, &work).await?;
+        let port = free_port()?;
+        let env = Env {
+            cluster,
+            repo,
+            work,
+            tools_bin: tools_cache_bin(),
+            metrics_addr: format!("127.0.0.1:{port}"),
+            operator: Mutex::new(None),
+            install_lock: RwLock::new(()),
+        };
+        env.reset_install().await?;
+        Ok(env)
+    }
+
+    /// Brings the install to the state every scenario starts from: CRDs applied, the chart
+    /// installed with the guide's command, no plain-manifest install, the operator running.
+    pub async fn reset_install(&self) -> Result<()> {
+        self.stop_operator()?;
+        self.admin_sh(
+            "kubectl apply -f k8s/crds/ && kubectl wait --for=condition=Established crd --all --timeout=60s",
+        )?;
+        let helm = self.admin_sh(&format!(
+            "helm status mcp-operator -n {OPERATOR_NAMESPACE} >/dev/null 2>&1 && echo yes || echo no"
+        ))?;
+        if String::from_utf8_lossy(&helm.stdout).trim() != "yes" {
+            // A plain-manifest install owns the same names; remove it first.
+            self.admin_sh("kubectl delete -f k8s/manifests/00-namespace.yaml -f k8s/manifests/01-rbac.yaml -f k8s/manifests/02-deployment.yaml --ignore-not-found --wait=true")?;
+            self.admin_sh(
+                "helm install mcp-operator charts/mcp-operator \\\n  --namespace mcp-system \\\n  --create-namespace",
+            )?;
+        }
+        self.start_operator().await
+    }
+
+    /// Takes the install for a scenario that only touches its own namespace (many at once).
+    pub async fn shared(&self) -> RwLockReadGuard<'_, ()> {
+        self.install_lock.read().await
+    }
+
+    /// Takes the install for a scenario that changes it (install, upgrade, uninstall, operator
+    /// down): nothing else runs meanwhile.
+    pub async fn exclusive(&self) -> RwLockWriteGuard<'_, ()> {
+        self.install_lock.write().await
+    }
+
+    /// An admin client.
+    pub async fn client(&self) -> Result<Client> {
+        client_for(&self.cluster.kubeconfig).await
+    }
+
+    /// Runs a shell script (a guide command) as cluster admin, from the repository root.
+    pub fn admin_sh(&self, script: &str) -> Result<Output> {
+        let out = self.sh_with(&self.cluster.kubeconfig, script)?;
+        if !out.status.success() {
+            bail!(
+                "command failed ({}):\n{script}\n--- stdout\n{}\n--- stderr\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(out)
+    }
+
+    /// Runs a shell script with `kubeconfig`; returns its output whatever the exit status.
+    pub fn sh_with(&self, kubeconfig: &Path, script: &str) -> Result<Output> {
+        let mut path = std::env::var_os("PATH").unwrap_or_default();
+        if let Some(bin) = &self.tools_bin {
+            let mut p = std::ffi::OsString::from(bin);
+            p.push(":");
+            p.push(&path);
+            path = p;
+        }
+        Command::new("bash")
+            .args(["-o", "pipefail", "-c", script])
+            .current_dir(&self.repo)
+            .env("KUBECONFIG", kubeconfig)
+            .env("PATH", path)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running bash -c {script:?}"))
+    }
+
+    /// Whether the operator runs as a local process (local and existing providers).
+    pub fn operator_is_local(&self) -> bool {
+        !self.cluster.provider.operator_in_cluster()
+    }
+
+    /// Starts the operator and waits until it is ready and leading.
+    pub async fn start_operator(&self) -> Result<()> {
+        if self.operator_is_local() {
+            self.stop_operator()?;
+            let bin = operator_binary(&self.repo)?;
+            let kubeconfig = self.impersonating_kubeconfig()?;
+            let log = std::fs::File::create(self.operator_log())?;
+            // A watchdog shell ends the operator when this test process ends, however it ends.
+            let script = format!(
+                "\"$0\" \"$@\" & op=$!; trap 'kill $op 2>/dev/null; wait $op' EXIT TERM INT; \
+                 while kill -0 {} 2>/dev/null && kill -0 $op 2>/dev/null; do sleep 1; done",
+                std::process::id()
+            );
+            let child = Command::new("bash")
+                .arg("-c")
+                .arg(script)
+                .arg(&bin)
+                .args(["--leader-election=true", "--leader-election-namespace", OPERATOR_NAMESPACE])
+                .args(["--metrics-addr", &self.metrics_addr, "--identity", "e2e-local"])
+                .env("KUBECONFIG", kubeconfig)
+                .env("RUST_LOG", "info,mcp_operator=debug,kube=warn")
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+                .context("starting the operator")?;
+            *self.operator.lock().expect("operator lock") = Some(child);
+            let url = format!("http://{}/metrics", self.metrics_addr);
+            crate::wait::eventually("the operator to lead (mcp_operator_leader 1)", || {
+                let url = url.clone();
+                async move {
+                    let body = http_get(&url).await.ok();
+                    Ok(body.filter(|b| b.contains("mcp_operator_leader 1")).map(|_| ()))
+                }
+            })
+            .await
+            .with_context(|| format!("operator log:\n{}", self.operator_log_text()))
+        } else {
+            self.admin_sh("kubectl scale deployment mcp-operator -n mcp-system --replicas=1 && kubectl rollout status deployment mcp-operator -n mcp-system --timeout=120s")?;
+            Ok(())
+        }
+    }
+
+    /// Stops the operator (the "operator gone" situations of the guide).
+    pub fn stop_operator(&self) -> Result<()> {
+        if self.operator_is_local() {
+            if let Some(mut child) = self.operator.lock().expect("operator lock").take() {
+                // SIGTERM through the watchdog, which waits for the operator to exit.
+                let _ = Command::new("kill").arg(child.id().to_string()).status();
+                let _ = child.wait();
+            }
+            Ok(())
+        } else {
+            self.admin_sh("kubectl scale deployment mcp-operator -n mcp-system --replicas=0 && kubectl wait --for=delete pod -n mcp-system -l app.kubernetes.io/name=mcp-operator --timeout=120s")?;
+            Ok(())
+        }
+    }
+
+    /// Path of the local operator's log file.
+    pub fn operator_log(&self) -> PathBuf {
+        self.work.join("operator.log")
+    }
+
+    /// The local operator's log so far.
+    pub fn operator_log_text(&self) -> String {
+        std::fs::read_to_string(self.operator_log()).unwrap_or_default()
+    }
+
+    /// A kubeconfig whose user impersonates the chart's ServiceAccount, so that the local
+    /// operator is held to the chart's RBAC.
+    pub fn impersonating_kubeconfig(&self) -> Result<PathBuf> {
+        let mut cfg: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&self.cluster.kubeconfig)?)?;
+        for user in cfg["users"].as_sequence_mut().context("kubeconfig users")? {
+            user["user"]["as"] = OPERATOR_SA.into();
+            user["user"]["as-groups"] = serde_yaml::to_value([
+                "system:serviceaccounts",
+                "system:serviceaccounts:mcp-system",
+                "system:authenticated",
+            ])?;
+        }
+        let path = self.work.join("operator.kubeconfig");
+        std::fs::write(&path, serde_yaml::to_string(&cfg)?)?;
+        Ok(path)
+    }
+
+    /// A fresh namespace for one test, deleted when the returned value drops.
+    pub async fn namespace(&'static self, prefix: &str) -> Result<TestNamespace> {
+        let name = format!("{prefix}-{}", unique_suffix());
+        self.admin_sh(&format!("kubectl create namespace {name}"))?;
+        let mut cfg: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&self.cluster.kubeconfig)?)?;
+        for ctx in cfg["contexts"].as_sequence_mut().context("kubeconfig contexts")? {
+            ctx["context"]["namespace"] = name.clone().into();
+        }
+        let kubeconfig = self.work.join(format!("{name}.kubeconfig"));
+        std::fs::write(&kubeconfig, serde_yaml::to_string(&cfg)?)?;
+        let client = client_for(&kubeconfig).await?;
+        Ok(TestNamespace { name, kubeconfig, client, env: self })
+    }
+}
+
+/// A throw-away namespace whose kubeconfig makes it the default, so that the guide's commands
+/// (which name no namespace) run verbatim inside it.
+pub struct TestNamespace {
+    /// Namespace name.
+    pub name: String,
+    /// Kubeconfig whose current context defaults to this namespace.
+    pub kubeconfig: PathBuf,
+    /// A client defaulting to this namespace.
+    pub client: Client,
+    env: &'static Env,
+}
+
+impl TestNamespace {
+    /// Runs a guide command in this namespace; returns its output whatever the exit status.
+    pub fn sh(&self, script: &str) -> Result<Output> {
+        self.env.sh_with(&self.kubeconfig, script)
+    }
+
+    /// Runs a guide command in this namespace and fails unless it succeeds; returns stdout.
+    pub fn sh_ok(&self, script: &str) -> Result<String> {
+        let out = self.sh(script)?;
+        if !out.status.success() {
+            bail!(
+                "command failed ({}):\n{script}\n--- stdout\n{}\n--- stderr\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs a command that must fail; returns its stderr.
+    pub fn sh_err(&self, script: &str) -> Result<String> {
+        let out = self.sh(script)?;
+        if out.status.success() {
+            bail!("command succeeded but should have failed:\n{script}\n{}", String::from_utf8_lossy(&out.stdout));
+        }
+        Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    /// A namespaced Api in this namespace.
+    pub fn api<K>(&self) -> kube::Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        kube::Api::namespaced(self.client.clone(), &self.name)
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        if std::env::var_os("E2E_KEEP_NAMESPACES").is_none() {
+            let _ = self.env.admin_sh(&format!("kubectl delete namespace {} --wait=false", self.name));
+        }
+        let _ = std::fs::remove_file(&self.kubeconfig);
+    }
+}
+
+/// A client for a kubeconfig file.
+pub async fn client_for(path: &Path) -> Result<Client> {
+    let kubeconfig = Kubeconfig::read_from(path)?;
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    Ok(Client::try_from(config)?)
+}
+
+/// GET over plain HTTP (the operator's admin port), body as text.
+pub async fn http_get(url: &str) -> Result<String> {
+    let out = tokio::process::Command::new("curl").args(["-fsS", "--max-time", "5", url]).output().await?;
+    if !out.status.success() {
+        bail!("GET {url}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn operator_binary(repo: &Path) -> Result<PathBuf> {
+    // Build it here so that a run always exercises the current code (a no-op when up to date).
+    run(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--quiet", "--bin", "mcp-operator"])
+        .current_dir(repo))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo.join("target"));
+    let bin = target.join("debug/mcp-operator");
+    if !bin.exists() {
+        bail!("{} was not built", bin.display());
+    }
+    Ok(bin)
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{}-{}", std::process::id() % 100000, N.fetch_add(1, Ordering::Relaxed))
+}

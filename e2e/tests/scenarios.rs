@@ -1,0 +1,868 @@
+//! Every scenario of the user guide against a real API server, through real kubectl and helm.
+//! Tests are named after the scenario they drive.
+
+use anyhow::{ensure, Context as _, Result};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::node::v1::RuntimeClass;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, ResourceExt};
+use mcp_operator::api::{McpServer, McpServerPhase, Plugin, PluginPhase, SecurityPolicy, SecurityPolicyPhase};
+use mcp_operator_e2e::wait::eventually;
+use mcp_operator_e2e::{env, guide, wait_for, wait_gone, TestNamespace};
+use rstest::rstest;
+use std::collections::BTreeSet;
+
+fn phase_is(phase: McpServerPhase, ready: i32) -> impl Fn(Option<&McpServer>) -> bool {
+    move |s: Option<&McpServer>| {
+        s.and_then(|s| s.status.as_ref()).is_some_and(|st| {
+            st.phase == phase && st.ready_replicas == ready && st.observed_generation == s.unwrap().metadata.generation
+        })
+    }
+}
+
+fn condition(s: &McpServer, type_: &str) -> (String, String, String) {
+    let c = s.status.as_ref().and_then(|st| st.conditions.iter().find(|c| c.type_ == type_)).expect(type_);
+    (c.status.clone(), c.reason.clone(), c.message.clone())
+}
+
+async fn running(ns: &TestNamespace, name: &str, ready: i32) -> Result<McpServer> {
+    wait_for(
+        &ns.api::<McpServer>(),
+        name,
+        &format!("Running with {ready} ready"),
+        phase_is(McpServerPhase::Running, ready),
+    )
+    .await
+}
+
+async fn pod_uids(ns: &TestNamespace, selector: &str) -> Result<BTreeSet<String>> {
+    let pods = ns.api::<Pod>().list(&ListParams::default().labels(selector)).await?;
+    Ok(pods.items.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).filter_map(|p| p.uid()).collect())
+}
+
+/// The guide's basic deployment, Running with both replicas.
+async fn deploy_guide_server(ns: &TestNamespace) -> Result<McpServer> {
+    ns.sh_ok(guide::DEPLOY)?;
+    running(ns, "my-mcp-server", 2).await
+}
+
+/// A self-signed certificate and the Secrets the example default-policy references.
+fn create_policy_secrets(ns: &TestNamespace) -> Result<()> {
+    ns.sh_ok(
+        "d=$(mktemp -d) && openssl req -x509 -newkey rsa:2048 -nodes -keyout $d/tls.key -out $d/tls.crt -days 1 -subj /CN=mcp 2>/dev/null \
+         && kubectl create secret tls tls-cert-secret --cert=$d/tls.crt --key=$d/tls.key \
+         && kubectl create secret generic oauth2-client --from-literal=client-id=mcp --from-literal=client-secret=s3cret",
+    )?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- install
+
+#[tokio::test(flavor = "multi_thread")]
+async fn install_helm_registers_crds_and_runs_operator() -> Result<()> {
+    let env = env();
+    let _install = env.exclusive().await;
+    env.admin_sh(&format!("{} --ignore-not-found", guide::UNINSTALL_HELM)).ok();
+    env.stop_operator()?;
+    let out = env.admin_sh(guide::INSTALL_HELM)?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(text.contains("STATUS: deployed"), "helm install output: {text}");
+    env.admin_sh("kubectl rollout status deployment mcp-operator -n mcp-system --timeout=120s")?;
+    env.start_operator().await?;
+    let pods = String::from_utf8_lossy(&env.admin_sh(guide::CHECK_PODS)?.stdout).into_owned();
+    ensure!(pods.lines().any(|l| l.starts_with("mcp-operator-") && l.contains("Running")), "{pods}");
+    let crds = String::from_utf8_lossy(&env.admin_sh(guide::CHECK_CRDS)?.stdout).into_owned();
+    for crd in ["mcpservers.mcp.n-takatsu.dev", "plugins.mcp.n-takatsu.dev", "securitypolicies.mcp.n-takatsu.dev"] {
+        ensure!(crds.contains(crd), "{crd} missing from:\n{crds}");
+    }
+    // The operator is really working: a server comes up.
+    let ns = env.namespace("install-helm").await?;
+    deploy_guide_server(&ns).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn install_kubectl_manifests_runs_operator() -> Result<()> {
+    let env = env();
+    let _install = env.exclusive().await;
+    env.stop_operator()?;
+    env.admin_sh(guide::UNINSTALL_HELM)?;
+    env.admin_sh("kubectl wait --for=delete namespace/mcp-system --timeout=120s || true")?;
+    let ns = env.namespace("install-kubectl").await?;
+    let result = async {
+        ns.sh_ok(guide::INSTALL_KUBECTL)?;
+        env.admin_sh("kubectl rollout status deployment mcp-operator -n mcp-system --timeout=120s")?;
+        env.start_operator().await?;
+        ensure!(String::from_utf8_lossy(&env.admin_sh(guide::CAN_I)?.stdout).trim() == "yes");
+        deploy_guide_server(&ns).await?;
+        // examples.yaml came along into the current namespace.
+        ns.api::<SecurityPolicy>().get("default-policy").await?;
+        Ok(())
+    }
+    .await;
+    // Back to the chart install the other scenarios expect.
+    env.stop_operator()?;
+    env.admin_sh(&format!("{} --ignore-not-found --wait=false", guide::UNINSTALL_KUBECTL))?;
+    env.admin_sh("kubectl wait --for=delete namespace/mcp-system --timeout=120s || true")?;
+    env.reset_install().await?;
+    result
+}
+
+// ---------------------------------------------------------------- deploy
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deploy_basic_mcpserver_creates_children_and_status() -> Result<()> {
+    let env = env();
+    let _g = env.shared().await;
+    let ns = env.namespace("deploy").await?;
+    let server = deploy_guide_server(&ns).await?;
+    let st = server.status.as_ref().context("status")?;
+    ensure!(st.replicas == 2 && st.ready.as_deref() == Some("2/2"));
+    ensure!(st.url.as_deref() == Some(&*format!("http://my-mcp-server.{}.svc:3000/mcp", ns.name)));
+    ensure!(st.selector.as_deref().is_some_and(|s| s.contains("app.kubernetes.io/instance=my-mcp-server")));
+    for (t, want) in [
+        ("Available", "True"),
+        ("Progressing", "True"),
+        ("Degraded", "False"),
+        ("SecurityPolicyResolved", "True"),
+        ("PluginsResolved", "True"),
+    ] {
+        ensure!(condition(&server, t).0 == want, "{t}: {:?}", condition(&server, t));
+    }
+    let d = ns.api::<Deployment>().get("my-mcp-server").await?;
+    ensure!(d.owner_references().iter().any(|o| o.kind == "MCPServer" && o.controller == Some(true)));
+    ns.api::<ConfigMap>().get("my-mcp-server-config").await?;
+    ns.api::<k8s_openapi::api::core::v1::Service>().get("my-mcp-server").await?;
+    ns.api::<k8s_openapi::api::policy::v1::PodDisruptionBudget>().get("my-mcp-server").await?;
+    ensure!(pod_uids(&ns, "app=my-mcp-server").await?.len() == 2, "pods carry app=NAME");
+
+    let out = ns.sh_ok(guide::STATUS)?;
+    let header = out.lines().next().unwrap_or_default();
+    for col in ["NAME", "PHASE", "READY", "TRANSPORT", "POLICY", "URL", "AGE"] {
+        ensure!(header.contains(col), "column {col} in {header}");
+    }
+    ensure!(
+        out.lines().nth(1).is_some_and(|l| l.contains("Running") && l.contains("2/2") && l.contains("http")),
+        "{out}"
+    );
+    ensure!(out.contains("Available") && out.contains("Created"), "describe shows conditions and events:\n{out}");
+    let all = ns.sh_ok("kubectl get mcp-all")?;
+    ensure!(all.contains("mcpserver.mcp.n-takatsu.dev/my-mcp-server"), "{all}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deploy_steady_server_is_not_rewritten() -> Result<()> {
+    let env = env();
+    let _g = env.shared().await;
+    let ns = env.namespace("steady").await?;
+    let server = deploy_guide_server(&ns).await?;
+    let d1 = ns.api::<Deployment>().get("my-mcp-server").await?;
+    // A no-op change of the spec (same values) reconciles again; nothing may be rewritten.
+    ns.sh_ok("kubectl annotate mcpserver my-mcp-server touched=1")?;
+    wait_for(&ns.api::<McpServer>(), "my-mcp-server", "annotation seen", |s: Option<&McpServer>| {
+        s.is_some_and(|s| s.annotations().contains_key("touched"))
+    })
+    .await?;
+    let d2 = ns.api::<Deployment>().get("my-mcp-server").await?;
+    ensure!(d1.metadata.generation == d2.metadata.generation, "Deployment generation moved");
+    let s2 = ns.api::<McpServer>().get("my-mcp-server").await?;
+    let times = |s: &McpServer| {
+        s.status.as_ref().map(|st| st.conditions.iter().map(|c| c.last_transition_time.clone()).collect::<Vec<_>>())
+    };
+    ensure!(times(&server) == times(&s2), "conditions flapped");
+    Ok(())
+}
+
+// ---------------------------------------------------------------- add plugin
+
+#[tokio::test(flavor = "multi_thread")]
+async fn add_plugin_with_the_guides_json_patch() -> Result<()> {
+    let env = env();
+    let _g = env.shared().await;
+    let ns = env.namespace("plugin").await?;
+    deploy_guide_server(&ns).await?;
+    ns.sh_ok(guide::ADD_PLUGIN)?;
+    ns.sh_ok(guide::PATCH_PLUGIN)?;
+    let server = wait_for(&ns.api::<McpServer>(), "my-mcp-server", "plugins resolved", |s: Option<&McpServer>| {
+        s.and_then(|s| s.status.as_ref()).is_some_and(|st| {
+            st.phase == McpServerPhase::Running
+                && st.conditions.iter().any(|c| c.type_ == "PluginsResolved" && c.message.contains("wordpress-plugin"))
+        })
+    })
+    .await?;
+    ensure!(server.spec.plugins == vec!["wordpress-plugin"]);
+    let pd = wait_for(
+        &ns.api::<Deployment>(),
+        "my-mcp-server-wordpress-plugin",
+        "plugin workload ready",
+        |d: Option<&Deployment>| d.and_then(|d| d.status.as_ref()).and_then(|s| s.ready_replicas) == Some(1),
+    )
+    .await?;
+    ensure!(
+        pd.spec.template.spec.as_ref().unwrap().containers[0].image.as_deref()
+            == Some("mcp-rs-wordpress-plugin:latest")
+    );
+    ns.api::<k8s_openapi::api::core::v1::Service>().get("my-mcp-server-wordpress-plugin").await?;
+    let cm = ns.api::<ConfigMap>().get("my-mcp-server-config").await?;
+    let plugins: serde_json::Value = serde_json::from_str(&cm.data.unwrap()["plugins.json"])?;
+    ensure!(
+        plugins[0]["endpoint"] == format!("http://my-mcp-server-wordpress-plugin.{}.svc:8080", ns.name),
+        "{plugins}"
+    );
+    let plugin = wait_for(&ns.api::<Plugin>(), "wordpress-plugin", "used by the server", |p: Option<&Plugin>| {
+        p.and_then(|p| p.status.as_ref())
+            .is_some_and(|s| s.phase == PluginPhase::Ready && s.used_by == vec!["my-mcp-server"])
+    })
+    .await?;
+    ensure!(plugin.finalizers().iter().any(|f| f == "mcp.n-takatsu.dev/in-use-protection"));
+    let plugins = ns.sh_ok("kubectl get plugins.mcp.n-takatsu.dev")?;
+    ensure!(plugins.contains("USED-BY") && plugins.contains("Container"), "{plugins}");
+    Ok(())
+}
+
+#[rstest]
+#[case::none("None", 2, false)]
+#[case::process("Process", 2, false)]
+#[case::container("Container", 1, true)]
+#[case::vm("VM", 1, true)]
+#[tokio::test(flavor = "multi_thread")]
+async fn add_plugin_isolation_levels_have_their_shape(
+    #[case] level: &str,
+    #[case] containers_in_server_pod: usize,
+    #[case] own_workload: bool,
+) -> Result<()> {
+    let env = env();
+    let _g = env.shared().await;
+    let ns = env.namespace(&format!("iso-{}", level.to_lowercase())).await?;
+    if level == "VM" {
+        let rcs = Api::<RuntimeClass>::all(env.client().await?);
+        if rcs.get_opt("kata").await?.is_some() {
+            rcs.delete("kata", &DeleteParams::default()).await?;
+            wait_gone(&rcs, "kata").await?;
+        }
+    }
+    ns.sh_ok(&format!(
+        "kubectl apply -f - <<EOF
+apiVersion: mcp.n-takatsu.dev/v1alpha1
+kind: Plugin
+metadata: {{name: p}}
+spec: {{name: p, image: \"mcp-plugin:e2e\", port: 9000, isolation: {{level: {level}, networkIsolation: true}}, config: {{answer: 42}}}}
+---
+apiVersion: mcp.n-takatsu.dev/v1alpha1
+kind: MCPServer
+metadata: {{name: s}}
+spec: {{plugins: [p]}}
+EOF"
+    ))?;
+    if level == "VM" {
+        // Without the sandbox RuntimeClass the server is held back with a clear condition; once
+        // it exists, the plugin runs as its own workload with that RuntimeClass.
+        let s = wait_for(&ns.api::<McpServer>(), "s", "RuntimeClass reported", |s: Option<&McpServer>| {
+            s.and_then(|s| s.status.as_ref()).is_some_and(|st| {
+                st.conditions.iter().any(|c| c.message.contains("RuntimeClass \"kata\""))
+                    && st.phase == McpServerPhase::Failed
+            })
+        })
+        .await?;
+        ensure!(ns.api::<Deployment>().get_opt("s").await?.is_none(), "held back: {:?}", s.status);
+        wait_for(&ns.api::<Plugin>(), "p", "plugin reports RuntimeClassNotFound", |p: Option<&Plugin>| {
+            p.and_then(|p| p.status.as_ref())
+                .is_some_and(|s| s.conditions.iter().any(|c| c.reason == "RuntimeClassNotFound"))
+        })
+        .await?;
+        let rc: RuntimeClass = serde_json::from_value(serde_json::json!({
+            "apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
+            "metadata": {"name": "kata", "labels": {"e2e": "vm-isolation"}}, "handler": "kata"
+        }))?;
+        Api::<RuntimeClass>::all(env.client().await?).create(&PostParams::default(), &rc).await?;
+    }
+    let server = running(&ns, "s", 1).await?;
+    ensure!(condition(&server, "PluginsResolved").0 == "True");
+    let d = ns.api::<Deployment>().get("s").await?;
+    let pod = d.spec.template.spec.as_ref().unwrap();
+    ensure!(pod.containers.len() == containers_in_server_pod, "{level}: {} containers", pod.containers.len());
+    let workload = ns.api::<Deployment>().get_opt("s-p").await?;
+    ensure!(workload.is_some() == own_workload, "{level}: plugin workload {}", workload.is_some());
+    if let Some(w) = workload {
+        let runtime = w.spec.template.spec.as_ref().unwrap().runtime_class_name.clone();
+        ensure!(runtime.as_deref() == (level == "VM").then_some("kata"), "{level}: runtimeClassName {runtime:?}");
+        ns.api::<NetworkPolicy>().get("s-p").await.context("plugin NetworkPolicy")?;
+    } else {
+        ns.api::<NetworkPolicy>().get("s").await.context("server NetworkPolicy for an isolated sidecar")?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn add_plugin_dependency_closure_missing_and_cycle_are_reported() -> Result<()> {
+    let env = env();
+    let _g = env.shared().await;
+    let ns = env.namespace("deps").await?;
+    ns.sh_ok(
+        "kubectl apply -f - <<EOF
+apiVersion: mcp.n-takatsu.dev/v1alpha1
+kind: Plugin
+metadata: {name: wordpress-plugin}
+spec: {name: wordpress, image: \"mcp-plugin:e2e\", dependencies: [base-plugin], isolation: {level: Container}}
+---
+apiVersion: mcp.n-takatsu.dev/v1alpha1
+kind: MCPServer
+metadata: {name: s}
+spec: {plugins: [wordpress-plugin]}
+EOF",
+    )?;
+    // Missing dependency: both the Plugin and the server name it; nothing is started.
+    let s = wait_for(&ns.api::<McpServer>(), "s", "missing dependency reported", |s: Option<&McpServer>| {
+        s.and_then(|s| s.status.as_ref()).is_some_and(|st| st.phase == McpServerPhase::Failed)
+    })
+    .await?;
+    let msg = condition(&s, "PluginsResolved").2;
+    ensure!(msg.contains("base-plugin") && msg.contains("wordpress-plugin"), "{msg}");
+    ensure!(ns.api::<Deployment>().get_opt("s").await?.is_none(), "fail closed: no workload");
+    wait_for(&ns.api::<Plugin>(), "wordpress-plugin", "dependency reported", |p: Option<&Plugin>| {
+        p.and_then(|p| p.status.as_ref()).is_some_and(|s| {
+            s.phase == PluginPhase::Failed && s.conditions.iter().any(|c| c.message.contains("base-plugin"))
+        })
+    })
+    .await?;
+    // The dependency appears: the closure resolves in order and the server starts.
+    ns.sh_ok(
+        "kubectl apply -f - <<EOF
+apiVersion: mcp.n-takatsu.dev/v1alpha1
+kind: Plugin
+metadata: {name: base-plugin}
+spec: {name: base, image: \"mcp-plugin:e2e\", port: 9001, isolation: {level: Process}}
+EOF",
+    )?;
+    running(&ns, "s", 1).await?;
+    let cm = ns.api::<ConfigMap>().get("s-config").await?;
+    let list: serde_json::Value = serde_json::from_str(&cm.data.unwrap()["plugins.json"])?;
+    ensure!(list[0]["plugin"] == "base-plugin" && list[1]["plugin"] == "wordpress-plugin", "{list}");
+    wait_for(&ns.api::<Plugin>(), "wordpress-plugin", "closure", |p: Option<&Plugin>| {
+        p.and_then(|p| p.status.as_ref())
+            .is_some_and(|s| s.dependencies == vec!["base-plugin"] && s.phase == PluginPhase::Ready)
+    })
+    .await?;
+    // A cycle: reported with its path; the running workload is kept.
+    ns.sh_ok("kubectl patch plugin.mcp.n-takatsu.dev base-plugin --type=merge -p '{\"spec\":{\"dependencies\":[\"wordpress-plugin\"]}}'")?;
+    let s = wait_for(&ns.api::<McpServer>(), "s", "cycle reported", |s: Option<&McpServer>| {
+        s.and_then(|s| s.status.as_ref()).is_some_and(|st| st.conditions.iter().any(|c| c.message.contains("cycle")))
+    })
+    .await?;
+    let msg = condition(&s, "PluginsResolved").2;
+    ensure!(msg.contains("wordpress-plugin -> base-plugin -> wordpress-plugin"), "{msg}");
+    ensure!(s.status.unwrap().phase == McpServerPhase::Failed);
+    ensure!(ns.api::<Deployment>().get_opt("s").await?.is_some(), "the running workload is left as it is");
+    Ok(())
+}
+
+// ---------------------------------------------------------------- apply policy
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_policy_examples_and_merge_patch_roll_the_pods() -> Result<()> {
+    let env = env();
+    let _g = env.shared().await;
+    let ns = env.namespace("policy").await?;
+    deploy_guide_server(&ns).await?;
+    let before = pod_uids(&ns, "app=my-mcp-server").await?;
+    create_policy_secrets(&ns)?;
+    ns.sh_ok(guide::APPLY_EXAMPLES)?;
+    ns.sh_ok(guide::PATCH_POLICY)?;
+    let server = wait_for(&ns.api::<McpServer>(), "my-mcp-server", "policy enforced", |s: Option<&McpServer>| {
+        s.and_then(|s| s.status.as_ref()).is_some_and(|st| {
+            st.phase == McpServerPhase::Running
+                && st.ready_replicas == 2
+                && st.conditions.iter().any(|c| c.type_ == "SecurityPolicyResolved" && c.reason == "PolicyValid")
+                && st.conditions.iter().any(|c| c.type_ == "Progressing" && c.reason == "RolloutComplete")
+        })
+    })
+    .await?;
+    ensure!(server.status.unwrap().url.unwrap().starts_with("https://"));
+    let cm = ns.api::<ConfigMap>().get("my-mcp-server-config").await?;
+    let policy: serde_json::Value = serde_json::from_str(&cm.data.unwrap()["policy.json"])?;
+    ensure!(policy["enabled"] == true && policy["tls"]["minVersion"] == "1.3", "{policy}");
+    ensure!(policy["authentication"]["methods"] == serde_json::json!(["jwt", "oauth2"]), "{policy}");
+    ensure!(policy["rateLimiting"]["requestsPerMinute"] == 100, "{policy}");
+    let d = ns.api::<Deployment>().get("my-mcp-server").await?;
+    let vol = serde_json::to_string(&d.spec.template.spec.as_ref().unwrap().volumes)?;
+    ensure!(vol.contains("tls-cert-secret") && vol.contains("tls/tls.key"), "TLS Secret mounted: {vol}");
+    let after = eventually("the pods to be replaced", || {
+        let ns = &ns;
+        async move {
+            let now = pod_uids(ns, "app=my-mcp-server").await?;
+            Ok((now.len() == 2).then_some(now))
+        }
+    })
+    .await?;
+    ensure!(before.is_disjoint(&after), "pods rolled: before {before:?} after {after:?}");
+    let p = wait_for(&ns.api::<SecurityPolicy>(), "default-policy", "Active and used", |p: Option<&SecurityPolicy>| {
+        p.and_then(|p| p.status.as_ref())
+            .is_some_and(|s| s.phase == Some(SecurityPolicyPhase::Active) && s.used_by_count == 1)
+    })
+    .await?;
+    ensure!(p.finalizers().iter().any(|f| f == "mcp.n-takatsu.dev/in-use-protection"));
+    let events = ns.sh_ok("kubectl get events --field-selector involvedObject.name=my-mcp-server")?;
+    ensure!(events.contains("PolicyApplied"), "{events}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_policy_missing_fails_closed_then_starts() -> Result<()> {
+    let env = env();
+    let _g = env.shared().await;
+    let ns = env.namespace("failclosed").await?;
+    ns.sh_ok(
+        "kubectl apply -f - <<EOF
+apiVersion: mcp.n-takatsu.dev/v1alpha1
+kind: MCPServer
+metadata: {name: guarded}
+spec: {replicas: 1, securityPolicy: default-policy}
+EOF",
+    )?;
+    let s = wait_for(&ns.api::<McpServer>(), "guarded", "fail closed", |s: Option<&McpServer>| {
+        s.and_then(|s| s.status.as_ref()).is_some_and(|st| st.phase == McpServerPhase::Failed)
+    })
+    .await?;
+    let (st, reason, msg) = condition(&s, "SecurityPolicyResolved");
+    ensure!(st == "False" && reason == "PolicyNotFound" && msg.contains("default-policy"), "{reason}: {msg}");
+    ensure!(ns.api::<Deployment>().get_opt("guarded").await?.is_none(), "no workload without the policy");
+    let events = ns.sh_ok("kubectl get events --field-selector involvedObject.name=guarded")?;
+    ensure!(events.contains("PolicyNotFound"), "{events}");
+    // Invalid (Secrets missing) still holds it back, naming the field.
+    ns.sh_ok(guide::APPLY_EXAMPLES)?;
+    let s = wait_for(&ns.api::<McpServer>(), "guarded", "invalid policy", |s: Option<&McpServer>| {
+        s.and_then(|s| s.status.as_ref()).is_some_and(|st| st.conditions.iter().any(|c| c.reason == "PolicyInvalid"))
+    })
+    .await?;
+    ensure!(condition(&s, "SecurityPolicyResolved").2.contains("spec.encryption.certSecretName"));
+    wait_for(&ns.api::<SecurityPolicy>(), "default-policy", "Error phase", |p: Option<&SecurityPolicy>| {
+        p.and_then(|p| p.status.as_ref()).is_some_and(|s| s.phase == Some(SecurityPolicyPhase::Error))
+    })
+    .await?;
+    create_policy_secrets(&ns)?;
+    running(&ns, "guarded", 1).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_policy_deletion_waits_while_in_use() -> Result<()> {
+    let env = env();
+    let _g = env.shared().await;
+    let ns = env.namespace("inuse").await?;
+    ns.sh_ok(
+        "kubectl apply -f - <<EOF
+apiVersion: mcp.n-takatsu.dev/v1alpha1
+kind: SecurityPolicy
+metadata: {name: open}
+spec: {enabled: true, rateLimiting: {enabled: true, requestsPerMinute: 10}}
+---
+apiVersion: mcp.n-takatsu.dev/v1alpha1
+kind: MCPServer
+metadata: {name: s}
+spec: {securityPolicy: open}
+EOF",
+    )?;
+    running(&ns, "s", 1).await?;
+    let policies = ns.api::<SecurityPolicy>();
+    wait_for(&policies, "open", "protected", |p: Option<&SecurityPolicy>| {
+        p.is_some_and(|p| p.finalizers().iter().any(|f| f == "mcp.n-takatsu.dev/in-use-protection"))
+    })
+    .await?;
+    ns.sh_ok("kubectl delete securitypolicy open --wait=false")?;
+    let p = wait_for(&policies, "open", "deletion blocked event", |p: Option<&SecurityPolicy>| {
+        p.is_some_and(|p| p.metadata.deletion_timestamp.is_some())
+    })
+    .await?;
+    ensure!(p.status.unwrap().used_by == vec!["s"]);
+    let events = eventually("DeletionBlocked event", || {
+        let ns = &ns;
+        async move {
+            Ok(ns
+                .sh_ok("kubectl get events --field-selector involvedObject.name=open")?
+                .contains("DeletionBlocked")
+                .then_some(()))
+        }
+    })
+    .await;
+    events?;
+    ensure!(policies.get_opt("open").await?.is_some(), "still there while in use");
+    ns.sh_ok("kubectl patch mcpserver s --type=json -p='[{\"op\":\"remove\",\"path\":\"/spec/securityPolicy\"}]'")?;
+    wait_gone(&policies, "open").await?;
+    running(&ns, "s", 1).await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- scale
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scale_with_kubectl_scale_follows_through() -> Result<()> {
+    let env = env();
+    let _g = env.shared().await;
+    let ns = env.namespace("scale").await?;
+    deploy_guide_server(&ns).await?;
+    let pods_before = pod_uids(&ns, "app=my-mcp-server").await?;
+    ns.sh_ok(guide::SCALE)?;
+    let s = running(&ns, "my-mcp-server", 5).await?;
+    ensure!(s.status.as_ref().unwrap().replicas == 5);
+    let d = ns.api::<Deployment>().get("my-mcp-server").await?;
+    ensure!(d.spec.replicas == Some(5));
+    let pods_after = pod_uids(&ns, "app=my-mcp-server").await?;
+    ensure!(pods_before.is_subset(&pods_after), "scaling does not restart existing pods");
+    let scale = ns.sh_ok("kubectl get --raw /apis/mcp.n-takatsu.dev/v1alpha1/namespaces/$(kubectl config view --minify -o jsonpath='{..namespace}')/mcpservers/my-mcp-server/scale")?;
+    let scale: serde_json::Value = serde_json::from_str(&scale)?;
+    ensure!(
+        scale["status"]["replicas"] == 5
+            && scale["status"]["selector"].as_str().unwrap_or("").contains("my-mcp-server"),
+        "{scale}"
+    );
+    let events = ns.sh_ok("kubectl get events --field-selector involvedObject.name=my-mcp-server")?;
+    ensure!(events.contains("Scaled"), "{events}");
+    Ok(())
+}
+
+#[rstest]
+#[case::too_many("--replicas=11", "spec.replicas")]
+#[case::zero("--replicas=0", "spec.replicas")]
+#[tokio::test(flavor = "multi_thread")]
+async fn scale_out_of_range_is_rejected(#[case] arg: &str, #[case] field: &str) -> Result<()> {
+    let env = env();
+    let _g = env.shared().await;
+    let ns = env.namespace("scale-bad").await?;
+    deploy_guide_server(&ns).await?;
+    let err = ns.sh_err(&format!("kubectl scale mcpserver my-mcp-server {arg}"))?;
+    ensure!(err.contains(field), "{err}");
+    ensure!(ns.api::<Deployment>().get("my-mcp-server").await?.spec.replicas == Some(2), "nothing changed");
+    Ok(())
+}
+
+// ---------------------------------------------------------------- upgrade
+
+async fn upgrade_keeps_pods(upgrade: &str, before_upgrade: &str) -> Result<()> {
+    let env = env();
+    let _install = env.exclusive().await;
+    let ns = env.namespace("upgrade").await?;
+    deploy_guide_server(&ns).await?;
+    let pods = pod_uids(&ns, "app=my-mcp-server").await?;
+    let generation = ns.api::<Deployment>().get("my-mcp-server").await?.metadata.generation;
+    env.admin_sh(before_upgrade)?;
+    env.admin_sh(upgrade)?;
+    // A new operator version starts (for the local provider, a restarted process).
+    env.stop_operator()?;
+    env.start_operator().await?;
+    ns.sh_ok("kubectl annotate mcpserver my-mcp-server upgraded=1")?;
+    wait_for(&ns.api::<McpServer>(), "my-mcp-server", "reconciled after upgrade", |s: Option<&McpServer>| {
+        s.is_some_and(|s| {
+            s.annotations().contains_key("upgraded")
+                && s.status.as_ref().is_some_and(|st| st.phase == McpServerPhase::Running)
+        })
+    })
+    .await?;
+    ensure!(pod_uids(&ns, "app=my-mcp-server").await? == pods, "an operator upgrade alone restarts no pod");
+    ensure!(ns.api::<Deployment>().get("my-mcp-server").await?.metadata.generation == generation);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upgrade_with_helm_keeps_servers_running() -> Result<()> {
+    upgrade_keeps_pods(guide::UPGRADE_HELM, "true").await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upgrade_with_kubectl_keeps_servers_running() -> Result<()> {
+    let env = env();
+    let result = upgrade_keeps_pods(
+        guide::UPGRADE_KUBECTL,
+        // The plain-manifest install: the chart's release is removed, objects stay named alike.
+        "helm uninstall mcp-operator --namespace mcp-system && kubectl wait --for=delete namespace/mcp-system --timeout=120s || true; kubectl apply -f k8s/manifests/",
+    )
+    .await;
+    let _install = env.exclusive().await;
+    env.stop_operator()?;
+    env.admin_sh("kubectl delete -f k8s/manifests/ --ignore-not-found --wait=false; kubectl wait --for=delete namespace/mcp-system --timeout=120s || true")?;
+    env.reset_install().await?;
+    result
+}
+
+// ---------------------------------------------------------------- uninstall
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uninstall_helm_keeps_crds_and_user_objects_then_crd_deletion_removes_them() -> Result<()> {
+    let env = env();
+    let _install = env.exclusive().await;
+    let ns = env.namespace("uninstall").await?;
+    let result = async {
+        deploy_guide_server(&ns).await?;
+        ns.sh_ok(guide::APPLY_EXAMPLES)?;
+        // Users delete their servers while the operator runs (the guide's order then works).
+        ns.sh_ok("kubectl delete mcpserver my-mcp-server")?;
+        env.admin_sh(guide::UNINSTALL_HELM)?;
+        env.stop_operator()?;
+        env.admin_sh("kubectl wait --for=delete namespace/mcp-system --timeout=120s || true")?;
+        // What remains: the CRDs and the user's objects.
+        ensure!(String::from_utf8_lossy(&env.admin_sh(guide::CHECK_CRDS)?.stdout).lines().count() == 3);
+        ensure!(ns.api::<SecurityPolicy>().list(&ListParams::default()).await?.items.len() == 3);
+        // Deleting the CRDs deletes every custom resource with them.
+        env.admin_sh(guide::DELETE_CRDS)?;
+        ensure!(env
+            .admin_sh("kubectl get crd -o name | grep -c mcp.n-takatsu.dev || true")
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")?);
+        Ok(())
+    }
+    .await;
+    env.reset_install().await?;
+    result
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uninstall_kubectl_keeps_crds_and_running_servers() -> Result<()> {
+    let env = env();
+    let _install = env.exclusive().await;
+    let ns = env.namespace("uninstall-kubectl").await?;
+    let result = async {
+        deploy_guide_server(&ns).await?;
+        env.stop_operator()?;
+        env.admin_sh("helm uninstall mcp-operator --namespace mcp-system && kubectl wait --for=delete namespace/mcp-system --timeout=120s || true")?;
+        env.admin_sh(guide::INSTALL_KUBECTL)?;
+        env.admin_sh(&format!("{} --ignore-not-found", guide::UNINSTALL_KUBECTL))?;
+        ensure!(String::from_utf8_lossy(&env.admin_sh(guide::CHECK_CRDS)?.stdout).lines().count() == 3, "CRDs stay");
+        ensure!(ns.api::<McpServer>().get_opt("my-mcp-server").await?.is_some(), "user objects stay");
+        ensure!(ns.api::<Deployment>().get("my-mcp-server").await?.status.and_then(|s| s.ready_replicas) == Some(2), "servers keep running");
+        Ok(())
+    }
+    .await;
+    // Without the operator the server's finalizer would block; the guide's patch frees it.
+    ns.sh(&guide::remove_finalizers("my-mcp-server")).ok();
+    env.reset_install().await?;
+    result
+}
+
+// ---------------------------------------------------------------- stuck finalizer
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stuck_finalizer_guide_patch_frees_the_object() -> Result<()> {
+    let env = env();
+    let _install = env.exclusive().await;
+    let ns = env.namespace("stuck").await?;
+    deploy_guide_server(&ns).await?;
+    let result = async {
+        env.stop_operator()?;
+        ns.sh_ok("kubectl delete mcpserver my-mcp-server --wait=false")?;
+        let api = ns.api::<McpServer>();
+        let s = wait_for(&api, "my-mcp-server", "deletion requested", |s: Option<&McpServer>| {
+            s.is_some_and(|s| s.metadata.deletion_timestamp.is_some())
+        })
+        .await?;
+        ensure!(s.finalizers() == ["mcp.n-takatsu.dev/finalizer"]);
+        let shown = ns.sh_ok(&guide::show_finalizers("my-mcp-server"))?;
+        ensure!(shown.contains("finalizers"), "{shown}");
+        ensure!(api.get_opt("my-mcp-server").await?.is_some(), "stays in Terminating without the operator");
+        ns.sh_ok(&guide::remove_finalizers("my-mcp-server"))?;
+        wait_gone(&api, "my-mcp-server").await?;
+        Ok(())
+    }
+    .await;
+    env.start_operator().await?;
+    result
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stuck_finalizer_not_stuck_with_operator_pods_go_first() -> Result<()> {
+    let env = env();
+    let _g = env.shared().await;
+    let ns = env.namespace("delete").await?;
+    deploy_guide_server(&ns).await?;
+    ns.sh_ok("kubectl delete mcpserver my-mcp-server --timeout=120s")?;
+    ensure!(pod_uids(&ns, "app=my-mcp-server").await?.is_empty(), "pods are gone before the object");
+    let events = ns.sh_ok("kubectl get events --field-selector involvedObject.name=my-mcp-server")?;
+    ensure!(events.contains("Deleted"), "{events}");
+    Ok(())
+}
+
+// ---------------------------------------------------------------- troubleshooting
+
+#[tokio::test(flavor = "multi_thread")]
+async fn troubleshooting_commands_answer() -> Result<()> {
+    let env = env();
+    let _g = env.shared().await;
+    let ns = env.namespace("trouble").await?;
+    ensure!(ns.sh_ok(guide::CAN_I)?.trim() == "yes");
+    let explain = ns.sh_ok(guide::EXPLAIN)?;
+    for field in ["replicas", "transport", "securityPolicy", "plugins"] {
+        ensure!(explain.contains(field), "explain lists {field}");
+    }
+    let file = env.work.join("your-resource.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: mcp.n-takatsu.dev/v1alpha1\nkind: MCPServer\nmetadata: {name: dry}\nspec: {replicas: 1}\n",
+    )?;
+    let out = ns.sh_ok(&guide::dry_run(&file.to_string_lossy()))?;
+    ensure!(out.contains("created (dry run)"), "{out}");
+    ensure!(ns.api::<McpServer>().get_opt("dry").await?.is_none());
+    deploy_guide_server(&ns).await?;
+    ns.sh_ok(&guide::trouble_server("my-mcp-server"))?;
+    ns.sh_ok(guide::TROUBLE_OPERATOR)?;
+    let logs = ns.sh_ok(guide::OPERATOR_LOGS)?;
+    ensure!(!logs.trim().is_empty(), "operator logs by the guide's label");
+    ns.sh_ok(guide::SERVER_LOGS)?;
+    // The metrics endpoint, through the guide's port-forward.
+    let metrics = ns.sh_ok(&format!(
+        "{} >/dev/null 2>&1 & pf=$!; trap 'kill $pf' EXIT; for i in $(seq 1 60); do curl -fsS localhost:8080/metrics && exit 0; sleep 1; done; exit 1",
+        guide::PORT_FORWARD
+    ))?;
+    ensure!(metrics.contains("mcp_operator_reconcile_total") && metrics.contains("mcp_operator_objects"), "{metrics}");
+    Ok(())
+}
+
+// ---------------------------------------------------------------- canary and multi-tenant
+
+#[tokio::test(flavor = "multi_thread")]
+async fn canary_staging_and_production_run_side_by_side() -> Result<()> {
+    let env = env();
+    let _g = env.shared().await;
+    let ns = env.namespace("canary").await?;
+    ns.sh_ok(guide::CANARY)?;
+    running(&ns, "mcp-server-canary", 1).await?;
+    running(&ns, "mcp-server-production", 5).await?;
+    let image = |d: Deployment| d.spec.template.spec.unwrap().containers[0].image.clone();
+    ensure!(image(ns.api::<Deployment>().get("mcp-server-canary").await?).as_deref() == Some("mcp-rs:v0.2.0-beta"));
+    ensure!(image(ns.api::<Deployment>().get("mcp-server-production").await?).as_deref() == Some("mcp-rs:v0.1.0"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn multi_tenant_policy_per_tenant_namespace() -> Result<()> {
+    let env = env();
+    let _g = env.shared().await;
+    let admin = env.namespace("mt-admin").await?;
+    admin.sh("kubectl delete namespace tenant-a --ignore-not-found --wait=true --timeout=120s").ok();
+    let result = async {
+        admin.sh_ok(&guide::multi_tenant("tenant-a"))?;
+        let api: Api<McpServer> = Api::namespaced(env.client().await?, "tenant-a");
+        // The tenant's policy does not exist yet: fail closed.
+        let s = wait_for(&api, "mcp-server-a", "fail closed", |s: Option<&McpServer>| {
+            s.and_then(|s| s.status.as_ref()).is_some_and(|st| st.phase == McpServerPhase::Failed)
+        })
+        .await?;
+        ensure!(condition(&s, "SecurityPolicyResolved").2.contains("tenant-a-policy"));
+        // The tenant applies the example policies into its namespace.
+        admin.sh_ok("kubectl apply -n tenant-a -f k8s/manifests/examples.yaml")?;
+        wait_for(&api, "mcp-server-a", "running with the tenant policy", |s: Option<&McpServer>| {
+            s.and_then(|s| s.status.as_ref()).is_some_and(|st| st.phase == McpServerPhase::Running && st.ready_replicas == 2)
+        })
+        .await?;
+        let cm: Api<ConfigMap> = Api::namespaced(env.client().await?, "tenant-a");
+        let policy: serde_json::Value = serde_json::from_str(&cm.get("mcp-server-a-config").await?.data.unwrap()["policy.json"])?;
+        ensure!(policy["policy"] == "tenant-a-policy", "{policy}");
+        ensure!(policy["authorization"]["allowedRoles"].to_string().contains("tenant-a-admin"), "{policy}");
+        // Another namespace's server cannot use tenant-a's policy.
+        admin.sh_ok("kubectl apply -f - <<EOF\napiVersion: mcp.n-takatsu.dev/v1alpha1\nkind: MCPServer\nmetadata: {name: other}\nspec: {securityPolicy: tenant-a-policy}\nEOF")?;
+        wait_for(&admin.api::<McpServer>(), "other", "not found across namespaces", |s: Option<&McpServer>| {
+            s.and_then(|s| s.status.as_ref()).is_some_and(|st| st.phase == McpServerPhase::Failed)
+        })
+        .await?;
+        Ok(())
+    }
+    .await;
+    admin.sh("kubectl delete namespace tenant-a --wait=false").ok();
+    result
+}
+
+// ---------------------------------------------------------------- bad input
+
+#[rstest]
+#[case::replicas_too_many("replicas: 11", "spec.replicas")]
+#[case::replicas_zero("replicas: 0", "spec.replicas")]
+#[case::port_privileged("port: 80", "spec.port")]
+#[case::port_too_high("port: 70000", "spec.port")]
+#[case::unknown_transport("transport: grpc", "spec.transport")]
+#[case::stdio_without_command("transport: stdio", "spec.command is required when spec.transport is stdio")]
+#[case::duplicate_plugins("plugins: [a, a]", "spec.plugins")]
+#[case::bad_path("path: no-slash", "spec.path")]
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_mcpserver_is_rejected_naming_the_field(#[case] spec: &str, #[case] field: &str) -> Result<()> {
+    let env = env();
+    let _g = env.shared().await;
+    let ns = env.namespace("bad").await?;
+    let err = ns.sh_err(&format!(
+        "kubectl apply -f - <<EOF\napiVersion: mcp.n-takatsu.dev/v1alpha1\nkind: MCPServer\nmetadata: {{name: bad}}\nspec:\n  {spec}\nEOF"
+    ))?;
+    ensure!(err.contains(field), "error names {field}: {err}");
+    ensure!(ns.api::<McpServer>().get_opt("bad").await?.is_none());
+    Ok(())
+}
+
+#[rstest]
+#[case::isolation_level(
+    "kind: Plugin\nmetadata: {name: p}\nspec: {name: p, image: x, isolation: {level: Sandbox}}",
+    "spec.isolation.level"
+)]
+#[case::plugin_without_image("kind: Plugin\nmetadata: {name: p}\nspec: {name: p}", "spec.image")]
+#[case::tls_without_cert(
+    "kind: SecurityPolicy\nmetadata: {name: p}\nspec: {encryption: {tlsEnabled: true}}",
+    "spec.encryption.certSecretName is required"
+)]
+#[case::tls_version("kind: SecurityPolicy\nmetadata: {name: p}\nspec: {encryption: {tlsEnabled: true, tlsVersion: \"1.0\", certSecretName: c}}", "spec.encryption.tlsVersion")]
+#[case::auth_method(
+    "kind: SecurityPolicy\nmetadata: {name: p}\nspec: {authentication: {methods: [basic]}}",
+    "spec.authentication.methods"
+)]
+#[case::required_without_methods(
+    "kind: SecurityPolicy\nmetadata: {name: p}\nspec: {authentication: {required: true}}",
+    "spec.authentication.methods must name at least one method"
+)]
+#[case::authz_mode(
+    "kind: SecurityPolicy\nmetadata: {name: p}\nspec: {authorization: {mode: abac}}",
+    "spec.authorization.mode"
+)]
+#[case::jwt_without_keys(
+    "kind: SecurityPolicy\nmetadata: {name: p}\nspec: {authentication: {methods: [jwt], jwt: {issuer: x}}}",
+    "spec.authentication.jwt needs jwksUri or secretRef"
+)]
+#[case::rate_zero(
+    "kind: SecurityPolicy\nmetadata: {name: p}\nspec: {rateLimiting: {enabled: true, requestsPerMinute: 0}}",
+    "spec.rateLimiting.requestsPerMinute"
+)]
+#[case::audit_level(
+    "kind: SecurityPolicy\nmetadata: {name: p}\nspec: {audit: {enabled: true, logLevel: debug}}",
+    "spec.audit.logLevel"
+)]
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_plugin_and_policy_are_rejected_naming_the_field(
+    #[case] body: &str,
+    #[case] field: &str,
+) -> Result<()> {
+    let env = env();
+    let _g = env.shared().await;
+    let ns = env.namespace("bad").await?;
+    let err = ns.sh_err(&format!("kubectl apply -f - <<EOF\napiVersion: mcp.n-takatsu.dev/v1alpha1\n{body}\nEOF"))?;
+    ensure!(err.contains(field), "error names {field}: {err}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_policy_method_without_settings_is_reported_and_running_server_kept() -> Result<()> {
+    let env = env();
+    let _g = env.shared().await;
+    let ns = env.namespace("bad-policy").await?;
+    ns.sh_ok("kubectl apply -f - <<EOF\napiVersion: mcp.n-takatsu.dev/v1alpha1\nkind: SecurityPolicy\nmetadata: {name: p}\nspec: {enabled: true}\n---\napiVersion: mcp.n-takatsu.dev/v1alpha1\nkind: MCPServer\nmetadata: {name: s}\nspec: {securityPolicy: p}\nEOF")?;
+    running(&ns, "s", 1).await?;
+    let pods = pod_uids(&ns, "app=s").await?;
+    // The guide's own SecurityPolicy example names jwt and oauth2 without their settings.
+    ns.sh_ok("kubectl patch securitypolicy p --type=merge -p '{\"spec\":{\"authentication\":{\"required\":true,\"methods\":[\"jwt\",\"oauth2\"]}}}'")?;
+    let p = wait_for(&ns.api::<SecurityPolicy>(), "p", "Error naming the field", |p: Option<&SecurityPolicy>| {
+        p.and_then(|p| p.status.as_ref()).is_some_and(|s| s.phase == Some(SecurityPolicyPhase::Error))
+    })
+    .await?;
+    ensure!(p.status.unwrap().conditions[0].message.contains("spec.authentication.jwt is required"));
+    wait_for(&ns.api::<McpServer>(), "s", "held back", |s: Option<&McpServer>| {
+        s.and_then(|s| s.status.as_ref()).is_some_and(|st| st.phase == McpServerPhase::Failed)
+    })
+    .await?;
+    ensure!(pod_uids(&ns, "app=s").await? == pods, "nothing running is lost");
+    let secrets = ns.api::<Secret>().list(&ListParams::default()).await?;
+    ensure!(secrets.items.iter().all(|s| !s.name_any().contains("jwt")), "nothing invented");
+    Ok(())
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Deletes the local kwokctl cluster made by hack/cluster-up.sh (processes, etcd data, pki, logs)
+# and its kubeconfig. Fine when there is none. MCP_CLUSTER_NAME selects it (default mcp-dev).
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=cluster-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/cluster-lib.sh"
+
+if [[ ! -e "$CLUSTER_DIR" ]]; then
+  rm -f "$CLUSTER_KUBECONFIG"
+  log "cluster '$CLUSTER_NAME': none to delete"
+  exit 0
+fi
+lock_cluster
+log "cluster '$CLUSTER_NAME': deleting"
+delete_cluster
+log "cluster '$CLUSTER_NAME': deleted"

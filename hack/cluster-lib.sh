@@ -1,0 +1,108 @@
+# Shared by hack/cluster-up.sh, hack/cluster-down.sh and hack/kubeconfig.sh: where the local
+# kwokctl cluster (binary runtime, our own binaries from hack/tools.sh) keeps its state.
+# shellcheck shell=bash
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+CLUSTER_NAME="${MCP_CLUSTER_NAME:-mcp-dev}"
+[[ "$CLUSTER_NAME" =~ ^[a-z0-9]([a-z0-9-]*[a-z0-9])?$ ]] ||
+  die "MCP_CLUSTER_NAME='$CLUSTER_NAME' is not a valid name (lowercase letters, digits and '-')"
+
+# kwokctl keeps every cluster (config, pki, etcd data, pids, logs, binary symlinks) under
+# $KWOK_WORKDIR/clusters/<name>; keep it in the tools cache, never in the checkout or ~/.kwok.
+export KWOK_WORKDIR="$TOOLS_DIR/kwok"
+CLUSTER_DIR="$KWOK_WORKDIR/clusters/$CLUSTER_NAME"
+# A flattened admin (system:masters) kubeconfig at a path that does not change across re-creation.
+CLUSTER_KUBECONFIG="$TOOLS_DIR/kubeconfig-$CLUSTER_NAME"
+
+# kwokctl logs JSON lines when not on a terminal: keep its chatter in a file, shown on failure.
+KWOKCTL_LOG="$KWOK_WORKDIR/$CLUSTER_NAME.kwokctl.log"
+
+# kwok's kubelet-like server (kwokControllerPort, the nodes' kubelet endpoint) answers
+# `kubectl logs` and `kubectl port-forward` from these resources; as CRDs they can be created at
+# runtime (hack/attach-operator.sh). Kinds of kwok.x-k8s.io/v1alpha1 (kwok v0.8.0 names).
+# shellcheck disable=SC2034 # used by the scripts that source this file
+KWOK_CRDS=(Logs ClusterLogs PortForward ClusterPortForward)
+# shellcheck disable=SC2034
+KWOK_CRD_NAMES=(logs.kwok.x-k8s.io clusterlogs.kwok.x-k8s.io portforwards.kwok.x-k8s.io clusterportforwards.kwok.x-k8s.io)
+# hack/attach-operator.sh's state: the CRI-format copy of the operator log that kwok serves, the
+# pid of the process that keeps it up to date, and the static log of every other pod.
+ATTACH_DIR="$KWOK_WORKDIR/attach-$CLUSTER_NAME"
+
+# Stops the process that copies the operator log for kwok (hack/attach-operator.sh), if any.
+# It runs in a session of its own whose leader's command line names its state directory.
+stop_log_pump() {
+  local pid
+  [[ -f "$ATTACH_DIR/pump.pid" ]] || return 0
+  pid=$(<"$ATTACH_DIR/pump.pid")
+  if [[ "$pid" =~ ^[0-9]+$ ]] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "mcp-log-pump $ATTACH_DIR "; then
+    kill -- "-$pid" 2>/dev/null || true
+    for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  rm -f "$ATTACH_DIR/pump.pid"
+}
+
+CLUSTER_LOCK_FD=
+kwokctl_() {
+  if [[ -n "$CLUSTER_LOCK_FD" ]]; then
+    # Not into the components kwokctl forks: they would hold the lock for as long as they run.
+    "$TOOLS_BIN/kwokctl" --name "$CLUSTER_NAME" "$@" {CLUSTER_LOCK_FD}>&-
+  else
+    "$TOOLS_BIN/kwokctl" --name "$CLUSTER_NAME" "$@"
+  fi
+}
+kwokctl_logged() {
+  mkdir -p "$KWOK_WORKDIR"
+  { printf '$ kwokctl --name %s' "$CLUSTER_NAME"; printf ' %q' "$@"; echo; } >>"$KWOKCTL_LOG"
+  kwokctl_ "$@" >>"$KWOKCTL_LOG" 2>&1
+}
+
+require_binaries() {
+  local b missing=()
+  for b in kwokctl kwok etcd kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+    [[ -x "$TOOLS_BIN/$b" ]] || missing+=("$b")
+  done
+  [[ ${#missing[@]} -eq 0 ]] ||
+    die "missing in $TOOLS_BIN: ${missing[*]}; run hack/tools.sh first"
+}
+
+# kwokctl's binary runtime decides "running" from pids/<component>.pid alone. After a reboot a
+# recorded pid may belong to an unrelated process, which kwokctl would then neither start again
+# nor spare on stop; drop every pid file whose process is not that component's binary.
+sanitize_pids() {
+  local f pid exe want
+  for f in "$CLUSTER_DIR"/pids/*.pid; do
+    [[ -e "$f" ]] || continue
+    pid=$(<"$f")
+    want=$(readlink -f "$CLUSTER_DIR/bin/$(basename "$f" .pid)" 2>/dev/null) || want=
+    exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || exe=
+    exe=${exe% (deleted)} # the binary was rebuilt underneath a running process
+    if [[ -z "$exe" || -z "$want" || "$exe" != "$want" ]]; then rm -f "$f"; fi
+  done
+}
+
+# One cluster-up/cluster-down at a time per cluster.
+lock_cluster() {
+  mkdir -p "$KWOK_WORKDIR"
+  exec {CLUSTER_LOCK_FD}>"$KWOK_WORKDIR/.$CLUSTER_NAME.lock"
+  if ! flock -n "$CLUSTER_LOCK_FD"; then
+    log "cluster '$CLUSTER_NAME': waiting for another hack/cluster-*.sh to finish"
+    flock -w 300 "$CLUSTER_LOCK_FD" || die "cluster '$CLUSTER_NAME' is still locked by another hack/cluster-*.sh"
+  fi
+}
+
+delete_cluster() {
+  sanitize_pids
+  # --kubeconfig: kwokctl would otherwise edit ~/.kube/config (and it refuses an empty path here).
+  if [[ -f "$CLUSTER_DIR/kwok.yaml" ]]; then
+    [[ -x "$TOOLS_BIN/kwokctl" ]] || die "missing $TOOLS_BIN/kwokctl; run hack/tools.sh first"
+    if ! kwokctl_logged delete cluster --kubeconfig "$CLUSTER_KUBECONFIG"; then
+      tail -n 20 "$KWOKCTL_LOG" >&2
+      die "kwokctl delete cluster failed (log: $KWOKCTL_LOG); stop the processes in $CLUSTER_DIR/pids and remove $CLUSTER_DIR"
+    fi
+  fi
+  rm -rf "$CLUSTER_DIR" # a half-created cluster has no kwok.yaml, and kwokctl ignores it
+  rm -f "$CLUSTER_KUBECONFIG"
+  stop_log_pump
+  rm -rf "$ATTACH_DIR"
+}

@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# Starts a local Kubernetes cluster for development and the e2e tests: kwokctl's binary runtime
+# running our own etcd, kube-apiserver (RBAC on), kube-controller-manager, kube-scheduler and
+# kwok controller from hack/tools.sh (nothing is downloaded), plus simulated nodes on which
+# kwok fakes pods as Running/Ready. kwok's Logs, ClusterLogs, PortForward and ClusterPortForward
+# CRDs are enabled, so that `kubectl logs` and `kubectl port-forward` can be pointed at local
+# files and ports at runtime (hack/attach-operator.sh). Idempotent: a healthy cluster is left as
+# it is, a stopped one (e.g. after a reboot) is started again, or re-created if it cannot be (or
+# if it was created without those CRDs).
+#
+#   hack/cluster-up.sh && export KUBECONFIG=$(hack/kubeconfig.sh)
+#
+# Environment:
+#   MCP_CLUSTER_NAME          cluster name (default mcp-dev)
+#   MCP_CLUSTER_NODES         simulated nodes (default 3)
+#   MCP_CLUSTER_TIMEOUT       seconds to wait for the cluster to be ready (default 120)
+#   MCP_CLUSTER_API_PORT      kube-apiserver port on 127.0.0.1 (default 0: kwokctl picks a free
+#                             one when the cluster is created; it is kept across restarts)
+#   MCP_CLUSTER_BIND_ADDRESS  address the components listen on (default 127.0.0.1)
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=cluster-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/cluster-lib.sh"
+
+NODES="${MCP_CLUSTER_NODES:-3}"
+TIMEOUT="${MCP_CLUSTER_TIMEOUT:-120}"
+API_PORT="${MCP_CLUSTER_API_PORT:-0}"
+BIND_ADDRESS="${MCP_CLUSTER_BIND_ADDRESS:-127.0.0.1}"
+[[ "$NODES" =~ ^[1-9][0-9]*$ ]] || die "MCP_CLUSTER_NODES must be a positive integer"
+[[ "$TIMEOUT" =~ ^[1-9][0-9]*$ ]] || die "MCP_CLUSTER_TIMEOUT must be a positive number of seconds"
+if ! [[ "$API_PORT" =~ ^[0-9]+$ ]] || ((API_PORT > 65535)); then
+  die "MCP_CLUSTER_API_PORT must be a port number (0: any free port)"
+fi
+
+require_binaries
+
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+START=$(now_ms)
+DEADLINE=$((START + TIMEOUT * 1000))
+elapsed() { local ms=$(($(now_ms) - START)); printf '%d.%ds' $((ms / 1000)) $((ms % 1000 / 100)); }
+
+kubectl_() { "$TOOLS_BIN/kubectl" --kubeconfig "$CLUSTER_KUBECONFIG" --request-timeout=5s "$@"; }
+
+# Every option, so that kwokctl neither guesses (docker/podman first) nor downloads anything.
+# Only the five components below run: no metrics-server, prometheus, jaeger or dashboard.
+kwokctl_config() {
+  cat <<EOF
+apiVersion: config.kwok.x-k8s.io/v1alpha1
+kind: KwokctlConfiguration
+options:
+  runtime: binary
+  kubeVersion: '$KUBERNETES_VERSION'
+  kwokVersion: '$KWOK_VERSION'
+  etcdVersion: '${ETCD_VERSION#v}'
+  components: [etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok-controller]
+  securePort: true
+  kubeAuthorization: true
+  kubeAdmission: true
+  bindAddress: '$BIND_ADDRESS'
+  kubeApiserverPort: $API_PORT
+  etcdBinary: '$TOOLS_BIN/etcd'
+  kubeApiserverBinary: '$TOOLS_BIN/kube-apiserver'
+  kubeControllerManagerBinary: '$TOOLS_BIN/kube-controller-manager'
+  kubeSchedulerBinary: '$TOOLS_BIN/kube-scheduler'
+  kwokControllerBinary: '$TOOLS_BIN/kwok'
+  kubectlBinary: '$TOOLS_BIN/kubectl'
+  enableCRDs: [$(IFS=,; echo "${KWOK_CRDS[*]}")]
+EOF
+}
+
+# Whether the cluster's kwok controller was configured with our CRDs (clusters made by an older
+# hack/cluster-up.sh were not: kwokctl fixes the controller's flags at creation).
+configured_with_crds() {
+  grep -qF -- "--enable-crds=$(IFS=,; echo "${KWOK_CRDS[*]}")" "$CLUSTER_DIR/kwok.yaml" 2>/dev/null
+}
+crds_installed() {
+  [[ $(kubectl_ get crd "${KWOK_CRD_NAMES[@]}" -o name 2>/dev/null | wc -l) -eq ${#KWOK_CRD_NAMES[@]} ]]
+}
+
+# The flattened admin kubeconfig (client cert of group system:masters), refreshed on every run.
+write_kubeconfig() {
+  local tmp
+  tmp=$(mktemp "$CLUSTER_KUBECONFIG.XXXXXX") # mode 0600
+  if kwokctl_ get kubeconfig >"$tmp" 2>/dev/null && [[ -s "$tmp" ]]; then
+    mv -f "$tmp" "$CLUSTER_KUBECONFIG"
+  else
+    rm -f "$tmp"
+    return 1
+  fi
+}
+
+api_ready() { [[ "$(kubectl_ get --raw /readyz 2>/dev/null)" == ok ]]; }
+node_count() { kubectl_ get nodes -o name 2>/dev/null | wc -l; }
+ready_nodes() {
+  kubectl_ get nodes -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' \
+    2>/dev/null | grep -c '^True$' || true
+}
+components_running() {
+  kwokctl_ get components -o wide 2>/dev/null |
+    awk 'NR > 1 { n++; if ($2 != "Ready") bad = 1 } END { exit (bad || n == 0) }'
+}
+
+healthy() {
+  [[ -f "$CLUSTER_DIR/kwok.yaml" ]] || return 1
+  sanitize_pids
+  components_running && write_kubeconfig && api_ready && (($(ready_nodes) >= NODES)) && crds_installed
+}
+
+# Until DEADLINE: the API server answers, NODES simulated nodes are Ready, the controller
+# manager works (it made the default ServiceAccount, without which no pod can be created) and
+# kwok's CRDs are there (kwokctl creates them once, at cluster creation).
+# A component that exited fails at once: kwokctl's binary runtime does not restart it.
+wait_ready() {
+  local scaled=false
+  while :; do
+    if api_ready; then
+      if ! $scaled && (($(node_count) < NODES)); then
+        kwokctl_logged scale node --replicas "$NODES" && scaled=true
+      fi
+      if (($(ready_nodes) >= NODES)) && kubectl_ -n default get serviceaccount default >/dev/null 2>&1 &&
+        crds_installed; then
+        return 0
+      fi
+    elif ! components_running; then
+      log "a component exited (nothing restarts it)"
+      return 1
+    fi
+    (($(now_ms) < DEADLINE)) || return 1
+    sleep 0.5
+  done
+}
+
+# create|start, then wait. kwokctl forks the components and then only waits for /version (for
+# all of --timeout even when kube-apiserver has exited): keep that short, wait_ready does the rest.
+bring_up() {
+  local secs=$(((DEADLINE - $(now_ms)) / 1000))
+  ((secs < 20)) || secs=20
+  ((secs > 5)) || secs=5
+  if [[ "$1" == create ]]; then
+    # --kubeconfig "": leave ~/.kube/config alone.
+    kwokctl_config | kwokctl_logged create cluster --config - --kubeconfig "" --timeout "${secs}s" || return 1
+  else
+    sanitize_pids
+    kwokctl_logged start cluster --timeout 5s || return 1
+  fi
+  write_kubeconfig || { log "kwokctl get kubeconfig failed"; return 1; }
+  wait_ready
+}
+
+report_failure() {
+  local f
+  log "cluster '$CLUSTER_NAME' is not ready after $(elapsed); last lines of the component logs:"
+  for f in "$CLUSTER_DIR"/logs/*.log; do
+    [[ -e "$f" ]] || continue
+    printf '\n==> %s <==\n' "$f" >&2
+    tail -n 15 "$f" >&2
+  done
+  printf '\n' >&2
+  kwokctl_ get components -o wide >&2 2>/dev/null || true
+  kubectl_ get nodes >&2 2>/dev/null || true
+  if [[ -s "$KWOKCTL_LOG" ]]; then
+    printf '\n==> %s <==\n' "$KWOKCTL_LOG" >&2
+    tail -n 20 "$KWOKCTL_LOG" >&2
+  fi
+}
+
+# The admin must be cluster-admin (and so may impersonate); everyone else is subject to RBAC.
+verify_rbac() {
+  local admin sa
+  admin=$(kubectl_ auth can-i '*' '*' 2>/dev/null) || true
+  sa=$(kubectl_ auth can-i list pods --as=system:serviceaccount:default:default 2>/dev/null) || true
+  [[ "$admin" == yes ]] || die "the admin kubeconfig is not cluster-admin (can-i '*' '*': '$admin')"
+  [[ "$sa" == no ]] || die "RBAC is not enforced (a bare ServiceAccount may list pods: '$sa'); re-create: hack/cluster-down.sh && hack/cluster-up.sh"
+}
+
+usage() {
+  local server
+  server=$(kubectl_ config view -o jsonpath='{.clusters[0].cluster.server}' 2>/dev/null) || true
+  log "API server $server; admin kubeconfig $CLUSTER_KUBECONFIG. Use it with:"
+  # shellcheck disable=SC2016 # printed for the user to run
+  printf '    export KUBECONFIG=$(hack/kubeconfig.sh)   # %s\n    kubectl get nodes\n    hack/cluster-down.sh                      # delete the cluster\n' \
+    "$CLUSTER_KUBECONFIG" >&2
+}
+
+lock_cluster
+: >"$KWOKCTL_LOG"
+
+if [[ -f "$CLUSTER_DIR/kwok.yaml" ]] && ! configured_with_crds; then
+  log "cluster '$CLUSTER_NAME' was created without kwok's ${KWOK_CRDS[*]} CRDs: re-creating it"
+  delete_cluster
+fi
+
+if healthy; then
+  verify_rbac
+  log "cluster '$CLUSTER_NAME' is already running and healthy ($(ready_nodes) nodes Ready; checked in $(elapsed))"
+  usage
+  exit 0
+fi
+
+if [[ -f "$CLUSTER_DIR/kwok.yaml" ]]; then
+  log "cluster '$CLUSTER_NAME' exists but is not healthy (stopped, e.g. by a reboot): starting it"
+  if ! bring_up start; then
+    report_failure
+    log "cluster '$CLUSTER_NAME' could not be started again: re-creating it"
+    delete_cluster
+    DEADLINE=$(($(now_ms) + TIMEOUT * 1000))
+    bring_up create || { report_failure; die "cluster '$CLUSTER_NAME' did not become ready within ${TIMEOUT}s"; }
+  fi
+else
+  [[ ! -e "$CLUSTER_DIR" ]] || rm -rf "$CLUSTER_DIR" # left half-created; kwokctl ignores it
+  log "cluster '$CLUSTER_NAME': creating (kwokctl binary runtime, Kubernetes $KUBERNETES_VERSION, $NODES simulated nodes)"
+  bring_up create || { report_failure; die "cluster '$CLUSTER_NAME' did not become ready within ${TIMEOUT}s"; }
+fi
+
+verify_rbac
+log "cluster '$CLUSTER_NAME' ready in $(elapsed): $(ready_nodes) nodes Ready, RBAC enforced"
+usage

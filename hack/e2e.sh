@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs the e2e suite (e2e/) against E2E_CLUSTER: k3s (testcontainers), local (the kwok cluster of
+# hack/cluster-up.sh) or existing ($KUBECONFIG). Default: k3s where a Docker engine answers, else
+# local. Extra arguments go to the test binary (e.g. a test-name filter).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$REPO_ROOT"
+
+provider="${E2E_CLUSTER:-}"
+if [[ -z "$provider" ]]; then
+  if docker info >/dev/null 2>&1; then provider=k3s; else provider=local; fi
+fi
+export E2E_CLUSTER="$provider"
+# A cluster of its own, so that a `just up` cluster and its operator are left alone.
+export MCP_CLUSTER_NAME="${MCP_CLUSTER_NAME:-mcp-e2e}"
+log "e2e provider: $provider"
+case "$provider" in
+  local) "$HACK_DIR/tools.sh" kubernetes etcd kwok helm; "$HACK_DIR/cluster-up.sh" ;;
+  existing) command -v helm >/dev/null || "$HACK_DIR/tools.sh" helm ;;
+  k3s) command -v kubectl >/dev/null && command -v helm >/dev/null || "$HACK_DIR/tools.sh" kubernetes helm ;;
+  *) die "E2E_CLUSTER=$provider: use k3s, local or existing" ;;
+esac
+command -v curl >/dev/null || die "curl is required by the e2e suite"
+
+cargo build --quiet --bin mcp-operator
+cargo test --quiet -p mcp-operator-e2e --no-run
+start=$(date +%s)
+# Scenarios that change the install take an exclusive lock; the rest share the cluster.
+cargo test -p mcp-operator-e2e -- --test-threads="${E2E_THREADS:-4}" "$@"
+log "e2e wall time: $(($(date +%s) - start))s ($provider)"

@@ -1,0 +1,67 @@
+# mcp-operator: `just --list` is the map of the repository.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+set positional-arguments
+
+export PATH := env("MCP_TOOLS_DIR", env("HOME") / ".cache/mcp-operator/tools") / "bin:" + env("HOME") / ".cargo/bin:" + env("PATH")
+
+# List the recipes.
+default:
+    @just --list
+
+# Build the control-plane and dev tools from their pinned Go modules into the cache (idempotent).
+tools *names:
+    hack/tools.sh {{names}}
+
+# Regenerate CRDs (from the Rust types), the chart's CRD copies and the plain manifests.
+generate:
+    hack/generate.sh
+
+# Unit and mock-API tests (no cluster needed).
+unit:
+    cargo test --workspace --exclude mcp-operator-e2e
+
+# The e2e suite: k3s where Docker answers, else the local cluster (E2E_CLUSTER=k3s|local|existing).
+e2e *args:
+    hack/e2e.sh "$@"
+
+# Everything CI runs: lint, unit, e2e.
+test: lint unit e2e
+
+# Start the local cluster (kwok binary runtime, real API server, RBAC on).
+cluster-up: (tools "kubernetes" "etcd" "kwok")
+    hack/cluster-up.sh
+
+# Delete the local cluster.
+cluster-down:
+    hack/cluster-down.sh
+
+# Print the local cluster's kubeconfig path: export KUBECONFIG=$(just kubeconfig)
+kubeconfig:
+    @hack/kubeconfig.sh
+
+# Quick start: local cluster, CRDs, chart, operator and a sample MCPServer.
+up:
+    hack/up.sh
+
+# Stop the quick-start operator and delete the local cluster.
+down:
+    hack/down.sh
+
+# fmt, clippy, helm lint, generated-file drift, manifest validation, workflow lint.
+lint: (tools "helm" "actionlint")
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+    helm lint --strict charts/mcp-operator
+    helm lint --strict charts/mcp-operator --set watchNamespaces='{a,b}' --set replicaCount=2 --set serviceMonitor.enabled=true --set networkPolicy.enabled=true
+    hack/render-manifests.sh --check
+    hack/check-generated.sh
+    actionlint
+
+# Build the operator image.
+image tag="ghcr.io/n-takatsu/mcp-operator:0.1.0":
+    docker build -t {{tag}} .
+
+# Run the operator against the current kubeconfig.
+run *args:
+    cargo run --bin mcp-operator -- "$@"

@@ -17,7 +17,7 @@ pub enum Provider {
     /// The local kwok cluster (hack/cluster-up.sh); the operator runs as a local process that
     /// impersonates the chart's ServiceAccount.
     Local,
-    /// The cluster of $KUBECONFIG; the operator runs as for `local`.
+    /// The cluster of $KUBECONFIG; the operator runs in-cluster (E2E_OPERATOR=local: as for local).
     Existing,
 }
 
@@ -33,9 +33,14 @@ impl Provider {
         }
     }
 
-    /// Whether the operator runs inside the cluster (from the chart's image).
+    /// Whether the operator runs inside the cluster (from the chart's image): on k3s, and on an
+    /// existing cluster (e.g. Tilt's) unless `E2E_OPERATOR=local`.
     pub fn operator_in_cluster(self) -> bool {
-        self == Self::K3s
+        match self {
+            Self::K3s => true,
+            Self::Local => false,
+            Self::Existing => std::env::var("E2E_OPERATOR").as_deref() != Ok("local"),
+        }
     }
 }
 

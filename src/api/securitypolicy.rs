@@ -6,6 +6,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Desired security policy. Secrets are only ever referenced by name, never inlined.
+// clippy 1.95 reads the repeated `type_` of separate printcolumn(...) entries as duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "mcp.n-takatsu.dev",

@@ -160,7 +160,12 @@ pub fn server_status(server: &McpServer, obs: &Observation<'_>) -> McpServerStat
         ready_replicas: ready,
         ready: Some(format!("{ready}/{replicas}")),
         selector: Some(selector_string(&server_selector(&server.name_any()))),
-        url: Some(server_url(server, obs.tls)),
+        // While changes are held back, the URL of what actually runs stays.
+        url: if obs.policy.ok && obs.plugins.ok {
+            Some(server_url(server, obs.tls))
+        } else {
+            previous.url.clone().or_else(|| Some(server_url(server, obs.tls)))
+        },
         observed_generation: generation,
         conditions,
     }
@@ -286,6 +291,21 @@ mod tests {
         assert_eq!(kept.phase, McpServerPhase::Failed);
         assert_eq!(kept.ready_replicas, 2, "the running workload is left as it is");
         assert_eq!(cond(&kept, AVAILABLE).status, "True");
+    }
+
+    #[test]
+    fn held_back_server_keeps_the_url_of_what_runs() {
+        let mut s = guide_server();
+        s.status = Some(McpServerStatus {
+            url: Some("https://my-mcp-server.default.svc:3000/mcp".into()),
+            ..Default::default()
+        });
+        let invalid = Resolution::failed("PolicyInvalid", "x");
+        let st = server_status(
+            &s,
+            &Observation { policy: &invalid, plugins: &ok(), deployment: None, pods: &[], tls: false },
+        );
+        assert_eq!(st.url.as_deref(), Some("https://my-mcp-server.default.svc:3000/mcp"));
     }
 
     #[test]

@@ -1,0 +1,512 @@
+//! Every example a user copies must be accepted: each YAML example of the user guide
+//! (`../shared/reference/operator-guide.ja.md`) and of `k8s/manifests/examples.yaml` deserializes
+//! into its typed resource and validates against the generated CRD schema. Also: the committed
+//! CRD files are what `src/api` generates, the CEL rules are in the CRDs, bad objects are
+//! rejected with the field named, and no schema uses a `format` the API server warns about.
+
+use mcp_operator::api::{crd_files, crds, McpServer, Plugin, SecurityPolicy};
+use rstest::rstest;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+const API_VERSION: &str = "mcp.n-takatsu.dev/v1alpha1";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kubernetes structural schema -> plain JSON Schema
+// ---------------------------------------------------------------------------------------------
+
+/// The openAPIV3Schema of `kind` as the API server holds it (from the generated CRD).
+fn crd_schema(kind: &str) -> Value {
+    let crd = crds().into_iter().find(|c| c.spec.names.kind == kind).unwrap_or_else(|| panic!("no CRD for {kind}"));
+    assert_eq!(crd.spec.versions.len(), 1, "{kind}: one version");
+    let schema = crd.spec.versions[0].schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()).expect("schema");
+    serde_json::to_value(schema).expect("schema serializes")
+}
+
+/// How strictly a (converted) schema is applied.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// A whole object: `required` holds.
+    Whole,
+    /// An excerpt (a `spec:` or `status:` fragment of the guide): every field shown must exist
+    /// with the right type, bounds and enum, but fields left out are not missing.
+    Excerpt,
+}
+
+/// Converts a Kubernetes structural schema into plain JSON Schema:
+/// - `x-kubernetes-*` keys are dropped; `x-kubernetes-int-or-string` becomes integer|string and
+///   `x-kubernetes-list-type: set` becomes `uniqueItems` (the API server rejects duplicates);
+/// - `nullable: true` allows null (also in an `enum`);
+/// - objects with `properties` and no `additionalProperties` reject unknown fields, like
+///   `kubectl apply` does with its default strict field validation, except where
+///   `x-kubernetes-preserve-unknown-fields` keeps them;
+/// - in [`Mode::Excerpt`], `required` is dropped.
+fn to_json_schema(schema: &Value, mode: Mode) -> Value {
+    let Value::Object(node) = schema else { return schema.clone() };
+    let mut out = Map::new();
+    let flag = |key: &str| node.get(key).and_then(Value::as_bool).unwrap_or(false);
+    for (key, value) in node {
+        match key.as_str() {
+            k if k.starts_with("x-kubernetes-") => {}
+            "nullable" => {}
+            "required" if mode == Mode::Excerpt => {}
+            "properties" => {
+                let props = value.as_object().expect("properties is an object");
+                let props = props.iter().map(|(k, v)| (k.clone(), to_json_schema(v, mode))).collect();
+                out.insert(key.clone(), Value::Object(props));
+            }
+            "items" | "additionalProperties" | "not" => {
+                out.insert(key.clone(), to_json_schema(value, mode));
+            }
+            "allOf" | "anyOf" | "oneOf" => {
+                let list = value.as_array().expect("a list of schemas");
+                out.insert(key.clone(), list.iter().map(|s| to_json_schema(s, mode)).collect());
+            }
+            _ => {
+                out.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    if flag("x-kubernetes-int-or-string") {
+        out.insert("anyOf".into(), json!([{"type": "integer"}, {"type": "string"}]));
+    }
+    if node.get("x-kubernetes-list-type").and_then(Value::as_str) == Some("set") {
+        out.insert("uniqueItems".into(), json!(true));
+    }
+    if out.contains_key("properties")
+        && !out.contains_key("additionalProperties")
+        && !flag("x-kubernetes-preserve-unknown-fields")
+    {
+        out.insert("additionalProperties".into(), json!(false));
+    }
+    if flag("nullable") {
+        match out.get_mut("type") {
+            Some(Value::String(t)) => {
+                let t = t.clone();
+                out.insert("type".into(), json!([t, "null"]));
+            }
+            Some(Value::Array(types)) => types.push(json!("null")),
+            Some(_) => panic!("unexpected type in {schema}"),
+            None => {
+                if let Some(Value::Array(any)) = out.get_mut("anyOf") {
+                    any.push(json!({"type": "null"}));
+                }
+            }
+        }
+        if let Some(Value::Array(values)) = out.get_mut("enum") {
+            values.push(Value::Null);
+        }
+    }
+    Value::Object(out)
+}
+
+/// The whole-object schema of `kind`: the root also admits what every object carries.
+fn object_schema(kind: &str) -> Value {
+    let mut schema = to_json_schema(&crd_schema(kind), Mode::Whole);
+    let props = schema["properties"].as_object_mut().expect("root properties");
+    props.insert("apiVersion".into(), json!({"const": API_VERSION}));
+    props.insert("kind".into(), json!({"const": kind}));
+    props.insert("metadata".into(), json!({"type": "object"}));
+    schema
+}
+
+/// The schema of `spec` or `status` of `kind`, for excerpts.
+fn excerpt_schema(kind: &str, part: &str) -> Value {
+    let schema = crd_schema(kind);
+    let part_schema = schema["properties"].get(part).unwrap_or_else(|| panic!("{kind} has no {part}"));
+    to_json_schema(part_schema, Mode::Excerpt)
+}
+
+/// Every schema violation as `path: message` (the path names the field).
+fn violations(schema: &Value, instance: &Value) -> Vec<String> {
+    let validator = jsonschema::options()
+        .should_validate_formats(true)
+        .build(schema)
+        .unwrap_or_else(|e| panic!("converted schema is not valid JSON Schema: {e}"));
+    validator.iter_errors(instance).map(|e| format!("{}: {e}", e.instance_path)).collect()
+}
+
+fn assert_valid(what: &str, schema: &Value, instance: &Value) {
+    let errors = violations(schema, instance);
+    assert!(errors.is_empty(), "{what} does not validate against the CRD schema:\n  {}", errors.join("\n  "));
+}
+
+/// Deserializes a whole document into its typed resource, and checks that what the operator
+/// would write back (its own serialization) validates too.
+fn assert_typed(what: &str, kind: &str, doc: &Value) {
+    fn roundtrip<K: serde::de::DeserializeOwned + serde::Serialize>(what: &str, doc: &Value) -> Value {
+        let typed: K = serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{what}: {e}"));
+        serde_json::to_value(&typed).expect("typed objects serialize")
+    }
+    let written = match kind {
+        "MCPServer" => roundtrip::<McpServer>(what, doc),
+        "Plugin" => roundtrip::<Plugin>(what, doc),
+        "SecurityPolicy" => roundtrip::<SecurityPolicy>(what, doc),
+        other => panic!("{what}: unknown kind {other}"),
+    };
+    assert_valid(&format!("{what} (as serialized by the operator)"), &object_schema(kind), &written);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The user guide
+// ---------------------------------------------------------------------------------------------
+
+/// One YAML example of the guide.
+#[derive(Debug)]
+struct Snippet {
+    /// Nearest heading above it.
+    heading: String,
+    /// 1-based line of its first line in the guide.
+    line: usize,
+    text: String,
+}
+
+impl Snippet {
+    fn what(&self) -> String {
+        format!("guide line {} (under {:?})", self.line, self.heading)
+    }
+}
+
+fn guide_path() -> PathBuf {
+    repo().join("../shared/reference/operator-guide.ja.md")
+}
+
+/// Fenced ```yaml blocks, and the `<<EOF ... EOF` heredocs inside ```bash blocks.
+fn guide_snippets() -> Vec<Snippet> {
+    let path = guide_path();
+    // Fail, do not skip: CI has the guide, and a missing guide must not pass silently.
+    assert!(path.is_file(), "the user guide is missing at {} (CI checks it out next to the repo)", path.display());
+    let text = read(&path);
+    let mut snippets = vec![];
+    let mut heading = String::new();
+    let mut lines = text.lines().enumerate();
+    while let Some((_, line)) = lines.next() {
+        if line.starts_with('#') {
+            heading = line.trim_start_matches('#').trim().to_string();
+            continue;
+        }
+        let Some(lang) = line.strip_prefix("```") else { continue };
+        let lang = lang.trim().to_string();
+        let mut body: Vec<(usize, &str)> = vec![];
+        for (i, l) in lines.by_ref() {
+            if l.trim_start().starts_with("```") {
+                break;
+            }
+            body.push((i + 1, l));
+        }
+        match lang.as_str() {
+            "yaml" | "yml" => snippets.push(Snippet {
+                heading: heading.clone(),
+                line: body.first().map_or(0, |(n, _)| *n),
+                text: body.iter().map(|(_, l)| format!("{l}\n")).collect(),
+            }),
+            "bash" | "sh" | "shell" => {
+                let mut it = body.into_iter();
+                while let Some((_, l)) = it.next() {
+                    if !(l.contains("<<EOF") || l.contains("<< EOF") || l.contains("<<'EOF'")) {
+                        continue;
+                    }
+                    let doc: Vec<(usize, &str)> = it.by_ref().take_while(|(_, l)| l.trim() != "EOF").collect();
+                    snippets.push(Snippet {
+                        heading: heading.clone(),
+                        line: doc.first().map_or(0, |(n, _)| *n),
+                        text: doc.iter().map(|(_, l)| format!("{l}\n")).collect(),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    snippets
+}
+
+/// Which kind each excerpt of the guide belongs to, by the heading it sits under.
+const EXCERPT_KINDS: &[(&str, &str)] = &[
+    ("Status フィールド", "MCPServer"),
+    ("1. リソース制限の設定", "MCPServer"),
+    ("2. セキュリティポリシーの使用", "MCPServer"),
+    ("3. プラグインの隔離", "Plugin"),
+];
+
+/// Kinds that appear in the guide but are not ours.
+const FOREIGN_KINDS: &[&str] = &[
+    // The monitoring example (apiVersion v1, kind ServiceMonitor) is Prometheus Operator's
+    // resource, not one of this operator's CRDs: nothing of ours to validate it against.
+    "ServiceMonitor",
+];
+
+#[test]
+fn every_guide_example_is_accepted() {
+    let mut whole = vec![];
+    let mut excerpts = vec![];
+    let mut skipped = vec![];
+    for snippet in guide_snippets() {
+        let what = snippet.what();
+        let doc: Value = serde_yaml::from_str(&snippet.text).unwrap_or_else(|e| panic!("{what}: not YAML: {e}"));
+        let obj = doc.as_object().unwrap_or_else(|| panic!("{what}: not a YAML mapping"));
+        match obj.get("apiVersion").and_then(Value::as_str) {
+            Some(API_VERSION) => {
+                let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_else(|| panic!("{what}: no kind"));
+                let name = doc["metadata"]["name"].as_str().unwrap_or_else(|| panic!("{what}: no name"));
+                assert_typed(&what, kind, &doc);
+                assert_valid(&what, &object_schema(kind), &doc);
+                whole.push(format!("{kind}/{name}"));
+            }
+            Some(other) => {
+                let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_default();
+                assert!(FOREIGN_KINDS.contains(&kind), "{what}: unexpected {other} {kind}: test it or list it");
+                skipped.push(kind.to_string());
+            }
+            None => {
+                let parts: Vec<&str> = obj.keys().map(String::as_str).collect();
+                let [part @ ("spec" | "status")] = parts[..] else {
+                    panic!("{what}: an excerpt should hold only spec or status, not {parts:?}")
+                };
+                let kind = EXCERPT_KINDS
+                    .iter()
+                    .find(|(h, _)| *h == snippet.heading)
+                    .map(|(_, k)| *k)
+                    .unwrap_or_else(|| panic!("{what}: new excerpt: add its heading to EXCERPT_KINDS"));
+                assert_valid(&what, &excerpt_schema(kind, part), &doc[part]);
+                excerpts.push(format!("{kind}.{part}"));
+            }
+        }
+    }
+    // Catch an extraction that silently finds fewer examples than the guide has.
+    assert_eq!(
+        whole,
+        [
+            "MCPServer/example-mcpserver",
+            "Plugin/wordpress-plugin",
+            "SecurityPolicy/default-policy",
+            "MCPServer/my-mcp-server",
+            "Plugin/wordpress-plugin",
+            "MCPServer/mcp-server-canary",
+            "MCPServer/mcp-server-production",
+            "MCPServer/mcp-server-a",
+        ]
+    );
+    assert_eq!(excerpts, ["MCPServer.status", "MCPServer.spec", "MCPServer.spec", "Plugin.spec"]);
+    assert_eq!(skipped, ["ServiceMonitor"]);
+}
+
+/// The guide's `kubectl patch` and `kubectl scale` commands give valid objects.
+#[test]
+fn guide_patches_and_scale_give_valid_objects() {
+    let schema = crd_schema("MCPServer");
+    // `kubectl patch --type=json` adds to /spec/plugins/- on my-mcp-server, whose YAML has no
+    // plugins: that only works because the API server defaults the list to [].
+    assert_eq!(schema["properties"]["spec"]["properties"]["plugins"]["default"], json!([]));
+    let mut server: Value = serde_yaml::from_str(
+        "apiVersion: mcp.n-takatsu.dev/v1alpha1\nkind: MCPServer\nmetadata: {name: my-mcp-server}\n\
+         spec: {replicas: 2, image: \"mcp-rs:latest\", transport: http, port: 3000}\n",
+    )
+    .unwrap();
+    server["spec"]["plugins"] = json!(["wordpress-plugin"]);
+    server["spec"]["securityPolicy"] = json!("default-policy");
+    server["spec"]["replicas"] = json!(5);
+    assert_typed("patched my-mcp-server", "MCPServer", &server);
+    assert_valid("patched my-mcp-server", &object_schema("MCPServer"), &server);
+    // The guide's manual escape hatch: finalizers emptied by a merge patch.
+    server["metadata"]["finalizers"] = json!([]);
+    assert_valid("my-mcp-server without finalizers", &object_schema("MCPServer"), &server);
+}
+
+// ---------------------------------------------------------------------------------------------
+// k8s/manifests/examples.yaml
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn every_manifest_example_is_accepted() {
+    let path = repo().join("k8s/manifests/examples.yaml");
+    let text = read(&path);
+    let mut names = vec![];
+    for (i, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+        let doc = <Value as serde::Deserialize>::deserialize(document)
+            .unwrap_or_else(|e| panic!("examples.yaml document {i}: {e}"));
+        if doc.is_null() {
+            continue; // the leading comment block
+        }
+        let what = format!("examples.yaml document {i}");
+        assert_eq!(doc["apiVersion"], API_VERSION, "{what}");
+        let kind = doc["kind"].as_str().unwrap_or_else(|| panic!("{what}: no kind"));
+        assert!(doc["metadata"].get("namespace").is_none(), "{what}: lands in the namespace kubectl targets");
+        assert_typed(&what, kind, &doc);
+        assert_valid(&what, &object_schema(kind), &doc);
+        names.push(format!("{kind}/{}", doc["metadata"]["name"].as_str().unwrap_or_default()));
+    }
+    // The policies the guide names: default-policy, production-policy, tenant-a-policy.
+    assert_eq!(
+        names,
+        ["SecurityPolicy/default-policy", "SecurityPolicy/production-policy", "SecurityPolicy/tenant-a-policy"]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The schemas themselves
+// ---------------------------------------------------------------------------------------------
+
+fn valid_server() -> Value {
+    json!({
+        "apiVersion": API_VERSION,
+        "kind": "MCPServer",
+        "metadata": {"name": "s"},
+        "spec": {"replicas": 2, "transport": "http", "port": 3000},
+    })
+}
+
+fn valid_plugin() -> Value {
+    json!({
+        "apiVersion": API_VERSION,
+        "kind": "Plugin",
+        "metadata": {"name": "p"},
+        "spec": {"name": "p", "image": "p:1", "isolation": {"level": "Container"}},
+    })
+}
+
+#[rstest]
+#[case::replicas_above_10("MCPServer", "/spec/replicas", json!(11))]
+#[case::replicas_zero("MCPServer", "/spec/replicas", json!(0))]
+#[case::privileged_port("MCPServer", "/spec/port", json!(80))]
+#[case::unknown_transport("MCPServer", "/spec/transport", json!("grpc"))]
+#[case::duplicate_plugins("MCPServer", "/spec/plugins", json!(["a", "a"]))]
+#[case::path_without_slash("MCPServer", "/spec/path", json!("mcp"))]
+#[case::unknown_field("MCPServer", "/spec", json!({"replicas": 1, "replica": 2}))]
+#[case::unknown_isolation_level("Plugin", "/spec/isolation/level", json!("Sandbox"))]
+fn bad_objects_are_rejected_naming_the_field(#[case] kind: &str, #[case] field: &str, #[case] value: Value) {
+    let mut obj = if kind == "MCPServer" { valid_server() } else { valid_plugin() };
+    assert_valid("the unchanged object", &object_schema(kind), &obj);
+    let (parent, key) = field.rsplit_once('/').expect("a JSON pointer");
+    let parent = obj.pointer_mut(parent).and_then(Value::as_object_mut).unwrap_or_else(|| panic!("{parent} exists"));
+    parent.insert(key.to_string(), value.clone());
+    let errors = violations(&object_schema(kind), &obj);
+    assert!(!errors.is_empty(), "{kind} with {field} = {value} must be rejected");
+    assert!(
+        errors.iter().all(|e| e.starts_with(&format!("{field}: "))),
+        "{kind} with {field} = {value}: every error names the field: {errors:?}"
+    );
+}
+
+fn validations(schema: &Value, pointer: &str) -> Vec<(String, String)> {
+    let rules = schema.pointer(pointer).unwrap_or_else(|| panic!("no x-kubernetes-validations at {pointer}"));
+    rules
+        .as_array()
+        .expect("a list of rules")
+        .iter()
+        .map(|r| (r["rule"].as_str().unwrap().to_string(), r["message"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+#[test]
+fn cel_rules_are_in_the_crds() {
+    let server = validations(&crd_schema("MCPServer"), "/properties/spec/x-kubernetes-validations");
+    assert_eq!(
+        server,
+        [(
+            "self.transport != 'stdio' || (has(self.command) && size(self.command) > 0)".to_string(),
+            "spec.command is required when spec.transport is stdio".to_string()
+        )]
+    );
+
+    let policy = crd_schema("SecurityPolicy");
+    let messages: Vec<String> =
+        validations(&policy, "/properties/spec/x-kubernetes-validations").into_iter().map(|(_, m)| m).collect();
+    assert_eq!(
+        messages,
+        [
+            "spec.encryption.certSecretName is required when spec.encryption.tlsEnabled is true",
+            "spec.authentication.methods must name at least one method when spec.authentication.required is true",
+            "spec.encryption.tlsEnabled must be true when spec.authentication.methods includes mtls",
+        ]
+    );
+    let jwt =
+        validations(&policy, "/properties/spec/properties/authentication/properties/jwt/x-kubernetes-validations");
+    assert_eq!(
+        jwt,
+        [(
+            "has(self.jwksUri) || has(self.secretRef)".to_string(),
+            "spec.authentication.jwt needs jwksUri or secretRef".to_string()
+        )]
+    );
+}
+
+/// `format`s the API server knows; others (uint32, double, ...) make it log a warning per CRD.
+const KNOWN_FORMATS: &[&str] = &["int32", "int64", "date-time", "byte"];
+
+fn collect_formats(schema: &Value, at: &str, out: &mut Vec<(String, String)>) {
+    let Value::Object(node) = schema else { return };
+    if let Some(f) = node.get("format") {
+        out.push((at.to_string(), f.as_str().unwrap_or("<not a string>").to_string()));
+    }
+    if let Some(Value::Object(props)) = node.get("properties") {
+        for (name, sub) in props {
+            collect_formats(sub, &format!("{at}.{name}"), out);
+        }
+    }
+    for key in ["items", "additionalProperties", "not"] {
+        if let Some(sub) = node.get(key) {
+            collect_formats(sub, &format!("{at}[{key}]"), out);
+        }
+    }
+    for key in ["allOf", "anyOf", "oneOf"] {
+        for (i, sub) in node.get(key).and_then(Value::as_array).into_iter().flatten().enumerate() {
+            collect_formats(sub, &format!("{at}[{key}/{i}]"), out);
+        }
+    }
+}
+
+#[test]
+fn schemas_use_only_formats_the_api_server_knows() {
+    for kind in ["MCPServer", "Plugin", "SecurityPolicy"] {
+        let mut formats = vec![];
+        collect_formats(&crd_schema(kind), kind, &mut formats);
+        assert!(!formats.is_empty(), "{kind}: the walk finds the int32 fields");
+        let unknown: Vec<_> = formats.iter().filter(|(_, f)| !KNOWN_FORMATS.contains(&f.as_str())).collect();
+        assert!(unknown.is_empty(), "{kind}: formats the API server warns about: {unknown:?}");
+    }
+}
+
+/// The converted schemas are themselves valid, and strict where the API server is.
+#[test]
+fn conversion_keeps_free_form_config_and_allows_null() {
+    let mut plugin = valid_plugin();
+    plugin["spec"]["config"] = json!({"anything": {"nested": [1, "x"]}});
+    plugin["spec"]["port"] = Value::Null;
+    assert_valid("plugin with free-form config", &object_schema("Plugin"), &plugin);
+    let mut server = valid_server();
+    server["spec"]["resources"] = json!({"limits": {"cpu": 1, "memory": "512Mi"}});
+    server["spec"]["imagePullPolicy"] = Value::Null;
+    assert_valid("server with int-or-string quantities", &object_schema("MCPServer"), &server);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Generated files
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn committed_crds_match_the_generated_ones() {
+    let generated = crd_files();
+    let expected: BTreeSet<&str> = generated.iter().map(|(f, _)| f.as_str()).collect();
+    for dir in ["k8s/crds", "charts/mcp-operator/crds"] {
+        let dir_path = repo().join(dir);
+        let committed: BTreeSet<String> = std::fs::read_dir(&dir_path)
+            .unwrap_or_else(|e| panic!("{dir}: {e}"))
+            .map(|e| e.expect("directory entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        let committed: BTreeSet<&str> = committed.iter().map(String::as_str).collect();
+        assert_eq!(committed, expected, "{dir} holds other files than the generated CRDs: run `just generate`");
+        for (file, yaml) in &generated {
+            let on_disk = read(&dir_path.join(file));
+            assert!(on_disk == *yaml, "{dir}/{file} differs from src/api: run `just generate`");
+        }
+    }
+}

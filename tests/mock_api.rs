@@ -1,0 +1,964 @@
+//! Whole reconciles against a scripted API server (the kube-rs controller-rs style): the client
+//! talks to a `tower_test` mock, and a script asserts every request in order (method, path,
+//! query, body) and answers with what a real API server would.
+
+use assert_json_diff::assert_json_include;
+use http::{Method, Request, Response};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use mcp_operator::build::{config_hash, Defaults};
+use mcp_operator::consts::{ANNOTATION_CONFIG_HASH, FINALIZER, IN_USE_FINALIZER};
+use mcp_operator::controller::{mcpserver, plugin, securitypolicy, Context};
+use mcp_operator::metrics::Metrics;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+const NS: &str = "default";
+const NAME: &str = "my-mcp-server";
+const UID: &str = "6f1d2c3b-0000-4000-8000-000000000001";
+const API_VERSION: &str = "mcp.n-takatsu.dev/v1alpha1";
+
+const MCPSERVERS: &str = "/apis/mcp.n-takatsu.dev/v1alpha1/namespaces/default/mcpservers";
+const PLUGINS: &str = "/apis/mcp.n-takatsu.dev/v1alpha1/namespaces/default/plugins";
+const POLICIES: &str = "/apis/mcp.n-takatsu.dev/v1alpha1/namespaces/default/securitypolicies";
+const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/default/deployments";
+const SERVICES: &str = "/api/v1/namespaces/default/services";
+const SERVICE_ACCOUNTS: &str = "/api/v1/namespaces/default/serviceaccounts";
+const CONFIG_MAPS: &str = "/api/v1/namespaces/default/configmaps";
+const NETWORK_POLICIES: &str = "/apis/networking.k8s.io/v1/namespaces/default/networkpolicies";
+const PDBS: &str = "/apis/policy/v1/namespaces/default/poddisruptionbudgets";
+const PODS: &str = "/api/v1/namespaces/default/pods";
+const SECRETS: &str = "/api/v1/namespaces/default/secrets";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
+
+/// Query of every server-side apply, exactly as kube sends it.
+const SSA: &[(&str, &str)] = &[("force", "true"), ("fieldManager", "mcp-operator")];
+/// Everything the operator made for my-mcp-server (prune and teardown).
+const OWNED: &str = "app.kubernetes.io/instance=my-mcp-server,app.kubernetes.io/managed-by=mcp-operator";
+/// The server pods (status).
+const SERVER_PODS: &str =
+    "app.kubernetes.io/component=server,app.kubernetes.io/instance=my-mcp-server,app.kubernetes.io/name=mcp-server";
+
+const JSON: &str = "application/json";
+const APPLY: &str = "application/apply-patch+yaml";
+const MERGE: &str = "application/merge-patch+json";
+const JSON_PATCH: &str = "application/json-patch+json";
+const METADATA_LIST: &str = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1";
+
+// ---------------------------------------------------------------------------------------------
+// The scripted API server
+// ---------------------------------------------------------------------------------------------
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+type Responder = tower_test::mock::SendResponse<Response<Body>>;
+
+/// The API server side of the mock: hands out the client's requests one at a time.
+struct ApiServer {
+    handle: Handle,
+    seen: usize,
+}
+
+/// One request the client made, decoded, with the means to answer it.
+struct Call {
+    number: usize,
+    method: Method,
+    path: String,
+    query: Vec<(String, String)>,
+    content_type: Option<String>,
+    accept: Option<String>,
+    body: Value,
+    responder: Responder,
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = vec![];
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).expect("ASCII");
+                out.push(u8::from_str_radix(hex, 16).expect("percent-encoded byte"));
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).expect("UTF-8 query")
+}
+
+fn decode_query(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+impl ApiServer {
+    async fn next(&mut self) -> Call {
+        let number = self.seen + 1;
+        let (request, responder) = self
+            .handle
+            .next_request()
+            .await
+            .unwrap_or_else(|| panic!("request #{number} expected, but the reconcile made no more requests"));
+        self.seen = number;
+        let (parts, body) = request.into_parts();
+        let header = |h: http::header::HeaderName| parts.headers.get(h).map(|v| v.to_str().unwrap().to_string());
+        let bytes = body.collect_bytes().await.expect("request body");
+        Call {
+            number,
+            method: parts.method.clone(),
+            path: parts.uri.path().to_string(),
+            query: decode_query(parts.uri.query().unwrap_or("")),
+            content_type: header(http::header::CONTENT_TYPE),
+            accept: header(http::header::ACCEPT),
+            body: if bytes.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("request #{number}: body is not JSON: {e}"))
+            },
+            responder,
+        }
+    }
+
+    /// The next request must be `method path?query`.
+    async fn expect(&mut self, method: Method, path: &str, query: &[(&str, &str)]) -> Call {
+        let call = self.next().await;
+        let want: Vec<(String, String)> = query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        assert_eq!(
+            (&call.method, call.path.as_str(), &call.query),
+            (&method, path, &want),
+            "request #{} is not the one expected; its body: {}",
+            call.number,
+            call.body
+        );
+        call
+    }
+
+    /// GET of one object that does not exist.
+    async fn get_not_found(&mut self, path: &str) {
+        let call = self.expect(Method::GET, path, &[]).await;
+        call.not_found();
+    }
+
+    /// GET of one object that exists.
+    async fn get(&mut self, path: &str, obj: Value) {
+        self.expect(Method::GET, path, &[]).await.ok(obj);
+    }
+
+    /// A full LIST (no selector) answered with `items`.
+    async fn list(&mut self, path: &str, list_kind: &str, items: Vec<Value>) {
+        let call = self.expect(Method::GET, path, &[]).await;
+        call.ok(list(list_kind, items));
+    }
+
+    /// A metadata-only LIST with a label selector, answered with the metadata of `names`.
+    async fn list_metadata(&mut self, path: &str, selector: &str, items: Vec<Value>) {
+        let call = self.expect(Method::GET, path, &[("labelSelector", selector)]).await;
+        assert_eq!(call.accept.as_deref(), Some(METADATA_LIST), "request #{}: metadata-only list", call.number);
+        let items = items
+            .into_iter()
+            .map(|metadata| json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": metadata}))
+            .collect::<Vec<_>>();
+        call.ok(json!({
+            "apiVersion": "meta.k8s.io/v1",
+            "kind": "PartialObjectMetadataList",
+            "metadata": {"resourceVersion": "9000"},
+            "items": items,
+        }));
+    }
+
+    /// A server-side apply of `path`; answers with the object as stored, returns the body sent.
+    async fn apply(&mut self, path: &str) -> Value {
+        let call = self.expect(Method::PATCH, path, SSA).await;
+        assert_eq!(call.content_type.as_deref(), Some(APPLY), "request #{}: server-side apply", call.number);
+        assert!(call.body["metadata"].get("managedFields").is_none(), "managedFields are never applied");
+        let body = call.body.clone();
+        call.ok(stored(body.clone()));
+        body
+    }
+
+    /// A server-side apply of the status of `path`; answers with `obj` carrying that status.
+    async fn apply_status(&mut self, path: &str, mut obj: Value) -> Value {
+        let call = self.expect(Method::PATCH, &format!("{path}/status"), SSA).await;
+        assert_eq!(call.content_type.as_deref(), Some(APPLY), "request #{}: server-side apply", call.number);
+        let body = call.body.clone();
+        assert_eq!(body["apiVersion"], obj["apiVersion"], "status apply carries apiVersion");
+        assert_eq!(body["kind"], obj["kind"], "status apply carries kind");
+        assert_eq!(body.as_object().unwrap().len(), 3, "only apiVersion, kind and status are applied: {body}");
+        obj["status"] = body["status"].clone();
+        call.ok(obj);
+        body
+    }
+
+    /// An Event about my-mcp-server, published through the events.k8s.io API.
+    async fn event(&mut self, type_: &str, reason: &str, action: &str, note: &str) {
+        self.event_about(
+            json!({"apiVersion": API_VERSION, "kind": "MCPServer", "name": NAME, "namespace": NS, "uid": UID}),
+            type_,
+            reason,
+            action,
+            note,
+        )
+        .await;
+    }
+
+    async fn event_about(&mut self, regarding: Value, type_: &str, reason: &str, action: &str, note: &str) {
+        let call = self.expect(Method::POST, EVENTS, &[]).await;
+        assert_eq!(call.content_type.as_deref(), Some(JSON));
+        let body = call.body.clone();
+        assert_json_include!(
+            actual: body.clone(),
+            expected: json!({
+                "apiVersion": "events.k8s.io/v1",
+                "kind": "Event",
+                "metadata": {"namespace": NS},
+                "type": type_,
+                "reason": reason,
+                "action": action,
+                "note": note,
+                "reportingController": "mcp-operator",
+                "reportingInstance": "test",
+                "regarding": regarding,
+            })
+        );
+        let name = body["metadata"]["name"].as_str().expect("event name");
+        assert!(name.starts_with(&format!("{}.", regarding["name"].as_str().unwrap())), "event name {name}");
+        call.respond(201, stored(body));
+    }
+
+    /// No request may follow.
+    async fn done(mut self) {
+        if let Some((request, _)) = self.handle.next_request().await {
+            panic!("unexpected request #{}: {} {}", self.seen + 1, request.method(), request.uri());
+        }
+    }
+}
+
+impl Call {
+    fn respond(self, code: u16, body: Value) {
+        let response = Response::builder()
+            .status(code)
+            .header(http::header::CONTENT_TYPE, JSON)
+            .body(Body::from(serde_json::to_vec(&body).unwrap()))
+            .unwrap();
+        self.responder.send_response(response);
+    }
+
+    fn ok(self, body: Value) {
+        self.respond(200, body)
+    }
+
+    fn not_found(self) {
+        let mut segments = self.path.rsplit('/');
+        let name = segments.next().unwrap().to_string();
+        let resource = segments.next().unwrap().to_string();
+        self.respond(
+            404,
+            json!({
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Failure",
+                "message": format!("{resource} \"{name}\" not found"),
+                "reason": "NotFound",
+                "details": {"name": name, "kind": resource},
+                "code": 404,
+            }),
+        )
+    }
+}
+
+/// What the API server stores: the object plus the metadata it sets.
+fn stored(mut obj: Value) -> Value {
+    let meta = obj["metadata"].as_object_mut().expect("metadata");
+    let name = meta["name"].as_str().unwrap_or("x").to_string();
+    meta.entry("uid").or_insert(json!(format!("uid-{name}")));
+    meta.entry("creationTimestamp").or_insert(json!("2024-01-01T00:00:00Z"));
+    meta.entry("generation").or_insert(json!(1));
+    meta.insert("resourceVersion".into(), json!("1001"));
+    obj
+}
+
+fn list(kind: &str, items: Vec<Value>) -> Value {
+    let api_version = items.first().and_then(|i| i["apiVersion"].as_str()).unwrap_or("v1").to_string();
+    json!({"apiVersion": api_version, "kind": kind, "metadata": {"resourceVersion": "9000"}, "items": items})
+}
+
+/// A client backed by a fresh scripted API server, and the context the controllers use.
+fn testbed() -> (Arc<Context>, ApiServer) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(service, NS);
+    let ctx = Context::new(client, Defaults::default(), Arc::new(Metrics::default()), Some("test".into()));
+    (Arc::new(ctx), ApiServer { handle, seen: 0 })
+}
+
+/// Waits for the script; an assertion that failed in it fails the test with its own message.
+async fn finish(script: JoinHandle<()>) {
+    match timeout(TIMEOUT, script).await.expect("the API server script timed out") {
+        Ok(()) => {}
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("API server script: {e}"),
+    }
+}
+
+/// Runs the reconcile under a timeout.
+async fn within<T>(fut: impl std::future::Future<Output = T>) -> T {
+    timeout(TIMEOUT, fut).await.expect("the reconcile timed out")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Objects
+// ---------------------------------------------------------------------------------------------
+
+/// The guide's my-mcp-server as stored: finalizer set, generation 1.
+fn server_json() -> Value {
+    json!({
+        "apiVersion": API_VERSION,
+        "kind": "MCPServer",
+        "metadata": {
+            "name": NAME,
+            "namespace": NS,
+            "uid": UID,
+            "resourceVersion": "500",
+            "generation": 1,
+            "creationTimestamp": "2024-01-01T00:00:00Z",
+            "finalizers": [FINALIZER],
+        },
+        "spec": {"replicas": 2, "image": "mcp-rs:latest", "transport": "http", "port": 3000},
+    })
+}
+
+fn typed<K: serde::de::DeserializeOwned>(v: &Value) -> Arc<K> {
+    Arc::new(serde_json::from_value(v.clone()).expect("fixture deserializes"))
+}
+
+fn server_labels() -> Value {
+    json!({
+        "app.kubernetes.io/name": "mcp-server",
+        "app.kubernetes.io/instance": NAME,
+        "app.kubernetes.io/component": "server",
+        "app.kubernetes.io/managed-by": "mcp-operator",
+    })
+}
+
+fn server_selector() -> Value {
+    json!({
+        "app.kubernetes.io/name": "mcp-server",
+        "app.kubernetes.io/instance": NAME,
+        "app.kubernetes.io/component": "server",
+    })
+}
+
+fn owner() -> Value {
+    json!([{
+        "apiVersion": API_VERSION,
+        "kind": "MCPServer",
+        "name": NAME,
+        "uid": UID,
+        "controller": true,
+        "blockOwnerDeletion": true,
+    }])
+}
+
+/// Checks what every child of my-mcp-server carries: type, name, labels, owner.
+fn assert_child(body: &Value, api_version: &str, kind: &str, name: &str) {
+    assert_eq!((&body["apiVersion"], &body["kind"]), (&json!(api_version), &json!(kind)), "{body}");
+    assert_eq!(body["metadata"]["name"], name);
+    assert_eq!(body["metadata"]["namespace"], NS);
+    assert_eq!(body["metadata"]["labels"], server_labels(), "{kind} labels");
+    assert_eq!(body["metadata"]["ownerReferences"], owner(), "{kind} is owned by the MCPServer");
+}
+
+/// A running Deployment of the server as the API server returns it.
+fn running_deployment(replicas: i32, ready: i32, generation: i64) -> Value {
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": NAME, "namespace": NS, "uid": "uid-deployment", "resourceVersion": "700",
+            "generation": generation, "labels": server_labels(),
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": server_selector()},
+            "template": {
+                "metadata": {"labels": server_labels()},
+                "spec": {"containers": [{"name": "server", "image": "mcp-rs:latest"}]},
+            },
+        },
+        "status": {
+            "observedGeneration": generation,
+            "replicas": replicas,
+            "readyReplicas": ready,
+            "updatedReplicas": replicas,
+            "availableReplicas": ready,
+        },
+    })
+}
+
+fn running_pod(name: &str) -> Value {
+    let mut labels = server_labels();
+    labels["app"] = json!(NAME);
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": NS, "labels": labels},
+        "spec": {"containers": [{"name": "server", "image": "mcp-rs:latest"}]},
+        "status": {
+            "phase": "Running",
+            "containerStatuses": [{
+                "name": "server", "ready": true, "restartCount": 0, "image": "mcp-rs:latest", "imageID": "",
+                "state": {"running": {"startedAt": "2024-01-01T00:00:00Z"}},
+            }],
+        },
+    })
+}
+
+fn meta(name: &str) -> Value {
+    json!({"name": name, "namespace": NS, "labels": server_labels()})
+}
+
+fn deleting_meta(name: &str) -> Value {
+    json!({"name": name, "namespace": NS, "labels": server_labels(), "deletionTimestamp": "2024-01-02T00:00:00Z"})
+}
+
+/// (type, status, reason) of each condition, in order.
+fn conditions(status: &Value) -> Vec<(String, String, String)> {
+    status["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .map(|c| {
+            let s = |k: &str| c[k].as_str().unwrap_or_else(|| panic!("condition without {k}: {c}")).to_string();
+            (s("type"), s("status"), s("reason"))
+        })
+        .collect()
+}
+
+fn cond(status: &Value, type_: &str) -> Value {
+    status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == type_).cloned().expect(type_)
+}
+
+fn triples(v: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
+    v.iter().map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// MCPServer
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn new_server_gets_the_finalizer_and_nothing_else() {
+    let (ctx, mut api) = testbed();
+    let mut server = server_json();
+    server["metadata"].as_object_mut().unwrap().remove("finalizers");
+    let obj = server.clone();
+    let script = tokio::spawn(async move {
+        let call = api.expect(Method::PATCH, &format!("{MCPSERVERS}/{NAME}"), &[]).await;
+        assert_eq!(call.content_type.as_deref(), Some(JSON_PATCH));
+        assert_eq!(
+            call.body,
+            json!([
+                {"op": "test", "path": "/metadata/finalizers", "value": null},
+                {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
+            ])
+        );
+        let mut with_finalizer = stored(obj);
+        with_finalizer["metadata"]["finalizers"] = json!([FINALIZER]);
+        call.ok(with_finalizer);
+        api.done().await;
+    });
+    let result = within(mcpserver::reconcile(typed(&server), ctx)).await;
+    finish(script).await;
+    assert_eq!(result.expect("reconcile"), Action::await_change(), "the finalizer patch triggers the next reconcile");
+}
+
+/// The full apply of my-mcp-server without policy and plugins, from the first GET to the Event.
+#[tokio::test]
+async fn first_reconcile_applies_every_child_then_status_and_event() {
+    let (ctx, mut api) = testbed();
+    let server = server_json();
+    let obj = server.clone();
+    let script = tokio::spawn(async move {
+        api.get_not_found(&format!("{DEPLOYMENTS}/{NAME}")).await;
+
+        let sa = api.apply(&format!("{SERVICE_ACCOUNTS}/{NAME}")).await;
+        assert_child(&sa, "v1", "ServiceAccount", NAME);
+        assert_eq!(sa["automountServiceAccountToken"], false);
+
+        let cm = api.apply(&format!("{CONFIG_MAPS}/{NAME}-config")).await;
+        assert_child(&cm, "v1", "ConfigMap", "my-mcp-server-config");
+        let data = cm["data"].as_object().expect("data");
+        assert_eq!(data.keys().collect::<Vec<_>>(), ["plugins.json", "policy.json", "server.json"]);
+        let doc = |k: &str| serde_json::from_str::<Value>(data[k].as_str().unwrap()).unwrap();
+        assert_eq!(doc("plugins.json"), json!([]));
+        assert_eq!(doc("policy.json"), json!({"enabled": false, "policy": null}));
+        assert_eq!(doc("server.json"), json!({"name": NAME, "transport": "http", "port": 3000, "path": "/mcp"}));
+
+        let svc = api.apply(&format!("{SERVICES}/{NAME}")).await;
+        assert_child(&svc, "v1", "Service", NAME);
+        assert_eq!(svc["spec"]["selector"], server_selector());
+        assert_eq!(
+            svc["spec"]["ports"],
+            json!([{"name": "mcp", "port": 3000, "targetPort": "mcp", "protocol": "TCP", "appProtocol": "http"}])
+        );
+
+        let dep = api.apply(&format!("{DEPLOYMENTS}/{NAME}")).await;
+        assert_child(&dep, "apps/v1", "Deployment", NAME);
+        assert_eq!(dep["spec"]["replicas"], 2);
+        assert_eq!(dep["spec"]["selector"], json!({"matchLabels": server_selector()}));
+        let template = &dep["spec"]["template"];
+        assert_eq!(template["metadata"]["labels"]["app"], NAME, "the guide reads logs with -l app=NAME");
+        let hash = template["metadata"]["annotations"][ANNOTATION_CONFIG_HASH].as_str().expect("config hash");
+        let applied_cm: ConfigMap = serde_json::from_value(cm.clone()).unwrap();
+        assert_eq!(hash, config_hash(&applied_cm, &BTreeMap::new()), "the hash is of the ConfigMap applied");
+        let pod = &template["spec"];
+        assert_eq!(pod["serviceAccountName"], NAME);
+        assert_eq!(pod["automountServiceAccountToken"], false);
+        assert_eq!(
+            pod["securityContext"],
+            json!({
+                "runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            })
+        );
+        let container = &pod["containers"][0];
+        assert_eq!(container["name"], "server");
+        assert_eq!(container["image"], "mcp-rs:latest");
+        assert_eq!(
+            container["securityContext"],
+            json!({"allowPrivilegeEscalation": false, "privileged": false, "capabilities": {"drop": ["ALL"]}})
+        );
+        assert_eq!(container["ports"], json!([{"name": "mcp", "containerPort": 3000, "protocol": "TCP"}]));
+        assert_eq!(container["readinessProbe"]["tcpSocket"], json!({"port": "mcp"}));
+        assert_eq!(
+            container["volumeMounts"],
+            json!([{"name": "mcp-config", "mountPath": "/etc/mcp", "readOnly": true}])
+        );
+        assert_eq!(pod["volumes"][0]["projected"]["sources"], json!([{"configMap": {"name": "my-mcp-server-config"}}]));
+
+        let pdb = api.apply(&format!("{PDBS}/{NAME}")).await;
+        assert_child(&pdb, "policy/v1", "PodDisruptionBudget", NAME);
+        assert_eq!(pdb["spec"], json!({"maxUnavailable": 1, "selector": {"matchLabels": server_selector()}}));
+
+        // Prune: what exists is exactly what was applied, so nothing is deleted.
+        api.list_metadata(DEPLOYMENTS, OWNED, vec![meta(NAME)]).await;
+        api.list_metadata(SERVICES, OWNED, vec![meta(NAME)]).await;
+        api.list_metadata(NETWORK_POLICIES, OWNED, vec![]).await;
+        api.list_metadata(PDBS, OWNED, vec![meta(NAME)]).await;
+
+        let pods = api.expect(Method::GET, PODS, &[("labelSelector", SERVER_PODS)]).await;
+        pods.ok(list("PodList", vec![]));
+
+        let body = api.apply_status(&format!("{MCPSERVERS}/{NAME}"), stored(obj)).await;
+        let status = &body["status"];
+        assert_json_include!(
+            actual: status.clone(),
+            expected: json!({
+                "phase": "Pending",
+                "replicas": 2,
+                "readyReplicas": 0,
+                "ready": "0/2",
+                "selector": SERVER_PODS,
+                "url": "http://my-mcp-server.default.svc:3000/mcp",
+                "observedGeneration": 1,
+            })
+        );
+        assert_eq!(
+            conditions(status),
+            triples(&[
+                ("SecurityPolicyResolved", "True", "NoPolicy"),
+                ("PluginsResolved", "True", "NoPlugins"),
+                ("Available", "False", "NoReplicasReady"),
+                ("Progressing", "True", "RolloutInProgress"),
+                ("Degraded", "True", "InsufficientReplicas"),
+            ])
+        );
+        assert!(status["conditions"].as_array().unwrap().iter().all(|c| c["observedGeneration"] == 1));
+
+        api.event(
+            "Normal",
+            "Created",
+            "Create",
+            "Created Deployment, Service, ServiceAccount and ConfigMap my-mcp-server-config",
+        )
+        .await;
+        api.done().await;
+    });
+    let result = within(mcpserver::reconcile(typed(&server), ctx)).await;
+    finish(script).await;
+    assert_eq!(result.expect("reconcile"), Action::requeue(Duration::from_secs(30)), "not steady yet: look again soon");
+}
+
+/// A scale-up of a running server: Event Scaled, and children no longer needed are deleted
+/// (in the background), while one already being deleted is left alone.
+#[tokio::test]
+async fn scale_up_reports_scaled_and_prunes_stale_children() {
+    let (ctx, mut api) = testbed();
+    let mut server = server_json();
+    server["metadata"]["generation"] = json!(2);
+    let obj = server.clone();
+    let script = tokio::spawn(async move {
+        api.get(&format!("{DEPLOYMENTS}/{NAME}"), running_deployment(1, 1, 3)).await;
+        api.apply(&format!("{SERVICE_ACCOUNTS}/{NAME}")).await;
+        api.apply(&format!("{CONFIG_MAPS}/{NAME}-config")).await;
+        api.apply(&format!("{SERVICES}/{NAME}")).await;
+        // The apply answers with the new spec; the rollout has not been observed yet.
+        let call = api.expect(Method::PATCH, &format!("{DEPLOYMENTS}/{NAME}"), SSA).await;
+        assert_eq!(call.body["spec"]["replicas"], 2);
+        let mut applied = running_deployment(2, 1, 4);
+        applied["status"] = json!({"observedGeneration": 3, "replicas": 1, "readyReplicas": 1, "updatedReplicas": 1});
+        call.ok(applied);
+        api.apply(&format!("{PDBS}/{NAME}")).await;
+
+        let stale = format!("{NAME}-old-plugin");
+        api.list_metadata(DEPLOYMENTS, OWNED, vec![meta(NAME), meta(&stale), deleting_meta("my-mcp-server-gone")])
+            .await;
+        let del = api.expect(Method::DELETE, &format!("{DEPLOYMENTS}/{stale}"), &[]).await;
+        assert_eq!(del.body, json!({"propagationPolicy": "Background"}));
+        del.ok(json!({"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Success"}));
+        api.list_metadata(SERVICES, OWNED, vec![meta(NAME), meta(&stale)]).await;
+        let del = api.expect(Method::DELETE, &format!("{SERVICES}/{stale}"), &[]).await;
+        assert_eq!(del.body, json!({"propagationPolicy": "Background"}));
+        del.ok(json!({"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Success"}));
+        // A NetworkPolicy left from a policy with network rules that the server no longer names.
+        api.list_metadata(NETWORK_POLICIES, OWNED, vec![meta(NAME)]).await;
+        let del = api.expect(Method::DELETE, &format!("{NETWORK_POLICIES}/{NAME}"), &[]).await;
+        assert_eq!(del.body, json!({"propagationPolicy": "Background"}));
+        del.ok(json!({"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Success"}));
+        api.list_metadata(PDBS, OWNED, vec![]).await;
+
+        let pods = api.expect(Method::GET, PODS, &[("labelSelector", SERVER_PODS)]).await;
+        pods.ok(list("PodList", vec![running_pod("my-mcp-server-abc")]));
+
+        let body = api.apply_status(&format!("{MCPSERVERS}/{NAME}"), stored(obj)).await;
+        assert_json_include!(
+            actual: body["status"].clone(),
+            expected: json!({"phase": "Running", "replicas": 2, "readyReplicas": 1, "ready": "1/2", "observedGeneration": 2})
+        );
+        assert_eq!(cond(&body["status"], "Progressing")["reason"], "RolloutInProgress");
+        assert_eq!(cond(&body["status"], "Degraded")["message"], "1 of 2 replicas ready");
+
+        api.event("Normal", "Scaled", "Scale", "Scaled from 1 to 2 replicas").await;
+        api.done().await;
+    });
+    let result = within(mcpserver::reconcile(typed(&server), ctx)).await;
+    finish(script).await;
+    assert_eq!(result.expect("reconcile"), Action::requeue(Duration::from_secs(30)));
+}
+
+#[tokio::test]
+async fn missing_policy_starts_nothing_and_says_why() {
+    let (ctx, mut api) = testbed();
+    let mut server = server_json();
+    server["spec"]["securityPolicy"] = json!("default-policy");
+    let obj = server.clone();
+    let script = tokio::spawn(async move {
+        api.get_not_found(&format!("{POLICIES}/default-policy")).await;
+        api.get_not_found(&format!("{DEPLOYMENTS}/{NAME}")).await;
+        // Fail closed: no child is applied, nothing is pruned.
+        let pods = api.expect(Method::GET, PODS, &[("labelSelector", SERVER_PODS)]).await;
+        pods.ok(list("PodList", vec![]));
+
+        let message =
+            "SecurityPolicy \"default-policy\" not found in namespace default: the server is not started without it";
+        let body = api.apply_status(&format!("{MCPSERVERS}/{NAME}"), stored(obj)).await;
+        let status = &body["status"];
+        assert_json_include!(
+            actual: status.clone(),
+            expected: json!({"phase": "Failed", "replicas": 0, "readyReplicas": 0, "ready": "0/0"})
+        );
+        assert_eq!(
+            conditions(status),
+            triples(&[
+                ("SecurityPolicyResolved", "False", "PolicyNotFound"),
+                ("PluginsResolved", "True", "NoPlugins"),
+                ("Available", "False", "NoReplicasReady"),
+                ("Progressing", "False", "NoWorkload"),
+                ("Degraded", "True", "ReferencesUnresolved"),
+            ])
+        );
+        assert_eq!(cond(status, "SecurityPolicyResolved")["message"], message);
+
+        api.event("Warning", "PolicyNotFound", "Resolve", message).await;
+        api.done().await;
+    });
+    let result = within(mcpserver::reconcile(typed(&server), ctx)).await;
+    finish(script).await;
+    assert_eq!(result.expect("reconcile"), Action::requeue(Duration::from_secs(30)), "look again for the policy");
+}
+
+/// The guide's policy, whose TLS Secret is gone while the server runs: the running Deployment is
+/// not touched (fail closed without losing what runs) and the status names the field.
+#[tokio::test]
+async fn invalid_policy_leaves_the_running_deployment_alone() {
+    let (ctx, mut api) = testbed();
+    let mut server = server_json();
+    server["spec"]["securityPolicy"] = json!("default-policy");
+    server["status"] = json!({
+        "phase": "Running", "replicas": 2, "readyReplicas": 2, "ready": "2/2",
+        "selector": SERVER_PODS, "url": "https://my-mcp-server.default.svc:3000/mcp", "observedGeneration": 1,
+        "conditions": [
+            {"type": "SecurityPolicyResolved", "status": "True", "reason": "PolicyValid", "message": "SecurityPolicy \"default-policy\" (generation 1) is enforced", "lastTransitionTime": "2024-01-01T00:00:00Z", "observedGeneration": 1},
+            {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable", "message": "2 of 2 replicas ready", "lastTransitionTime": "2024-01-01T00:00:00Z", "observedGeneration": 1},
+        ],
+    });
+    let policy = json!({
+        "apiVersion": API_VERSION,
+        "kind": "SecurityPolicy",
+        "metadata": {"name": "default-policy", "namespace": NS, "uid": "uid-policy", "resourceVersion": "300", "generation": 1},
+        "spec": {
+            "enabled": true,
+            "authentication": {
+                "required": true,
+                "methods": ["jwt", "oauth2"],
+                "jwt": {"issuer": "https://auth.example.com", "audiences": ["mcp"], "jwksUri": "https://auth.example.com/.well-known/jwks.json"},
+                "oauth2": {"introspectionUrl": "https://auth.example.com/oauth2/introspect", "clientSecretRef": {"name": "oauth2-client"}},
+            },
+            "authorization": {"mode": "rbac", "allowedRoles": ["admin", "developer"]},
+            "rateLimiting": {"enabled": true, "requestsPerMinute": 100, "burstSize": 200},
+            "encryption": {"tlsEnabled": true, "tlsVersion": "1.3", "certSecretName": "tls-cert-secret"},
+            "audit": {"enabled": true, "logLevel": "info", "retentionDays": 30},
+        },
+    });
+    let obj = server.clone();
+    let script = tokio::spawn(async move {
+        api.get(&format!("{POLICIES}/default-policy"), policy).await;
+        // Referenced Secrets, by name.
+        api.get(
+            &format!("{SECRETS}/oauth2-client"),
+            json!({
+                "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                "metadata": {"name": "oauth2-client", "namespace": NS, "resourceVersion": "77"},
+                "data": {"client-id": "bWNw", "client-secret": "c2VjcmV0"},
+            }),
+        )
+        .await;
+        api.get_not_found(&format!("{SECRETS}/tls-cert-secret")).await;
+        api.get(&format!("{DEPLOYMENTS}/{NAME}"), running_deployment(2, 2, 1)).await;
+        // No apply, no prune: straight to the pods.
+        let pods = api.expect(Method::GET, PODS, &[("labelSelector", SERVER_PODS)]).await;
+        pods.ok(list("PodList", vec![running_pod("my-mcp-server-a"), running_pod("my-mcp-server-b")]));
+
+        let message = "SecurityPolicy \"default-policy\" is invalid: spec.encryption.certSecretName: Secret \"tls-cert-secret\" not found";
+        let body = api.apply_status(&format!("{MCPSERVERS}/{NAME}"), stored(obj)).await;
+        let status = &body["status"];
+        assert_json_include!(
+            actual: status.clone(),
+            expected: json!({"phase": "Failed", "replicas": 2, "readyReplicas": 2, "ready": "2/2"})
+        );
+        assert_eq!(
+            conditions(status),
+            triples(&[
+                ("SecurityPolicyResolved", "False", "PolicyInvalid"),
+                ("PluginsResolved", "True", "NoPlugins"),
+                ("Available", "True", "MinimumReplicasAvailable"),
+                ("Progressing", "True", "RolloutComplete"),
+                ("Degraded", "True", "ReferencesUnresolved"),
+            ])
+        );
+        let resolved = cond(status, "SecurityPolicyResolved");
+        assert_eq!(resolved["message"], message);
+        assert_ne!(resolved["lastTransitionTime"], "2024-01-01T00:00:00Z", "the condition changed");
+        assert_eq!(cond(status, "Available")["lastTransitionTime"], "2024-01-01T00:00:00Z", "unchanged: kept");
+
+        api.event("Warning", "PolicyInvalid", "Resolve", message).await;
+        api.done().await;
+    });
+    let result = within(mcpserver::reconcile(typed(&server), ctx)).await;
+    finish(script).await;
+    assert_eq!(result.expect("reconcile"), Action::requeue(Duration::from_secs(30)));
+}
+
+fn deleting_server(status: Value) -> Value {
+    let mut server = server_json();
+    server["metadata"]["deletionTimestamp"] = json!("2024-01-02T00:00:00Z");
+    server["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+    server["status"] = status;
+    server
+}
+
+#[tokio::test]
+async fn deletion_waits_while_pods_terminate() {
+    let (ctx, mut api) = testbed();
+    let previous = json!({
+        "phase": "Running", "replicas": 2, "readyReplicas": 2, "ready": "2/2", "selector": SERVER_PODS,
+        "url": "http://my-mcp-server.default.svc:3000/mcp", "observedGeneration": 1, "conditions": [],
+    });
+    let server = deleting_server(previous.clone());
+    let obj = server.clone();
+    let script = tokio::spawn(async move {
+        let body = api.apply_status(&format!("{MCPSERVERS}/{NAME}"), obj).await;
+        let mut terminating = previous;
+        terminating["phase"] = json!("Terminating");
+        assert_eq!(body, json!({"apiVersion": API_VERSION, "kind": "MCPServer", "status": terminating}));
+        api.event("Normal", "Deleting", "Delete", "Tearing down the workload").await;
+
+        let plugin_workload = format!("{NAME}-wordpress-plugin");
+        api.list_metadata(DEPLOYMENTS, OWNED, vec![meta(NAME), meta(&plugin_workload)]).await;
+        for name in [NAME, plugin_workload.as_str()] {
+            let call = api.expect(Method::DELETE, &format!("{DEPLOYMENTS}/{name}"), &[]).await;
+            assert_eq!(call.content_type.as_deref(), Some(JSON));
+            assert_eq!(call.body, json!({"propagationPolicy": "Foreground"}), "pods go before the Deployment");
+            let mut gone = running_deployment(2, 2, 1);
+            gone["metadata"]["name"] = json!(name);
+            gone["metadata"]["deletionTimestamp"] = json!("2024-01-02T00:00:01Z");
+            gone["metadata"]["finalizers"] = json!(["foregroundDeletion"]);
+            call.ok(gone);
+        }
+        api.list_metadata(PODS, OWNED, vec![meta("my-mcp-server-a"), deleting_meta("my-mcp-server-b")]).await;
+        api.done().await;
+    });
+    let server: Arc<mcp_operator::api::McpServer> = typed(&server);
+    let result = within(mcpserver::reconcile(server.clone(), ctx.clone())).await;
+    let requeue = result.as_ref().err().map(|err| mcpserver::error_policy(server, err, ctx.clone()));
+    drop(ctx); // the last client: the script sees the end of the requests
+    finish(script).await;
+    let err = result.expect_err("the finalizer stays while pods remain");
+    assert_eq!(err.metric_label(), "PodsTerminating");
+    assert!(err.to_string().contains("waiting for 2 pod(s) to terminate"), "{err}");
+    assert_eq!(requeue, Some(Action::requeue(Duration::from_secs(2))), "polls the pods every 2s");
+}
+
+#[tokio::test]
+async fn deletion_removes_the_finalizer_once_pods_are_gone() {
+    let (ctx, mut api) = testbed();
+    // A later pass: Terminating was already reported, so neither status nor Deleting repeats.
+    let server = deleting_server(json!({"phase": "Terminating", "replicas": 2, "readyReplicas": 0, "conditions": []}));
+    let obj = server.clone();
+    let script = tokio::spawn(async move {
+        // Already being deleted (foreground): not deleted again.
+        api.list_metadata(DEPLOYMENTS, OWNED, vec![deleting_meta(NAME)]).await;
+        api.list_metadata(PODS, OWNED, vec![]).await;
+        api.event("Normal", "Deleted", "Delete", "Workload torn down; usage of policy and plugins released").await;
+        let call = api.expect(Method::PATCH, &format!("{MCPSERVERS}/{NAME}"), &[]).await;
+        assert_eq!(call.content_type.as_deref(), Some(JSON_PATCH));
+        assert_eq!(
+            call.body,
+            json!([
+                {"op": "test", "path": "/metadata/finalizers/0", "value": FINALIZER},
+                {"op": "remove", "path": "/metadata/finalizers/0"},
+            ])
+        );
+        let mut released = obj;
+        released["metadata"]["finalizers"] = json!([]);
+        call.ok(released);
+        api.done().await;
+    });
+    let result = within(mcpserver::reconcile(typed(&server), ctx)).await;
+    finish(script).await;
+    assert_eq!(result.expect("reconcile"), Action::await_change());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plugin and SecurityPolicy: in-use protection
+// ---------------------------------------------------------------------------------------------
+
+fn server_named(name: &str, spec: Value) -> Value {
+    let mut s = server_json();
+    s["metadata"]["name"] = json!(name);
+    s["metadata"]["uid"] = json!(format!("uid-{name}"));
+    for (k, v) in spec.as_object().unwrap() {
+        s["spec"][k] = v.clone();
+    }
+    s
+}
+
+#[tokio::test]
+async fn plugin_in_use_gets_protected_and_reports_its_users() {
+    let (ctx, mut api) = testbed();
+    let plugin = json!({
+        "apiVersion": API_VERSION,
+        "kind": "Plugin",
+        "metadata": {"name": "wordpress-plugin", "namespace": NS, "uid": "uid-plugin", "resourceVersion": "100", "generation": 1},
+        "spec": {"name": "wordpress", "image": "mcp-rs-wordpress-plugin:latest", "version": "1.0.0", "isolation": {"level": "Container"}},
+    });
+    let obj = plugin.clone();
+    let script = tokio::spawn(async move {
+        let servers = vec![
+            server_named(NAME, json!({"plugins": ["wordpress-plugin"]})),
+            server_named("other-server", json!({"plugins": []})),
+        ];
+        api.list(MCPSERVERS, "MCPServerList", servers).await;
+        api.list(PLUGINS, "PluginList", vec![obj.clone()]).await;
+
+        let call = api.expect(Method::PATCH, &format!("{PLUGINS}/wordpress-plugin"), &[]).await;
+        assert_eq!(call.content_type.as_deref(), Some(MERGE));
+        assert_eq!(
+            call.body,
+            json!({"metadata": {"resourceVersion": "100", "finalizers": [IN_USE_FINALIZER]}}),
+            "optimistically locked on the resourceVersion read"
+        );
+        let mut protected = obj.clone();
+        protected["metadata"]["finalizers"] = json!([IN_USE_FINALIZER]);
+        protected["metadata"]["resourceVersion"] = json!("101");
+        call.ok(protected.clone());
+
+        let body = api.apply_status(&format!("{PLUGINS}/wordpress-plugin"), protected).await;
+        let status = &body["status"];
+        assert_json_include!(
+            actual: status.clone(),
+            expected: json!({"phase": "Ready", "usedBy": [NAME], "usedByCount": 1, "dependencies": [], "observedGeneration": 1})
+        );
+        assert_eq!(
+            conditions(status),
+            triples(&[("DependenciesResolved", "True", "NoDependencies"), ("Ready", "True", "Ready")])
+        );
+        assert_eq!(cond(status, "Ready")["message"], "isolation Container");
+        // Ready: no Event.
+        api.done().await;
+    });
+    let result = within(plugin::reconcile(typed(&plugin), ctx)).await;
+    finish(script).await;
+    assert_eq!(result.expect("reconcile"), Action::requeue(Duration::from_secs(300)));
+}
+
+#[tokio::test]
+async fn unused_policy_being_deleted_is_released() {
+    let (ctx, mut api) = testbed();
+    let policy = json!({
+        "apiVersion": API_VERSION,
+        "kind": "SecurityPolicy",
+        "metadata": {
+            "name": "default-policy", "namespace": NS, "uid": "uid-policy", "resourceVersion": "200", "generation": 1,
+            "deletionTimestamp": "2024-01-02T00:00:00Z", "deletionGracePeriodSeconds": 0,
+            "finalizers": [IN_USE_FINALIZER],
+        },
+        "spec": {"enabled": true},
+        "status": {"phase": "Active", "usedBy": [], "usedByCount": 0, "tls": "off", "conditions": []},
+    });
+    let obj = policy.clone();
+    let script = tokio::spawn(async move {
+        let servers = vec![
+            server_named(NAME, json!({"securityPolicy": "production-policy"})),
+            server_named("other-server", json!({})),
+        ];
+        api.list(MCPSERVERS, "MCPServerList", servers).await;
+        let call = api.expect(Method::PATCH, &format!("{POLICIES}/default-policy"), &[]).await;
+        assert_eq!(call.content_type.as_deref(), Some(MERGE));
+        assert_eq!(call.body, json!({"metadata": {"resourceVersion": "200", "finalizers": []}}));
+        let mut released = obj;
+        released["metadata"]["finalizers"] = json!([]);
+        call.ok(released);
+        // The object is gone: no Secret lookups, no status write, no Event.
+        api.done().await;
+    });
+    let result = within(securitypolicy::reconcile(typed(&policy), ctx)).await;
+    finish(script).await;
+    assert_eq!(result.expect("reconcile"), Action::await_change());
+}

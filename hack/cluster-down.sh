@@ -7,6 +7,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/cluster-lib.sh"
 
 if [[ ! -e "$CLUSTER_DIR" ]]; then
   rm -f "$CLUSTER_KUBECONFIG"
+  stop_log_pump
+  rm -rf "$ATTACH_DIR"
   log "cluster '$CLUSTER_NAME': none to delete"
   exit 0
 fi

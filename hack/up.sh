@@ -24,7 +24,7 @@ cargo build --quiet --bin mcp-operator
 "$HACK_DIR/down.sh" --operator-only
 kubectl config view --raw --minify --flatten >"$STATE/operator.kubeconfig"
 user=$(kubectl --kubeconfig "$STATE/operator.kubeconfig" config view -o jsonpath='{.users[0].name}')
-kubectl --kubeconfig "$STATE/operator.kubeconfig" config set "users.$user.as" system:serviceaccount:mcp-system:mcp-operator >/dev/null
+kubectl --kubeconfig "$STATE/operator.kubeconfig" config set "users.$user.act-as" system:serviceaccount:mcp-system:mcp-operator >/dev/null
 KUBECONFIG="$STATE/operator.kubeconfig" nohup "$REPO_ROOT/target/debug/mcp-operator" \
   --leader-election=true --leader-election-namespace=mcp-system --metrics-addr="$METRICS_ADDR" \
   --identity=quickstart >"$STATE/operator.log" 2>&1 &
@@ -34,6 +34,9 @@ for _ in $(seq 1 60); do
   kill -0 "$(cat "$STATE/operator.pid")" 2>/dev/null || { tail -20 "$STATE/operator.log"; die "the operator exited"; }
   sleep 1
 done
+# The chart's operator pod is a kwok fake: point `kubectl logs` and `kubectl port-forward` of it
+# at this process (the copier behind the logs ends with it).
+"$HACK_DIR/attach-operator.sh" --log "$STATE/operator.log" --metrics "$METRICS_ADDR" --pid "$(cat "$STATE/operator.pid")"
 
 log "applying the sample MCPServer (k8s/samples/my-mcp-server.yaml)"
 kubectl apply -f k8s/samples/my-mcp-server.yaml
@@ -41,8 +44,11 @@ kubectl wait --for=jsonpath='{.status.phase}'=Running mcpserver/my-mcp-server --
 kubectl get mcpservers
 cat <<MSG
 
-The operator runs locally (metrics: http://$METRICS_ADDR/metrics, log: $STATE/operator.log).
+The operator runs locally (metrics: http://$METRICS_ADDR/metrics, log: $STATE/operator.log);
+the chart's operator pod is a kwok fake whose logs and port 8080 are that process's.
   export KUBECONFIG=\$(just kubeconfig)
   kubectl describe mcpserver my-mcp-server
+  kubectl logs -n mcp-system -l app.kubernetes.io/name=mcp-operator
+  kubectl port-forward -n mcp-system svc/mcp-operator-metrics 8080:8080
   just down      # stop the operator and delete the cluster
 MSG

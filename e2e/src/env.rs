@@ -186,6 +186,7 @@ impl Env {
                 .stderr(log)
                 .spawn()
                 .context("starting the operator")?;
+            let pid = child.id();
             *self.operator.lock().expect("operator lock") = Some(child);
             let url = format!("http://{}/metrics", self.metrics_addr);
             crate::wait::eventually("the operator to lead (mcp_operator_leader 1)", || {
@@ -196,7 +197,17 @@ impl Env {
                 }
             })
             .await
-            .with_context(|| format!("operator log:\n{}", self.operator_log_text()))
+            .with_context(|| format!("operator log:\n{}", self.operator_log_text()))?;
+            if self.cluster.provider == Provider::Local {
+                // The chart's operator pod is a kwok stand-in there: make `kubectl logs` and
+                // `kubectl port-forward` on it reach this process, so the guide's commands work.
+                self.admin_sh(&format!(
+                    "hack/attach-operator.sh --log '{}' --metrics {} --pid {pid}",
+                    self.operator_log().display(),
+                    self.metrics_addr
+                ))?;
+            }
+            Ok(())
         } else {
             self.admin_sh("kubectl scale deployment mcp-operator -n mcp-system --replicas=1 && kubectl rollout status deployment mcp-operator -n mcp-system --timeout=120s")?;
             Ok(())

@@ -89,7 +89,6 @@ async fn install_kubectl_manifests_runs_operator() -> Result<()> {
     let _install = env.exclusive().await;
     env.stop_operator()?;
     env.admin_sh(guide::UNINSTALL_HELM)?;
-    env.admin_sh("kubectl wait --for=delete namespace/mcp-system --timeout=120s || true")?;
     let ns = env.namespace("install-kubectl").await?;
     let result = async {
         ns.sh_ok(guide::INSTALL_KUBECTL)?;
@@ -104,8 +103,7 @@ async fn install_kubectl_manifests_runs_operator() -> Result<()> {
     .await;
     // Back to the chart install the other scenarios expect.
     env.stop_operator()?;
-    env.admin_sh(&format!("{} --ignore-not-found --wait=false", guide::UNINSTALL_KUBECTL))?;
-    env.admin_sh("kubectl wait --for=delete namespace/mcp-system --timeout=120s || true")?;
+    env.admin_sh(&format!("{} --ignore-not-found", guide::UNINSTALL_KUBECTL))?;
     env.reset_install().await?;
     result
 }
@@ -576,12 +574,12 @@ async fn upgrade_with_kubectl_keeps_servers_running() -> Result<()> {
     let result = upgrade_keeps_pods(
         guide::UPGRADE_KUBECTL,
         // The plain-manifest install: the chart's release is removed, objects stay named alike.
-        "helm uninstall mcp-operator --namespace mcp-system && kubectl wait --for=delete namespace/mcp-system --timeout=120s || true; kubectl apply -f k8s/manifests/",
+        "helm uninstall mcp-operator --namespace mcp-system && kubectl apply -f k8s/manifests/",
     )
     .await;
     let _install = env.exclusive().await;
     env.stop_operator()?;
-    env.admin_sh("kubectl delete -f k8s/manifests/ --ignore-not-found --wait=false; kubectl wait --for=delete namespace/mcp-system --timeout=120s || true")?;
+    env.admin_sh("kubectl delete -f k8s/manifests/ --ignore-not-found")?;
     env.reset_install().await?;
     result
 }
@@ -600,7 +598,6 @@ async fn uninstall_helm_keeps_crds_and_user_objects_then_crd_deletion_removes_th
         ns.sh_ok("kubectl delete mcpserver my-mcp-server")?;
         env.admin_sh(guide::UNINSTALL_HELM)?;
         env.stop_operator()?;
-        env.admin_sh("kubectl wait --for=delete namespace/mcp-system --timeout=120s || true")?;
         // What remains: the CRDs and the user's objects.
         ensure!(String::from_utf8_lossy(&env.admin_sh(guide::CHECK_CRDS)?.stdout).lines().count() == 3);
         ensure!(ns.api::<SecurityPolicy>().list(&ListParams::default()).await?.items.len() == 3);
@@ -624,7 +621,7 @@ async fn uninstall_kubectl_keeps_crds_and_running_servers() -> Result<()> {
     let result = async {
         deploy_guide_server(&ns).await?;
         env.stop_operator()?;
-        env.admin_sh("helm uninstall mcp-operator --namespace mcp-system && kubectl wait --for=delete namespace/mcp-system --timeout=120s || true")?;
+        env.admin_sh("helm uninstall mcp-operator --namespace mcp-system")?;
         env.admin_sh(guide::INSTALL_KUBECTL)?;
         env.admin_sh(&format!("{} --ignore-not-found", guide::UNINSTALL_KUBECTL))?;
         ensure!(String::from_utf8_lossy(&env.admin_sh(guide::CHECK_CRDS)?.stdout).lines().count() == 3, "CRDs stay");

@@ -15,7 +15,12 @@ export E2E_CLUSTER="$provider"
 export MCP_CLUSTER_NAME="${MCP_CLUSTER_NAME:-mcp-e2e}"
 log "e2e provider: $provider"
 case "$provider" in
-  local) "$HACK_DIR/tools.sh" kubernetes etcd kwok helm; "$HACK_DIR/cluster-up.sh" ;;
+  local)
+    "$HACK_DIR/tools.sh" kubernetes etcd kwok helm
+    # A fresh cluster every run (seconds with kwok): no state left by an interrupted run.
+    [[ "${E2E_REUSE_CLUSTER:-}" == 1 ]] || "$HACK_DIR/cluster-down.sh"
+    "$HACK_DIR/cluster-up.sh"
+    ;;
   existing) command -v helm >/dev/null || "$HACK_DIR/tools.sh" helm ;;
   k3s) command -v kubectl >/dev/null && command -v helm >/dev/null || "$HACK_DIR/tools.sh" kubernetes helm ;;
   *) die "E2E_CLUSTER=$provider: use k3s, local or existing" ;;

@@ -28,6 +28,9 @@ pub struct Env {
 
 static ENV: OnceLock<Env> = OnceLock::new();
 
+/// Upper bound of any one shell command of a test (seconds, for `timeout`).
+const COMMAND_TIMEOUT: &str = "300";
+
 /// The environment, set up on first use (in a thread and runtime of its own that live as long as
 /// the process, because the k3s container handle belongs to that runtime).
 pub fn env() -> &'static Env {
@@ -146,8 +149,9 @@ impl Env {
             p.push(&path);
             path = p;
         }
-        Command::new("bash")
-            .args(["-o", "pipefail", "-c", script])
+        // Every command is bounded: a hung command fails its test instead of the whole run.
+        Command::new("timeout")
+            .args(["--kill-after=10", COMMAND_TIMEOUT, "bash", "-o", "pipefail", "-c", script])
             .current_dir(&self.repo)
             .env("KUBECONFIG", kubeconfig)
             .env("PATH", path)

@@ -594,8 +594,9 @@ async fn uninstall_helm_keeps_crds_and_user_objects_then_crd_deletion_removes_th
     let result = async {
         deploy_guide_server(&ns).await?;
         ns.sh_ok(guide::APPLY_EXAMPLES)?;
-        // Users delete their servers while the operator runs (the guide's order then works).
-        ns.sh_ok("kubectl delete mcpserver my-mcp-server")?;
+        // Servers are deleted while the operator runs (README: otherwise their finalizers would
+        // keep the CRD deletion waiting); every namespace of the run, since the CRDs are global.
+        env.admin_sh("kubectl delete mcpservers --all --all-namespaces --timeout=240s")?;
         env.admin_sh(guide::UNINSTALL_HELM)?;
         env.stop_operator()?;
         // What remains: the CRDs and the user's objects.

@@ -3,9 +3,12 @@
 use crate::build::Defaults;
 use crate::metrics::Metrics;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Which namespaces the operator watches.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -41,6 +44,22 @@ pub struct Context {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     recorder: Recorder,
+    failures: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+fn failure_key<K: Resource<DynamicType = ()>>(controller: &str, obj: &ObjectRef<K>) -> String {
+    format!("{controller}/{}/{}", obj.namespace.as_deref().unwrap_or(""), obj.name)
+}
+
+/// Backoff after the first failure of an object.
+const BACKOFF_BASE: Duration = Duration::from_secs(2);
+/// Longest backoff.
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// Exponential backoff for the `failures`-th consecutive failure (1-based), capped.
+pub fn backoff_delay(failures: u32) -> Duration {
+    let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
+    BACKOFF_BASE.saturating_mul(factor).min(BACKOFF_MAX)
 }
 
 impl Context {
@@ -48,7 +67,33 @@ impl Context {
     pub fn new(client: Client, defaults: Defaults, metrics: Arc<Metrics>, instance: Option<String>) -> Self {
         let reporter = Reporter { controller: crate::consts::FIELD_MANAGER.into(), instance };
         let recorder = Recorder::new(client.clone(), reporter);
-        Self { client, defaults, metrics, recorder }
+        Self { client, defaults, metrics, recorder, failures: Default::default() }
+    }
+
+    /// Counts and logs a failed reconcile of `obj` and returns when to retry it: transient
+    /// errors back off exponentially per object, so one broken object never slows the others.
+    pub fn retry_after<K>(&self, controller: &str, obj: &K, err: &super::Error) -> kube::runtime::controller::Action
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        self.metrics.reconcile_failed(controller, err.metric_label());
+        let key = failure_key(controller, &ObjectRef::from_obj(obj));
+        let delay = self.backoff(key.clone());
+        tracing::warn!(object = %key, error = %err, retry_in = ?delay, "reconcile failed");
+        kube::runtime::controller::Action::requeue(delay)
+    }
+
+    /// Records one more failure of `key` and returns how long to wait before retrying it.
+    pub fn backoff(&self, key: String) -> Duration {
+        let mut failures = self.failures.lock().expect("backoff lock");
+        let n = failures.entry(key).or_insert(0);
+        *n = n.saturating_add(1);
+        backoff_delay(*n)
+    }
+
+    /// Forgets the failures of an object after a successful reconcile.
+    pub fn succeeded<K: Resource<DynamicType = ()>>(&self, controller: &str, obj: &ObjectRef<K>) {
+        self.failures.lock().expect("backoff lock").remove(&failure_key(controller, obj));
     }
 
     /// Publishes an Event on `obj`; failures are logged, never fatal.
@@ -64,5 +109,17 @@ impl Context {
         if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
             tracing::warn!(error = %e, reason, "could not publish Event");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let delays: Vec<u64> = (1..=10).map(|n| backoff_delay(n).as_secs()).collect();
+        assert_eq!(delays, vec![2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        assert_eq!(backoff_delay(u32::MAX), BACKOFF_MAX);
     }
 }

@@ -48,19 +48,14 @@ pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Acti
 
 /// Requeue policy after a failed reconcile.
 pub fn error_policy(server: Arc<McpServer>, err: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.reconcile_failed(CONTROLLER, err.metric_label());
-    match err {
-        Error::PodsTerminating(_) => Action::requeue(Duration::from_secs(2)),
-        Error::Finalizer(e)
-            if matches!(e.as_ref(), kube::runtime::finalizer::Error::CleanupFailed(Error::PodsTerminating(_))) =>
-        {
-            Action::requeue(Duration::from_secs(2))
-        }
-        _ => {
-            tracing::warn!(server = %server.name_any(), error = %err, "reconcile failed");
-            Action::requeue(Duration::from_secs(15))
-        }
+    let waiting_for_pods = matches!(err, Error::PodsTerminating(_))
+        || matches!(err, Error::Finalizer(e) if matches!(e.as_ref(), kube::runtime::finalizer::Error::CleanupFailed(Error::PodsTerminating(_))));
+    if waiting_for_pods {
+        // Not a failure: deletion waits for the pods, checked again shortly.
+        ctx.metrics.reconcile_failed(CONTROLLER, err.metric_label());
+        return Action::requeue(Duration::from_secs(2));
     }
+    ctx.retry_after(CONTROLLER, &*server, err)
 }
 
 /// What the references of a server resolved to.
@@ -385,6 +380,7 @@ pub fn controller(ctx: Arc<Context>, scope: &Scope) -> (Store<McpServer>, impl s
     let store = controller.store();
     let by_policy = store.clone();
     let by_plugin = store.clone();
+    let done = ctx.clone();
     let fut = controller
         .owns(scope.api::<Deployment>(&client), owned.clone())
         .owns(scope.api::<Service>(&client), owned.clone())
@@ -413,11 +409,11 @@ pub fn controller(ctx: Arc<Context>, scope: &Scope) -> (Store<McpServer>, impl s
         })
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            match res {
-                Ok((obj, _)) => tracing::debug!(server = %obj.name, "reconciled"),
-                Err(e) => tracing::debug!(error = %e, "reconcile error"),
+        .for_each(move |res| {
+            if let Ok((obj, _)) = &res {
+                done.succeeded(CONTROLLER, obj);
             }
+            futures::future::ready(())
         });
     (store, fut)
 }

@@ -116,9 +116,7 @@ pub async fn reconcile(plugin: Arc<Plugin>, ctx: Arc<Context>) -> Result<Action>
 
 /// Requeue policy after a failed reconcile.
 pub fn error_policy(plugin: Arc<Plugin>, err: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.reconcile_failed(CONTROLLER, err.metric_label());
-    tracing::warn!(plugin = %plugin.name_any(), error = %err, "reconcile failed");
-    Action::requeue(Duration::from_secs(15))
+    ctx.retry_after(CONTROLLER, &*plugin, err)
 }
 
 /// Runs the Plugin controller in `scope` until shutdown. Returns its store for metrics.
@@ -127,6 +125,7 @@ pub fn controller(ctx: Arc<Context>, scope: &Scope) -> (Store<Plugin>, impl std:
     let controller = Controller::new(scope.api::<Plugin>(&client), watcher::Config::default());
     let store = controller.store();
     let plugins = store.clone();
+    let done = ctx.clone();
     let fut = controller
         .watches(scope.api::<McpServer>(&client), watcher::Config::default(), move |server| {
             // usedBy of every plugin in the namespace may change with a server's plugin list.
@@ -140,7 +139,12 @@ pub fn controller(ctx: Arc<Context>, scope: &Scope) -> (Store<Plugin>, impl std:
         })
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
-        .for_each(|_| async {});
+        .for_each(move |res| {
+            if let Ok((obj, _)) = &res {
+                done.succeeded(CONTROLLER, obj);
+            }
+            futures::future::ready(())
+        });
     (store, fut)
 }
 

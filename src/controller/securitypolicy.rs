@@ -99,9 +99,7 @@ pub async fn reconcile(policy: Arc<SecurityPolicy>, ctx: Arc<Context>) -> Result
 
 /// Requeue policy after a failed reconcile.
 pub fn error_policy(policy: Arc<SecurityPolicy>, err: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.reconcile_failed(CONTROLLER, err.metric_label());
-    tracing::warn!(policy = %policy.name_any(), error = %err, "reconcile failed");
-    Action::requeue(Duration::from_secs(15))
+    ctx.retry_after(CONTROLLER, &*policy, err)
 }
 
 /// Runs the SecurityPolicy controller in `scope` until shutdown. Returns its store for metrics.
@@ -110,6 +108,7 @@ pub fn controller(ctx: Arc<Context>, scope: &Scope) -> (Store<SecurityPolicy>, i
     let controller = Controller::new(scope.api::<SecurityPolicy>(&client), watcher::Config::default());
     let store = controller.store();
     let policies = store.clone();
+    let done = ctx.clone();
     let fut = controller
         .watches(scope.api::<McpServer>(&client), watcher::Config::default(), move |server| {
             // A server may have switched away from a policy: recount every policy in its namespace.
@@ -123,7 +122,12 @@ pub fn controller(ctx: Arc<Context>, scope: &Scope) -> (Store<SecurityPolicy>, i
         })
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
-        .for_each(|_| async {});
+        .for_each(move |res| {
+            if let Ok((obj, _)) = &res {
+                done.succeeded(CONTROLLER, obj);
+            }
+            futures::future::ready(())
+        });
     (store, fut)
 }
 

@@ -38,43 +38,43 @@ server-side apply (patch), so it never needs update on them; Secrets are only re
 (get), never listed or watched.
 */}}
 {{- define "mcp-operator.namespacedRules" -}}
+# Only the verbs the controllers use (src/controller): watches list+watch, server-side apply
+# patches (and creates), pruning deletes, reads get.
 - apiGroups: ["mcp.n-takatsu.dev"]
   resources: ["mcpservers", "plugins", "securitypolicies"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["mcp.n-takatsu.dev"]
   resources: ["mcpservers/status", "plugins/status", "securitypolicies/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
+# Owner references with blockOwnerDeletion need update on the owner's finalizers.
 - apiGroups: ["mcp.n-takatsu.dev"]
-  resources: ["mcpservers/finalizers", "plugins/finalizers", "securitypolicies/finalizers"]
+  resources: ["mcpservers/finalizers"]
   verbs: ["update"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
-  resources: ["services", "serviceaccounts", "configmaps"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  resources: ["services"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["serviceaccounts", "configmaps"]
+  verbs: ["list", "watch", "create", "patch"]
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list"]
+# Referenced Secrets are read one by one; never listed or watched.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
-# Reads the gateway's status document through the API server proxy.
-- apiGroups: [""]
-  resources: ["services/proxy"]
-  verbs: ["get"]
-- apiGroups: [""]
-  resources: ["events"]
-  verbs: ["create", "patch"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 {{- end }}
 
 {{/* RBAC rules for cluster-scoped reads (always granted cluster-wide). */}}
@@ -82,9 +82,9 @@ server-side apply (patch), so it never needs update on them; Secrets are only re
 # VM isolation checks that the configured RuntimeClass exists.
 - apiGroups: ["node.k8s.io"]
   resources: ["runtimeclasses"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get"]
 # The controllers start only once their CRDs are established.
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get"]
 {{- end }}

@@ -27,7 +27,7 @@ user=$(kubectl --kubeconfig "$STATE/operator.kubeconfig" config view -o jsonpath
 kubectl --kubeconfig "$STATE/operator.kubeconfig" config set "users.$user.act-as" system:serviceaccount:mcp-system:mcp-operator >/dev/null
 KUBECONFIG="$STATE/operator.kubeconfig" nohup "$REPO_ROOT/target/debug/mcp-operator" \
   --leader-election=true --leader-election-namespace=mcp-system --metrics-addr="$METRICS_ADDR" \
-  --identity=quickstart >"$STATE/operator.log" 2>&1 &
+  --identity=quickstart --gateway-status=false >"$STATE/operator.log" 2>&1 &
 echo $! >"$STATE/operator.pid"
 for _ in $(seq 1 60); do
   curl -fsS "http://$METRICS_ADDR/metrics" 2>/dev/null | grep -q '^mcp_operator_leader 1' && break

@@ -61,3 +61,21 @@ pub const DEFAULT_SERVER_IMAGE: &str = "mcp-rs:latest";
 pub const DEFAULT_VM_RUNTIME_CLASS: &str = "kata";
 /// Lease used for leader election.
 pub const LEADER_LEASE: &str = "mcp-operator-leader";
+
+/// Name of the MCP gateway container (sidecar for http/websocket servers).
+pub const GATEWAY_CONTAINER: &str = "gateway";
+/// Port the gateway serves MCP on inside the pod (the Service's `port` targets it).
+pub const GATEWAY_PORT: i32 = 8443;
+/// Gateway admin port: /healthz, /readyz, /metrics, /status.
+pub const GATEWAY_ADMIN_PORT: i32 = 9090;
+/// Where the init container puts the gateway binary that wraps stdio servers.
+pub const GATEWAY_BIN_DIR: &str = "/opt/mcp-gateway";
+/// Where the gateway writes rotated audit files.
+pub const AUDIT_DIR: &str = "/var/log/mcp-audit";
+/// Name of the Service and container port of the gateway's admin server.
+pub const ADMIN_PORT_NAME: &str = "admin";
+
+/// Default gateway image: the gateway released with this operator version.
+pub fn default_gateway_image() -> String {
+    format!("ghcr.io/n-takatsu/mcp-gateway:{}", env!("CARGO_PKG_VERSION"))
+}

@@ -194,7 +194,12 @@ mod tests {
 /// Sidecar plugins share the server pod's network: their ports must differ from each other and
 /// from the server's. Returns one message per clash.
 pub fn check_sidecar_ports(server_port: i32, plugins: &[&Plugin]) -> Vec<String> {
-    let mut taken: BTreeMap<i32, String> = BTreeMap::from([(server_port, "the MCP server (spec.port)".to_string())]);
+    let gw = crate::build::gateway_ports(server_port);
+    let mut taken: BTreeMap<i32, String> = BTreeMap::from([
+        (server_port, "the MCP server (spec.port)".to_string()),
+        (gw.listen, "the MCP gateway".to_string()),
+        (gw.admin, "the MCP gateway's admin port".to_string()),
+    ]);
     let mut problems = vec![];
     for p in plugins.iter().filter(|p| p.spec.isolation.level.is_sidecar()) {
         let port = crate::build::plugin_port(p);

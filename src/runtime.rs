@@ -41,6 +41,13 @@ pub struct Args {
     /// Image of MCPServers whose spec names none.
     #[arg(long, env = "MCP_DEFAULT_SERVER_IMAGE", default_value = DEFAULT_SERVER_IMAGE)]
     pub default_server_image: String,
+    /// Image of the MCP gateway put in every server pod (sidecar, or stdio wrapper).
+    #[arg(long, env = "MCP_GATEWAY_IMAGE", default_value_t = default_gateway_image())]
+    pub gateway_image: String,
+    /// Read each server's gateway status (server info, tools) through the API server's service
+    /// proxy. Off where pod addresses are not reachable (the local kwok cluster).
+    #[arg(long, env = "MCP_GATEWAY_STATUS", default_value_t = true, action = ArgAction::Set)]
+    pub gateway_status: bool,
     /// Namespaces to watch, comma-separated; empty watches every namespace.
     #[arg(long, env = "MCP_WATCH_NAMESPACES", value_delimiter = ',')]
     pub namespaces: Vec<String>,
@@ -234,9 +241,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     admin.ready.store(true, Ordering::Relaxed);
 
-    let defaults =
-        Defaults { server_image: args.default_server_image.clone(), vm_runtime_class: args.vm_runtime_class.clone() };
-    let ctx = Arc::new(Context::new(client.clone(), defaults, metrics.clone(), Some(identity.clone())));
+    let defaults = Defaults {
+        server_image: args.default_server_image.clone(),
+        vm_runtime_class: args.vm_runtime_class.clone(),
+        gateway_image: args.gateway_image.clone(),
+    };
+    let ctx = Arc::new(
+        Context::new(client.clone(), defaults, metrics.clone(), Some(identity.clone()))
+            .with_gateway_status(args.gateway_status),
+    );
 
     if args.leader_election {
         let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), LEADER_LEASE)

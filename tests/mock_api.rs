@@ -515,7 +515,10 @@ async fn first_reconcile_applies_every_child_then_status_and_event() {
         assert_eq!(svc["spec"]["selector"], server_selector());
         assert_eq!(
             svc["spec"]["ports"],
-            json!([{"name": "mcp", "port": 3000, "targetPort": "mcp", "protocol": "TCP", "appProtocol": "http"}])
+            json!([
+                {"name": "mcp", "port": 3000, "targetPort": "mcp", "protocol": "TCP", "appProtocol": "http"},
+                {"name": "admin", "port": 9090, "targetPort": "admin", "protocol": "TCP", "appProtocol": "http"}
+            ])
         );
 
         let dep = api.apply(&format!("{DEPLOYMENTS}/{NAME}")).await;
@@ -544,8 +547,11 @@ async fn first_reconcile_applies_every_child_then_status_and_event() {
             container["securityContext"],
             json!({"allowPrivilegeEscalation": false, "privileged": false, "capabilities": {"drop": ["ALL"]}})
         );
-        assert_eq!(container["ports"], json!([{"name": "mcp", "containerPort": 3000, "protocol": "TCP"}]));
-        assert_eq!(container["readinessProbe"]["tcpSocket"], json!({"port": "mcp"}));
+        assert_eq!(container["ports"], json!([{"name": "upstream", "containerPort": 3000, "protocol": "TCP"}]));
+        assert_eq!(container["readinessProbe"]["tcpSocket"], json!({"port": "upstream"}));
+        let gateway = &pod["containers"][1];
+        assert_eq!(gateway["name"], "gateway");
+        assert_eq!(gateway["ports"][0], json!({"name": "mcp", "containerPort": 8443, "protocol": "TCP"}));
         assert_eq!(
             container["volumeMounts"],
             json!([{"name": "mcp-config", "mountPath": "/etc/mcp", "readOnly": true}])
@@ -587,6 +593,7 @@ async fn first_reconcile_applies_every_child_then_status_and_event() {
                 ("Available", "False", "NoReplicasReady"),
                 ("Progressing", "True", "RolloutInProgress"),
                 ("Degraded", "True", "InsufficientReplicas"),
+                ("McpReady", "Unknown", "StatusNotRead"),
             ])
         );
         assert!(status["conditions"].as_array().unwrap().iter().all(|c| c["observedGeneration"] == 1));
@@ -691,6 +698,7 @@ async fn missing_policy_starts_nothing_and_says_why() {
                 ("Available", "False", "NoReplicasReady"),
                 ("Progressing", "False", "NoWorkload"),
                 ("Degraded", "True", "ReferencesUnresolved"),
+                ("McpReady", "Unknown", "StatusNotRead"),
             ])
         );
         assert_eq!(cond(status, "SecurityPolicyResolved")["message"], message);
@@ -770,6 +778,7 @@ async fn invalid_policy_leaves_the_running_deployment_alone() {
                 ("Available", "True", "MinimumReplicasAvailable"),
                 ("Progressing", "True", "RolloutComplete"),
                 ("Degraded", "True", "ReferencesUnresolved"),
+                ("McpReady", "Unknown", "StatusNotRead"),
             ])
         );
         let resolved = cond(status, "SecurityPolicyResolved");

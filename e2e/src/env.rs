@@ -184,6 +184,8 @@ impl Env {
                 .arg(&bin)
                 .args(["--leader-election=true", "--leader-election-namespace", OPERATOR_NAMESPACE])
                 .args(["--metrics-addr", &self.metrics_addr, "--identity", "e2e-local"])
+                // Service-proxy reads would dial simulated pod addresses on the local cluster.
+                .args(["--gateway-status", if self.cluster.provider == Provider::Local { "false" } else { "true" }])
                 .env("KUBECONFIG", kubeconfig)
                 .env("RUST_LOG", "info,mcp_operator=debug,kube=warn")
                 .stdout(log.try_clone()?)

@@ -174,6 +174,64 @@ async fn deploy_steady_server_is_not_rewritten() -> Result<()> {
     Ok(())
 }
 
+#[rstest]
+#[case::http("http", "command: [srv]", &["server", "gateway"], false)]
+#[case::websocket("websocket", "command: [srv]", &["server", "gateway"], false)]
+#[case::stdio("stdio", "command: [npx, \"@modelcontextprotocol/server-everything\"]", &["server"], true)]
+#[tokio::test(flavor = "multi_thread")]
+async fn deploy_every_transport_is_fronted_by_the_gateway(
+    #[case] transport: &str,
+    #[case] command: &str,
+    #[case] containers: &[&str],
+    #[case] wrapped: bool,
+) -> Result<()> {
+    let env = env();
+    let _g = env.shared().await;
+    let ns = env.namespace(&format!("gw-{transport}")).await?;
+    ns.sh_ok(&format!(
+        "kubectl apply -f - <<EOF\napiVersion: mcp.n-takatsu.dev/v1alpha1\nkind: MCPServer\nmetadata: {{name: s}}\nspec: {{transport: {transport}, {command}, port: 4000}}\nEOF"
+    ))?;
+    running(&ns, "s", 1).await?;
+    let d = ns.api::<Deployment>().get("s").await?;
+    let pod = d.spec.template.spec.as_ref().context("pod spec")?;
+    let names: Vec<_> = pod.containers.iter().map(|c| c.name.as_str()).collect();
+    ensure!(names == containers, "{transport}: containers {names:?}");
+    let gateway = pod
+        .containers
+        .iter()
+        .find(|c| c.ports.iter().flatten().any(|p| p.name.as_deref() == Some("mcp")))
+        .context("gateway port")?;
+    let gw_port = gateway.ports.iter().flatten().find(|p| p.name.as_deref() == Some("mcp")).unwrap().container_port;
+    ensure!(gw_port == 8443, "gateway listens on 8443, got {gw_port}");
+    ensure!(gateway
+        .readiness_probe
+        .as_ref()
+        .and_then(|p| p.http_get.as_ref())
+        .is_some_and(|h| h.path.as_deref() == Some("/readyz")));
+    if wrapped {
+        let init = pod.init_containers.as_ref().context("init container")?;
+        ensure!(init[0].name == "install-gateway");
+        let cmd = pod.containers[0].command.clone().unwrap_or_default();
+        ensure!(
+            cmd.first().map(String::as_str) == Some("/opt/mcp-gateway/mcp-gateway")
+                && cmd.contains(&"--stdio".to_string()),
+            "{cmd:?}"
+        );
+    } else {
+        let args = gateway.args.clone().unwrap_or_default();
+        ensure!(args.contains(&"--upstream=http://127.0.0.1:4000/mcp".to_string()), "{args:?}");
+    }
+    let svc = ns.api::<k8s_openapi::api::core::v1::Service>().get("s").await?;
+    let port = &svc.spec.context("service spec")?.ports.context("ports")?[0];
+    ensure!(
+        port.port == 4000
+            && port.target_port
+                == Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("mcp".into())),
+        "the Service targets the gateway: {port:?}"
+    );
+    Ok(())
+}
+
 // ---------------------------------------------------------------- add plugin
 
 #[tokio::test(flavor = "multi_thread")]
@@ -222,10 +280,10 @@ async fn add_plugin_with_the_guides_json_patch() -> Result<()> {
 }
 
 #[rstest]
-#[case::none("None", 2, false)]
-#[case::process("Process", 2, false)]
-#[case::container("Container", 1, true)]
-#[case::vm("VM", 1, true)]
+#[case::none("None", 3, false)]
+#[case::process("Process", 3, false)]
+#[case::container("Container", 2, true)]
+#[case::vm("VM", 2, true)]
 #[tokio::test(flavor = "multi_thread")]
 async fn add_plugin_isolation_levels_have_their_shape(
     #[case] level: &str,
@@ -627,7 +685,10 @@ async fn uninstall_kubectl_keeps_crds_and_running_servers() -> Result<()> {
         env.admin_sh(&format!("{} --ignore-not-found", guide::UNINSTALL_KUBECTL))?;
         ensure!(String::from_utf8_lossy(&env.admin_sh(guide::CHECK_CRDS)?.stdout).lines().count() == 3, "CRDs stay");
         ensure!(ns.api::<McpServer>().get_opt("my-mcp-server").await?.is_some(), "user objects stay");
-        ensure!(ns.api::<Deployment>().get("my-mcp-server").await?.status.and_then(|s| s.ready_replicas) == Some(2), "servers keep running");
+        ensure!(
+            ns.api::<Deployment>().get("my-mcp-server").await?.status.and_then(|s| s.ready_replicas) == Some(2),
+            "servers keep running"
+        );
         Ok(())
     }
     .await;

@@ -223,9 +223,36 @@ pub struct McpServerStatus {
     /// The generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Available, Progressing, Degraded, SecurityPolicyResolved, PluginsResolved.
+    /// The MCP server's identity as its gateway's initialize handshake reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_info: Option<ServerInfo>,
+    /// Number of tools the server offers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_count: Option<i32>,
+    /// Names of the tools the server offers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<String>,
+    /// Available, Progressing, Degraded, SecurityPolicyResolved, PluginsResolved, McpReady.
     #[serde(default)]
     pub conditions: Vec<Condition>,
+}
+
+/// What an MCP server says about itself in the initialize handshake.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerInfo {
+    /// serverInfo.name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// serverInfo.version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Negotiated MCP protocol version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol_version: Option<String>,
+    /// Capability names the server declared (tools, resources, prompts, logging, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
 }
 
 /// Condition types of an MCPServer.
@@ -240,4 +267,6 @@ pub mod condition_types {
     pub const SECURITY_POLICY_RESOLVED: &str = "SecurityPolicyResolved";
     /// Every plugin and its dependency closure was found, is acyclic and ready.
     pub const PLUGINS_RESOLVED: &str = "PluginsResolved";
+    /// The gateway completes an MCP initialize handshake with the server.
+    pub const MCP_READY: &str = "McpReady";
 }

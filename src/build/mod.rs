@@ -1,10 +1,12 @@
 //! Pure builders: an MCPServer plus what it references in, the desired child objects out.
 //! No I/O here, so that nearly all behaviour is unit-tested without a cluster.
 
+mod gateway;
 mod names;
 mod plugins;
 mod server;
 
+pub use gateway::{gateway_ports, GatewayPorts};
 pub use names::*;
 pub use plugins::{plugin_endpoint, plugin_port};
 pub use server::*;
@@ -23,6 +25,8 @@ pub struct Defaults {
     pub server_image: String,
     /// RuntimeClass of VM-isolated plugins.
     pub vm_runtime_class: String,
+    /// Image of the MCP gateway put in every server pod.
+    pub gateway_image: String,
 }
 
 impl Default for Defaults {
@@ -30,6 +34,7 @@ impl Default for Defaults {
         Self {
             server_image: crate::consts::DEFAULT_SERVER_IMAGE.to_string(),
             vm_runtime_class: crate::consts::DEFAULT_VM_RUNTIME_CLASS.to_string(),
+            gateway_image: crate::consts::default_gateway_image(),
         }
     }
 }

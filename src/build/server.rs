@@ -1,5 +1,6 @@
 //! The server's own children: ServiceAccount, ConfigMap, Service, Deployment, PDB, NetworkPolicy.
 
+use super::gateway::{self, gateway_ports, GatewayPorts};
 use super::{names::*, plugins, BuildInputs};
 use crate::api::{McpServer, Transport};
 use crate::consts::*;
@@ -98,16 +99,28 @@ pub fn build_service(server: &McpServer) -> Service {
         metadata: child_meta(server, name.clone(), server_labels(&name)),
         spec: Some(ServiceSpec {
             selector: Some(server_selector(&name)),
-            ports: Some(vec![ServicePort {
-                name: Some(MCP_PORT_NAME.into()),
-                port: server.spec.port,
-                target_port: Some(IntOrString::String(MCP_PORT_NAME.into())),
-                protocol: Some("TCP".into()),
-                app_protocol: Some(
-                    if server.spec.transport == Transport::Websocket { "kubernetes.io/ws" } else { "http" }.into(),
-                ),
-                ..Default::default()
-            }]),
+            // Clients reach the gateway, never the server directly; the admin port serves the
+            // gateway's status document (read by the operator through the API server proxy).
+            ports: Some(vec![
+                ServicePort {
+                    name: Some(MCP_PORT_NAME.into()),
+                    port: server.spec.port,
+                    target_port: Some(IntOrString::String(MCP_PORT_NAME.into())),
+                    protocol: Some("TCP".into()),
+                    app_protocol: Some(
+                        if server.spec.transport == Transport::Websocket { "kubernetes.io/ws" } else { "http" }.into(),
+                    ),
+                    ..Default::default()
+                },
+                ServicePort {
+                    name: Some(ADMIN_PORT_NAME.into()),
+                    port: gateway_ports(server.spec.port).admin,
+                    target_port: Some(IntOrString::String(ADMIN_PORT_NAME.into())),
+                    protocol: Some("TCP".into()),
+                    app_protocol: Some("http".into()),
+                    ..Default::default()
+                },
+            ]),
             ..Default::default()
         }),
         ..Default::default()
@@ -198,52 +211,85 @@ fn server_env(server: &McpServer) -> Vec<EnvVar> {
     env
 }
 
-fn server_container(inputs: &BuildInputs<'_>) -> Container {
+/// Name of the server container's own port (reached only through the gateway).
+pub const UPSTREAM_PORT_NAME: &str = "upstream";
+
+fn server_container(inputs: &BuildInputs<'_>, gw: GatewayPorts, gateway_mounts: &[VolumeMount]) -> Container {
     let server = inputs.server;
     let spec = &server.spec;
-    let is_stdio = spec.transport == Transport::Stdio;
-    Container {
+    let config_mount = VolumeMount {
+        name: CONFIG_VOLUME.into(),
+        mount_path: CONFIG_DIR.into(),
+        read_only: Some(true),
+        ..Default::default()
+    };
+    let mut container = Container {
         name: SERVER_CONTAINER.into(),
         image: Some(spec.image.clone().unwrap_or_else(|| inputs.defaults.server_image.clone())),
         image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().to_string()),
         command: spec.command.clone(),
         args: spec.args.clone(),
         env: Some(server_env(server)),
-        ports: (!is_stdio).then(|| {
-            vec![ContainerPort {
-                name: Some(MCP_PORT_NAME.into()),
-                container_port: spec.port,
-                protocol: Some("TCP".into()),
+        resources: spec.resources.clone(),
+        security_context: Some(restricted_container_security(false)),
+        volume_mounts: Some(vec![config_mount]),
+        ..Default::default()
+    };
+    if spec.transport == Transport::Stdio {
+        // The gateway is the container's process and runs the server's command per session.
+        let (_, _, command, ports) = gateway::stdio_wrapper(inputs, gw);
+        let (readiness, liveness) = gateway::gateway_probes();
+        container.command = Some(command);
+        container.args = None;
+        container.ports = Some(ports);
+        container.readiness_probe = Some(readiness);
+        container.liveness_probe = Some(liveness);
+        let mut mounts = gateway_mounts.to_vec();
+        mounts.push(VolumeMount {
+            name: gateway::GATEWAY_BIN_VOLUME.into(),
+            mount_path: GATEWAY_BIN_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        container.volume_mounts = Some(mounts);
+    } else {
+        container.ports = Some(vec![ContainerPort {
+            name: Some(UPSTREAM_PORT_NAME.into()),
+            container_port: spec.port,
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]);
+        container.readiness_probe = Some(Probe {
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::String(UPSTREAM_PORT_NAME.into()),
                 ..Default::default()
-            }]
-        }),
-        // A stdio server has no port until the gateway bridges it; keep its stdin open.
-        stdin: is_stdio.then_some(true),
-        readiness_probe: (!is_stdio).then(|| Probe {
-            tcp_socket: Some(TCPSocketAction { port: IntOrString::String(MCP_PORT_NAME.into()), ..Default::default() }),
+            }),
             initial_delay_seconds: Some(2),
             period_seconds: Some(10),
             failure_threshold: Some(3),
             ..Default::default()
-        }),
-        resources: spec.resources.clone(),
-        security_context: Some(restricted_container_security(false)),
-        volume_mounts: Some(vec![VolumeMount {
-            name: CONFIG_VOLUME.into(),
-            mount_path: CONFIG_DIR.into(),
-            read_only: Some(true),
-            ..Default::default()
-        }]),
-        ..Default::default()
+        });
     }
+    container
 }
 
 /// Deployment NAME: the server container, sidecar plugins and the config volume.
 pub fn build_deployment(inputs: &BuildInputs<'_>, hash: &str) -> Deployment {
     let server = inputs.server;
     let name = server.name_any();
-    let mut containers = vec![server_container(inputs)];
+    let gw = gateway_ports(server.spec.port);
+    let (gateway_volumes, gateway_mounts) = gateway::gateway_volumes(inputs);
+    let mut containers = vec![server_container(inputs, gw, &gateway_mounts)];
+    let mut init_containers = vec![];
     let mut volumes = vec![config_volume(inputs)];
+    volumes.extend(gateway_volumes);
+    if server.spec.transport == Transport::Stdio {
+        let (init, bin, _, _) = gateway::stdio_wrapper(inputs, gw);
+        init_containers.push(init);
+        volumes.push(bin);
+    } else {
+        containers.push(gateway::gateway_sidecar(inputs, gw, gateway_mounts));
+    }
     let sidecars = plugins::build_sidecars(inputs);
     let share_processes = sidecars.share_process_namespace;
     containers.extend(sidecars.containers);
@@ -271,6 +317,7 @@ pub fn build_deployment(inputs: &BuildInputs<'_>, hash: &str) -> Deployment {
                     automount_service_account_token: Some(false),
                     security_context: Some(restricted_pod_security()),
                     share_process_namespace: share_processes.then_some(true),
+                    init_containers: (!init_containers.is_empty()).then_some(init_containers),
                     image_pull_secrets: server.spec.image_pull_secrets.clone(),
                     containers,
                     volumes: Some(volumes),
@@ -305,9 +352,12 @@ pub fn build_server_network_policy(inputs: &BuildInputs<'_>) -> Option<NetworkPo
     let server = inputs.server;
     let name = server.name_any();
     let network = inputs.policy.filter(|p| p.spec.enabled).and_then(|p| p.spec.network.as_ref());
+    let gw = gateway_ports(server.spec.port);
     let isolated_sidecar =
         inputs.plugins.iter().any(|p| p.spec.isolation.level.is_sidecar() && p.spec.isolation.network_isolation);
-    if network.is_none() && !isolated_sidecar {
+    // An enforced policy must not be bypassed by connecting to the server's own port.
+    let enforced = inputs.policy.is_some_and(|p| p.spec.enabled);
+    if network.is_none() && !isolated_sidecar && !enforced {
         return None;
     }
     let mut from = vec![];
@@ -335,16 +385,20 @@ pub fn build_server_network_policy(inputs: &BuildInputs<'_>) -> Option<NetworkPo
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(LabelSelector { match_labels: Some(server_selector(&name)), ..Default::default() }),
             policy_types: Some(vec!["Ingress".into()]),
-            ingress: Some(vec![NetworkPolicyIngressRule {
-                // No peers listed: anyone, but only on the MCP port.
-                from: (!from.is_empty()).then_some(from),
-                ports: Some(vec![NetworkPolicyPort {
-                    port: Some(IntOrString::Int(server.spec.port)),
-                    protocol: Some("TCP".into()),
-                    ..Default::default()
-                }]),
-            }]),
+            ingress: Some(vec![
+                NetworkPolicyIngressRule {
+                    // No peers listed: anyone, but only on the gateway's MCP port.
+                    from: (!from.is_empty()).then_some(from),
+                    ports: Some(vec![tcp_port(gw.listen)]),
+                },
+                // Probes, Prometheus and the operator's status reads.
+                NetworkPolicyIngressRule { from: None, ports: Some(vec![tcp_port(gw.admin)]) },
+            ]),
             ..Default::default()
         }),
     })
+}
+
+fn tcp_port(port: i32) -> NetworkPolicyPort {
+    NetworkPolicyPort { port: Some(IntOrString::Int(port)), protocol: Some("TCP".into()), ..Default::default() }
 }

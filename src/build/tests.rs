@@ -3,6 +3,7 @@
 use super::*;
 use crate::api::*;
 use crate::consts::*;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use rstest::rstest;
 use serde_json::Value;
 
@@ -142,25 +143,115 @@ fn single_replica_has_no_pdb_and_default_image() {
 }
 
 #[rstest]
-#[case::http("http", true, "http")]
-#[case::websocket("websocket", true, "kubernetes.io/ws")]
-#[case::stdio("stdio", false, "http")]
-fn transports_shape_the_container(#[case] transport: &str, #[case] has_port: bool, #[case] app_protocol: &str) {
+#[case::http("http", "kubernetes.io/ws", false)]
+#[case::websocket("websocket", "kubernetes.io/ws", true)]
+fn http_and_websocket_servers_get_the_gateway_sidecar(
+    #[case] transport: &str,
+    #[case] ws_protocol: &str,
+    #[case] is_ws: bool,
+) {
     let s = server(&format!(
-        "apiVersion: mcp.n-takatsu.dev/v1alpha1\nkind: MCPServer\nmetadata: {{name: t}}\nspec: {{transport: {transport}, command: [srv], port: 4000}}\n"
+        "apiVersion: mcp.n-takatsu.dev/v1alpha1\nkind: MCPServer\nmetadata: {{name: t}}\nspec: {{transport: {transport}, port: 4000, path: /rpc}}\n"
     ));
     let c = build(&s, None, &[]);
-    let ctr = &pod_spec(&c.deployment).containers[0];
-    assert_eq!(ctr.ports.is_some(), has_port);
-    assert_eq!(ctr.readiness_probe.is_some(), has_port);
-    assert_eq!(ctr.stdin, (!has_port).then_some(true));
-    assert_eq!(ctr.command.as_deref(), Some(&["srv".to_string()][..]));
-    let env = ctr.env.as_ref().unwrap();
-    assert!(env.iter().any(|e| e.name == "MCP_TRANSPORT" && e.value.as_deref() == Some(transport)));
-    let port = &c.service.spec.as_ref().unwrap().ports.as_ref().unwrap()[0];
-    assert_eq!((port.port, port.app_protocol.as_deref()), (4000, Some(app_protocol)));
+    let pod = pod_spec(&c.deployment);
+    let names: Vec<_> = pod.containers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, vec!["server", "gateway"]);
+    let server_ctr = &pod.containers[0];
+    let port = &server_ctr.ports.as_ref().unwrap()[0];
+    assert_eq!((port.name.as_deref(), port.container_port), (Some("upstream"), 4000));
+    assert!(server_ctr.readiness_probe.as_ref().unwrap().tcp_socket.is_some());
+    let gw = &pod.containers[1];
+    assert_eq!(gw.image.as_deref(), Some(crate::consts::default_gateway_image().as_str()));
+    let args = gw.args.clone().unwrap();
+    assert!(args.contains(&"--upstream=http://127.0.0.1:4000/rpc".to_string()), "{args:?}");
+    assert!(args.contains(&format!("--transport={transport}")));
+    assert!(args.contains(&"--policy=/etc/mcp/policy.json".to_string()));
+    let ports: Vec<_> =
+        gw.ports.as_ref().unwrap().iter().map(|p| (p.name.clone().unwrap(), p.container_port)).collect();
+    assert_eq!(ports, vec![("mcp".to_string(), 8443), ("admin".to_string(), 9090)]);
+    assert_eq!(gw.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(), Some("/readyz"));
+    assert_eq!(gw.security_context.as_ref().unwrap().read_only_root_filesystem, Some(true));
+    let svc_ports = c.service.spec.as_ref().unwrap().ports.clone().unwrap();
+    assert_eq!(svc_ports[0].port, 4000, "clients keep using spec.port");
+    assert_eq!(svc_ports[0].target_port, Some(IntOrString::String("mcp".into())), "which is the gateway");
+    assert_eq!(svc_ports[0].app_protocol.as_deref() == Some(ws_protocol), is_ws);
+    assert_eq!((svc_ports[1].name.as_deref(), svc_ports[1].port), (Some("admin"), 9090));
     let doc: Value = serde_json::from_str(&c.config_map.data.as_ref().unwrap()["server.json"]).unwrap();
     assert_eq!(doc["transport"], transport);
+}
+
+#[test]
+fn stdio_server_runs_inside_the_gateway() {
+    let s = server(
+        "apiVersion: mcp.n-takatsu.dev/v1alpha1\nkind: MCPServer\nmetadata: {name: t}\nspec: {transport: stdio, command: [npx, server-everything], args: [stdio]}\n",
+    );
+    let c = build(&s, None, &[]);
+    let pod = pod_spec(&c.deployment);
+    assert_eq!(pod.containers.len(), 1, "no sidecar: the gateway is the server container's process");
+    let init = &pod.init_containers.as_ref().unwrap()[0];
+    assert_eq!(init.args.as_deref(), Some(&["--install-to=/opt/mcp-gateway/mcp-gateway".to_string()][..]));
+    let ctr = &pod.containers[0];
+    let cmd = ctr.command.clone().unwrap();
+    assert_eq!(&cmd[..2], &["/opt/mcp-gateway/mcp-gateway".to_string(), "--stdio".to_string()]);
+    let sep = cmd.iter().position(|a| a == "--").unwrap();
+    assert_eq!(&cmd[sep + 1..], &["npx", "server-everything", "stdio"]);
+    assert!(ctr.args.is_none());
+    assert!(ctr.stdin.is_none());
+    assert_eq!(ctr.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(), Some("/readyz"));
+    let mounts: Vec<_> = ctr.volume_mounts.as_ref().unwrap().iter().map(|m| m.mount_path.as_str()).collect();
+    assert!(mounts.contains(&"/opt/mcp-gateway") && mounts.contains(&"/etc/mcp"), "{mounts:?}");
+    let env = ctr.env.as_ref().unwrap();
+    assert!(env.iter().any(|e| e.name == "MCP_TRANSPORT" && e.value.as_deref() == Some("stdio")));
+}
+
+#[test]
+fn gateway_ports_step_aside_for_the_server() {
+    assert_eq!(gateway_ports(3000), GatewayPorts { listen: 8443, admin: 9090 });
+    assert_eq!(gateway_ports(8443), GatewayPorts { listen: 8444, admin: 9090 });
+    assert_eq!(gateway_ports(9090), GatewayPorts { listen: 8443, admin: 9091 });
+}
+
+#[test]
+fn policy_secrets_are_mounted_read_only_into_the_gateway_only() {
+    let pol = policy(
+        "{enabled: true, authentication: {required: true, methods: [oauth2, apikey], oauth2: {introspectionUrl: \"https://a/i\", clientSecretRef: {name: oauth2-client}}, apiKeys: {secretRef: {name: keys}}}, encryption: {tlsEnabled: true, certSecretName: tls}, audit: {enabled: true}}",
+    );
+    let c = build(&guide_server(), Some(&pol), &[]);
+    let pod = pod_spec(&c.deployment);
+    let gw = pod.containers.iter().find(|c| c.name == "gateway").unwrap();
+    let mounts: Vec<_> =
+        gw.volume_mounts.as_ref().unwrap().iter().map(|m| (m.mount_path.as_str(), m.read_only)).collect();
+    assert!(mounts.contains(&("/var/run/secrets/mcp/oauth2-client", Some(true))), "{mounts:?}");
+    assert!(mounts.contains(&("/var/run/secrets/mcp/keys", Some(true))));
+    assert!(mounts.contains(&("/var/log/mcp-audit", None)));
+    assert!(gw.args.as_ref().unwrap().contains(&"--audit-dir=/var/log/mcp-audit".to_string()));
+    let server_mounts = pod.containers[0].volume_mounts.as_ref().unwrap();
+    assert!(
+        server_mounts.iter().all(|m| !m.mount_path.starts_with("/var/run/secrets/mcp")),
+        "the server sees no Secret"
+    );
+    let secret_volumes: Vec<_> = pod
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.secret.as_ref())
+        .map(|s| s.secret_name.clone().unwrap())
+        .collect();
+    assert_eq!(secret_volumes, vec!["keys", "oauth2-client"], "TLS comes through the config volume, once");
+}
+
+#[test]
+fn enforced_policy_admits_only_the_gateway_ports() {
+    let pol = policy("{enabled: true, rateLimiting: {enabled: true, requestsPerMinute: 10}}");
+    let c = build(&guide_server(), Some(&pol), &[]);
+    let np = c.network_policies[0].spec.as_ref().unwrap();
+    let ports: Vec<_> =
+        np.ingress.as_ref().unwrap().iter().map(|r| r.ports.as_ref().unwrap()[0].port.clone().unwrap()).collect();
+    assert_eq!(ports, vec![IntOrString::Int(8443), IntOrString::Int(9090)], "spec.port itself is not reachable");
+    let off = policy("{enabled: false}");
+    assert!(build(&guide_server(), Some(&off), &[]).network_policies.is_empty());
 }
 
 #[test]
@@ -173,10 +264,10 @@ fn user_env_comes_after_ours_so_it_wins() {
 }
 
 #[rstest]
-#[case::none("None", 2, true, true)]
-#[case::process("Process", 2, false, false)]
-#[case::container("Container", 1, false, false)]
-#[case::vm("VM", 1, false, false)]
+#[case::none("None", 3, true, true)]
+#[case::process("Process", 3, false, false)]
+#[case::container("Container", 2, false, false)]
+#[case::vm("VM", 2, false, false)]
 fn isolation_levels_map_to_pod_shapes(
     #[case] level: &str,
     #[case] containers: usize,
@@ -194,8 +285,7 @@ fn isolation_levels_map_to_pod_shapes(
     assert_eq!(c.plugin_deployments.len(), usize::from(!sidecar));
     assert_eq!(c.plugin_services.len(), usize::from(!sidecar));
     if sidecar {
-        let ctr = &pod.containers[1];
-        assert_eq!(ctr.name, "plugin-wp");
+        let ctr = pod.containers.iter().find(|c| c.name == "plugin-wp").expect("plugin sidecar");
         let read_only = ctr.security_context.as_ref().unwrap().read_only_root_filesystem;
         assert_eq!(read_only, (level == "Process").then_some(true), "Process gets its own read-only filesystem");
     } else {

@@ -45,6 +45,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     recorder: Recorder,
     failures: Arc<Mutex<HashMap<String, u32>>>,
+    /// Read each server's gateway status through the API server proxy.
+    pub gateway_status: bool,
 }
 
 fn failure_key<K: Resource<DynamicType = ()>>(controller: &str, obj: &ObjectRef<K>) -> String {
@@ -67,7 +69,13 @@ impl Context {
     pub fn new(client: Client, defaults: Defaults, metrics: Arc<Metrics>, instance: Option<String>) -> Self {
         let reporter = Reporter { controller: crate::consts::FIELD_MANAGER.into(), instance };
         let recorder = Recorder::new(client.clone(), reporter);
-        Self { client, defaults, metrics, recorder, failures: Default::default() }
+        Self { client, defaults, metrics, recorder, failures: Default::default(), gateway_status: false }
+    }
+
+    /// Turns reading the gateways' status documents on or off (off by default).
+    pub fn with_gateway_status(mut self, on: bool) -> Self {
+        self.gateway_status = on;
+        self
     }
 
     /// Counts and logs a failed reconcile of `obj` and returns when to retry it: transient

@@ -275,18 +275,27 @@ async fn apply_server(server: &McpServer, ctx: &Context) -> Result<Action> {
         },
     );
     let previous = server.status.clone().unwrap_or_default();
+    let mut status = status;
+    let gateway = if ctx.gateway_status && deployment.is_some() {
+        Some(super::gateway_status::read(&ctx.client, server).await)
+    } else {
+        None
+    };
+    super::gateway_status::merge(&mut status, &previous, server.metadata.generation, gateway);
     if status != previous {
         apply_status(&api::<McpServer>(ctx, &ns), &name, &status).await?;
     }
     publish_transitions(ctx, server, &resolved, existing.as_ref(), &previous, &status).await;
-    Ok(next_check(&resolved, &status))
+    Ok(next_check(&resolved, &status, ctx.gateway_status))
 }
 
 /// When to look again without a watch event: soon while something is wrong or rolling (Secrets
 /// are not watched), rarely once steady.
-fn next_check(resolved: &Resolved, status: &McpServerStatus) -> Action {
+fn next_check(resolved: &Resolved, status: &McpServerStatus, gateway_status: bool) -> Action {
     let steady = resolved.ok() && status.phase == McpServerPhase::Running && status.ready_replicas >= status.replicas;
-    Action::requeue(Duration::from_secs(if steady { 300 } else { 30 }))
+    // With gateway status on, the tool list is refreshed every minute.
+    let steady_wait = if gateway_status { 60 } else { 300 };
+    Action::requeue(Duration::from_secs(if steady { steady_wait } else { 30 }))
 }
 
 fn condition<'a>(
@@ -329,6 +338,15 @@ async fn publish_transitions(
         } else if type_ == SECURITY_POLICY_RESOLVED && server.spec.security_policy.is_some() {
             ctx.event(server, EventType::Normal, "PolicyApplied", "ApplyPolicy", new.message.clone()).await;
         }
+    }
+    if previous.server_info.is_some()
+        && status.tools != previous.tools
+        && condition(status, MCP_READY).is_some_and(|c| c.status == "True")
+    {
+        let added: Vec<_> = status.tools.iter().filter(|t| !previous.tools.contains(t)).cloned().collect();
+        let removed: Vec<_> = previous.tools.iter().filter(|t| !status.tools.contains(t)).cloned().collect();
+        let note = format!("tools added: [{}]; removed: [{}]", added.join(", "), removed.join(", "));
+        ctx.event(server, EventType::Normal, "ToolsChanged", "Discover", note).await;
     }
     let failed_rollout = |s: &McpServerStatus| {
         condition(s, DEGRADED).is_some_and(|c| {

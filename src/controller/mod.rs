@@ -2,6 +2,7 @@
 
 mod context;
 mod error;
+pub mod gateway_status;
 pub mod mcpserver;
 pub mod plugin;
 pub mod securitypolicy;

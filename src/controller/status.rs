@@ -168,6 +168,8 @@ pub fn server_status(server: &McpServer, obs: &Observation<'_>) -> McpServerStat
         },
         observed_generation: generation,
         conditions,
+        // Filled from the gateway by the controller (gateway_status::merge).
+        ..Default::default()
     }
 }
 

@@ -1,0 +1,199 @@
+//! The MCP gateway in every server pod: a sidecar in front of http/websocket servers, the
+//! wrapper process of stdio servers (its binary copied in by an init container). It enforces
+//! the rendered policy (/etc/mcp/policy.json) with the Secrets mounted read-only.
+
+use super::server::{restricted_container_security, CONFIG_VOLUME, MCP_PORT_NAME};
+use super::{names::hex, BuildInputs};
+use crate::api::Transport;
+use crate::consts::*;
+use crate::policy::{required_secrets, SECRETS_DIR};
+use k8s_openapi::api::core::v1::*;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+use sha2::{Digest, Sha256};
+
+/// The gateway's ports in one pod: the defaults, moved by one where the server uses them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GatewayPorts {
+    /// MCP port (Service target).
+    pub listen: i32,
+    /// Admin port (probes, metrics, status).
+    pub admin: i32,
+}
+
+/// Gateway ports that do not clash with the server's own port.
+pub fn gateway_ports(server_port: i32) -> GatewayPorts {
+    let avoid = |p: i32| if p == server_port { p + 1 } else { p };
+    GatewayPorts { listen: avoid(GATEWAY_PORT), admin: avoid(GATEWAY_ADMIN_PORT) }
+}
+
+/// Arguments every gateway gets.
+fn common_args(inputs: &BuildInputs<'_>, ports: GatewayPorts) -> Vec<String> {
+    let mut args = vec![
+        format!("--listen=0.0.0.0:{}", ports.listen),
+        format!("--admin-listen=0.0.0.0:{}", ports.admin),
+        format!("--policy={CONFIG_DIR}/{POLICY_JSON}"),
+        format!("--name={}", inputs.server.name_any()),
+    ];
+    if audit_enabled(inputs) {
+        args.push(format!("--audit-dir={AUDIT_DIR}"));
+    }
+    args
+}
+
+fn audit_enabled(inputs: &BuildInputs<'_>) -> bool {
+    inputs.policy.filter(|p| p.spec.enabled).and_then(|p| p.spec.audit.as_ref()).is_some_and(|a| a.enabled)
+}
+
+fn ports(ports: GatewayPorts) -> Vec<ContainerPort> {
+    vec![
+        ContainerPort {
+            name: Some(MCP_PORT_NAME.into()),
+            container_port: ports.listen,
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        },
+        ContainerPort {
+            name: Some(ADMIN_PORT_NAME.into()),
+            container_port: ports.admin,
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        },
+    ]
+}
+
+fn http_probe(path: &str, period: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String(ADMIN_PORT_NAME.into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(3),
+        ..Default::default()
+    }
+}
+
+/// Volume name of a referenced Secret (DNS label, stable).
+fn secret_volume_name(secret: &str) -> String {
+    format!("secret-{}", &hex(&Sha256::digest(secret.as_bytes()))[..12])
+}
+
+/// The policy's Secrets (all but the TLS one, which is in the config volume) as read-only
+/// volumes at /var/run/secrets/mcp/NAME, and the audit scratch volume: volumes and mounts.
+pub(super) fn gateway_volumes(inputs: &BuildInputs<'_>) -> (Vec<Volume>, Vec<VolumeMount>) {
+    let mut volumes = vec![];
+    let mut mounts = vec![VolumeMount {
+        name: CONFIG_VOLUME.into(),
+        mount_path: CONFIG_DIR.into(),
+        read_only: Some(true),
+        ..Default::default()
+    }];
+    let Some(policy) = inputs.policy.filter(|p| p.spec.enabled) else { return (volumes, mounts) };
+    let mut names: Vec<String> = required_secrets(&policy.spec)
+        .into_iter()
+        .filter(|n| n.field != "spec.encryption.certSecretName")
+        .map(|n| n.name)
+        .collect();
+    names.sort();
+    names.dedup();
+    for name in names {
+        let volume = secret_volume_name(&name);
+        volumes.push(Volume {
+            name: volume.clone(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(name.clone()),
+                default_mode: Some(0o440),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: volume,
+            mount_path: format!("{SECRETS_DIR}/{name}"),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    if audit_enabled(inputs) {
+        volumes.push(Volume {
+            name: "audit".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount { name: "audit".into(), mount_path: AUDIT_DIR.into(), ..Default::default() });
+    }
+    (volumes, mounts)
+}
+
+/// The gateway sidecar in front of an http or websocket server on 127.0.0.1:port.
+pub(super) fn gateway_sidecar(inputs: &BuildInputs<'_>, gw: GatewayPorts, mounts: Vec<VolumeMount>) -> Container {
+    let spec = &inputs.server.spec;
+    let mut args = common_args(inputs, gw);
+    args.push(format!("--upstream=http://127.0.0.1:{}{}", spec.port, spec.path));
+    args.push(format!("--transport={}", spec.transport.as_str()));
+    Container {
+        name: GATEWAY_CONTAINER.into(),
+        image: Some(inputs.defaults.gateway_image.clone()),
+        args: Some(args),
+        ports: Some(ports(gw)),
+        readiness_probe: Some(http_probe("/readyz", 5)),
+        liveness_probe: Some(http_probe("/healthz", 10)),
+        resources: Some(ResourceRequirements {
+            requests: Some([("cpu".to_string(), quantity("10m")), ("memory".to_string(), quantity("16Mi"))].into()),
+            limits: Some([("memory".to_string(), quantity("128Mi"))].into()),
+            ..Default::default()
+        }),
+        security_context: Some(restricted_container_security(true)),
+        volume_mounts: Some(mounts),
+        ..Default::default()
+    }
+}
+
+fn quantity(q: &str) -> k8s_openapi::apimachinery::pkg::api::resource::Quantity {
+    k8s_openapi::apimachinery::pkg::api::resource::Quantity(q.to_string())
+}
+
+/// Name of the volume carrying the gateway binary into stdio server containers.
+pub const GATEWAY_BIN_VOLUME: &str = "mcp-gateway-bin";
+
+/// For stdio: the init container that copies the gateway binary, its volume, and the command
+/// that makes the gateway the server container's process (it starts the server's command once
+/// per MCP session).
+pub(super) fn stdio_wrapper(
+    inputs: &BuildInputs<'_>,
+    gw: GatewayPorts,
+) -> (Container, Volume, Vec<String>, Vec<ContainerPort>) {
+    let spec = &inputs.server.spec;
+    debug_assert_eq!(spec.transport, Transport::Stdio);
+    let binary = format!("{GATEWAY_BIN_DIR}/mcp-gateway");
+    let init = Container {
+        name: "install-gateway".into(),
+        image: Some(inputs.defaults.gateway_image.clone()),
+        args: Some(vec![format!("--install-to={binary}")]),
+        security_context: Some(restricted_container_security(true)),
+        volume_mounts: Some(vec![VolumeMount {
+            name: GATEWAY_BIN_VOLUME.into(),
+            mount_path: GATEWAY_BIN_DIR.into(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    let volume = Volume {
+        name: GATEWAY_BIN_VOLUME.into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    };
+    let mut command = vec![binary, "--stdio".to_string()];
+    command.extend(common_args(inputs, gw));
+    command.push("--".into());
+    command.extend(spec.command.clone().unwrap_or_default());
+    command.extend(spec.args.clone().unwrap_or_default());
+    (init, volume, command, ports(gw))
+}
+
+/// Probes of the container the gateway runs in.
+pub(super) fn gateway_probes() -> (Probe, Probe) {
+    (http_probe("/readyz", 5), http_probe("/healthz", 10))
+}

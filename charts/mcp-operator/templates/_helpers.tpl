@@ -66,6 +66,10 @@ server-side apply (patch), so it never needs update on them; Secrets are only re
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
+# The gateway's status document (server info, tools), read through the API server proxy.
+- apiGroups: [""]
+  resources: ["services/proxy"]
+  verbs: ["get"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]

@@ -58,9 +58,10 @@ lint: (tools "helm" "actionlint")
     hack/check-generated.sh
     actionlint
 
-# Build the operator image.
-image tag="ghcr.io/n-takatsu/mcp-operator:0.1.0":
-    docker build -t {{tag}} .
+# Build the operator and gateway images.
+image tag="0.1.0":
+    docker build -t ghcr.io/n-takatsu/mcp-operator:{{tag}} .
+    docker build --target gateway -t ghcr.io/n-takatsu/mcp-gateway:{{tag}} .
 
 # Run the operator against the current kubeconfig.
 run *args:

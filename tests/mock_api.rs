@@ -971,3 +971,51 @@ async fn unused_policy_being_deleted_is_released() {
     finish(script).await;
     assert_eq!(result.expect("reconcile"), Action::await_change());
 }
+
+#[tokio::test]
+async fn gateway_status_is_read_through_the_service_proxy_and_tool_changes_are_announced() {
+    let (ctx, mut api) = testbed();
+    let ctx = Arc::new(Arc::try_unwrap(ctx).unwrap_or_else(|_| panic!("one owner")).with_gateway_status(true));
+    let mut server = server_json();
+    server["metadata"]["generation"] = json!(2);
+    // Steady state, as the previous reconcile left it, with one tool known.
+    server["status"] = json!({
+        "phase": "Running", "replicas": 2, "readyReplicas": 2, "ready": "2/2", "observedGeneration": 2,
+        "serverInfo": {"name": "everything"}, "toolCount": 1, "tools": ["echo"],
+    });
+    let obj = server.clone();
+    let script = tokio::spawn(async move {
+        api.get(&format!("{DEPLOYMENTS}/{NAME}"), running_deployment(2, 2, 3)).await;
+        api.apply(&format!("{SERVICE_ACCOUNTS}/{NAME}")).await;
+        api.apply(&format!("{CONFIG_MAPS}/{NAME}-config")).await;
+        api.apply(&format!("{SERVICES}/{NAME}")).await;
+        let call = api.expect(Method::PATCH, &format!("{DEPLOYMENTS}/{NAME}"), SSA).await;
+        call.ok(running_deployment(2, 2, 3));
+        api.apply(&format!("{PDBS}/{NAME}")).await;
+        for path in [DEPLOYMENTS, SERVICES, NETWORK_POLICIES, PDBS] {
+            api.list_metadata(path, OWNED, vec![]).await;
+        }
+        let pods = api.expect(Method::GET, PODS, &[("labelSelector", SERVER_PODS)]).await;
+        pods.ok(list("PodList", vec![running_pod("a"), running_pod("b")]));
+        // The gateway's admin port, through the API server's service proxy.
+        let proxy = api.expect(Method::GET, &format!("{SERVICES}/{NAME}:admin/proxy/status"), &[]).await;
+        proxy.ok(json!({
+            "ready": true, "name": "everything", "version": "2.0.0", "protocolVersion": "2025-06-18",
+            "capabilities": {"tools": {}, "prompts": {}}, "tools": ["echo", "add"],
+        }));
+        let body = api.apply_status(&format!("{MCPSERVERS}/{NAME}"), stored(obj)).await;
+        let status = &body["status"];
+        assert_eq!(status["tools"], json!(["add", "echo"]));
+        assert_eq!(status["toolCount"], 2);
+        assert_eq!(
+            status["serverInfo"],
+            json!({"name": "everything", "version": "2.0.0", "protocolVersion": "2025-06-18", "capabilities": ["prompts", "tools"]})
+        );
+        assert_eq!(cond(status, "McpReady")["reason"], "HandshakeSucceeded");
+        api.event("Normal", "ToolsChanged", "Discover", "tools added: [add]; removed: []").await;
+        api.done().await;
+    });
+    let result = within(mcpserver::reconcile(typed(&server), ctx)).await;
+    finish(script).await;
+    assert_eq!(result.expect("reconcile"), Action::requeue(Duration::from_secs(60)), "tools refresh every minute");
+}

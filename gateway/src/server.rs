@@ -1,0 +1,207 @@
+//! Wiring: policy → authenticator, limiter, auditor, TLS; listeners; graceful shutdown.
+
+use crate::admin;
+use crate::audit::{Auditor, Decision, Record};
+use crate::auth::Authenticator;
+use crate::config::{Args, Method, Policy, Transport};
+use crate::metrics::Metrics;
+use crate::probe::{self, Health};
+use crate::proxy::{self, Backend, ConnInfo, Gateway, HttpUpstream, SessionOwners};
+use crate::ratelimit::{Limiter, DEFAULT_MAX_KEYS};
+use crate::stdio::Bridge;
+use crate::tls::TlsState;
+use anyhow::Context;
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long open connections get at shutdown.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// A running gateway's addresses (useful when binding port 0).
+#[derive(Clone, Debug)]
+pub struct Bound {
+    /// MCP listener.
+    pub listen: SocketAddr,
+    /// Admin listener.
+    pub admin: SocketAddr,
+}
+
+/// Start everything, then serve until `shutdown` resolves. `on_bound` is told the addresses.
+pub async fn run(args: Args, shutdown: impl Future<Output = ()>, on_bound: impl FnOnce(Bound)) -> anyhow::Result<()> {
+    let policy = Policy::load(&args.policy)?;
+    tracing::info!(policy = ?policy.policy, enabled = policy.enabled, "policy loaded");
+    let metrics = Arc::new(Metrics::new());
+
+    let mtls_ca = policy
+        .authn()
+        .filter(|a| a.methods.contains(&Method::Mtls))
+        .and_then(|a| a.mtls.as_ref())
+        .map(|m| m.ca_file.clone());
+    let tls = match policy.tls_in_force() {
+        Some(t) => Some(TlsState::load(t, mtls_ca.as_deref()).context("TLS")?),
+        None => None,
+    };
+    if let Some(t) = &tls {
+        t.spawn_watcher(args.tls_reload_interval);
+    }
+    let authn = Authenticator::from_policy(
+        &policy,
+        crate::httpclient::https_client(),
+        tls.as_ref().and_then(|t| t.client_ca.clone()),
+        args.jwks_refresh_min_interval,
+    )
+    .context("authentication")?;
+    let limiter = policy
+        .rate()
+        .map(|r| Limiter::new(r.requests_per_minute, r.burst_size.unwrap_or(r.requests_per_minute), DEFAULT_MAX_KEYS));
+    let audit = Auditor::start(policy.audit_in_force(), args.audit_dir.clone(), &args.name);
+    if policy.audit_in_force().is_none() && args.audit_dir.is_some() {
+        tracing::info!("--audit-dir given but the policy has no audit settings: no audit records");
+    }
+
+    let health = Health::new(&args.name, metrics.clone());
+    let (backend, target) = if args.stdio {
+        let bridge = Bridge::new(args.command.clone(), args.max_sessions, args.idle_timeout, metrics.clone());
+        bridge.spawn_reaper();
+        (Backend::Stdio(bridge.clone()), probe::Target::Stdio(bridge))
+    } else {
+        let upstream = args.upstream.as_deref().context("--upstream is required without --stdio")?;
+        let up = Arc::new(HttpUpstream::new(upstream, args.transport == Transport::Websocket)?);
+        let target = match &up.ws_url {
+            Some(url) => probe::Target::Ws(url.clone()),
+            None => probe::Target::Http(up.clone()),
+        };
+        (Backend::Http(up), target)
+    };
+    let bridge = match &backend {
+        Backend::Stdio(b) => Some(b.clone()),
+        Backend::Http(_) => None,
+    };
+    let gw = Arc::new(Gateway {
+        name: args.name.clone(),
+        mcp_path: args.mcp_path(),
+        tls: tls.is_some(),
+        authn,
+        authz: policy.authz().cloned(),
+        limiter,
+        audit,
+        metrics: metrics.clone(),
+        backend,
+        owners: SessionOwners::default(),
+        max_body: args.max_body_bytes,
+        max_batch: args.max_batch,
+    });
+
+    let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let admin_listener =
+        TcpListener::bind(args.admin_listen).await.with_context(|| format!("binding {}", args.admin_listen))?;
+    let bound = Bound { listen: listener.local_addr()?, admin: admin_listener.local_addr()? };
+    tracing::info!(listen = %bound.listen, admin = %bound.admin, tls = tls.is_some(), path = %gw.mcp_path, "mcp-gateway serving");
+    on_bound(bound);
+    let admin_task = tokio::spawn(admin::serve(admin_listener, health.clone(), metrics.clone()));
+    health.spawn(target, args.check_interval);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let open = Arc::new(AtomicUsize::new(0));
+    let slots = Arc::new(tokio::sync::Semaphore::new(args.max_connections.max(1)));
+    tokio::pin!(shutdown);
+    loop {
+        let (permit, accepted) = tokio::select! {
+            _ = &mut shutdown => break,
+            next = async {
+                let permit = slots.clone().acquire_owned().await;
+                (permit, listener.accept().await)
+            } => next,
+        };
+        let (Ok(permit), Ok((tcp, remote))) = (permit, accepted) else { continue };
+        let _ = tcp.set_nodelay(true);
+        let (gw, tls, stop, open) = (gw.clone(), tls.clone(), stop_rx.clone(), open.clone());
+        open.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(async move {
+            serve_conn(gw, tls, tcp, remote, stop).await;
+            open.fetch_sub(1, Ordering::SeqCst);
+            drop(permit);
+        });
+    }
+    tracing::info!("shutting down");
+    drop(listener);
+    let _ = stop_tx.send(true);
+    if let Some(b) = bridge {
+        b.shutdown().await;
+    }
+    let deadline = tokio::time::Instant::now() + DRAIN;
+    while open.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    admin_task.abort();
+    Ok(())
+}
+
+async fn serve_conn(
+    gw: Arc<Gateway>,
+    tls: Option<TlsState>,
+    tcp: TcpStream,
+    remote: SocketAddr,
+    stop: watch::Receiver<bool>,
+) {
+    match tls {
+        None => serve_http(gw, tcp, ConnInfo { remote, client_cert: None }, stop).await,
+        Some(tls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => {
+                    let client_cert = stream.get_ref().1.peer_certificates().map(|c| c.to_vec());
+                    serve_http(gw, stream, ConnInfo { remote, client_cert }, stop).await;
+                }
+                Ok(Err(e)) => tls_failure(&gw, remote, e.to_string()),
+                Err(_) => tls_failure(&gw, remote, "handshake timed out".into()),
+            }
+        }
+    }
+}
+
+fn tls_failure(gw: &Gateway, remote: SocketAddr, detail: String) {
+    tracing::debug!(client = %remote, error = %detail, "TLS handshake failed");
+    gw.metrics.deny("tls_handshake");
+    gw.audit.record(Record {
+        client: remote.to_string(),
+        http_method: "TLS".into(),
+        decision: Some(Decision::Deny),
+        reason: Some(format!("tls_handshake: {detail}")),
+        status: 0,
+        ..Default::default()
+    });
+}
+
+async fn serve_http<I>(gw: Arc<Gateway>, io: I, info: ConnInfo, mut stop: watch::Receiver<bool>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let info = Arc::new(info);
+    let svc = hyper::service::service_fn(move |req| {
+        let (gw, info) = (gw.clone(), info.clone());
+        async move { Ok::<_, Infallible>(proxy::handle(gw, info, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(DRAIN, conn).await;
+        }
+    }
+}

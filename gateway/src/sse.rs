@@ -1,0 +1,207 @@
+//! Server-sent events: an incremental filter that drops disallowed tools from `tools/list`
+//! responses inside an event stream, event by event (never the whole stream), and helpers to
+//! write events.
+
+use crate::authz::{filter_tools_response, ToolAccess};
+use crate::{Body, BoxError};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use serde_json::Value;
+use std::collections::HashSet;
+
+/// Largest single event held while looking for its end.
+pub const MAX_EVENT: usize = 16 * 1024 * 1024;
+
+/// Which responses to filter.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// Responses with these ids (JSON text of the id).
+    Ids(HashSet<String>),
+    /// Every response that carries `result.tools` (GET streams, where the request is unknown).
+    AnyToolsResult,
+}
+
+impl Target {
+    fn applies(&self, msg: &Value) -> bool {
+        match self {
+            Self::Ids(ids) => msg.get("id").is_some_and(|id| ids.contains(&id.to_string())),
+            Self::AnyToolsResult => true,
+        }
+    }
+}
+
+/// Filter one JSON-RPC message or batch in place. True when changed.
+pub fn filter_value(v: &mut Value, target: &Target, access: &ToolAccess) -> bool {
+    match v {
+        Value::Array(items) => {
+            let mut changed = false;
+            for item in items {
+                changed |= filter_value(item, target, access);
+            }
+            changed
+        }
+        msg => target.applies(msg) && filter_tools_response(msg, access),
+    }
+}
+
+/// The incremental filter.
+pub struct SseFilter {
+    buf: Vec<u8>,
+    target: Target,
+    access: ToolAccess,
+}
+
+fn event_end(buf: &[u8]) -> Option<(usize, usize)> {
+    let mut i = 0;
+    while i < buf.len() {
+        match buf[i] {
+            b'\n' if buf.get(i + 1) == Some(&b'\n') => return Some((i, 2)),
+            b'\r' if buf[i + 1..].starts_with(b"\n\r\n") => return Some((i, 4)),
+            b'\r' if buf.get(i + 1) == Some(&b'\r') => return Some((i, 2)),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+impl SseFilter {
+    /// A filter for `target` under `access`.
+    pub fn new(target: Target, access: ToolAccess) -> Self {
+        Self { buf: vec![], target, access }
+    }
+
+    /// Feed a chunk; returns the bytes of the complete events, filtered.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Bytes, BoxError> {
+        self.buf.extend_from_slice(chunk);
+        let mut out = Vec::with_capacity(self.buf.len());
+        let mut start = 0;
+        while let Some((end, sep)) = event_end(&self.buf[start..]) {
+            let event = &self.buf[start..start + end];
+            out.extend_from_slice(&self.rewrite(event).unwrap_or_else(|| event.to_vec()));
+            out.extend_from_slice(&self.buf[start + end..start + end + sep]);
+            start += end + sep;
+        }
+        self.buf.drain(..start);
+        if self.buf.len() > MAX_EVENT {
+            return Err("server-sent event too large to inspect".into());
+        }
+        Ok(Bytes::from(out))
+    }
+
+    /// What is left at the end of the stream (an unterminated event), unchanged.
+    pub fn finish(&mut self) -> Bytes {
+        Bytes::from(std::mem::take(&mut self.buf))
+    }
+
+    /// A rewritten event when its data is a response to filter.
+    fn rewrite(&self, event: &[u8]) -> Option<Vec<u8>> {
+        let text = std::str::from_utf8(event).ok()?;
+        let mut data = String::new();
+        let mut others = vec![];
+        for line in text.split(['\n', '\r']).filter(|l| !l.is_empty()) {
+            if let Some(d) = line.strip_prefix("data:") {
+                if !data.is_empty() {
+                    data.push('\n');
+                }
+                data.push_str(d.strip_prefix(' ').unwrap_or(d));
+            } else {
+                others.push(line);
+            }
+        }
+        let mut v: Value = serde_json::from_str(&data).ok()?;
+        if !filter_value(&mut v, &self.target, &self.access) {
+            return None;
+        }
+        let mut out = String::new();
+        for l in others {
+            out.push_str(l);
+            out.push('\n');
+        }
+        out.push_str("data: ");
+        out.push_str(&v.to_string());
+        Some(out.into_bytes())
+    }
+}
+
+/// Wrap a streamed body in the filter.
+pub fn filter_body<B>(body: B, filter: SseFilter) -> Body
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let stream = futures_util::stream::unfold(Some((body, filter)), |state| async move {
+        let (mut body, mut filter) = state?;
+        loop {
+            match body.frame().await {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => match filter.push(&data) {
+                        Ok(out) if out.is_empty() => continue,
+                        Ok(out) => return Some((Ok(Frame::data(out)), Some((body, filter)))),
+                        Err(e) => return Some((Err(e), None)),
+                    },
+                    Err(frame) => return Some((Ok(frame), Some((body, filter)))),
+                },
+                Some(Err(e)) => return Some((Err(e.into()), None)),
+                None => {
+                    let rest = filter.finish();
+                    return (!rest.is_empty()).then(|| (Ok(Frame::data(rest)), None));
+                }
+            }
+        }
+    });
+    BodyExt::boxed_unsync(StreamBody::new(stream.boxed()))
+}
+
+/// One event carrying a JSON-RPC message.
+pub fn event(msg: &Value) -> Bytes {
+    Bytes::from(format!("event: message\ndata: {msg}\n\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ids(list: &[Value]) -> Target {
+        Target::Ids(list.iter().map(Value::to_string).collect())
+    }
+
+    #[test]
+    fn filters_split_events_and_leaves_others_alone() {
+        let access = ToolAccess::Only(vec!["echo".into()]);
+        let mut f = SseFilter::new(ids(&[json!(2)]), access);
+        let list = json!({"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"echo"},{"name":"secret"}]}});
+        let note = json!({"jsonrpc":"2.0","method":"notifications/message","params":{"tools":[]}});
+        let stream =
+            format!("id: 7\nevent: message\ndata: {note}\n\nevent: message\r\ndata: {list}\r\n\r\n: comment\n\n");
+        let (a, b) = stream.as_bytes().split_at(40);
+        let mut out = f.push(a).unwrap().to_vec();
+        out.extend_from_slice(&f.push(b).unwrap());
+        out.extend_from_slice(&f.finish());
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.starts_with(&format!("id: 7\nevent: message\ndata: {note}\n\n")), "{out}");
+        assert!(out.contains(r#""tools":[{"name":"echo"}]"#), "{out}");
+        assert!(!out.contains("secret"));
+        assert!(out.ends_with(": comment\n\n"));
+    }
+
+    #[test]
+    fn other_ids_and_multiline_data() {
+        let access = ToolAccess::Only(vec![]);
+        let mut f = SseFilter::new(ids(&[json!("a")]), access.clone());
+        let other = "data: {\"jsonrpc\":\"2.0\",\"id\":\"b\",\ndata: \"result\":{\"tools\":[{\"name\":\"x\"}]}}\n\n";
+        assert_eq!(f.push(other.as_bytes()).unwrap(), other.as_bytes(), "not the tools/list id");
+        let mut any = SseFilter::new(Target::AnyToolsResult, access);
+        let out = any.push(other.as_bytes()).unwrap();
+        assert!(String::from_utf8_lossy(&out).contains(r#""tools":[]"#));
+    }
+
+    #[test]
+    fn oversized_event_fails_closed() {
+        let mut f = SseFilter::new(Target::AnyToolsResult, ToolAccess::All);
+        assert!(f.push(&vec![b'x'; MAX_EVENT + 1]).is_err());
+    }
+}

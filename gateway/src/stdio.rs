@@ -1,0 +1,498 @@
+//! The stdio bridge: one child process per MCP session, newline-delimited JSON-RPC on its stdin
+//! and stdout (MCP stdio transport), exposed as Streamable HTTP by the front end. Sessions are
+//! bounded in number and ended on DELETE, after an idle timeout and at shutdown.
+
+use crate::metrics::Metrics;
+use serde_json::Value;
+use std::collections::{HashMap, VecDeque};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::{mpsc, oneshot};
+
+/// Largest line read from a child (one JSON-RPC message).
+pub const MAX_LINE: usize = 16 * 1024 * 1024;
+/// Server-initiated messages kept while no GET stream is open.
+const BACKLOG: usize = 256;
+/// How long a child gets to exit after its stdin is closed (then SIGTERM, then SIGKILL).
+const GRACE: Duration = Duration::from_secs(2);
+
+/// Why a bridge call failed; each maps to an HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BridgeError {
+    /// No Mcp-Session-Id and not an initialize request (400).
+    #[error("Bad Request: no valid session ID provided")]
+    NoSession,
+    /// Unknown or ended session (404).
+    #[error("Session not found")]
+    UnknownSession,
+    /// --max-sessions reached (503).
+    #[error("too many sessions")]
+    TooMany,
+    /// The command could not be started (502).
+    #[error("starting the server failed: {0}")]
+    Spawn(String),
+    /// The child exited or closed its output (502).
+    #[error("the server process ended")]
+    Gone,
+}
+
+/// Read one line of at most `max` bytes (without the newline). `Ok(None)` at EOF.
+pub async fn read_line_bounded<R: AsyncBufRead + Unpin>(r: &mut R, max: usize) -> std::io::Result<Option<Vec<u8>>> {
+    let mut line = Vec::new();
+    let mut too_long = false;
+    loop {
+        let buf = r.fill_buf().await?;
+        if buf.is_empty() {
+            return Ok((!line.is_empty() && !too_long).then_some(line));
+        }
+        let (chunk, found) = match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => (&buf[..i], Some(i + 1)),
+            None => (buf, None),
+        };
+        if !too_long {
+            if line.len() + chunk.len() > max {
+                too_long = true;
+                line = Vec::new();
+            } else {
+                line.extend_from_slice(chunk);
+            }
+        }
+        let used = found.unwrap_or(buf.len());
+        r.consume(used);
+        if found.is_some() {
+            if too_long {
+                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "line too long"));
+            }
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            return Ok(Some(line));
+        }
+    }
+}
+
+/// One child process.
+pub struct Session {
+    /// Mcp-Session-Id.
+    pub id: String,
+    /// Rate key of the identity that created it.
+    pub owner: String,
+    stdin: tokio::sync::Mutex<Option<ChildStdin>>,
+    child: tokio::sync::Mutex<Option<Child>>,
+    pid: Option<u32>,
+    pending: Mutex<HashMap<String, oneshot::Sender<Value>>>,
+    stream: Mutex<Option<mpsc::Sender<Value>>>,
+    backlog: Mutex<VecDeque<Value>>,
+    last_active: Mutex<Instant>,
+    busy: AtomicUsize,
+    alive: AtomicBool,
+}
+
+/// Counts a request or stream as activity while it lives.
+pub struct Busy(Arc<Session>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::SeqCst);
+        self.0.touch();
+    }
+}
+
+struct PendingGuard<'a> {
+    session: &'a Session,
+    key: String,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.session.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.key);
+    }
+}
+
+impl Session {
+    /// Start the command.
+    pub fn spawn(command: &[String], id: String, owner: String) -> Result<Arc<Self>, BridgeError> {
+        let (program, args) = command.split_first().ok_or_else(|| BridgeError::Spawn("no command".into()))?;
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .process_group(0);
+        let mut child = cmd.spawn().map_err(|e| BridgeError::Spawn(format!("{program}: {e}")))?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().ok_or_else(|| BridgeError::Spawn("no stdout".into()))?;
+        let stderr = child.stderr.take().ok_or_else(|| BridgeError::Spawn("no stderr".into()))?;
+        let session = Arc::new(Self {
+            id: id.clone(),
+            owner,
+            stdin: tokio::sync::Mutex::new(stdin),
+            pid: child.id(),
+            child: tokio::sync::Mutex::new(Some(child)),
+            pending: Mutex::default(),
+            stream: Mutex::default(),
+            backlog: Mutex::default(),
+            last_active: Mutex::new(Instant::now()),
+            busy: AtomicUsize::new(0),
+            alive: AtomicBool::new(true),
+        });
+        tracing::info!(session = %id, pid = ?session.pid, "stdio server started");
+        let reader = session.clone();
+        tokio::spawn(async move {
+            let mut out = BufReader::with_capacity(64 * 1024, stdout);
+            loop {
+                match read_line_bounded(&mut out, MAX_LINE).await {
+                    Ok(Some(line)) if line.iter().all(u8::is_ascii_whitespace) => {}
+                    Ok(Some(line)) => match serde_json::from_slice::<Value>(&line) {
+                        Ok(msg) => reader.dispatch(msg),
+                        Err(_) => tracing::warn!(session = %reader.id, line = %String::from_utf8_lossy(&line),
+                            "stdio server wrote a line that is not JSON-RPC"),
+                    },
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(session = %reader.id, error = %e, "reading the stdio server's output");
+                        break;
+                    }
+                }
+            }
+            reader.closed().await;
+        });
+        let id2 = id.clone();
+        tokio::spawn(async move {
+            let mut err = BufReader::new(stderr);
+            while let Ok(Some(line)) = read_line_bounded(&mut err, 64 * 1024).await {
+                tracing::info!(target: "mcp_gateway::child", session = %id2, "{}", String::from_utf8_lossy(&line));
+            }
+        });
+        Ok(session)
+    }
+
+    /// The child is running.
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::SeqCst)
+    }
+
+    fn touch(&self) {
+        *self.last_active.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    /// Mark activity for as long as the guard lives.
+    pub fn busy(self: &Arc<Self>) -> Busy {
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        self.touch();
+        Busy(self.clone())
+    }
+
+    fn idle_for(&self) -> Option<Duration> {
+        (self.busy.load(Ordering::SeqCst) == 0)
+            .then(|| self.last_active.lock().unwrap_or_else(|e| e.into_inner()).elapsed())
+    }
+
+    /// A line from the child: a response to a waiting request, or a message for the GET stream.
+    fn dispatch(&self, msg: Value) {
+        let is_response = msg.get("method").is_none() && (msg.get("result").is_some() || msg.get("error").is_some());
+        if is_response {
+            if let Some(id) = msg.get("id") {
+                let waiter = self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&id.to_string());
+                if let Some(tx) = waiter {
+                    let _ = tx.send(msg);
+                    return;
+                }
+            }
+        }
+        self.to_stream(msg);
+    }
+
+    fn to_stream(&self, msg: Value) {
+        let mut stream = self.stream.lock().unwrap_or_else(|e| e.into_inner());
+        let msg = match stream.as_ref() {
+            Some(tx) => match tx.try_send(msg) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(m)) => m,
+                Err(mpsc::error::TrySendError::Closed(m)) => {
+                    *stream = None;
+                    m
+                }
+            },
+            None => msg,
+        };
+        let mut backlog = self.backlog.lock().unwrap_or_else(|e| e.into_inner());
+        if backlog.len() >= BACKLOG {
+            backlog.pop_front();
+            tracing::warn!(session = %self.id, "no GET stream; oldest server message dropped");
+        }
+        backlog.push_back(msg);
+    }
+
+    /// Open the session's GET stream (replacing an older one), with what queued meanwhile.
+    pub fn open_stream(&self) -> mpsc::Receiver<Value> {
+        let (tx, rx) = mpsc::channel(BACKLOG);
+        let mut backlog = self.backlog.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(m) = backlog.pop_front() {
+            if tx.try_send(m).is_err() {
+                break;
+            }
+        }
+        *self.stream.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        rx
+    }
+
+    /// Write one message as a line.
+    pub async fn send(&self, msg: &Value) -> Result<(), BridgeError> {
+        let mut line = serde_json::to_vec(msg).map_err(|_| BridgeError::Gone)?;
+        line.push(b'\n');
+        let mut stdin = self.stdin.lock().await;
+        let w = stdin.as_mut().ok_or(BridgeError::Gone)?;
+        w.write_all(&line).await.map_err(|_| BridgeError::Gone)?;
+        w.flush().await.map_err(|_| BridgeError::Gone)
+    }
+
+    /// Send a request and wait for its response.
+    pub async fn request(&self, msg: &Value) -> Result<Value, BridgeError> {
+        let id = msg.get("id").ok_or(BridgeError::Gone)?.to_string();
+        let (tx, rx) = oneshot::channel();
+        if !self.is_alive() {
+            return Err(BridgeError::Gone);
+        }
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), tx);
+        let _guard = PendingGuard { session: self, key: id };
+        self.send(msg).await?;
+        rx.await.map_err(|_| BridgeError::Gone)
+    }
+
+    async fn closed(&self) {
+        self.alive.store(false, Ordering::SeqCst);
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        *self.stream.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        if let Some(mut child) = self.child.lock().await.take() {
+            let status = tokio::time::timeout(GRACE, child.wait()).await;
+            match status {
+                Ok(Ok(s)) => tracing::info!(session = %self.id, status = %s, "stdio server exited"),
+                _ => {
+                    self.signal_group(nix::sys::signal::Signal::SIGKILL);
+                    let _ = child.kill().await;
+                }
+            }
+        }
+    }
+
+    fn signal_group(&self, sig: nix::sys::signal::Signal) {
+        if let Some(pid) = self.pid.and_then(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), sig);
+        }
+    }
+
+    /// End the child: close its stdin (the MCP way), then SIGTERM, then SIGKILL, to its whole
+    /// process group (a wrapper such as npx takes its children along).
+    pub async fn terminate(&self) {
+        self.alive.store(false, Ordering::SeqCst);
+        self.stdin.lock().await.take();
+        let Some(mut child) = self.child.lock().await.take() else {
+            return;
+        };
+        if tokio::time::timeout(GRACE, child.wait()).await.is_err() {
+            self.signal_group(nix::sys::signal::Signal::SIGTERM);
+            if tokio::time::timeout(GRACE, child.wait()).await.is_err() {
+                self.signal_group(nix::sys::signal::Signal::SIGKILL);
+                let _ = child.kill().await;
+            }
+        }
+        // Whatever else is left in the group.
+        self.signal_group(nix::sys::signal::Signal::SIGKILL);
+        tracing::info!(session = %self.id, "stdio server ended");
+    }
+}
+
+/// A fresh, unguessable session id.
+pub fn new_session_id() -> String {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 16];
+    ring::rand::SystemRandom::new().fill(&mut b).expect("system randomness");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// All sessions.
+pub struct Bridge {
+    command: Vec<String>,
+    max: usize,
+    idle: Duration,
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Bridge {
+    /// A bridge for `command`.
+    pub fn new(command: Vec<String>, max: usize, idle: Duration, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Self { command, max: max.max(1), idle, sessions: Mutex::default(), metrics })
+    }
+
+    fn update_gauge(&self, n: usize) {
+        self.metrics.sessions.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Start a session for an initialize request.
+    pub fn create(&self, owner: &str) -> Result<Arc<Session>, BridgeError> {
+        let mut map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, s| s.is_alive());
+        if map.len() >= self.max {
+            return Err(BridgeError::TooMany);
+        }
+        let s = Session::spawn(&self.command, new_session_id(), owner.to_string())?;
+        map.insert(s.id.clone(), s.clone());
+        self.update_gauge(map.len());
+        Ok(s)
+    }
+
+    /// A child for the readiness handshake, not counted as a session.
+    pub fn spawn_probe(&self) -> Result<Arc<Session>, BridgeError> {
+        Session::spawn(&self.command, format!("probe-{}", new_session_id()), String::new())
+    }
+
+    /// A running session.
+    pub fn get(&self, id: &str) -> Result<Arc<Session>, BridgeError> {
+        let map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(id).filter(|s| s.is_alive()).cloned().ok_or(BridgeError::UnknownSession)
+    }
+
+    /// End a session (DELETE).
+    pub async fn remove(&self, id: &str) -> Result<(), BridgeError> {
+        let s = {
+            let mut map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            let s = map.remove(id);
+            self.update_gauge(map.len());
+            s
+        };
+        let s = s.ok_or(BridgeError::UnknownSession)?;
+        s.terminate().await;
+        Ok(())
+    }
+
+    /// End sessions that are idle or whose child died.
+    pub async fn reap(&self) {
+        let gone: Vec<Arc<Session>> = {
+            let mut map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            let ids: Vec<String> = map
+                .iter()
+                .filter(|(_, s)| !s.is_alive() || s.idle_for().is_some_and(|d| d > self.idle))
+                .map(|(k, _)| k.clone())
+                .collect();
+            let gone = ids.iter().filter_map(|k| map.remove(k)).collect();
+            self.update_gauge(map.len());
+            gone
+        };
+        for s in gone {
+            if s.is_alive() {
+                tracing::info!(session = %s.id, "stdio session idle, ending it");
+            }
+            s.terminate().await;
+        }
+    }
+
+    /// Reap periodically.
+    pub fn spawn_reaper(self: &Arc<Self>) {
+        let this = Arc::downgrade(self);
+        let every = (self.idle / 4).clamp(Duration::from_millis(200), Duration::from_secs(5));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(b) = this.upgrade() else { return };
+                b.reap().await;
+            }
+        });
+    }
+
+    /// End every session (shutdown).
+    pub async fn shutdown(&self) {
+        let all: Vec<Arc<Session>> = {
+            let mut map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            self.update_gauge(0);
+            map.drain().map(|(_, s)| s).collect()
+        };
+        futures_util::future::join_all(all.iter().map(|s| s.terminate())).await;
+    }
+
+    /// Number of sessions.
+    pub fn len(&self) -> usize {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// No sessions.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn bounded_lines() {
+        let data = b"{\"a\":1}\r\n\nxxxxxxxxxxxxxxxxxxxx\n{\"b\":2}".to_vec();
+        let mut r = BufReader::with_capacity(4, &data[..]);
+        assert_eq!(read_line_bounded(&mut r, 10).await.unwrap().unwrap(), b"{\"a\":1}");
+        assert_eq!(read_line_bounded(&mut r, 10).await.unwrap().unwrap(), b"");
+        assert!(read_line_bounded(&mut r, 10).await.is_err(), "too long");
+        assert_eq!(read_line_bounded(&mut r, 10).await.unwrap().unwrap(), b"{\"b\":2}");
+        assert_eq!(read_line_bounded(&mut r, 10).await.unwrap(), None);
+    }
+
+    fn cat_bridge(max: usize, idle: Duration) -> Arc<Bridge> {
+        // `cat` echoes each request line back: a response-shaped line resolves the request.
+        Bridge::new(vec!["cat".into()], max, idle, Arc::new(Metrics::new()))
+    }
+
+    #[tokio::test]
+    async fn request_response_and_stream_routing() {
+        let b = cat_bridge(2, Duration::from_secs(60));
+        let s = b.create("jwt:alice").unwrap();
+        let echoed = s.request(&json!({"jsonrpc": "2.0", "id": 5, "result": {"ok": true}})).await.unwrap();
+        assert_eq!(echoed["result"]["ok"], true);
+        s.send(&json!({"jsonrpc": "2.0", "method": "notifications/message"})).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut rx = s.open_stream();
+        assert_eq!(rx.recv().await.unwrap()["method"], "notifications/message", "backlog delivered");
+        assert_eq!(b.len(), 1);
+        b.remove(&s.id).await.unwrap();
+        assert!(b.get(&s.id).is_err());
+        assert!(!s.is_alive());
+    }
+
+    #[tokio::test]
+    async fn bounded_and_reaped() {
+        let b = cat_bridge(2, Duration::from_millis(100));
+        let s1 = b.create("a").unwrap();
+        let _s2 = b.create("b").unwrap();
+        assert!(matches!(b.create("c"), Err(BridgeError::TooMany)));
+        let busy = s1.busy();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        b.reap().await;
+        assert_eq!(b.len(), 1, "the busy one stays");
+        drop(busy);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        b.reap().await;
+        assert!(b.is_empty());
+    }
+
+    #[tokio::test]
+    async fn dead_child_fails_requests() {
+        let b = Bridge::new(vec!["true".into()], 1, Duration::from_secs(60), Arc::new(Metrics::new()));
+        let s = b.create("a").unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!s.is_alive());
+        assert_eq!(
+            s.request(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"})).await.unwrap_err(),
+            BridgeError::Gone
+        );
+        assert!(matches!(
+            Session::spawn(&["/nonexistent/x".into()], "x".into(), String::new()),
+            Err(BridgeError::Spawn(_))
+        ));
+    }
+}

@@ -1,0 +1,248 @@
+//! WebSocket pass-through (`--transport websocket`): the upgrade is authenticated like any
+//! request, then every client message is checked (JSON-RPC shape, rate limit, tool allow list)
+//! and audited before it reaches the server, and tools/list answers are filtered on the way back.
+
+use crate::audit::{Decision, Record};
+use crate::auth::Identity;
+use crate::authz::ToolAccess;
+use crate::jsonrpc::{self, error_response};
+use crate::proxy::{empty, json_response, Gateway, HttpUpstream};
+use crate::sse::{filter_value, Target};
+use crate::Body;
+use futures_util::{SinkExt, StreamExt};
+use http::{header, HeaderValue, Response, StatusCode};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+fn config(max: usize) -> WebSocketConfig {
+    WebSocketConfig::default().max_message_size(Some(max)).max_frame_size(Some(max))
+}
+
+/// Upgrade the client connection and pipe it to the server.
+pub async fn proxy(
+    gw: Arc<Gateway>,
+    up: &HttpUpstream,
+    parts: &http::request::Parts,
+    on_upgrade: OnUpgrade,
+    identity: Identity,
+    access: ToolAccess,
+    mut rec: Record,
+) -> Response<Body> {
+    let start = Instant::now();
+    let Some(key) = parts.headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return json_response(StatusCode::BAD_REQUEST, &serde_json::json!({"error": "not a WebSocket handshake"}));
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let url = up.ws_url.clone().unwrap_or_default();
+    let mut upstream_req = match url.as_str().into_client_request() {
+        Ok(r) => r,
+        Err(e) => return json_response(StatusCode::BAD_GATEWAY, &serde_json::json!({"error": e.to_string()})),
+    };
+    if let Some(p) = parts.headers.get(header::SEC_WEBSOCKET_PROTOCOL) {
+        upstream_req.headers_mut().insert(header::SEC_WEBSOCKET_PROTOCOL, p.clone());
+    }
+    let (upstream, upstream_resp) =
+        match tokio_tungstenite::connect_async_with_config(upstream_req, Some(config(gw.max_body)), true).await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "WebSocket upstream unreachable");
+                rec.status = 502;
+                rec.decision = Some(Decision::Error);
+                rec.reason = Some(format!("upstream: {e}"));
+                rec.latency_ms = start.elapsed().as_secs_f64() * 1e3;
+                gw.metrics.observe("websocket", None, 502, "error", start.elapsed());
+                gw.audit.record(rec);
+                return json_response(StatusCode::BAD_GATEWAY, &serde_json::json!({"error": "MCP server unreachable"}));
+            }
+        };
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    if let Some(p) = upstream_resp.headers().get(header::SEC_WEBSOCKET_PROTOCOL) {
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, p.clone());
+    }
+    rec.status = 101;
+    rec.decision = Some(Decision::Allow);
+    rec.latency_ms = start.elapsed().as_secs_f64() * 1e3;
+    gw.metrics.observe("websocket", None, 101, "allow", start.elapsed());
+    let base = Record { method: None, ..rec.clone() };
+    gw.audit.record(rec);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let client =
+                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config(gw.max_body)))
+                        .await;
+                pipe(gw, client, upstream, identity, access, base).await;
+            }
+            Err(e) => tracing::warn!(error = %e, "WebSocket upgrade failed"),
+        }
+    });
+    resp
+}
+
+async fn pipe<C, U>(
+    gw: Arc<Gateway>,
+    client: WebSocketStream<C>,
+    upstream: WebSocketStream<U>,
+    identity: Identity,
+    access: ToolAccess,
+    base: Record,
+) where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (mut c_tx, mut c_rx) = client.split();
+    let (mut u_tx, mut u_rx) = upstream.split();
+    let mut lists: HashSet<String> = HashSet::new();
+    loop {
+        tokio::select! {
+            m = c_rx.next() => match m {
+                Some(Ok(Message::Text(text))) => {
+                    let start = Instant::now();
+                    let mut rec = base.clone();
+                    match check(&gw, text.as_str(), &identity, &access, &mut rec) {
+                        Ok(ids) => {
+                            lists.extend(ids);
+                            if u_tx.send(Message::Text(text)).await.is_err() { break; }
+                            finish(&gw, rec, 200, Decision::Allow, None, start);
+                        }
+                        Err((status, label, detail, reply)) => {
+                            finish(&gw, rec, status, Decision::Deny, Some((label, detail)), start);
+                            if let Some(reply) = reply {
+                                if c_tx.send(Message::text(reply.to_string())).await.is_err() { break; }
+                            }
+                        }
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    let frame = CloseFrame { code: CloseCode::Unsupported, reason: "MCP messages are text".into() };
+                    let _ = c_tx.send(Message::Close(Some(frame))).await;
+                    let _ = u_tx.send(Message::Close(None)).await;
+                    break;
+                }
+                Some(Ok(Message::Close(f))) => {
+                    let _ = u_tx.send(Message::Close(f)).await;
+                    break;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => {
+                    let _ = u_tx.send(Message::Close(None)).await;
+                    break;
+                }
+            },
+            m = u_rx.next() => match m {
+                Some(Ok(Message::Text(text))) => {
+                    let out = if access.is_restricted() && !lists.is_empty() {
+                        match serde_json::from_str::<Value>(text.as_str()) {
+                            Ok(mut v) => {
+                                let target = Target::Ids(lists.clone());
+                                if filter_value(&mut v, &target, &access) { Message::text(v.to_string()) } else { Message::Text(text) }
+                            }
+                            Err(_) => Message::Text(text),
+                        }
+                    } else {
+                        Message::Text(text)
+                    };
+                    if c_tx.send(out).await.is_err() { break; }
+                }
+                Some(Ok(Message::Binary(b))) => { if c_tx.send(Message::Binary(b)).await.is_err() { break; } }
+                Some(Ok(Message::Close(f))) => {
+                    let _ = c_tx.send(Message::Close(f)).await;
+                    break;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => {
+                    let _ = c_tx.send(Message::Close(None)).await;
+                    break;
+                }
+            },
+        }
+    }
+}
+
+type Refusal = (u16, &'static str, String, Option<Value>);
+
+/// Check one client message; the ids of its tools/list requests when it may pass.
+fn check(
+    gw: &Gateway,
+    text: &str,
+    identity: &Identity,
+    access: &ToolAccess,
+    rec: &mut Record,
+) -> Result<Vec<String>, Refusal> {
+    let parsed = match jsonrpc::parse(text.as_bytes(), gw.max_batch) {
+        Ok(p) => p,
+        Err(e) => return Err((400, e.reason, format!("{}: {}", e.reason, e.message), Some(e.to_response()))),
+    };
+    rec.method = Some(parsed.method_label());
+    rec.tool = parsed.tool_label();
+    let id = parsed.single_id().cloned();
+    if let Some(l) = &gw.limiter {
+        if l.check(&identity.rate_key()).is_err() {
+            let reply = parsed
+                .requests()
+                .next()
+                .map(|_| error_response(id.as_ref(), jsonrpc::FORBIDDEN, "Too Many Requests: rate limit exceeded"));
+            return Err((429, "rate_limited", "rate_limited".into(), reply));
+        }
+    }
+    let denied: Vec<String> = parsed
+        .messages
+        .iter()
+        .filter(|m| m.is_tool_call() && !m.tool.as_deref().is_some_and(|t| access.allows(t)))
+        .map(|m| m.tool.clone().unwrap_or_default())
+        .collect();
+    if !denied.is_empty() {
+        let msg = format!("Forbidden: tool {:?} is not allowed", denied.join(","));
+        let errors: Vec<Value> =
+            parsed.requests().map(|m| error_response(m.id.as_ref(), jsonrpc::FORBIDDEN, &msg)).collect();
+        let reply = if parsed.batch { Value::Array(errors) } else { errors.into_iter().next().unwrap_or(Value::Null) };
+        return Err((200, "tool_denied", format!("tool_denied: {}", denied.join(",")), Some(reply)));
+    }
+    Ok(parsed
+        .messages
+        .iter()
+        .filter(|m| m.is_tool_list())
+        .filter_map(|m| m.id.as_ref().map(Value::to_string))
+        .collect())
+}
+
+fn finish(
+    gw: &Gateway,
+    mut rec: Record,
+    status: u16,
+    decision: Decision,
+    reason: Option<(&str, String)>,
+    start: Instant,
+) {
+    let took = start.elapsed();
+    rec.http_method = "WS".into();
+    rec.status = status;
+    rec.decision = Some(decision);
+    rec.latency_ms = (took.as_secs_f64() * 1e6).round() / 1e3;
+    if let Some((label, detail)) = reason {
+        if decision == Decision::Deny {
+            gw.metrics.deny(label);
+        }
+        rec.reason = Some(detail);
+    }
+    let method = rec.method.clone().unwrap_or_else(|| "websocket".into());
+    gw.metrics.observe(&method, rec.tool.as_deref(), status, decision.as_str(), took);
+    gw.audit.record(rec);
+}

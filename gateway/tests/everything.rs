@@ -1,0 +1,183 @@
+//! Against software others wrote: the reference MCP server `@modelcontextprotocol/server-everything`
+//! (npm) over Streamable HTTP through the gateway and over stdio through the bridge, driven by raw
+//! Streamable HTTP requests and by the official Python SDK client (`mcp` on PyPI) with real HS256
+//! and RS256 (JWKS) tokens. Dependencies come from hack/gateway-test-deps.sh; missing ones fail.
+
+mod common;
+
+use common::*;
+use http::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// HS256 (secret) and RS256 (JWKS) accepted; developers may use echo and get-* tools only.
+fn dev_policy(dir: &std::path::Path, idp: &Idp) -> Value {
+    policy(json!({
+        "authentication": jwt_auth(dir, Some(&idp.jwks_uri()), true),
+        "authorization": rbac(&["developer", "admin"], json!({"developer": ["echo", "get-*"]})),
+        "rateLimiting": {"requestsPerMinute": 6000, "burstSize": 1000},
+    }))
+}
+
+fn python_client(url: &str, token: &str, allowed: &str, denied: &str) -> Value {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/mcp_client.py");
+    let out = std::process::Command::new(&deps().python)
+        .arg(script)
+        .args([url, token, allowed, denied])
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "python client failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(out.stdout.trim_ascii()).expect("client output")
+}
+
+fn assert_client_result(r: &Value) {
+    assert_eq!(r["server"], "mcp-servers/everything", "{r}");
+    let tools: Vec<&str> = r["tools"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    assert!(tools.contains(&"echo") && tools.contains(&"get-sum"), "{tools:?}");
+    assert!(
+        tools.iter().all(|t| *t == "echo" || t.starts_with("get-")),
+        "tools/list filtered for the developer role: {tools:?}"
+    );
+    assert_eq!(r["allowed"][0], "Echo: hello through the gateway");
+    assert_eq!(r["denied"]["code"], -32001, "{r}");
+}
+
+async fn raw_session(url: &str, auth: &str) {
+    let h = [("authorization", auth)];
+    let init = rpc(url, &h, &initialize(json!(1))).await;
+    assert_eq!(init.status, StatusCode::OK, "{}", init.body);
+    assert_eq!(init.json()["result"]["serverInfo"]["name"], "mcp-servers/everything");
+    let sid = init.header("mcp-session-id").expect("session id");
+    let hs = [("authorization", auth), ("mcp-session-id", sid.as_str()), ("mcp-protocol-version", "2025-06-18")];
+    let note = rpc(url, &hs, &json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await;
+    assert_eq!(note.status, StatusCode::ACCEPTED);
+    let list = rpc(url, &hs, &list_tools(json!(2))).await;
+    let names = tool_names(&list.json());
+    assert!(
+        names.contains(&"echo".to_string()) && !names.contains(&"trigger-long-running-operation".to_string()),
+        "{names:?}"
+    );
+    let sum = rpc(url, &hs, &call_tool(json!(3), "get-sum", json!({"a": 2, "b": 40}))).await;
+    assert!(sum.json()["result"]["content"][0]["text"].as_str().unwrap().contains("42"), "{}", sum.body);
+    let denied = rpc(url, &hs, &call_tool(json!(4), "toggle-simulated-logging", json!({}))).await;
+    assert_eq!(denied.json()["error"]["code"], -32001);
+    let denied = rpc(url, &hs, &call_tool(json!(5), "trigger-long-running-operation", json!({}))).await;
+    assert_eq!(denied.json()["error"]["code"], -32001);
+    // a GET stream opens (head only; the stream stays open)
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let mut req = http::Request::get(url).header("accept", "text/event-stream");
+    for (k, v) in hs {
+        req = req.header(k, v);
+    }
+    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req.body(Default::default()).unwrap()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    drop(resp);
+    let del = send(Method::DELETE, url, &hs, None).await.unwrap();
+    assert!(del.status.is_success(), "{}", del.status);
+    let after = rpc(url, &hs, &list_tools(json!(6))).await;
+    assert!(
+        after.status == StatusCode::NOT_FOUND || after.status == StatusCode::BAD_REQUEST,
+        "ended session: {}",
+        after.status
+    );
+}
+
+#[tokio::test]
+async fn server_everything_over_streamable_http() {
+    let (_server, port) = server_everything_http().await;
+    let idp = Idp::start(json!({"keys": [jwk("rsa-a")]})).await;
+    let dir = tempdir("se-http");
+    let gw = Gw::start(&dev_policy(&dir, &idp), &["--upstream".into(), format!("http://127.0.0.1:{port}/mcp")]).await;
+    gw.wait_ready(Duration::from_secs(20)).await;
+    let status = send(Method::GET, &gw.admin_url("/status"), &[], None).await.unwrap().json();
+    assert_eq!(status["name"], "mcp-servers/everything");
+    assert!(status["tools"].as_array().unwrap().iter().any(|t| t == "echo"));
+    assert!(status["capabilities"]["tools"].is_object());
+
+    raw_session(&gw.url(), &bearer(&hs256(&claims("dev", &["developer"])))).await;
+
+    // The official Python SDK client, once with an HS256 token and once with an RS256 one.
+    let (url, hs) = (gw.url(), hs256(&claims("py-hs", &["developer"])));
+    let r = tokio::task::spawn_blocking(move || python_client(&url, &hs, "echo", "toggle-simulated-logging"))
+        .await
+        .unwrap();
+    assert_client_result(&r);
+    let (url, rs) = (gw.url(), rs256(&claims("py-rs", &["developer"]), "rsa-a", Some("rsa-a")));
+    let r = tokio::task::spawn_blocking(move || python_client(&url, &rs, "echo", "trigger-long-running-operation"))
+        .await
+        .unwrap();
+    assert_client_result(&r);
+    let a = gw.audit_where("python rs256 call", |r| r["identity"] == "py-rs" && r["tool"] == "echo").await;
+    assert_eq!(a["decision"], "allow");
+    let m = gw.metrics().await;
+    assert!(
+        m.contains(r#"mcp_gateway_requests_total{method="tools/call",tool="echo",status="200",decision="allow"}"#),
+        "{m}"
+    );
+    assert!(m.contains(r#"mcp_gateway_denials_total{reason="tool_denied"}"#));
+}
+
+#[tokio::test]
+async fn server_everything_over_stdio_through_the_bridge() {
+    let idp = Idp::start(json!({"keys": [jwk("rsa-a")]})).await;
+    let dir = tempdir("se-stdio");
+    let node_args = vec![
+        "--stdio".to_string(),
+        "--max-sessions".into(),
+        "2".into(),
+        "--idle-timeout".into(),
+        "2s".into(),
+        "--check-interval".into(),
+        "60s".into(),
+        "--".into(),
+        "node".into(),
+        deps().server_everything.display().to_string(),
+        "stdio".into(),
+    ];
+    let gw = Gw::start(&dev_policy(&dir, &idp), &node_args).await;
+    gw.wait_ready(Duration::from_secs(30)).await;
+    let status = send(Method::GET, &gw.admin_url("/status"), &[], None).await.unwrap().json();
+    assert_eq!(status["name"], "mcp-servers/everything");
+
+    raw_session(&gw.url(), &bearer(&hs256(&claims("dev", &["developer"])))).await;
+
+    let (url, rs) = (gw.url(), rs256(&claims("py-stdio", &["developer"]), "rsa-a", Some("rsa-a")));
+    let r = tokio::task::spawn_blocking(move || python_client(&url, &rs, "echo", "toggle-simulated-logging"))
+        .await
+        .unwrap();
+    assert_client_result(&r);
+
+    // bounded: two sessions at most; idle ones are ended after --idle-timeout
+    let auth = bearer(&hs256(&claims("dev", &["developer"])));
+    let s1 = rpc(&gw.url(), &[("authorization", &auth)], &initialize(json!(1))).await;
+    let s2 = rpc(&gw.url(), &[("authorization", &auth)], &initialize(json!(1))).await;
+    assert_eq!((s1.status, s2.status), (StatusCode::OK, StatusCode::OK));
+    assert_ne!(s1.header("mcp-session-id"), s2.header("mcp-session-id"));
+    let s3 = rpc(&gw.url(), &[("authorization", &auth)], &initialize(json!(1))).await;
+    assert_eq!(s3.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(gw.metrics().await.contains("mcp_gateway_sessions 2"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !gw.metrics().await.contains("mcp_gateway_sessions 0") {
+        assert!(std::time::Instant::now() < deadline, "idle sessions not reaped");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let sid = s1.header("mcp-session-id").unwrap();
+    let gone = rpc(&gw.url(), &[("authorization", &auth), ("mcp-session-id", &sid)], &list_tools(json!(2))).await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    // another identity cannot use a session it did not create
+    let s = rpc(&gw.url(), &[("authorization", &auth)], &initialize(json!(1))).await;
+    let sid = s.header("mcp-session-id").unwrap();
+    let other = bearer(&hs256(&claims("someone-else", &["developer"])));
+    let hijack = rpc(&gw.url(), &[("authorization", &other), ("mcp-session-id", &sid)], &list_tools(json!(2))).await;
+    assert_eq!(hijack.status, StatusCode::FORBIDDEN);
+}

@@ -1,0 +1,321 @@
+//! Behaviour against the recording upstream: what is passed on and how (tokens stripped, tool
+//! lists filtered in JSON, SSE and GET streams), the 401 challenge and protected resource
+//! metadata, API keys, OAuth2 introspection, JWKS rotation, TLS reload, sessions, audit levels,
+//! the admin port.
+
+mod common;
+
+use common::*;
+use http::{Method, StatusCode};
+use serde_json::json;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+async fn dev_gateway(rec: &Recorder, idp: &Idp, extra: serde_json::Value) -> Gw {
+    let dir = tempdir("feat");
+    let mut sections = json!({
+        "authentication": jwt_auth(&dir, Some(&idp.jwks_uri()), true),
+        "authorization": rbac(&["admin", "developer"], json!({"developer": ["echo", "search*"]})),
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        sections[k] = v.clone();
+    }
+    Gw::start(&policy(sections), &rec.upstream_args()).await
+}
+
+#[tokio::test]
+async fn valid_tokens_pass_and_are_not_forwarded() {
+    let rec = Recorder::start().await;
+    let idp = Idp::start(json!({"keys": [jwk("rsa-a")]})).await;
+    let gw = dev_gateway(&rec, &idp, json!({})).await;
+    for (marker, token) in [
+        ("ok-hs", hs256(&claims("alice", &["admin"]))),
+        ("ok-rs", rs256(&claims("bob", &["admin"]), "rsa-a", Some("rsa-a"))),
+        ("ok-rs-nokid", rs256(&claims("carol", &["admin"]), "rsa-a", None)),
+    ] {
+        let r = rpc(
+            &gw.url(),
+            &[("authorization", &bearer(&token)), ("mcp-protocol-version", "2025-06-18")],
+            &call_tool(json!(marker), "admin-reset", json!({})),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{marker}: {}", r.body);
+        assert_eq!(r.json()["result"]["content"][0]["text"], "called admin-reset");
+    }
+    let seen = rec.seen();
+    assert_eq!(seen.len(), 3);
+    for s in &seen {
+        assert!(!s.headers.contains_key("authorization"), "the token is not passed through");
+        assert_eq!(s.headers["mcp-protocol-version"], "2025-06-18");
+        assert_eq!(s.headers["x-forwarded-for"], "127.0.0.1");
+    }
+    let a = gw.audit_where("allow bob", |r| r["identity"] == "bob").await;
+    assert_eq!(
+        (a["decision"].as_str(), a["auth"].as_str(), a["tool"].as_str()),
+        (Some("allow"), Some("jwt"), Some("admin-reset"))
+    );
+    assert!(a["latency_ms"].as_f64().unwrap() >= 0.0);
+}
+
+#[tokio::test]
+async fn challenge_and_protected_resource_metadata() {
+    let rec = Recorder::start().await;
+    let idp = Idp::start(json!({"keys": []})).await;
+    let gw = dev_gateway(&rec, &idp, json!({})).await;
+    let r = rpc(&gw.url(), &[], &initialize(json!("m-anon"))).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let challenge = r.header("www-authenticate").unwrap();
+    let expected = format!("Bearer resource_metadata=\"http://{}/.well-known/oauth-protected-resource\"", gw.addr);
+    assert_eq!(challenge, expected);
+    gw.denied("missing_credentials", 401).await;
+    assert_eq!(rec.with_marker("m-anon"), 0);
+    let doc = send(Method::GET, &format!("http://{}/.well-known/oauth-protected-resource", gw.addr), &[], None)
+        .await
+        .unwrap();
+    assert_eq!(doc.status, StatusCode::OK);
+    let doc = doc.json();
+    assert_eq!(doc["resource"], format!("http://{}/mcp", gw.addr));
+    assert_eq!(doc["authorization_servers"], json!([ISSUER]));
+    assert_eq!(doc["bearer_methods_supported"], json!(["header"]));
+    // the path-suffixed form of RFC 9728 too
+    let doc2 = send(Method::GET, &format!("http://{}/.well-known/oauth-protected-resource/mcp", gw.addr), &[], None)
+        .await
+        .unwrap();
+    assert_eq!(doc2.json()["resource"], doc["resource"]);
+}
+
+#[tokio::test]
+async fn tools_list_is_filtered_in_json_sse_and_get_streams() {
+    let rec = Recorder::start().await;
+    let idp = Idp::start(json!({"keys": []})).await;
+    let gw = dev_gateway(&rec, &idp, json!({})).await;
+    let dev = bearer(&hs256(&claims("dev", &["developer"])));
+    let admin = bearer(&hs256(&claims("root", &["admin"])));
+    let json_list = rpc(&gw.url(), &[("authorization", &dev)], &list_tools(json!(1))).await;
+    assert_eq!(tool_names(&json_list.json()), vec!["echo", "search_docs"]);
+    let sse_list = rpc(&gw.url(), &[("authorization", &dev), ("x-test-sse", "1")], &list_tools(json!(2))).await;
+    assert!(sse_list.header("content-type").unwrap().starts_with("text/event-stream"));
+    assert!(sse_list.body.contains("id: ev-1"), "other event fields kept: {}", sse_list.body);
+    assert_eq!(tool_names(&sse_list.json()), vec!["echo", "search_docs"]);
+    let all = rpc(&gw.url(), &[("authorization", &admin), ("x-test-sse", "1")], &list_tools(json!(3))).await;
+    assert_eq!(tool_names(&all.json()).len(), RECORDER_TOOLS.len(), "admin has no allow list");
+    // a batch with a tools/list inside
+    let batch = rpc(
+        &gw.url(),
+        &[("authorization", &dev)],
+        &json!([list_tools(json!("b1")), {"jsonrpc": "2.0", "id": "b2", "method": "ping"}]),
+    )
+    .await;
+    assert_eq!(tool_names(&batch.json()[0]), vec!["echo", "search_docs"]);
+    // a GET stream replaying a tools/list answer
+    let get =
+        send(Method::GET, &gw.url(), &[("authorization", &dev), ("accept", "text/event-stream")], None).await.unwrap();
+    assert_eq!(tool_names(&get.json()), vec!["echo", "search_docs"]);
+}
+
+#[tokio::test]
+async fn jwks_rotation_is_picked_up_on_unknown_kid() {
+    let rec = Recorder::start().await;
+    let idp = Idp::start(json!({"keys": [jwk("rsa-a")]})).await;
+    let gw = dev_gateway(&rec, &idp, json!({})).await;
+    let a = rs256(&claims("alice", &["admin"]), "rsa-a", Some("rsa-a"));
+    assert_eq!(rpc(&gw.url(), &[("authorization", &bearer(&a))], &list_tools(json!(1))).await.status, StatusCode::OK);
+    let fetched = idp.jwks_fetches.load(Ordering::SeqCst);
+    assert_eq!(rpc(&gw.url(), &[("authorization", &bearer(&a))], &list_tools(json!(2))).await.status, StatusCode::OK);
+    assert_eq!(idp.jwks_fetches.load(Ordering::SeqCst), fetched, "keys are cached");
+    *idp.jwks.lock().unwrap() = json!({"keys": [jwk("rsa-b")]});
+    let b = rs256(&claims("alice", &["admin"]), "rsa-b", Some("rsa-b"));
+    assert_eq!(rpc(&gw.url(), &[("authorization", &bearer(&b))], &list_tools(json!(3))).await.status, StatusCode::OK);
+    assert_eq!(idp.jwks_fetches.load(Ordering::SeqCst), fetched + 1);
+}
+
+#[tokio::test]
+async fn api_keys_in_constant_time() {
+    let rec = Recorder::start().await;
+    let dir = tempdir("keys");
+    std::fs::write(dir.join("ci-bot.developer"), "key-one\n").unwrap();
+    std::fs::write(dir.join("..data"), "hidden").unwrap();
+    let gw = Gw::start(
+        &policy(json!({
+            "authentication": {"required": true, "methods": ["apikey"], "apiKeys": {"dir": dir}},
+            "authorization": rbac(&["developer"], json!({"developer": ["echo"]})),
+        })),
+        &rec.upstream_args(),
+    )
+    .await;
+    let r = rpc(&gw.url(), &[("x-api-key", "key-one")], &call_tool(json!("ok-key"), "echo", json!({}))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r =
+        rpc(&gw.url(), &[("authorization", "Bearer key-one")], &call_tool(json!("ok-key2"), "echo", json!({}))).await;
+    assert_eq!(r.status, StatusCode::OK, "a key as a bearer token");
+    let a = gw.audit_where("apikey", |r| r["auth"] == "apikey").await;
+    assert_eq!(a["identity"], "ci-bot");
+    for bad in ["key-two", "hidden", "key-on", "key-one2"] {
+        let r = rpc(&gw.url(), &[("x-api-key", bad)], &call_tool(json!("m-badkey"), "echo", json!({}))).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{bad}");
+    }
+    gw.denied("invalid_api_key", 401).await;
+    assert_eq!(rec.with_marker("m-badkey"), 0);
+    assert!(rec.seen().iter().all(|s| !s.headers.contains_key("x-api-key")));
+}
+
+#[tokio::test]
+async fn oauth2_introspection_is_cached_within_the_token_lifetime() {
+    let rec = Recorder::start().await;
+    let idp = Idp::start(json!({"keys": []})).await;
+    let dir = tempdir("oauth");
+    std::fs::write(dir.join("client-id"), "gateway").unwrap();
+    std::fs::write(dir.join("client-secret"), "s3cret\n").unwrap();
+    idp.tokens
+        .lock()
+        .unwrap()
+        .insert("opaque-good".into(), json!({"active": true, "sub": "svc", "exp": now() + 600, "roles": "developer"}));
+    idp.tokens.lock().unwrap().insert(
+        "opaque-expired".into(),
+        json!({"active": true, "sub": "old", "exp": now() - 5, "roles": ["developer"]}),
+    );
+    let gw = Gw::start(
+        &policy(json!({
+            "authentication": {"required": true, "methods": ["oauth2"], "oauth2": {
+                "introspectionUrl": format!("http://{}/introspect", idp.addr),
+                "clientIdFile": dir.join("client-id"), "clientSecretFile": dir.join("client-secret")}},
+            "authorization": rbac(&["developer"], json!({})),
+        })),
+        &rec.upstream_args(),
+    )
+    .await;
+    for i in 0..3 {
+        let r = rpc(&gw.url(), &[("authorization", "Bearer opaque-good")], &list_tools(json!(i))).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    assert_eq!(idp.introspections.load(Ordering::SeqCst), 1, "cached");
+    assert_eq!(idp.last_auth.lock().unwrap().as_deref(), Some("Basic Z2F0ZXdheTpzM2NyZXQ="), "client_secret_basic");
+    for (tok, marker) in [("opaque-bad", "m-inactive"), ("opaque-expired", "m-oexpired")] {
+        let r = rpc(&gw.url(), &[("authorization", &bearer(tok))], &list_tools(json!(marker))).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(rec.with_marker(marker), 0);
+    }
+    gw.denied("not active", 401).await;
+}
+
+#[tokio::test]
+async fn optional_authentication_and_rate_limit_by_address() {
+    let rec = Recorder::start().await;
+    let idp = Idp::start(json!({"keys": []})).await;
+    let dir = tempdir("opt");
+    let mut auth = jwt_auth(&dir, None, true);
+    auth["required"] = json!(false);
+    let gw = Gw::start(
+        &policy(json!({"authentication": auth, "rateLimiting": {"requestsPerMinute": 1, "burstSize": 2},
+                       "audit": {"logLevel": "warn", "retentionDays": 1}})),
+        &rec.upstream_args(),
+    )
+    .await;
+    let _ = idp;
+    for i in 0..2 {
+        assert_eq!(rpc(&gw.url(), &[], &list_tools(json!(i))).await.status, StatusCode::OK);
+    }
+    assert_eq!(rpc(&gw.url(), &[], &list_tools(json!("m-anon-limited"))).await.status, StatusCode::TOO_MANY_REQUESTS);
+    // a bad token is refused even though anonymous callers are let in
+    let bad = rpc(&gw.url(), &[("authorization", "Bearer not-a-jwt")], &list_tools(json!("m-badtok"))).await;
+    assert!(bad.status == StatusCode::UNAUTHORIZED || bad.status == StatusCode::TOO_MANY_REQUESTS);
+    let a = gw.denied("rate_limited", 429).await;
+    assert_eq!(a["identity"], "anonymous");
+    // logLevel warn: allowed requests are not audited
+    assert!(gw.audit().iter().all(|r| r["decision"] != "allow"), "{:?}", gw.audit());
+}
+
+#[tokio::test]
+async fn sessions_are_bound_to_their_creator() {
+    let rec = Recorder::start().await;
+    let idp = Idp::start(json!({"keys": []})).await;
+    let gw = dev_gateway(&rec, &idp, json!({})).await;
+    let alice = bearer(&hs256(&claims("alice", &["admin"])));
+    let bob = bearer(&hs256(&claims("bob", &["admin"])));
+    let init = rpc(&gw.url(), &[("authorization", &alice)], &initialize(json!(1))).await;
+    let sid = init.header("mcp-session-id").unwrap();
+    assert!(gw.metrics().await.contains("mcp_gateway_sessions 1"));
+    let ok = rpc(&gw.url(), &[("authorization", &alice), ("mcp-session-id", &sid)], &list_tools(json!(2))).await;
+    assert_eq!(ok.status, StatusCode::OK);
+    let hijack =
+        rpc(&gw.url(), &[("authorization", &bob), ("mcp-session-id", &sid)], &list_tools(json!("m-hijack"))).await;
+    assert_eq!(hijack.status, StatusCode::FORBIDDEN);
+    assert_eq!(rec.with_marker("m-hijack"), 0);
+    let del =
+        send(Method::DELETE, &gw.url(), &[("authorization", &alice), ("mcp-session-id", &sid)], None).await.unwrap();
+    assert_eq!(del.status, StatusCode::OK);
+    assert!(gw.metrics().await.contains("mcp_gateway_sessions 0"));
+}
+
+#[tokio::test]
+async fn tls_certificate_is_reloaded_when_the_files_change() {
+    let rec = Recorder::start().await;
+    let pki = Pki::new("reload ca");
+    let dir = tempdir("reload");
+    let first = pki.leaf("localhost", &[], false);
+    std::fs::write(dir.join("tls.crt"), &first.cert_pem).unwrap();
+    std::fs::write(dir.join("tls.key"), &first.key_pem).unwrap();
+    let gw = Gw::start(
+        &policy(json!({"tls": {"minVersion": "1.3", "certFile": dir.join("tls.crt"), "keyFile": dir.join("tls.key")}})),
+        &rec.upstream_args(),
+    )
+    .await;
+    let before = served_cert(gw.addr, &pki.ca_pem).await.unwrap();
+    // half-written files are not taken: the old certificate stays
+    std::fs::write(dir.join("tls.crt"), "garbage").unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(served_cert(gw.addr, &pki.ca_pem).await.unwrap(), before);
+    let second = pki.leaf("localhost", &[], false);
+    std::fs::write(dir.join("tls.key"), &second.key_pem).unwrap();
+    std::fs::write(dir.join("tls.crt"), &second.cert_pem).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = served_cert(gw.addr, &pki.ca_pem).await.unwrap();
+        if now != before {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "certificate not reloaded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn admin_port_reports_readiness_status_and_metrics() {
+    let rec = Recorder::start().await;
+    let gw = Gw::start(&json!({"enabled": false, "policy": null}), &rec.upstream_args()).await;
+    gw.wait_ready(Duration::from_secs(10)).await;
+    let status = send(Method::GET, &gw.admin_url("/status"), &[], None).await.unwrap().json();
+    assert_eq!(status["name"], "recorder");
+    assert_eq!(status["version"], "9.9.9");
+    assert_eq!(status["protocolVersion"], "2025-06-18");
+    assert_eq!(status["tools"], json!(RECORDER_TOOLS));
+    assert!(status["capabilities"]["tools"].is_object());
+    assert_eq!(status["gateway"]["name"], "test-server");
+    // no policy: everything passes, nothing is audited
+    let r = rpc(&gw.url(), &[], &call_tool(json!(1), "echo", json!({}))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(gw.audit().is_empty());
+    let m = gw.metrics().await;
+    assert!(
+        m.contains(r#"mcp_gateway_requests_total{method="tools/call",tool="echo",status="200",decision="allow"} 1"#),
+        "{m}"
+    );
+    assert!(m.contains("mcp_gateway_upstream_ready 1"));
+    assert!(m.contains("mcp_gateway_request_duration_seconds_bucket"));
+    assert_eq!(send(Method::GET, &gw.admin_url("/healthz"), &[], None).await.unwrap().status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn not_ready_without_a_server() {
+    let gw = Gw::start(
+        &json!({"enabled": false, "policy": null}),
+        &["--upstream".into(), format!("http://127.0.0.1:{}/mcp", free_port()), "--check-interval".into(), "1s".into()],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = send(Method::GET, &gw.admin_url("/readyz"), &[], None).await.unwrap();
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    let r = rpc(&gw.url(), &[], &list_tools(json!(1))).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(r.json()["error"]["code"], -32002);
+}

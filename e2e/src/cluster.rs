@@ -48,9 +48,11 @@ fn docker_answers() -> bool {
     Command::new("docker").args(["info", "--format", "{{.ServerVersion}}"]).output().is_ok_and(|o| o.status.success())
 }
 
-/// Images the guide's examples name, served on k3s by a stand-in (e2e/images/stand-in).
-pub const STAND_IN_IMAGES: &[&str] =
-    &["mcp-rs:latest", "mcp-rs:v0.1.0", "mcp-rs:v0.2.0-beta", "mcp-rs-wordpress-plugin:latest", "mcp-plugin:e2e"];
+/// MCP server images the guide's examples name, served on k3s by the reference MCP server
+/// (e2e/images/mcp-server).
+pub const STAND_IN_SERVER_IMAGES: &[&str] = &["mcp-rs:latest", "mcp-rs:v0.1.0", "mcp-rs:v0.2.0-beta"];
+/// Plugin images the e2e suite names, served on k3s by a small HTTP stand-in (e2e/images/stand-in).
+pub const STAND_IN_PLUGIN_IMAGES: &[&str] = &["mcp-rs-wordpress-plugin:latest", "mcp-plugin:e2e"];
 
 /// A running cluster; keeps the k3s container alive as long as it lives.
 pub struct Cluster {
@@ -106,14 +108,24 @@ impl Cluster {
         run(Command::new("docker").args(["build", "-t", &image, "."]).current_dir(repo))
             .context("building the operator image for k3s")?;
         run(Command::new("docker").args(["save", "-o"]).arg(images.join("mcp-operator.tar")).arg(&image))?;
+        // The gateway image the chart's operator puts into every server pod.
+        let gateway = crate::env::chart_gateway_image(repo)?;
+        run(Command::new("docker").args(["build", "--target", "gateway", "-t", &gateway, "."]).current_dir(repo))
+            .context("building the gateway image for k3s")?;
+        run(Command::new("docker").args(["save", "-o"]).arg(images.join("mcp-gateway.tar")).arg(&gateway))?;
         // Stand-ins for the server and plugin images the guide names.
-        let mut build = Command::new("docker");
-        build.arg("build");
-        for tag in STAND_IN_IMAGES {
-            build.args(["-t", tag]);
+        for (dir, tags, tar) in [
+            ("e2e/images/mcp-server", STAND_IN_SERVER_IMAGES, "stand-in-servers.tar"),
+            ("e2e/images/stand-in", STAND_IN_PLUGIN_IMAGES, "stand-in-plugins.tar"),
+        ] {
+            let mut build = Command::new("docker");
+            build.arg("build");
+            for tag in tags {
+                build.args(["-t", tag]);
+            }
+            run(build.arg(dir).current_dir(repo)).with_context(|| format!("building {dir}"))?;
+            run(Command::new("docker").args(["save", "-o"]).arg(images.join(tar)).args(tags))?;
         }
-        run(build.arg("e2e/images/stand-in").current_dir(repo)).context("building the stand-in images")?;
-        run(Command::new("docker").args(["save", "-o"]).arg(images.join("stand-ins.tar")).args(STAND_IN_IMAGES))?;
         let conf = work.join("k3s-conf");
         std::fs::create_dir_all(&conf)?;
         let tag = std::env::var("E2E_K3S_TAG").unwrap_or_else(|_| "v1.33.5-k3s1".to_string());

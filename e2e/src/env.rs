@@ -58,6 +58,17 @@ pub fn chart_image(repo: &Path) -> Result<String> {
     Ok(format!("{repo_name}:{tag}"))
 }
 
+/// The gateway image the chart's operator uses by default (`gateway.image.repository:appVersion`).
+pub fn chart_gateway_image(repo: &Path) -> Result<String> {
+    let chart: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(repo.join("charts/mcp-operator/Chart.yaml"))?)?;
+    let values: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(repo.join("charts/mcp-operator/values.yaml"))?)?;
+    let repo_name = values["gateway"]["image"]["repository"].as_str().context("values.gateway.image.repository")?;
+    let tag = chart["appVersion"].as_str().context("Chart appVersion")?;
+    Ok(format!("{repo_name}:{tag}"))
+}
+
 fn tools_cache_bin() -> Option<PathBuf> {
     let base = std::env::var_os("MCP_TOOLS_DIR").map(PathBuf::from).or_else(|| {
         std::env::var_os("XDG_CACHE_HOME")

@@ -925,3 +925,160 @@ async fn bad_input_policy_method_without_settings_is_reported_and_running_server
     ensure!(secrets.items.iter().all(|s| !s.name_any().contains("jwt")), "nothing invented");
     Ok(())
 }
+
+// ---------------------------------------------------------------- gateway (data plane)
+
+/// Kills a child process when dropped.
+struct Child(std::process::Child);
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn hs256_token(secret: &str, roles: &[&str]) -> Result<String> {
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() + 300;
+    let claims = serde_json::json!({"iss": "e2e", "aud": "mcp", "sub": "alice", "exp": exp, "roles": roles});
+    Ok(jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )?)
+}
+
+const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"e2e","version":"1"}}}"#;
+
+/// POSTs an MCP initialize to `url`; returns the HTTP status (0: no answer) and body.
+fn mcp_initialize(ns: &TestNamespace, url: &str, token: Option<&str>) -> Result<(u16, String)> {
+    let auth = token.map(|t| format!("-H 'Authorization: Bearer {t}'")).unwrap_or_default();
+    let out = ns.sh_ok(&format!(
+        "b=$(mktemp); code=$(curl -sS --max-time 10 -o $b -w '%{{http_code}}' -X POST {auth} \
+         -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' \
+         --data '{INITIALIZE}' {url} 2>/dev/null || true); echo \"${{code:-0}}\"; cat $b; rm -f $b"
+    ))?;
+    let (code, body) = out.split_once('\n').unwrap_or((out.as_str(), ""));
+    Ok((code.trim().parse().unwrap_or(0), body.to_string()))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gateway_real_mcp_call_with_a_token_follows_the_rendered_policy() -> Result<()> {
+    let env = env();
+    let _g = env.shared().await;
+    let ns = env.namespace("gw-call").await?;
+    let secret = "e2e-hs256-secret-for-the-gateway-0123456789";
+    ns.sh_ok(&format!(
+        "kubectl create secret generic jwt-key --from-literal=hs256={secret} && kubectl apply -f - <<EOF
+apiVersion: mcp.n-takatsu.dev/v1alpha1
+kind: SecurityPolicy
+metadata: {{name: p}}
+spec:
+  authentication: {{required: true, methods: [jwt], jwt: {{issuer: e2e, audiences: [mcp], secretRef: {{name: jwt-key, key: hs256}}}}}}
+  authorization: {{mode: rbac, allowedRoles: [developer]}}
+---
+apiVersion: mcp.n-takatsu.dev/v1alpha1
+kind: MCPServer
+metadata: {{name: s}}
+spec: {{securityPolicy: p, port: 3000}}
+EOF"
+    ))?;
+    running(&ns, "s", 1).await?;
+    let developer = hs256_token(secret, &["developer"])?;
+    let guest = hs256_token(secret, &["guest"])?;
+    // Keep the processes of the local path alive for the whole test.
+    let mut _processes: Vec<Child> = vec![];
+    let url = if env.operator_is_local() {
+        // No container runs on the local cluster: run the real gateway binary with exactly the
+        // arguments and policy document the operator rendered into the pod, in front of the
+        // reference MCP server, so that the rendered config is proven consumable as is.
+        let d = ns.api::<Deployment>().get("s").await?;
+        let gw = d
+            .spec
+            .template
+            .spec
+            .as_ref()
+            .context("pod")?
+            .containers
+            .iter()
+            .find(|c| c.name == "gateway")
+            .context("gateway container")?
+            .clone();
+        let cm = ns.api::<ConfigMap>().get("s-config").await?;
+        let work = env.work.join(format!("gw-{}", ns.name));
+        let secrets = work.join("secrets");
+        std::fs::create_dir_all(secrets.join("jwt-key"))?;
+        std::fs::write(secrets.join("jwt-key/hs256"), secret)?;
+        let policy =
+            cm.data.context("data")?["policy.json"].replace("/var/run/secrets/mcp", &secrets.to_string_lossy());
+        std::fs::write(work.join("policy.json"), policy)?;
+        let deps = ns.sh_ok("hack/gateway-test-deps.sh")?;
+        let everything =
+            deps.lines().find_map(|l| l.strip_prefix("SERVER_EVERYTHING=")).context("server-everything")?.to_string();
+        let free = || std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port());
+        let (up, listen, admin) = (free()?, free()?, free()?);
+        _processes.push(Child(
+            std::process::Command::new("node")
+                .args([everything.as_str(), "streamableHttp"])
+                .env("PORT", up.to_string())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()?,
+        ));
+        ns.sh_ok("cargo build --quiet -p mcp-gateway")?;
+        let mut args: Vec<String> = gw.args.clone().unwrap_or_default();
+        for a in args.iter_mut() {
+            if a.starts_with("--listen=") {
+                *a = format!("--listen=127.0.0.1:{listen}");
+            } else if a.starts_with("--admin-listen=") {
+                *a = format!("--admin-listen=127.0.0.1:{admin}");
+            } else if a.starts_with("--upstream=") {
+                ensure!(a == "--upstream=http://127.0.0.1:3000/mcp", "rendered upstream: {a}");
+                *a = format!("--upstream=http://127.0.0.1:{up}/mcp");
+            } else if a.starts_with("--policy=") {
+                ensure!(a == "--policy=/etc/mcp/policy.json", "rendered policy path: {a}");
+                *a = format!("--policy={}", work.join("policy.json").display());
+            }
+        }
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| env.repo.join("target"));
+        _processes.push(Child(
+            std::process::Command::new(target.join("debug/mcp-gateway"))
+                .args(&args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(work.join("gateway.log"))?)
+                .spawn()?,
+        ));
+        eventually("the gateway to be ready (MCP handshake with the server)", || {
+            let url = format!("http://127.0.0.1:{admin}/readyz");
+            async move { Ok(mcp_operator_e2e::env::http_get(&url).await.ok().map(|_| ())) }
+        })
+        .await?;
+        format!("http://127.0.0.1:{listen}/mcp")
+    } else {
+        // k3s: through the Service, with the guide's kind of command.
+        let port = 18000 + (std::process::id() % 1000) as u16;
+        _processes.push(Child(
+            std::process::Command::new("kubectl")
+                .args(["port-forward", "svc/s", &format!("{port}:3000"), "-n", &ns.name])
+                .env("KUBECONFIG", &env.cluster.kubeconfig)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()?,
+        ));
+        let url = format!("http://127.0.0.1:{port}/mcp");
+        eventually("the port-forward to the Service", || {
+            let (ns, url) = (&ns, url.clone());
+            async move { Ok(mcp_initialize(ns, &url, None).ok().filter(|(c, _)| *c != 0).map(|_| ())) }
+        })
+        .await?;
+        url
+    };
+    let (code, body) = mcp_initialize(&ns, &url, None)?;
+    ensure!(code == 401, "no token: {code} {body}");
+    let (code, body) = mcp_initialize(&ns, &url, Some(&guest))?;
+    ensure!(code == 403, "role not allowed: {code} {body}");
+    let (code, body) = mcp_initialize(&ns, &url, Some(&developer))?;
+    ensure!(code == 200 && body.contains("serverInfo"), "allowed: {code} {body}");
+    Ok(())
+}

@@ -427,11 +427,6 @@ pub fn controller(ctx: Arc<Context>, scope: &Scope) -> (Store<McpServer>, impl s
         })
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
-        .for_each(move |res| {
-            if let Ok((obj, _)) = &res {
-                done.succeeded(CONTROLLER, obj);
-            }
-            futures::future::ready(())
-        });
+        .for_each(super::forget_failures(done, CONTROLLER));
     (store, fut)
 }

@@ -6,13 +6,11 @@ use super::{apply_status, Context, Error, Result, Scope};
 use crate::api::plugin_condition_types::*;
 use crate::api::{condition, set_condition, IsolationLevel, McpServer, Plugin, PluginPhase, PluginStatus};
 use crate::plugins::{describe, index, reachable, resolve_plugins, PluginProblem};
-use futures::StreamExt;
 use k8s_openapi::api::node::v1::RuntimeClass;
 use kube::api::ListParams;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{watcher, Controller};
+use kube::runtime::reflector::Store;
 use kube::{Api, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
@@ -121,31 +119,7 @@ pub fn error_policy(plugin: Arc<Plugin>, err: &Error, ctx: Arc<Context>) -> Acti
 
 /// Runs the Plugin controller in `scope` until shutdown. Returns its store for metrics.
 pub fn controller(ctx: Arc<Context>, scope: &Scope) -> (Store<Plugin>, impl std::future::Future<Output = ()>) {
-    let client = ctx.client.clone();
-    let controller = Controller::new(scope.api::<Plugin>(&client), watcher::Config::default());
-    let store = controller.store();
-    let plugins = store.clone();
-    let done = ctx.clone();
-    let fut = controller
-        .watches(scope.api::<McpServer>(&client), watcher::Config::default(), move |server| {
-            // usedBy of every plugin in the namespace may change with a server's plugin list.
-            let ns = server.namespace();
-            plugins
-                .state()
-                .into_iter()
-                .filter(|p| p.namespace() == ns)
-                .map(|p| ObjectRef::from_obj(&*p))
-                .collect::<Vec<_>>()
-        })
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
-        .for_each(move |res| {
-            if let Ok((obj, _)) = &res {
-                done.succeeded(CONTROLLER, obj);
-            }
-            futures::future::ready(())
-        });
-    (store, fut)
+    super::referenced_kind_controller(ctx, scope, CONTROLLER, reconcile, error_policy)
 }
 
 #[cfg(test)]

@@ -8,12 +8,10 @@ use super::{apply_status, Context, Error, Result, Scope};
 use crate::api::policy_condition_types::VALID;
 use crate::api::{condition, set_condition, McpServer, SecurityPolicy, SecurityPolicyPhase, SecurityPolicyStatus};
 use crate::policy::validate_policy;
-use futures::StreamExt;
 use kube::api::ListParams;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{watcher, Controller};
+use kube::runtime::reflector::Store;
 use kube::{Api, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,31 +102,7 @@ pub fn error_policy(policy: Arc<SecurityPolicy>, err: &Error, ctx: Arc<Context>)
 
 /// Runs the SecurityPolicy controller in `scope` until shutdown. Returns its store for metrics.
 pub fn controller(ctx: Arc<Context>, scope: &Scope) -> (Store<SecurityPolicy>, impl std::future::Future<Output = ()>) {
-    let client = ctx.client.clone();
-    let controller = Controller::new(scope.api::<SecurityPolicy>(&client), watcher::Config::default());
-    let store = controller.store();
-    let policies = store.clone();
-    let done = ctx.clone();
-    let fut = controller
-        .watches(scope.api::<McpServer>(&client), watcher::Config::default(), move |server| {
-            // A server may have switched away from a policy: recount every policy in its namespace.
-            let ns = server.namespace();
-            policies
-                .state()
-                .into_iter()
-                .filter(|p| p.namespace() == ns)
-                .map(|p| ObjectRef::from_obj(&*p))
-                .collect::<Vec<_>>()
-        })
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
-        .for_each(move |res| {
-            if let Ok((obj, _)) = &res {
-                done.succeeded(CONTROLLER, obj);
-            }
-            futures::future::ready(())
-        });
-    (store, fut)
+    super::referenced_kind_controller(ctx, scope, CONTROLLER, reconcile, error_policy)
 }
 
 #[cfg(test)]

@@ -63,6 +63,14 @@ image tag="0.1.0":
     docker build -t ghcr.io/n-takatsu/mcp-operator:{{tag}} .
     docker build --target gateway -t ghcr.io/n-takatsu/mcp-gateway:{{tag}} .
 
+# Gateway benchmark: added latency and throughput vs direct, stdio bridge vs mcp-proxy and supergateway.
+bench-gateway:
+    hack/bench-gateway.sh
+
+# The MCP conformance suite directly, through the gateway, and through the stdio bridge.
+conformance:
+    hack/conformance.sh
+
 # Run the operator against the current kubeconfig.
 run *args:
     cargo run --bin mcp-operator -- "$@"

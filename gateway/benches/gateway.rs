@@ -4,7 +4,9 @@
 //!     `@modelcontextprotocol/server-everything` over Streamable HTTP, versus the server directly,
 //!     with no policy and with a JWT + RBAC + rate limit + audit policy;
 //!   - the stdio bridge (`mcp-gateway --stdio`) versus `supergateway` (npm) and `mcp-proxy` (PyPI),
-//!     each exposing server-everything's stdio transport as Streamable HTTP.
+//!     each exposing server-everything's stdio transport as Streamable HTTP;
+//!   - for reference, the gateway in front of a minimal in-process Rust MCP stub (JSON answers), which
+//!     shows the gateway's own cost without the Node.js server's.
 //!
 //! Every target gets the same client and the same requests: one initialized MCP session, then
 //! `tools/call echo` (the server answers each POST with a one-event SSE body). Latency: one
@@ -17,7 +19,6 @@
 //! a short smoke run of the same code with small counts.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
 mod common;
 
 use bytes::Bytes;
@@ -39,37 +40,39 @@ use tokio::net::TcpStream;
 struct Plan {
     /// Requests before measuring, per target.
     warmup: usize,
-    /// Sequential requests measured for latency, per target and round.
-    latency_requests: usize,
-    /// Rounds over all targets (latency samples of all rounds are pooled; rounds interleave the
-    /// targets so that drift on a shared machine hits all of them alike).
-    rounds: usize,
-    /// Upper bound on one latency phase.
+    /// Latency is measured per group of targets compared with each other (the HTTP ones, the stdio
+    /// ones), round-robin: each iteration sends one request to every target of the group, so load
+    /// from elsewhere on a shared machine hits all of them alike. Iterations per group:
+    latency_iterations: usize,
+    /// Upper bound on one group's latency phase.
     latency_time: Duration,
-    /// Throughput phase: concurrent connections, request cap and time bound.
+    /// Throughput: concurrent connections; per target `slices` slices of at most
+    /// `slice_requests` requests or `slice_time`, the targets of a group taking turns slice by slice
+    /// (again so that outside load hits them alike).
     connections: usize,
-    throughput_requests: usize,
-    throughput_time: Duration,
+    slices: usize,
+    slice_requests: usize,
+    slice_time: Duration,
 }
 
 const FULL: Plan = Plan {
     warmup: 300,
-    latency_requests: 2000,
-    rounds: 2,
-    latency_time: Duration::from_secs(10),
+    latency_iterations: 3000,
+    latency_time: Duration::from_secs(20),
     connections: 8,
-    throughput_requests: 40_000,
-    throughput_time: Duration::from_secs(5),
+    slices: 5,
+    slice_requests: 10_000,
+    slice_time: Duration::from_secs(1),
 };
 
 const SMOKE: Plan = Plan {
     warmup: 20,
-    latency_requests: 100,
-    rounds: 1,
+    latency_iterations: 100,
     latency_time: Duration::from_secs(5),
     connections: 4,
-    throughput_requests: 400,
-    throughput_time: Duration::from_secs(1),
+    slices: 2,
+    slice_requests: 200,
+    slice_time: Duration::from_millis(500),
 };
 
 const PROTOCOL: &str = "2025-06-18";
@@ -84,6 +87,8 @@ struct Target {
     host: String,
     path: String,
     auth: Option<String>,
+    /// serverInfo.name expected from initialize.
+    server: &'static str,
 }
 
 /// A started MCP session on a target.
@@ -164,7 +169,7 @@ impl Session {
             "protocolVersion": PROTOCOL, "capabilities": {}, "clientInfo": {"name": "bench-gateway", "version": "1"}}});
         let (status, sid, body) = c.post(&s, Bytes::from(init.to_string())).await?;
         let msg = message(&body).ok_or_else(|| format!("initialize: {status} {}", String::from_utf8_lossy(&body)))?;
-        if status != StatusCode::OK || msg["result"]["serverInfo"]["name"] != "mcp-servers/everything" {
+        if status != StatusCode::OK || msg["result"]["serverInfo"]["name"] != target.server {
             return Err(format!("initialize: {status} {msg}"));
         }
         s.id = sid;
@@ -228,27 +233,38 @@ impl Stats {
     }
 }
 
-async fn latency(s: &Session, n: usize, warmup: usize, bound: Duration, st: &mut Stats) {
-    let mut c = Conn::new(&s.target.host);
-    for _ in 0..warmup {
-        s.echo(&mut c).await;
+/// Round-robin over `group` (indexes into `sessions`), one keep-alive connection per target,
+/// requests one after another.
+async fn latency(sessions: &[Session], group: &[usize], plan: &Plan, stats: &mut [Stats]) {
+    let mut conns: Vec<Conn> = group.iter().map(|&i| Conn::new(&sessions[i].target.host)).collect();
+    for (k, &i) in group.iter().enumerate() {
+        for _ in 0..plan.warmup {
+            sessions[i].echo(&mut conns[k]).await;
+        }
     }
-    let deadline = Instant::now() + bound;
-    for _ in 0..n {
+    let deadline = Instant::now() + plan.latency_time;
+    for it in 0..plan.latency_iterations {
         if Instant::now() > deadline {
             break;
         }
-        let t = Instant::now();
-        let (ok, detail) = s.echo(&mut c).await;
-        if ok {
-            st.latencies_us.push(t.elapsed().as_secs_f64() * 1e6);
-        } else {
-            st.latency_errors += 1;
-            st.first_error.get_or_insert(detail);
+        for j in 0..group.len() {
+            // Rotate who goes first.
+            let k = (it + j) % group.len();
+            let i = group[k];
+            let t = Instant::now();
+            let (ok, detail) = sessions[i].echo(&mut conns[k]).await;
+            let st = &mut stats[i];
+            if ok {
+                st.latencies_us.push(t.elapsed().as_secs_f64() * 1e6);
+            } else {
+                st.latency_errors += 1;
+                st.first_error.get_or_insert(detail);
+            }
         }
     }
 }
 
+/// One throughput slice against one target; adds to its totals.
 async fn throughput(s: &Session, plan: &Plan, st: &mut Stats) {
     let done = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(AtomicUsize::new(0));
@@ -260,7 +276,7 @@ async fn throughput(s: &Session, plan: &Plan, st: &mut Stats) {
     for _ in 0..plan.connections {
         let (s, done, errors, issued, stop, first_error) =
             (s.clone(), done.clone(), errors.clone(), issued.clone(), stop.clone(), first_error.clone());
-        let cap = plan.throughput_requests;
+        let cap = plan.slice_requests;
         tasks.push(tokio::spawn(async move {
             let mut c = Conn::new(&s.target.host);
             while !stop.load(Ordering::Relaxed) && issued.fetch_add(1, Ordering::Relaxed) < cap {
@@ -276,16 +292,16 @@ async fn throughput(s: &Session, plan: &Plan, st: &mut Stats) {
     }
     let all = futures_util::future::join_all(tasks);
     tokio::pin!(all);
-    if tokio::time::timeout(plan.throughput_time, &mut all).await.is_err() {
+    if tokio::time::timeout(plan.slice_time, &mut all).await.is_err() {
         stop.store(true, Ordering::Relaxed);
         // In-flight requests finish (each is bounded by the client timeout).
         let _ = tokio::time::timeout(Duration::from_secs(15), &mut all).await;
     }
     let secs = start.elapsed().as_secs_f64();
-    st.throughput_done = done.load(Ordering::Relaxed);
-    st.throughput_errors = errors.load(Ordering::Relaxed);
-    st.throughput_secs = secs;
-    st.throughput = st.throughput_done as f64 / secs;
+    st.throughput_done += done.load(Ordering::Relaxed);
+    st.throughput_errors += errors.load(Ordering::Relaxed);
+    st.throughput_secs += secs;
+    st.throughput = st.throughput_done as f64 / st.throughput_secs;
     if st.first_error.is_none() {
         st.first_error = first_error.lock().unwrap().take();
     }
@@ -318,11 +334,21 @@ fn bench_deps() -> BenchDeps {
         assert!(p.exists(), "{} missing", p.display());
         p
     };
-    BenchDeps { server_everything: get("SERVER_EVERYTHING"), supergateway: get("SUPERGATEWAY"), mcp_proxy: get("MCP_PROXY") }
+    BenchDeps {
+        server_everything: get("SERVER_EVERYTHING"),
+        supergateway: get("SUPERGATEWAY"),
+        mcp_proxy: get("MCP_PROXY"),
+    }
 }
 
 fn spawn(cmd: &mut Command, what: &str) -> Proc {
-    Proc(cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap_or_else(|e| panic!("{what}: {e}")))
+    Proc(
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what}: {e}")),
+    )
 }
 
 /// The first MCP session that works on the target (it is ready when one does).
@@ -351,7 +377,61 @@ fn gateway(policy: &Value, dir: &Path, extra: &[&str], port: u16) -> Proc {
 }
 
 fn target(name: &'static str, port: u16, auth: Option<String>) -> Target {
-    Target { name, host: format!("127.0.0.1:{port}"), path: "/mcp".into(), auth }
+    Target { name, host: format!("127.0.0.1:{port}"), path: "/mcp".into(), auth, server: "mcp-servers/everything" }
+}
+
+// ---------------------------------------------------------------- a minimal upstream
+
+const STUB: &str = "bench-stub";
+
+/// The answer of the stub MCP server: initialize, tools/call echo, {} for anything else; JSON.
+fn stub_answer(body: &[u8]) -> Option<String> {
+    let msg: Value = serde_json::from_slice(body).ok()?;
+    let id = msg.get("id")?;
+    let result = match msg["method"].as_str()? {
+        "initialize" => json!({"protocolVersion": PROTOCOL, "capabilities": {"tools": {}},
+            "serverInfo": {"name": STUB, "version": "1"}}),
+        "tools/list" => json!({"tools": [{"name": "echo", "inputSchema": {"type": "object"}}]}),
+        "tools/call" => json!({"content": [{"type": "text",
+            "text": format!("Echo: {}", msg["params"]["arguments"]["message"].as_str().unwrap_or(""))}]}),
+        _ => json!({}),
+    };
+    Some(json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string())
+}
+
+/// A minimal Streamable HTTP MCP server (JSON responses) on its own thread, to show what the
+/// gateway itself adds when the server behind it costs next to nothing.
+fn stub_server() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { continue };
+                tcp.set_nodelay(true).ok();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let resp = http::Response::builder().header("mcp-session-id", "stub-session");
+                        Ok::<_, std::convert::Infallible>(
+                            match stub_answer(&body) {
+                                Some(a) => {
+                                    resp.header("content-type", "application/json").body(Full::new(Bytes::from(a)))
+                                }
+                                None => resp.status(202).body(Full::new(Bytes::new())),
+                            }
+                            .unwrap(),
+                        )
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
+                });
+            }
+        });
+    });
+    port
 }
 
 // ---------------------------------------------------------------- the run
@@ -390,6 +470,18 @@ async fn bench_gateway() {
     }));
     procs.push(gateway(&pol, &d, &["--upstream", &upstream], gwp_port));
     let token = format!("Bearer {}", hs256(&claims("bench", &["developer"])));
+
+    // A minimal upstream, directly and through the gateway (no policy).
+    let stub_port = stub_server();
+    let gws_port = free_port();
+    let d = dir.join("stub");
+    std::fs::create_dir_all(&d).unwrap();
+    procs.push(gateway(
+        &json!({"enabled": false}),
+        &d,
+        &["--upstream", &format!("http://127.0.0.1:{stub_port}/mcp")],
+        gws_port,
+    ));
 
     // stdio: the bridge, supergateway, mcp-proxy, each running `node server-everything stdio`.
     let br_port = free_port();
@@ -442,6 +534,8 @@ async fn bench_gateway() {
         target("stdio bridge (mcp-gateway --stdio)", br_port, None),
         target("supergateway --stateful (stdio)", sg_port, None),
         target("mcp-proxy (stdio)", mp_port, None),
+        Target { server: STUB, ..target("minimal Rust stub server (JSON), direct", stub_port, None) },
+        Target { server: STUB, ..target("gateway, no policy, in front of the stub", gws_port, None) },
     ];
     let mut sessions = vec![];
     for t in &targets {
@@ -449,14 +543,15 @@ async fn bench_gateway() {
     }
     let setup = wall.elapsed();
     let mut stats = vec![Stats::default(); targets.len()];
-    for round in 0..plan.rounds {
-        for (i, s) in sessions.iter().enumerate() {
-            let warm = if round == 0 { plan.warmup } else { plan.warmup / 10 };
-            latency(s, plan.latency_requests, warm, plan.latency_time, &mut stats[i]).await;
+    latency(&sessions, &[0, 1, 2], &plan, &mut stats).await;
+    latency(&sessions, &[3, 4, 5], &plan, &mut stats).await;
+    latency(&sessions, &[6, 7], &plan, &mut stats).await;
+    for group in [&[0, 1, 2][..], &[3, 4, 5], &[6, 7]] {
+        for _ in 0..plan.slices {
+            for &i in group {
+                throughput(&sessions[i], &plan, &mut stats[i]).await;
+            }
         }
-    }
-    for (i, s) in sessions.iter().enumerate() {
-        throughput(s, &plan, &mut stats[i]).await;
     }
     drop(procs);
 
@@ -468,25 +563,28 @@ async fn bench_gateway() {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
     println!(
-        "Latency: 1 connection, sequential, {} rounds x {} requests after {} warm-up. Throughput: {} connections, \
-         at most {} requests or {} s.\n",
-        plan.rounds,
-        plan.latency_requests,
+        "Latency: 1 connection per target, sequential, round-robin over the targets compared (HTTP; stdio; stub), \
+         at most {} requests per target or {} s per group, after {} warm-up. Throughput: {} connections, \
+         {} slices of at most {} requests or {:.1} s per target, the targets of a group taking turns.\n",
+        plan.latency_iterations,
+        plan.latency_time.as_secs(),
         plan.warmup,
         plan.connections,
-        plan.throughput_requests,
-        plan.throughput_time.as_secs()
+        plan.slices,
+        plan.slice_requests,
+        plan.slice_time.as_secs_f64()
     );
-    println!("| target | p50 ms | p99 ms | mean ms | req/s | errors |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("| target | p50 ms | p99 ms | mean ms | samples | req/s | errors |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for (t, st) in targets.iter().zip(&stats) {
         let mean = st.latencies_us.iter().sum::<f64>() / st.latencies_us.len().max(1) as f64;
         println!(
-            "| {} | {} | {} | {} | {:.0} | {} |",
+            "| {} | {} | {} | {} | {} | {:.0} | {} |",
             t.name,
             ms(st.pct(50.0)),
             ms(st.pct(99.0)),
             ms(mean),
+            st.latencies_us.len(),
             st.throughput,
             st.errors()
         );
@@ -510,6 +608,7 @@ async fn bench_gateway() {
     cmp(2, 0);
     cmp(3, 4);
     cmp(3, 5);
+    cmp(7, 6);
     println!();
     println!("setup {:.1} s, total {:.1} s", setup.as_secs_f64(), wall.elapsed().as_secs_f64());
     for (t, st) in targets.iter().zip(&stats) {

@@ -35,7 +35,8 @@ fn every_scenario_passing_directly_passes_through_the_gateway_and_the_bridge() {
     let direct: Vec<&str> = scenarios.iter().copied().filter(|s| passes("direct", s)).collect();
     // server-everything is not the suite's own test server, so many scenarios (which call test_*
     // tools, prompts and resources) fail directly; these must not.
-    for must in ["server-initialize", "ping", "tools-list", "tools-call-simple-text", "resources-list", "prompts-list"] {
+    for must in ["server-initialize", "ping", "tools-list", "tools-call-simple-text", "resources-list", "prompts-list"]
+    {
         assert!(direct.contains(&must), "{must} does not pass directly against server-everything");
     }
     for mode in ["gateway", "stdio-bridge"] {

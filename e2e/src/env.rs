@@ -139,16 +139,7 @@ impl Env {
 
     /// Runs a shell script (a guide command) as cluster admin, from the repository root.
     pub fn admin_sh(&self, script: &str) -> Result<Output> {
-        let out = self.sh_with(&self.cluster.kubeconfig, script)?;
-        if !out.status.success() {
-            bail!(
-                "command failed ({}):\n{script}\n--- stdout\n{}\n--- stderr\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(out)
+        succeeded(script, self.sh_with(&self.cluster.kubeconfig, script)?)
     }
 
     /// Runs a shell script with `kubeconfig`; returns its output whatever the exit status.
@@ -308,15 +299,7 @@ impl TestNamespace {
 
     /// Runs a guide command in this namespace and fails unless it succeeds; returns stdout.
     pub fn sh_ok(&self, script: &str) -> Result<String> {
-        let out = self.sh(script)?;
-        if !out.status.success() {
-            bail!(
-                "command failed ({}):\n{script}\n--- stdout\n{}\n--- stderr\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        let out = succeeded(script, self.sh(script)?)?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
@@ -349,6 +332,19 @@ impl Drop for TestNamespace {
         }
         let _ = std::fs::remove_file(&self.kubeconfig);
     }
+}
+
+/// The output of `script`, or an error showing both streams when it failed.
+fn succeeded(script: &str, out: Output) -> Result<Output> {
+    if !out.status.success() {
+        bail!(
+            "command failed ({}):\n{script}\n--- stdout\n{}\n--- stderr\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(out)
 }
 
 /// A client for a kubeconfig file.

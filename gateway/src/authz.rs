@@ -58,6 +58,25 @@ pub fn pattern_matches(pattern: &str, name: &str) -> bool {
     }
 }
 
+/// The `tools/call`s of a request that `access` refuses: the tool names and the JSON-RPC reply
+/// (one error per request, an array for a batch); None when every call is allowed.
+pub fn refuse_tools(parsed: &crate::jsonrpc::Parsed, access: &ToolAccess) -> Option<(Vec<String>, Value)> {
+    use crate::jsonrpc::{error_response, FORBIDDEN};
+    let denied: Vec<String> = parsed
+        .messages
+        .iter()
+        .filter(|m| m.is_tool_call() && !m.tool.as_deref().is_some_and(|t| access.allows(t)))
+        .map(|m| m.tool.clone().unwrap_or_default())
+        .collect();
+    if denied.is_empty() {
+        return None;
+    }
+    let msg = format!("Forbidden: tool {:?} is not allowed", denied.join(","));
+    let errors: Vec<Value> = parsed.requests().map(|m| error_response(m.id.as_ref(), FORBIDDEN, &msg)).collect();
+    let reply = if parsed.batch { Value::Array(errors) } else { errors.into_iter().next().unwrap_or(Value::Null) };
+    Some((denied, reply))
+}
+
 /// The caller's tool access: the union over its roles (those in `allowedRoles` when that is set);
 /// a role without an entry may use every tool. Anonymous callers use the entry of the role
 /// `anonymous` when there is one.

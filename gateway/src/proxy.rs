@@ -476,17 +476,7 @@ pub async fn handle(gw: Arc<Gateway>, conn: Arc<ConnInfo>, mut req: Request<Inco
     // 7. Tools.
     let access = tool_access(gw.authz.as_ref(), &identity);
     if let Some(p) = &parsed {
-        let denied: Vec<String> = p
-            .messages
-            .iter()
-            .filter(|m| m.is_tool_call() && !m.tool.as_deref().is_some_and(|t| access.allows(t)))
-            .map(|m| m.tool.clone().unwrap_or_default())
-            .collect();
-        if !denied.is_empty() {
-            let msg = format!("Forbidden: tool {:?} is not allowed", denied.join(","));
-            let errors: Vec<Value> =
-                p.requests().map(|m| error_response(m.id.as_ref(), jsonrpc::FORBIDDEN, &msg)).collect();
-            let body = if p.batch { Value::Array(errors) } else { errors.into_iter().next().unwrap_or(Value::Null) };
+        if let Some((denied, body)) = crate::authz::refuse_tools(p, &access) {
             cx.finish(
                 &gw,
                 StatusCode::OK,

@@ -202,17 +202,7 @@ fn check(
             return Err((429, "rate_limited", "rate_limited".into(), reply));
         }
     }
-    let denied: Vec<String> = parsed
-        .messages
-        .iter()
-        .filter(|m| m.is_tool_call() && !m.tool.as_deref().is_some_and(|t| access.allows(t)))
-        .map(|m| m.tool.clone().unwrap_or_default())
-        .collect();
-    if !denied.is_empty() {
-        let msg = format!("Forbidden: tool {:?} is not allowed", denied.join(","));
-        let errors: Vec<Value> =
-            parsed.requests().map(|m| error_response(m.id.as_ref(), jsonrpc::FORBIDDEN, &msg)).collect();
-        let reply = if parsed.batch { Value::Array(errors) } else { errors.into_iter().next().unwrap_or(Value::Null) };
+    if let Some((denied, reply)) = crate::authz::refuse_tools(&parsed, access) {
         return Err((200, "tool_denied", format!("tool_denied: {}", denied.join(",")), Some(reply)));
     }
     Ok(parsed

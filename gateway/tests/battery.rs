@@ -10,19 +10,6 @@ use http::{Method, StatusCode};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
-/// A gateway in front of a recorder with JWT (HS256 secret and a JWKS with key rsa-a) and rbac.
-async fn jwt_gateway(rec: &Recorder, idp: &Idp, extra: Value) -> Gw {
-    let dir = tempdir("jwt");
-    let mut sections = json!({
-        "authentication": jwt_auth(&dir, Some(&idp.jwks_uri()), true),
-        "authorization": rbac(&["admin", "developer"], json!({"developer": ["echo", "search*"]})),
-    });
-    for (k, v) in extra.as_object().unwrap() {
-        sections[k] = v.clone();
-    }
-    Gw::start(&policy(sections), &rec.upstream_args()).await
-}
-
 async fn setup() -> (Recorder, Idp, Gw) {
     let rec = Recorder::start().await;
     let idp = Idp::start(json!({"keys": [jwk("rsa-a")]})).await;

@@ -11,23 +11,11 @@ use serde_json::json;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-async fn dev_gateway(rec: &Recorder, idp: &Idp, extra: serde_json::Value) -> Gw {
-    let dir = tempdir("feat");
-    let mut sections = json!({
-        "authentication": jwt_auth(&dir, Some(&idp.jwks_uri()), true),
-        "authorization": rbac(&["admin", "developer"], json!({"developer": ["echo", "search*"]})),
-    });
-    for (k, v) in extra.as_object().unwrap() {
-        sections[k] = v.clone();
-    }
-    Gw::start(&policy(sections), &rec.upstream_args()).await
-}
-
 #[tokio::test]
 async fn valid_tokens_pass_and_are_not_forwarded() {
     let rec = Recorder::start().await;
     let idp = Idp::start(json!({"keys": [jwk("rsa-a")]})).await;
-    let gw = dev_gateway(&rec, &idp, json!({})).await;
+    let gw = jwt_gateway(&rec, &idp, json!({})).await;
     for (marker, token) in [
         ("ok-hs", hs256(&claims("alice", &["admin"]))),
         ("ok-rs", rs256(&claims("bob", &["admin"]), "rsa-a", Some("rsa-a"))),
@@ -61,7 +49,7 @@ async fn valid_tokens_pass_and_are_not_forwarded() {
 async fn challenge_and_protected_resource_metadata() {
     let rec = Recorder::start().await;
     let idp = Idp::start(json!({"keys": []})).await;
-    let gw = dev_gateway(&rec, &idp, json!({})).await;
+    let gw = jwt_gateway(&rec, &idp, json!({})).await;
     let r = rpc(&gw.url(), &[], &initialize(json!("m-anon"))).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     let challenge = r.header("www-authenticate").unwrap();
@@ -88,7 +76,7 @@ async fn challenge_and_protected_resource_metadata() {
 async fn tools_list_is_filtered_in_json_sse_and_get_streams() {
     let rec = Recorder::start().await;
     let idp = Idp::start(json!({"keys": []})).await;
-    let gw = dev_gateway(&rec, &idp, json!({})).await;
+    let gw = jwt_gateway(&rec, &idp, json!({})).await;
     let dev = bearer(&hs256(&claims("dev", &["developer"])));
     let admin = bearer(&hs256(&claims("root", &["admin"])));
     let json_list = rpc(&gw.url(), &[("authorization", &dev)], &list_tools(json!(1))).await;
@@ -117,7 +105,7 @@ async fn tools_list_is_filtered_in_json_sse_and_get_streams() {
 async fn jwks_rotation_is_picked_up_on_unknown_kid() {
     let rec = Recorder::start().await;
     let idp = Idp::start(json!({"keys": [jwk("rsa-a")]})).await;
-    let gw = dev_gateway(&rec, &idp, json!({})).await;
+    let gw = jwt_gateway(&rec, &idp, json!({})).await;
     let a = rs256(&claims("alice", &["admin"]), "rsa-a", Some("rsa-a"));
     assert_eq!(rpc(&gw.url(), &[("authorization", &bearer(&a))], &list_tools(json!(1))).await.status, StatusCode::OK);
     let fetched = idp.jwks_fetches.load(Ordering::SeqCst);
@@ -229,7 +217,7 @@ async fn optional_authentication_and_rate_limit_by_address() {
 async fn sessions_are_bound_to_their_creator() {
     let rec = Recorder::start().await;
     let idp = Idp::start(json!({"keys": []})).await;
-    let gw = dev_gateway(&rec, &idp, json!({})).await;
+    let gw = jwt_gateway(&rec, &idp, json!({})).await;
     let alice = bearer(&hs256(&claims("alice", &["admin"])));
     let bob = bearer(&hs256(&claims("bob", &["admin"])));
     let init = rpc(&gw.url(), &[("authorization", &alice)], &initialize(json!(1))).await;

@@ -576,6 +576,20 @@ pub fn jwt_auth(dir: &Path, jwks_uri: Option<&str>, with_secret: bool) -> Value 
         "jwksUri": jwks_uri, "secretFile": secret_file}, "oauth2": null, "apiKeys": null, "mtls": null})
 }
 
+/// A gateway in front of `rec` with JWT (HS256 secret and the IdP's JWKS) and rbac: roles admin
+/// and developer, developer limited to `echo` and `search*`; `extra` adds or replaces sections.
+pub async fn jwt_gateway(rec: &Recorder, idp: &Idp, extra: Value) -> Gw {
+    let dir = tempdir("jwt");
+    let mut sections = json!({
+        "authentication": jwt_auth(&dir, Some(&idp.jwks_uri()), true),
+        "authorization": rbac(&["admin", "developer"], json!({"developer": ["echo", "search*"]})),
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        sections[k] = v.clone();
+    }
+    Gw::start(&policy(sections), &rec.upstream_args()).await
+}
+
 pub fn rbac(allowed: &[&str], tools: Value) -> Value {
     json!({"mode": "rbac", "allowedRoles": allowed, "rolesClaim": "roles", "tools": tools})
 }

@@ -10,7 +10,7 @@ use crate::jsonrpc::{self, error_response, Kind, Parsed};
 use crate::metrics::Metrics;
 use crate::ratelimit::{retry_after_secs, Limiter};
 use crate::sse::{self, SseFilter, Target};
-use crate::stdio::{Bridge, BridgeError, Busy};
+use crate::stdio::{Bridge, BridgeError, Busy, RouteGuard};
 use crate::{Body, BoxError};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -22,10 +22,13 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use rustls::pki_types::CertificateDer;
 use serde_json::Value;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 
 /// Mcp-Session-Id.
 pub const SESSION_HEADER: &str = "mcp-session-id";
@@ -199,11 +202,21 @@ fn messages_response(headers: &HeaderMap, body: &Value) -> Response<Body> {
         return json_response(StatusCode::OK, body);
     }
     let mut out = Vec::new();
+    push_events(&mut out, body);
+    sse_response(full(out))
+}
+
+/// SSE events for a message or each message of a batch.
+fn push_events(out: &mut Vec<u8>, body: &Value) {
     match body {
         Value::Array(items) => items.iter().for_each(|m| out.extend_from_slice(&sse::event(m))),
         m => out.extend_from_slice(&sse::event(m)),
     }
-    let mut r = Response::new(full(out));
+}
+
+/// A `text/event-stream` answer.
+fn sse_response(body: Body) -> Response<Body> {
+    let mut r = Response::new(body);
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     r
@@ -750,7 +763,7 @@ async fn forward_stdio(
                 },
             };
             cx.rec.session = Some(session.id.clone());
-            let _busy = session.busy();
+            let busy = session.busy();
             let Ok(value) = serde_json::from_slice::<Value>(&body) else {
                 return bridge_error(cx, gw, BridgeError::Gone, None);
             };
@@ -758,43 +771,58 @@ async fn forward_stdio(
                 Value::Array(items) => items,
                 v => vec![v],
             };
-            let mut waits = vec![];
-            for (msg, info) in items.iter().zip(&parsed.messages) {
+            let mut requests = vec![];
+            for (msg, info) in items.into_iter().zip(&parsed.messages) {
                 if info.kind == Kind::Request {
-                    waits.push(session.request(msg));
-                } else if let Err(e) = session.send(msg).await {
+                    requests.push(msg);
+                } else if let Err(e) = session.send(&msg).await {
                     return bridge_error(cx, gw, e, None);
                 }
             }
-            if waits.is_empty() {
+            if requests.is_empty() {
                 cx.finish(gw, StatusCode::ACCEPTED, Decision::Allow, None);
                 return Response::builder().status(StatusCode::ACCEPTED).body(empty()).unwrap_or_default();
             }
-            let results = futures_util::future::join_all(waits).await;
-            let mut responses = vec![];
-            for r in results {
-                match r {
-                    Ok(v) => responses.push(v),
-                    Err(e) => {
-                        if created {
-                            let _ = bridge.remove(&session.id).await;
-                        }
-                        return bridge_error(cx, gw, e, parsed.single_id());
+            // Server messages related to these requests are answered on this POST's SSE stream when
+            // the client takes one (opened before the requests are written, so none is missed).
+            let route = accepts(&parts.headers, "text/event-stream")
+                .then(|| session.open_route(requests.iter().filter_map(crate::stdio::progress_token).collect()));
+            let answer = Answer {
+                batch: parsed.batch,
+                ids: requests.iter().map(|m| m.get("id").cloned()).collect(),
+                list_ids: tool_list_ids(Some(parsed)),
+                access: access.clone(),
+            };
+            let waits = requests.into_iter().map(|msg| {
+                let s = session.clone();
+                async move { s.request(&msg).await }
+            });
+            let mut all: Answers = Box::pin(futures_util::future::join_all(waits));
+            let Some((guard, mut rx)) = route else {
+                let results = all.await;
+                return answer.finish(cx, gw, &parts.headers, &session, created, vec![], results, bridge).await;
+            };
+            let first = tokio::select! {
+                biased;
+                Some(m) = rx.recv() => m,
+                results = &mut all => {
+                    // Answered before anything related came (or together with it).
+                    let mut early = vec![];
+                    while let Ok(m) = rx.try_recv() {
+                        early.push(m);
                     }
+                    drop(guard);
+                    return answer.finish(cx, gw, &parts.headers, &session, created, early, results, bridge).await;
                 }
-            }
-            let mut out = if parsed.batch { Value::Array(responses) } else { responses.pop().unwrap_or(Value::Null) };
-            let ids = tool_list_ids(Some(parsed));
-            if access.is_restricted() && !ids.is_empty() {
-                sse::filter_value(&mut out, &Target::Ids(ids), access);
-            }
-            let mut r = messages_response(&parts.headers, &out);
+            };
+            // A related message came first: stream it, the ones after it, then the answers.
+            cx.finish(gw, StatusCode::OK, Decision::Allow, None);
+            let mut r = sse_response(answer.stream(vec![first], rx, guard, all, busy));
             if created {
                 if let Ok(v) = HeaderValue::from_str(&session.id) {
                     r.headers_mut().insert(SESSION_HEADER, v);
                 }
             }
-            cx.finish(gw, StatusCode::OK, Decision::Allow, None);
             r
         }
         Method::GET => {
@@ -818,10 +846,7 @@ async fn forward_stdio(
             let rx = session.open_stream();
             let busy = session.busy();
             cx.finish(gw, StatusCode::OK, Decision::Allow, None);
-            let mut r = Response::new(channel_sse(rx, busy, access.clone()));
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-            r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            r
+            sse_response(channel_sse(rx, busy, access.clone()))
         }
         Method::DELETE => {
             let session = match existing(cx) {
@@ -852,9 +877,121 @@ async fn forward_stdio(
     }
 }
 
+/// The answers of a bridged POST's requests, in order.
+type Answers = Pin<Box<dyn Future<Output = Vec<Result<Value, BridgeError>>> + Send>>;
+
+/// How the answers of a bridged POST are put together.
+struct Answer {
+    batch: bool,
+    /// The requests' ids, in order.
+    ids: Vec<Option<Value>>,
+    /// Ids of its tools/list requests.
+    list_ids: HashSet<String>,
+    access: ToolAccess,
+}
+
+impl Answer {
+    /// One response, or the batch, with tools/list filtered for restricted callers.
+    fn value(&self, mut responses: Vec<Value>) -> Value {
+        let mut out = if self.batch { Value::Array(responses) } else { responses.pop().unwrap_or(Value::Null) };
+        if self.access.is_restricted() && !self.list_ids.is_empty() {
+            sse::filter_value(&mut out, &Target::Ids(self.list_ids.clone()), &self.access);
+        }
+        out
+    }
+
+    /// All answered before the stream started: JSON (or SSE as the client accepts), preceded by
+    /// the related messages that came with the answers.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish(
+        &self,
+        cx: &mut Ctx,
+        gw: &Gateway,
+        headers: &HeaderMap,
+        session: &crate::stdio::Session,
+        created: bool,
+        related: Vec<Value>,
+        results: Vec<Result<Value, BridgeError>>,
+        bridge: &Bridge,
+    ) -> Response<Body> {
+        let mut responses = vec![];
+        for r in results {
+            match r {
+                Ok(v) => responses.push(v),
+                Err(e) => {
+                    if created {
+                        let _ = bridge.remove(&session.id).await;
+                    }
+                    let id = if self.batch { None } else { self.ids.first().cloned().flatten() };
+                    return bridge_error(cx, gw, e, id.as_ref());
+                }
+            }
+        }
+        let out = self.value(responses);
+        let mut r = if related.is_empty() {
+            messages_response(headers, &out)
+        } else {
+            let mut buf = Vec::new();
+            related.iter().for_each(|m| push_events(&mut buf, m));
+            push_events(&mut buf, &out);
+            sse_response(full(buf))
+        };
+        if created {
+            if let Ok(v) = HeaderValue::from_str(&session.id) {
+                r.headers_mut().insert(SESSION_HEADER, v);
+            }
+        }
+        cx.finish(gw, StatusCode::OK, Decision::Allow, None);
+        r
+    }
+
+    /// The SSE answer of requests still in flight: `first` and the related messages that follow,
+    /// then the answers (a failed request gets a JSON-RPC error), then the end of the stream.
+    fn stream(self, first: Vec<Value>, rx: mpsc::Receiver<Value>, guard: RouteGuard, all: Answers, busy: Busy) -> Body {
+        struct State {
+            queued: VecDeque<Value>,
+            rx: mpsc::Receiver<Value>,
+            open: Option<(RouteGuard, Answers)>,
+            answer: Answer,
+            _busy: Busy,
+        }
+        let state = State { queued: first.into(), rx, open: Some((guard, all)), answer: self, _busy: busy };
+        let stream = futures_util::stream::unfold(state, |mut st| async move {
+            loop {
+                if let Some(m) = st.queued.pop_front() {
+                    return Some((Ok::<_, BoxError>(Frame::data(sse::event(&m))), st));
+                }
+                let (_, all) = st.open.as_mut()?;
+                tokio::select! {
+                    biased;
+                    Some(m) = st.rx.recv() => st.queued.push_back(m),
+                    results = all => {
+                        while let Ok(m) = st.rx.try_recv() {
+                            st.queued.push_back(m);
+                        }
+                        st.open = None;
+                        let mut responses = vec![];
+                        for (r, id) in results.into_iter().zip(&st.answer.ids) {
+                            responses.push(r.unwrap_or_else(|e| error_response(id.as_ref(), jsonrpc::UPSTREAM_ERROR, &e.to_string())));
+                        }
+                        match st.answer.value(responses) {
+                            Value::Array(items) => st.queued.extend(items),
+                            v => st.queued.push_back(v),
+                        }
+                    }
+                    _ = tokio::time::sleep(KEEPALIVE) => {
+                        return Some((Ok(Frame::data(Bytes::from_static(b": keepalive\n\n"))), st));
+                    }
+                }
+            }
+        });
+        StreamBody::new(stream.boxed()).boxed_unsync()
+    }
+}
+
 /// The GET stream of a bridged session: server messages as events, keep-alive comments, filtered
 /// for restricted callers. Holding `busy` keeps the session from being reaped while open.
-fn channel_sse(rx: tokio::sync::mpsc::Receiver<Value>, busy: Busy, access: ToolAccess) -> Body {
+fn channel_sse(rx: mpsc::Receiver<Value>, busy: Busy, access: ToolAccess) -> Body {
     let stream = futures_util::stream::unfold((rx, busy, access), |(mut rx, busy, access)| async move {
         match tokio::time::timeout(KEEPALIVE, rx.recv()).await {
             Ok(Some(mut msg)) => {

@@ -1,12 +1,17 @@
 //! The stdio bridge: one child process per MCP session, newline-delimited JSON-RPC on its stdin
 //! and stdout (MCP stdio transport), exposed as Streamable HTTP by the front end. Sessions are
 //! bounded in number and ended on DELETE, after an idle timeout and at shutdown.
+//!
+//! Server messages that are not responses go where Streamable HTTP says they should: those related
+//! to a request still in flight (its progress notifications, matched by `progressToken`; anything
+//! else while exactly one request stream is open, e.g. a `sampling/createMessage` during a
+//! `tools/call`) onto that request's SSE answer, everything else onto the session's GET stream.
 
 use crate::metrics::Metrics;
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -86,6 +91,8 @@ pub struct Session {
     pid: Option<u32>,
     pending: Mutex<HashMap<String, oneshot::Sender<Value>>>,
     stream: Mutex<Option<mpsc::Sender<Value>>>,
+    routes: Mutex<Vec<Route>>,
+    next_route: AtomicU64,
     backlog: Mutex<VecDeque<Value>>,
     last_active: Mutex<Instant>,
     busy: AtomicUsize,
@@ -100,6 +107,31 @@ impl Drop for Busy {
         self.0.busy.fetch_sub(1, Ordering::SeqCst);
         self.0.touch();
     }
+}
+
+/// An open request stream: the SSE answer of a POST whose requests are still in flight.
+struct Route {
+    id: u64,
+    /// `params._meta.progressToken` of its requests, as JSON text.
+    progress: Vec<String>,
+    tx: mpsc::Sender<Value>,
+}
+
+/// Keeps a request stream registered while it lives.
+pub struct RouteGuard {
+    session: Arc<Session>,
+    id: u64,
+}
+
+impl Drop for RouteGuard {
+    fn drop(&mut self) {
+        self.session.routes.lock().unwrap_or_else(|e| e.into_inner()).retain(|r| r.id != self.id);
+    }
+}
+
+/// The progress token of a request, as JSON text.
+pub fn progress_token(request: &Value) -> Option<String> {
+    request.get("params")?.get("_meta")?.get("progressToken").map(Value::to_string)
 }
 
 struct PendingGuard<'a> {
@@ -136,6 +168,8 @@ impl Session {
             child: tokio::sync::Mutex::new(Some(child)),
             pending: Mutex::default(),
             stream: Mutex::default(),
+            routes: Mutex::default(),
+            next_route: AtomicU64::new(0),
             backlog: Mutex::default(),
             last_active: Mutex::new(Instant::now()),
             busy: AtomicUsize::new(0),
@@ -193,7 +227,8 @@ impl Session {
             .then(|| self.last_active.lock().unwrap_or_else(|e| e.into_inner()).elapsed())
     }
 
-    /// A line from the child: a response to a waiting request, or a message for the GET stream.
+    /// A line from the child: a response to a waiting request, a message related to a request
+    /// stream, or a message for the GET stream.
     fn dispatch(&self, msg: Value) {
         let is_response = msg.get("method").is_none() && (msg.get("result").is_some() || msg.get("error").is_some());
         if is_response {
@@ -204,8 +239,48 @@ impl Session {
                     return;
                 }
             }
+            self.to_stream(msg);
+            return;
         }
+        let msg = match self.route_for(&msg) {
+            Some(tx) => match tx.try_send(msg) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m)) => m,
+            },
+            None => msg,
+        };
         self.to_stream(msg);
+    }
+
+    /// The request stream a server request or notification belongs to: by progress token, or the
+    /// only one open. Session-wide notifications (list changes, resource updates), ambiguous and
+    /// unrelated messages go to the GET stream.
+    fn route_for(&self, msg: &Value) -> Option<mpsc::Sender<Value>> {
+        let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        if routes.is_empty() {
+            return None;
+        }
+        let method = msg.get("method").and_then(Value::as_str).unwrap_or("");
+        if method == "notifications/progress" {
+            let token = msg.get("params").and_then(|p| p.get("progressToken")).map(Value::to_string)?;
+            return routes.iter().find(|r| r.progress.contains(&token)).map(|r| r.tx.clone());
+        }
+        if method.ends_with("/list_changed") || method == "notifications/resources/updated" {
+            return None;
+        }
+        match routes.as_slice() {
+            [only] => Some(only.tx.clone()),
+            _ => None,
+        }
+    }
+
+    /// Open a request stream for requests carrying `progress` tokens: related server messages are
+    /// delivered to the receiver until the guard is dropped.
+    pub fn open_route(self: &Arc<Self>, progress: Vec<String>) -> (RouteGuard, mpsc::Receiver<Value>) {
+        let (tx, rx) = mpsc::channel(BACKLOG);
+        let id = self.next_route.fetch_add(1, Ordering::Relaxed);
+        self.routes.lock().unwrap_or_else(|e| e.into_inner()).push(Route { id, progress, tx });
+        (RouteGuard { session: self.clone(), id }, rx)
     }
 
     fn to_stream(&self, msg: Value) {
@@ -268,6 +343,7 @@ impl Session {
     async fn closed(&self) {
         self.alive.store(false, Ordering::SeqCst);
         self.pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.routes.lock().unwrap_or_else(|e| e.into_inner()).clear();
         *self.stream.lock().unwrap_or_else(|e| e.into_inner()) = None;
         if let Some(mut child) = self.child.lock().await.take() {
             let status = tokio::time::timeout(GRACE, child.wait()).await;
@@ -462,6 +538,42 @@ mod tests {
         b.remove(&s.id).await.unwrap();
         assert!(b.get(&s.id).is_err());
         assert!(!s.is_alive());
+    }
+
+    #[tokio::test]
+    async fn related_messages_go_to_their_request_stream() {
+        let b = cat_bridge(1, Duration::from_secs(60));
+        let s = b.create("a").unwrap();
+        let progress = |token: &str| json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": token, "progress": 1}});
+        let log = json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info"}});
+        assert_eq!(progress_token(&json!({"params": {"_meta": {"progressToken": "t1"}}})).as_deref(), Some("\"t1\""));
+
+        // One request stream: its progress and other server messages go to it, session-wide
+        // notifications to the GET stream.
+        let (g1, mut r1) = s.open_route(vec!["\"t1\"".into()]);
+        s.send(&json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})).await.unwrap();
+        s.send(&progress("t1")).await.unwrap();
+        s.send(&log).await.unwrap();
+        assert_eq!(r1.recv().await.unwrap()["params"]["progressToken"], "t1");
+        assert_eq!(r1.recv().await.unwrap()["method"], "notifications/message");
+        let mut get = s.open_stream();
+        assert_eq!(get.recv().await.unwrap()["method"], "notifications/tools/list_changed");
+
+        // Two: progress by token; anything else is ambiguous and goes to the GET stream.
+        let (g2, mut r2) = s.open_route(vec!["\"t2\"".into()]);
+        s.send(&progress("t2")).await.unwrap();
+        s.send(&progress("t1")).await.unwrap();
+        s.send(&log).await.unwrap();
+        assert_eq!(r2.recv().await.unwrap()["params"]["progressToken"], "t2");
+        assert_eq!(r1.recv().await.unwrap()["params"]["progressToken"], "t1");
+        assert_eq!(get.recv().await.unwrap()["method"], "notifications/message");
+
+        // Closed streams no longer receive; an unknown token goes to the GET stream.
+        drop((g1, g2));
+        s.send(&progress("t1")).await.unwrap();
+        assert_eq!(get.recv().await.unwrap()["params"]["progressToken"], "t1");
+        assert!(r1.try_recv().is_err() && r2.try_recv().is_err());
+        b.remove(&s.id).await.unwrap();
     }
 
     #[tokio::test]

@@ -92,6 +92,102 @@ async fn raw_session(url: &str, auth: &str) {
     );
 }
 
+/// A POST whose SSE answer is read event by event (a sampling request must be answered before
+/// the stream goes on).
+struct Events {
+    body: hyper::body::Incoming,
+    buf: String,
+}
+
+impl Events {
+    async fn post(url: &str, headers: &[(&str, &str)], msg: &Value) -> (http::response::Parts, Events) {
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http::<http_body_util::Full<bytes::Bytes>>();
+        let mut req = http::Request::post(url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(msg.to_string().into()).unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req)).await.unwrap().unwrap();
+        let (parts, body) = resp.into_parts();
+        (parts, Events { body, buf: String::new() })
+    }
+
+    /// The next event's data, or None at the end of the stream.
+    async fn next(&mut self) -> Option<Value> {
+        use http_body_util::BodyExt;
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let event: String = self.buf.drain(..end + 2).collect();
+                let data: String = event.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim).collect();
+                if !data.is_empty() {
+                    return Some(serde_json::from_str(&data).unwrap());
+                }
+                continue;
+            }
+            let frame = tokio::time::timeout(Duration::from_secs(20), self.body.frame()).await.expect("event in time");
+            match frame {
+                Some(Ok(f)) => {
+                    if let Some(d) = f.data_ref() {
+                        self.buf.push_str(&String::from_utf8_lossy(d));
+                    }
+                }
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// Server messages that belong to a request come on that request's SSE answer: progress
+/// notifications of a long-running tool, and a sampling request the client answers while the
+/// tool call waits for it.
+async fn related_messages_on_the_request_stream(url: &str, auth: &str) {
+    let mut init = initialize(json!(1));
+    init["params"]["capabilities"] = json!({"sampling": {}});
+    let init = rpc(url, &[("authorization", auth)], &init).await;
+    assert_eq!(init.status, StatusCode::OK, "{}", init.body);
+    let sid = init.header("mcp-session-id").expect("session id");
+    let hs = [("authorization", auth), ("mcp-session-id", sid.as_str()), ("mcp-protocol-version", "2025-06-18")];
+    let note = rpc(url, &hs, &json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await;
+    assert_eq!(note.status, StatusCode::ACCEPTED);
+
+    let mut call = call_tool(json!(10), "trigger-long-running-operation", json!({"duration": 0.6, "steps": 3}));
+    call["params"]["_meta"] = json!({"progressToken": "lro-1"});
+    let r = rpc(url, &hs, &call).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.header("content-type").unwrap().starts_with("text/event-stream"), "{:?}", r.headers);
+    let msgs = r.json();
+    let msgs = msgs.as_array().unwrap_or_else(|| panic!("several events: {}", r.body));
+    assert_eq!(msgs.len(), 4, "{msgs:?}");
+    for (i, m) in msgs[..3].iter().enumerate() {
+        assert_eq!(m["method"], "notifications/progress", "{m}");
+        assert_eq!(m["params"]["progressToken"], "lro-1");
+        assert_eq!(m["params"]["progress"], i + 1);
+    }
+    assert_eq!(msgs[3]["id"], 10);
+    assert!(msgs[3]["result"]["content"][0]["text"].as_str().unwrap().contains("Steps: 3"), "{}", msgs[3]);
+
+    let call = call_tool(json!(11), "trigger-sampling-request", json!({"prompt": "hi", "maxTokens": 5}));
+    let (parts, mut events) = Events::post(url, &hs, &call).await;
+    assert_eq!(parts.status, StatusCode::OK);
+    assert!(parts.headers["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let ask = events.next().await.expect("a sampling request");
+    assert_eq!(ask["method"], "sampling/createMessage", "{ask}");
+    let answer = json!({"jsonrpc": "2.0", "id": ask["id"], "result": {
+        "role": "assistant", "model": "test-model", "stopReason": "endTurn",
+        "content": {"type": "text", "text": "sampled by the test"}}});
+    let ack = rpc(url, &hs, &answer).await;
+    assert_eq!(ack.status, StatusCode::ACCEPTED, "{}", ack.body);
+    let done = events.next().await.expect("the tool result");
+    assert_eq!(done["id"], 11, "{done}");
+    assert!(done["result"]["content"][0]["text"].as_str().unwrap().contains("sampled by the test"), "{done}");
+    assert!(events.next().await.is_none(), "the stream ends after the answer");
+    let del = send(Method::DELETE, url, &hs, None).await.unwrap();
+    assert!(del.status.is_success(), "{}", del.status);
+}
+
 #[tokio::test]
 async fn server_everything_over_streamable_http() {
     let (_server, port) = server_everything_http().await;
@@ -105,6 +201,9 @@ async fn server_everything_over_streamable_http() {
     assert!(status["capabilities"]["tools"].is_object());
 
     raw_session(&gw.url(), &bearer(&hs256(&claims("dev", &["developer"])))).await;
+    // Parity: what the server itself streams on a request's answer comes through the gateway.
+    related_messages_on_the_request_stream(&format!("http://127.0.0.1:{port}/mcp"), "").await;
+    related_messages_on_the_request_stream(&gw.url(), &bearer(&hs256(&claims("ops", &["admin"])))).await;
 
     // The official Python SDK client, once with an HS256 token and once with an RS256 one.
     let (url, hs) = (gw.url(), hs256(&claims("py-hs", &["developer"])));
@@ -150,6 +249,7 @@ async fn server_everything_over_stdio_through_the_bridge() {
     assert_eq!(status["name"], "mcp-servers/everything");
 
     raw_session(&gw.url(), &bearer(&hs256(&claims("dev", &["developer"])))).await;
+    related_messages_on_the_request_stream(&gw.url(), &bearer(&hs256(&claims("ops", &["admin"])))).await;
 
     let (url, rs) = (gw.url(), rs256(&claims("py-stdio", &["developer"]), "rsa-a", Some("rsa-a")));
     let r = tokio::task::spawn_blocking(move || python_client(&url, &rs, "echo", "toggle-simulated-logging"))

@@ -3,8 +3,17 @@
 use clap::Parser;
 use mcp_gateway::config::Args;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = if args.worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(args.worker_threads.into()).enable_all().build()?
+    };
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if std::env::var("LOG_FORMAT").is_ok_and(|f| f == "json") {
@@ -12,7 +21,6 @@ async fn main() -> anyhow::Result<()> {
     } else {
         builder.init();
     }
-    let args = Args::parse();
     if let Some(to) = &args.install_to {
         mcp_gateway::config::install_self(to)?;
         tracing::info!(path = %to.display(), "installed");

@@ -699,6 +699,12 @@ async fn forward_http(
         }
         _ => rbody.map_err(BoxError::from).boxed_unsync(),
     };
+    // The SSE answer to a POST ends for the client together with the last awaited response.
+    let awaited: HashSet<String> = parsed
+        .filter(|_| is_sse && is_mcp && parts.method == Method::POST && status.is_success())
+        .map(|p| p.requests().filter_map(|m| m.id.as_ref().map(Value::to_string)).collect())
+        .unwrap_or_default();
+    let body = if awaited.is_empty() { body } else { sse::EndWhenAnswered::wrap(body, awaited) };
     let decision = if status.is_server_error() { Decision::Error } else { Decision::Allow };
     let reason = status.is_server_error().then(|| ("upstream", format!("upstream answered {status}")));
     cx.finish(gw, status, decision, reason);

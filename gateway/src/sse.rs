@@ -155,6 +155,111 @@ where
     BodyExt::boxed_unsync(StreamBody::new(stream.boxed()))
 }
 
+/// An SSE answer to a POST that ends for the client as soon as every request of the POST has its
+/// response (the server closes such a stream then anyway), so that the last event and the end of
+/// the stream leave together instead of in two writes. Whatever the server still sends is read
+/// and dropped in the background, so that its connection can be reused.
+pub struct EndWhenAnswered {
+    inner: Option<Body>,
+    waiting: HashSet<String>,
+    /// Bytes of an event not complete yet (only its length matters beyond [`MAX_EVENT`]).
+    buf: Vec<u8>,
+}
+
+/// Just what is needed to see whether an event is a response and to which request.
+#[derive(serde::Deserialize)]
+struct ResponseProbe {
+    id: Option<Value>,
+    method: Option<serde::de::IgnoredAny>,
+    result: Option<serde::de::IgnoredAny>,
+    error: Option<serde::de::IgnoredAny>,
+}
+
+impl EndWhenAnswered {
+    /// Wrap `body`, the answer to requests with `ids` (JSON text of each id).
+    pub fn wrap(body: Body, ids: HashSet<String>) -> Body {
+        Self { inner: Some(body), waiting: ids, buf: vec![] }.boxed_unsync()
+    }
+
+    fn answered(&mut self, data: &str) {
+        let probe = |d: &str| -> Option<String> {
+            let p: ResponseProbe = serde_json::from_str(d).ok()?;
+            (p.method.is_none() && (p.result.is_some() || p.error.is_some()))
+                .then(|| p.id.unwrap_or(Value::Null).to_string())
+        };
+        if let Some(id) = probe(data) {
+            self.waiting.remove(&id);
+        } else if let Ok(Value::Array(items)) = serde_json::from_str::<Value>(data) {
+            for item in items {
+                if let Some(id) = probe(&item.to_string()) {
+                    self.waiting.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// Look at the complete events in `chunk` (with what was left over before it).
+    fn scan(&mut self, chunk: &[u8]) {
+        self.buf.extend_from_slice(chunk);
+        let mut start = 0;
+        while let Some((end, sep)) = event_end(&self.buf[start..]) {
+            let event = std::str::from_utf8(&self.buf[start..start + end]).unwrap_or("").to_string();
+            let data: Vec<&str> = event
+                .split(['\n', '\r'])
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                .collect();
+            if !data.is_empty() {
+                self.answered(&data.join("\n"));
+            }
+            start += end + sep;
+        }
+        self.buf.drain(..start);
+        if self.buf.len() > MAX_EVENT {
+            // Too large to inspect: stop looking, pass the rest through as it comes.
+            self.waiting.insert(String::new());
+            self.buf = vec![];
+        }
+    }
+}
+
+impl hyper::body::Body for EndWhenAnswered {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let Some(inner) = self.inner.as_mut() else {
+            return std::task::Poll::Ready(None);
+        };
+        let polled = std::pin::Pin::new(inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                let data = data.clone();
+                self.scan(&data);
+                if self.waiting.is_empty() {
+                    if let Some(mut rest) = self.inner.take() {
+                        tokio::spawn(async move {
+                            let drain = async { while let Some(Ok(_)) = rest.frame().await {} };
+                            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), drain).await;
+                        });
+                    }
+                }
+            }
+        }
+        if matches!(polled, std::task::Poll::Ready(None) | std::task::Poll::Ready(Some(Err(_)))) {
+            self.inner = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+}
+
 /// One event carrying a JSON-RPC message.
 pub fn event(msg: &Value) -> Bytes {
     Bytes::from(format!("event: message\ndata: {msg}\n\n"))
@@ -163,6 +268,7 @@ pub fn event(msg: &Value) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hyper::body::Body as _;
     use serde_json::json;
 
     fn ids(list: &[Value]) -> Target {
@@ -197,6 +303,46 @@ mod tests {
         let mut any = SseFilter::new(Target::AnyToolsResult, access);
         let out = any.push(other.as_bytes()).unwrap();
         assert!(String::from_utf8_lossy(&out).contains(r#""tools":[]"#));
+    }
+
+    #[tokio::test]
+    async fn ends_when_every_request_is_answered() {
+        use futures_util::stream;
+        let frames = |parts: Vec<&'static str>| {
+            let s = stream::iter(parts.into_iter().map(|p| Ok::<_, BoxError>(Frame::data(Bytes::from(p)))));
+            BodyExt::boxed_unsync(StreamBody::new(s))
+        };
+        let ids = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<HashSet<_>>();
+        let progress =
+            "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{}}\n\n";
+        let answer1 = "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n";
+        let answer2 = "data: {\"jsonrpc\":\"2.0\",\r\ndata: \"id\":\"b\",\"error\":{\"code\":1}}\r\n\r\n";
+
+        // One request: a notification, then its answer split over two frames; what follows is dropped.
+        let mut b = EndWhenAnswered::wrap(
+            frames(vec![progress, &answer1[..10], &answer1[10..], "data: late\n\n"]),
+            ids(&["1"]),
+        );
+        assert_eq!(b.frame().await.unwrap().unwrap().into_data().unwrap(), progress);
+        assert!(!b.is_end_stream());
+        assert_eq!(b.frame().await.unwrap().unwrap().into_data().unwrap(), &answer1[..10]);
+        assert!(!b.is_end_stream(), "half an event");
+        assert_eq!(b.frame().await.unwrap().unwrap().into_data().unwrap(), &answer1[10..]);
+        assert!(b.is_end_stream(), "answered: the stream ends with this frame");
+        assert!(b.frame().await.is_none());
+
+        // Two requests (multi-line data, CRLF): the end comes with the second answer only.
+        let mut b = EndWhenAnswered::wrap(frames(vec![answer1, answer2]), ids(&["1", "\"b\""]));
+        b.frame().await.unwrap().unwrap();
+        assert!(!b.is_end_stream());
+        b.frame().await.unwrap().unwrap();
+        assert!(b.is_end_stream());
+
+        // Never answered: the stream ends when the server ends it.
+        let mut b = EndWhenAnswered::wrap(frames(vec![progress]), ids(&["9"]));
+        b.frame().await.unwrap().unwrap();
+        assert!(!b.is_end_stream());
+        assert!(b.frame().await.is_none());
     }
 
     #[test]

@@ -315,6 +315,15 @@ impl Gateway {
         HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
     }
 
+    /// A stream ended when the caller's credential expires.
+    fn until_expiry(&self, body: Body, identity: &Identity) -> Body {
+        let (metrics, who) = (self.metrics.clone(), identity.audit_name());
+        sse::UntilExpiry::wrap(body, identity.time_left(), move || {
+            tracing::info!(identity = %who, "credential expired: stream ended");
+            metrics.deny("stream_credential_expired");
+        })
+    }
+
     fn rate_check(&self, key: &str) -> Result<(), Duration> {
         self.limiter.as_ref().map_or(Ok(()), |l| l.check(key))
     }
@@ -705,6 +714,7 @@ async fn forward_http(
         .map(|p| p.requests().filter_map(|m| m.id.as_ref().map(Value::to_string)).collect())
         .unwrap_or_default();
     let body = if awaited.is_empty() { body } else { sse::EndWhenAnswered::wrap(body, awaited) };
+    let body = if is_sse { gw.until_expiry(body, identity) } else { body };
     let decision = if status.is_server_error() { Decision::Error } else { Decision::Allow };
     let reason = status.is_server_error().then(|| ("upstream", format!("upstream answered {status}")));
     cx.finish(gw, status, decision, reason);
@@ -823,7 +833,8 @@ async fn forward_stdio(
             };
             // A related message came first: stream it, the ones after it, then the answers.
             cx.finish(gw, StatusCode::OK, Decision::Allow, None);
-            let mut r = sse_response(answer.stream(vec![first], rx, guard, all, busy));
+            let body = answer.stream(vec![first], rx, guard, all, busy);
+            let mut r = sse_response(gw.until_expiry(body, identity));
             if created {
                 if let Ok(v) = HeaderValue::from_str(&session.id) {
                     r.headers_mut().insert(SESSION_HEADER, v);
@@ -852,7 +863,7 @@ async fn forward_stdio(
             let rx = session.open_stream();
             let busy = session.busy();
             cx.finish(gw, StatusCode::OK, Decision::Allow, None);
-            sse_response(channel_sse(rx, busy, access.clone()))
+            sse_response(gw.until_expiry(channel_sse(rx, busy, access.clone()), identity))
         }
         Method::DELETE => {
             let session = match existing(cx) {

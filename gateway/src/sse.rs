@@ -260,6 +260,56 @@ impl hyper::body::Body for EndWhenAnswered {
     }
 }
 
+/// A stream that ends when the credential it was opened with stops being accepted: the client
+/// reconnects with a fresh one. `on_expiry` runs when that cuts the stream.
+pub struct UntilExpiry {
+    inner: Option<Body>,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    on_expiry: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl UntilExpiry {
+    /// `body`, ended after `left` (unchanged when `None`).
+    pub fn wrap(body: Body, left: Option<std::time::Duration>, on_expiry: impl FnOnce() + Send + 'static) -> Body {
+        match left {
+            None => body,
+            Some(left) => Self {
+                inner: Some(body),
+                deadline: Box::pin(tokio::time::sleep(left)),
+                on_expiry: Some(Box::new(on_expiry)),
+            }
+            .boxed_unsync(),
+        }
+    }
+}
+
+impl hyper::body::Body for UntilExpiry {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.inner.is_none() {
+            return std::task::Poll::Ready(None);
+        }
+        if std::future::Future::poll(self.deadline.as_mut(), cx).is_ready() {
+            self.inner = None;
+            if let Some(f) = self.on_expiry.take() {
+                f();
+            }
+            return std::task::Poll::Ready(None);
+        }
+        let polled = self.inner.as_mut().map(|b| std::pin::Pin::new(b).poll_frame(cx));
+        polled.unwrap_or(std::task::Poll::Ready(None))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+}
+
 /// One event carrying a JSON-RPC message.
 pub fn event(msg: &Value) -> Bytes {
     Bytes::from(format!("event: message\ndata: {msg}\n\n"))
@@ -343,6 +393,33 @@ mod tests {
         b.frame().await.unwrap().unwrap();
         assert!(!b.is_end_stream());
         assert!(b.frame().await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn streams_end_when_the_credential_expires() {
+        let forever = || {
+            let s = futures_util::stream::unfold(0u32, |n| async move {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                Some((Ok::<_, BoxError>(Frame::data(Bytes::from(format!(": {n}\n\n")))), n + 1))
+            });
+            BodyExt::boxed_unsync(StreamBody::new(s.boxed()))
+        };
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let c = cut.clone();
+        let mut b = UntilExpiry::wrap(forever(), Some(std::time::Duration::from_millis(2500)), move || {
+            c.store(true, std::sync::atomic::Ordering::SeqCst)
+        });
+        let start = tokio::time::Instant::now();
+        let mut frames = 0;
+        while b.frame().await.is_some() {
+            frames += 1;
+        }
+        assert_eq!(frames, 2, "frames before the deadline pass, none after");
+        assert_eq!(start.elapsed().as_millis(), 2500);
+        assert!(cut.load(std::sync::atomic::Ordering::SeqCst) && b.is_end_stream());
+        // No expiry: the body is left alone.
+        let mut b = UntilExpiry::wrap(forever(), None, || {});
+        assert!(b.frame().await.is_some());
     }
 
     #[test]

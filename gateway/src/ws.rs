@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -110,8 +110,19 @@ async fn pipe<C, U>(
     let (mut c_tx, mut c_rx) = client.split();
     let (mut u_tx, mut u_rx) = upstream.split();
     let mut lists: HashSet<String> = HashSet::new();
+    // The connection ends when the caller's credential expires (the client reconnects with a new one).
+    let expiry = tokio::time::sleep(identity.time_left().unwrap_or(Duration::MAX));
+    tokio::pin!(expiry);
     loop {
         tokio::select! {
+            _ = &mut expiry => {
+                tracing::info!(identity = %identity.audit_name(), "credential expired: WebSocket closed");
+                gw.metrics.deny("stream_credential_expired");
+                let frame = CloseFrame { code: CloseCode::Policy, reason: "credential expired".into() };
+                let _ = c_tx.send(Message::Close(Some(frame))).await;
+                let _ = u_tx.send(Message::Close(None)).await;
+                break;
+            }
             m = c_rx.next() => match m {
                 Some(Ok(Message::Text(text))) => {
                     let start = Instant::now();

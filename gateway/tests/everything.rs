@@ -101,15 +101,31 @@ struct Events {
 
 impl Events {
     async fn post(url: &str, headers: &[(&str, &str)], msg: &Value) -> (http::response::Parts, Events) {
+        Self::open(Method::POST, url, headers, msg.to_string()).await
+    }
+
+    /// The session's GET stream.
+    async fn get(url: &str, headers: &[(&str, &str)]) -> (http::response::Parts, Events) {
+        Self::open(Method::GET, url, headers, String::new()).await
+    }
+
+    async fn open(
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: String,
+    ) -> (http::response::Parts, Events) {
         let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build_http::<http_body_util::Full<bytes::Bytes>>();
-        let mut req = http::Request::post(url)
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(url)
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream");
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let req = req.body(msg.to_string().into()).unwrap();
+        let req = req.body(body.into()).unwrap();
         let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req)).await.unwrap().unwrap();
         let (parts, body) = resp.into_parts();
         (parts, Events { body, buf: String::new() })
@@ -188,6 +204,42 @@ async fn related_messages_on_the_request_stream(url: &str, auth: &str) {
     assert!(del.status.is_success(), "{}", del.status);
 }
 
+/// A stream ends when the credential it was opened with expires; one opened afterwards with a
+/// longer-lived credential of the same caller stays open.
+async fn streams_end_when_the_credential_expires(gw: &Gw) {
+    let url = gw.url();
+    let long = bearer(&hs256(&claims("expiring", &["developer"])));
+    let init = rpc(&url, &[("authorization", &long)], &initialize(json!(1))).await;
+    let sid = init.header("mcp-session-id").expect("session id");
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let h = [("authorization", long.as_str()), ("mcp-session-id", sid.as_str())];
+    assert_eq!(rpc(&url, &h, &note).await.status, StatusCode::ACCEPTED);
+
+    // exp 27 s ago: accepted for about 3 more seconds (30 s clock skew allowance).
+    let mut c = claims("expiring", &["developer"]);
+    c["exp"] = json!(now() - 27);
+    let short = bearer(&hs256(&c));
+    let (parts, mut expiring) = Events::get(&url, &[("authorization", &short), ("mcp-session-id", &sid)]).await;
+    assert_eq!(parts.status, StatusCode::OK, "accepted while within the allowance");
+    while expiring.next().await.is_some() {}
+    assert!(gw.metrics().await.contains(r#"mcp_gateway_denials_total{reason="stream_credential_expired"} 1"#));
+
+    // The server may take a moment to notice the first stream is gone (one GET stream per session).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut lasting = loop {
+        let (parts, events) = Events::get(&url, &h).await;
+        if parts.status == StatusCode::OK {
+            break events;
+        }
+        assert!(std::time::Instant::now() < deadline, "GET stream refused: {}", parts.status);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let still = tokio::time::timeout(Duration::from_secs(2), lasting.next()).await;
+    assert!(still.is_err() || still.unwrap().is_some(), "the long-lived stream stays open");
+    let del = send(Method::DELETE, &url, &h, None).await.unwrap();
+    assert!(del.status.is_success(), "{}", del.status);
+}
+
 #[tokio::test]
 async fn server_everything_over_streamable_http() {
     let (_server, port) = server_everything_http().await;
@@ -204,6 +256,7 @@ async fn server_everything_over_streamable_http() {
     // Parity: what the server itself streams on a request's answer comes through the gateway.
     related_messages_on_the_request_stream(&format!("http://127.0.0.1:{port}/mcp"), "").await;
     related_messages_on_the_request_stream(&gw.url(), &bearer(&hs256(&claims("ops", &["admin"])))).await;
+    streams_end_when_the_credential_expires(&gw).await;
 
     // The official Python SDK client, once with an HS256 token and once with an RS256 one.
     let (url, hs) = (gw.url(), hs256(&claims("py-hs", &["developer"])));
@@ -250,6 +303,7 @@ async fn server_everything_over_stdio_through_the_bridge() {
 
     raw_session(&gw.url(), &bearer(&hs256(&claims("dev", &["developer"])))).await;
     related_messages_on_the_request_stream(&gw.url(), &bearer(&hs256(&claims("ops", &["admin"])))).await;
+    streams_end_when_the_credential_expires(&gw).await;
 
     let (url, rs) = (gw.url(), rs256(&claims("py-stdio", &["developer"]), "rsa-a", Some("rsa-a")));
     let r = tokio::task::spawn_blocking(move || python_client(&url, &rs, "echo", "toggle-simulated-logging"))

@@ -122,4 +122,24 @@ async fn websocket_pass_through_enforces_the_policy() {
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert!(seen.iter().all(|m| !m.contains("m-ws-")));
+
+    // A connection ends when its credential expires: exp 27 s ago is accepted for about 3 more
+    // seconds (30 s clock skew allowance); then the gateway closes with 1008 (policy).
+    let mut c = claims("short-lived", &["developer"]);
+    c["exp"] = json!(now() - 27);
+    let mut req = url.as_str().into_client_request().unwrap();
+    req.headers_mut().insert("authorization", bearer(&hs256(&c)).parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    ws.send(Message::text(call_tool(json!(3), "echo", json!({})).to_string())).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap();
+    assert!(matches!(first, Some(Ok(Message::Text(_)))), "{first:?}");
+    let closed = tokio::time::timeout(Duration::from_secs(15), ws.next()).await.expect("closed in time");
+    match closed {
+        Some(Ok(Message::Close(Some(f)))) => {
+            assert_eq!(u16::from(f.code), 1008);
+            assert_eq!(f.reason.as_str(), "credential expired");
+        }
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+    assert!(gw.metrics().await.contains(r#"mcp_gateway_denials_total{reason="stream_credential_expired"} 1"#));
 }

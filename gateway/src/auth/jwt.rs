@@ -221,7 +221,9 @@ impl JwtVerifier {
             .find_map(|c| claims.get(*c).and_then(Value::as_str))
             .unwrap_or("unknown")
             .to_string();
-        Ok(Identity::new(&subject, "jwt", roles_from_claims(&claims, &self.roles_claim)))
+        // Accepted until exp plus the clock skew allowance, as above.
+        let until = claims.get("exp").and_then(Value::as_u64).map(|exp| exp.saturating_add(LEEWAY_SECS));
+        Ok(Identity::new(&subject, "jwt", roles_from_claims(&claims, &self.roles_claim)).until(until))
     }
 }
 

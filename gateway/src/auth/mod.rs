@@ -21,16 +21,27 @@ pub struct Identity {
     pub roles: Vec<String>,
     /// Let in without credentials (`required: false`, or no authentication configured).
     pub anonymous: bool,
+    /// When the credential stops being accepted (unix seconds): streams opened with it end then.
+    pub expires_at: Option<u64>,
 }
 
 impl Identity {
     /// An authenticated identity.
     pub fn new(subject: &str, method: &'static str, roles: Vec<String>) -> Self {
-        Self { subject: subject.to_string(), method, roles, anonymous: false }
+        Self { subject: subject.to_string(), method, roles, anonymous: false, expires_at: None }
+    }
+    /// The same identity, valid until `expires_at` (unix seconds).
+    pub fn until(self, expires_at: Option<u64>) -> Self {
+        Self { expires_at, ..self }
+    }
+    /// How long the credential is still accepted; `None` when it does not expire.
+    pub fn time_left(&self) -> Option<std::time::Duration> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        self.expires_at.map(|exp| std::time::Duration::from_secs(exp).saturating_sub(now))
     }
     /// An anonymous caller, known by its address.
     pub fn anonymous(client: &str) -> Self {
-        Self { subject: client.to_string(), method: "anonymous", roles: vec![], anonymous: true }
+        Self { subject: client.to_string(), method: "anonymous", roles: vec![], anonymous: true, expires_at: None }
     }
     /// Key for rate limiting: the identity, or the client address when anonymous.
     pub fn rate_key(&self) -> String {

@@ -116,7 +116,8 @@ impl Introspector {
             .find_map(|c| doc.get(*c).and_then(Value::as_str))
             .unwrap_or("unknown")
             .to_string();
-        let id = Identity::new(&subject, "oauth2", roles_from_claims(&doc, &self.roles_claim));
+        let id = Identity::new(&subject, "oauth2", roles_from_claims(&doc, &self.roles_claim))
+            .until(doc.get("exp").and_then(Value::as_u64));
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= MAX_ENTRIES {
             cache.retain(|_, (_, until)| *until > now);

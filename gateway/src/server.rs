@@ -143,6 +143,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>, on_bound: impl 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     admin_task.abort();
+    gw.audit.flush();
     Ok(())
 }
 

@@ -860,7 +860,10 @@ async fn forward_stdio(
                 Ok(s) => s,
                 Err(r) => return *r,
             };
-            let rx = session.open_stream();
+            // Resumption: what the client missed after the last event it saw on this session's GET stream.
+            let last_event =
+                parts.headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(crate::stdio::parse_event_id);
+            let rx = session.open_stream(last_event);
             let busy = session.busy();
             cx.finish(gw, StatusCode::OK, Decision::Allow, None);
             sse_response(gw.until_expiry(channel_sse(rx, busy, access.clone()), identity))
@@ -1008,14 +1011,15 @@ impl Answer {
 
 /// The GET stream of a bridged session: server messages as events, keep-alive comments, filtered
 /// for restricted callers. Holding `busy` keeps the session from being reaped while open.
-fn channel_sse(rx: mpsc::Receiver<Value>, busy: Busy, access: ToolAccess) -> Body {
+fn channel_sse(rx: mpsc::Receiver<crate::stdio::Numbered>, busy: Busy, access: ToolAccess) -> Body {
     let stream = futures_util::stream::unfold((rx, busy, access), |(mut rx, busy, access)| async move {
         match tokio::time::timeout(KEEPALIVE, rx.recv()).await {
-            Ok(Some(mut msg)) => {
+            Ok(Some((n, mut msg))) => {
                 if access.is_restricted() {
                     sse::filter_value(&mut msg, &Target::AnyToolsResult, &access);
                 }
-                Some((Ok::<_, BoxError>(Frame::data(sse::event(&msg))), (rx, busy, access)))
+                let event = sse::event_with_id(&crate::stdio::event_id(n), &msg);
+                Some((Ok::<_, BoxError>(Frame::data(event)), (rx, busy, access)))
             }
             Ok(None) => None,
             Err(_) => Some((Ok(Frame::data(Bytes::from_static(b": keepalive\n\n"))), (rx, busy, access))),

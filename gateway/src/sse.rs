@@ -315,6 +315,11 @@ pub fn event(msg: &Value) -> Bytes {
     Bytes::from(format!("event: message\ndata: {msg}\n\n"))
 }
 
+/// One event with an id (a client may resume after it with `Last-Event-ID`).
+pub fn event_with_id(id: &str, msg: &Value) -> Bytes {
+    Bytes::from(format!("id: {id}\nevent: message\ndata: {msg}\n\n"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,8 +20,34 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Largest line read from a child (one JSON-RPC message).
 pub const MAX_LINE: usize = 16 * 1024 * 1024;
-/// Server-initiated messages kept while no GET stream is open.
+/// Server messages of the GET stream kept for a client that reconnects (at most), and the most
+/// queued for a stream that is not read.
 const BACKLOG: usize = 256;
+
+/// A message of the GET stream and its event number (its SSE id is `get-N`).
+pub type Numbered = (u64, Value);
+
+/// The session's GET stream: the live one, and the recent messages a client that comes back
+/// with `Last-Event-ID` missed.
+#[derive(Default)]
+struct GetStream {
+    tx: Option<mpsc::Sender<Numbered>>,
+    history: VecDeque<Numbered>,
+    /// Number of the last message.
+    last: u64,
+    /// Number of the last message handed to a live stream.
+    delivered: u64,
+}
+
+/// The SSE id of a GET stream event.
+pub fn event_id(n: u64) -> String {
+    format!("get-{n}")
+}
+
+/// The event number in a `Last-Event-ID` this bridge gave out.
+pub fn parse_event_id(id: &str) -> Option<u64> {
+    id.trim().strip_prefix("get-")?.parse().ok()
+}
 /// How long a child gets to exit after its stdin is closed (then SIGTERM, then SIGKILL).
 const GRACE: Duration = Duration::from_secs(2);
 
@@ -90,10 +116,9 @@ pub struct Session {
     child: tokio::sync::Mutex<Option<Child>>,
     pid: Option<u32>,
     pending: Mutex<HashMap<String, oneshot::Sender<Value>>>,
-    stream: Mutex<Option<mpsc::Sender<Value>>>,
+    stream: Mutex<GetStream>,
     routes: Mutex<Vec<Route>>,
     next_route: AtomicU64,
-    backlog: Mutex<VecDeque<Value>>,
     last_active: Mutex<Instant>,
     busy: AtomicUsize,
     alive: AtomicBool,
@@ -170,7 +195,6 @@ impl Session {
             stream: Mutex::default(),
             routes: Mutex::default(),
             next_route: AtomicU64::new(0),
-            backlog: Mutex::default(),
             last_active: Mutex::new(Instant::now()),
             busy: AtomicUsize::new(0),
             alive: AtomicBool::new(true),
@@ -284,36 +308,42 @@ impl Session {
     }
 
     fn to_stream(&self, msg: Value) {
-        let mut stream = self.stream.lock().unwrap_or_else(|e| e.into_inner());
-        let msg = match stream.as_ref() {
-            Some(tx) => match tx.try_send(msg) {
-                Ok(()) => return,
-                Err(mpsc::error::TrySendError::Full(m)) => m,
-                Err(mpsc::error::TrySendError::Closed(m)) => {
-                    *stream = None;
-                    m
+        let mut g = self.stream.lock().unwrap_or_else(|e| e.into_inner());
+        g.last += 1;
+        let n = g.last;
+        if g.history.len() >= BACKLOG {
+            if let Some((old, _)) = g.history.pop_front() {
+                if old > g.delivered {
+                    tracing::warn!(session = %self.id, "no GET stream; oldest server message dropped");
                 }
-            },
-            None => msg,
-        };
-        let mut backlog = self.backlog.lock().unwrap_or_else(|e| e.into_inner());
-        if backlog.len() >= BACKLOG {
-            backlog.pop_front();
-            tracing::warn!(session = %self.id, "no GET stream; oldest server message dropped");
-        }
-        backlog.push_back(msg);
-    }
-
-    /// Open the session's GET stream (replacing an older one), with what queued meanwhile.
-    pub fn open_stream(&self) -> mpsc::Receiver<Value> {
-        let (tx, rx) = mpsc::channel(BACKLOG);
-        let mut backlog = self.backlog.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(m) = backlog.pop_front() {
-            if tx.try_send(m).is_err() {
-                break;
             }
         }
-        *self.stream.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        g.history.push_back((n, msg.clone()));
+        if let Some(tx) = &g.tx {
+            match tx.try_send((n, msg)) {
+                Ok(()) => g.delivered = n,
+                // Not read (full) or gone: end it; a client that reconnects with Last-Event-ID
+                // gets what it missed from the history.
+                Err(_) => g.tx = None,
+            }
+        }
+    }
+
+    /// Open the session's GET stream (replacing an older one): first the messages after
+    /// `last_event` (`Last-Event-ID`), or without one those no stream has had yet; then live ones.
+    pub fn open_stream(&self, last_event: Option<u64>) -> mpsc::Receiver<Numbered> {
+        let (tx, rx) = mpsc::channel(BACKLOG);
+        let mut g = self.stream.lock().unwrap_or_else(|e| e.into_inner());
+        let after = last_event.unwrap_or(g.delivered);
+        let mut delivered = g.delivered;
+        for (n, m) in g.history.iter().filter(|(n, _)| *n > after) {
+            if tx.try_send((*n, m.clone())).is_err() {
+                break;
+            }
+            delivered = delivered.max(*n);
+        }
+        g.delivered = delivered;
+        g.tx = Some(tx);
         rx
     }
 
@@ -344,7 +374,7 @@ impl Session {
         self.alive.store(false, Ordering::SeqCst);
         self.pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
         self.routes.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        *self.stream.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.stream.lock().unwrap_or_else(|e| e.into_inner()).tx = None;
         if let Some(mut child) = self.child.lock().await.take() {
             let status = tokio::time::timeout(GRACE, child.wait()).await;
             match status {
@@ -532,8 +562,8 @@ mod tests {
         assert_eq!(echoed["result"]["ok"], true);
         s.send(&json!({"jsonrpc": "2.0", "method": "notifications/message"})).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let mut rx = s.open_stream();
-        assert_eq!(rx.recv().await.unwrap()["method"], "notifications/message", "backlog delivered");
+        let mut rx = s.open_stream(None);
+        assert_eq!(rx.recv().await.unwrap().1["method"], "notifications/message", "backlog delivered");
         assert_eq!(b.len(), 1);
         b.remove(&s.id).await.unwrap();
         assert!(b.get(&s.id).is_err());
@@ -556,8 +586,8 @@ mod tests {
         s.send(&log).await.unwrap();
         assert_eq!(r1.recv().await.unwrap()["params"]["progressToken"], "t1");
         assert_eq!(r1.recv().await.unwrap()["method"], "notifications/message");
-        let mut get = s.open_stream();
-        assert_eq!(get.recv().await.unwrap()["method"], "notifications/tools/list_changed");
+        let mut get = s.open_stream(None);
+        assert_eq!(get.recv().await.unwrap().1["method"], "notifications/tools/list_changed");
 
         // Two: progress by token; anything else is ambiguous and goes to the GET stream.
         let (g2, mut r2) = s.open_route(vec!["\"t2\"".into()]);
@@ -566,13 +596,44 @@ mod tests {
         s.send(&log).await.unwrap();
         assert_eq!(r2.recv().await.unwrap()["params"]["progressToken"], "t2");
         assert_eq!(r1.recv().await.unwrap()["params"]["progressToken"], "t1");
-        assert_eq!(get.recv().await.unwrap()["method"], "notifications/message");
+        assert_eq!(get.recv().await.unwrap().1["method"], "notifications/message");
 
         // Closed streams no longer receive; an unknown token goes to the GET stream.
         drop((g1, g2));
         s.send(&progress("t1")).await.unwrap();
-        assert_eq!(get.recv().await.unwrap()["params"]["progressToken"], "t1");
+        assert_eq!(get.recv().await.unwrap().1["params"]["progressToken"], "t1");
         assert!(r1.try_recv().is_err() && r2.try_recv().is_err());
+        b.remove(&s.id).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn get_stream_resumes_after_last_event_id() {
+        let b = cat_bridge(1, Duration::from_secs(60));
+        let s = b.create("a").unwrap();
+        let note = |i: u64| json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {"i": i}});
+        let mut get = s.open_stream(None);
+        for i in 1..=3 {
+            s.send(&note(i)).await.unwrap();
+        }
+        let (n1, m1) = get.recv().await.unwrap();
+        assert_eq!((n1, m1["params"]["i"].as_u64()), (1, Some(1)));
+        assert_eq!(parse_event_id(&event_id(n1)), Some(1));
+        assert_eq!(parse_event_id("other-7"), None);
+        // The connection breaks after the first event; two more come meanwhile.
+        drop(get);
+        s.send(&note(4)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut again = s.open_stream(Some(n1));
+        let replayed: Vec<u64> = [again.recv().await, again.recv().await, again.recv().await]
+            .into_iter()
+            .map(|m| m.unwrap().1["params"]["i"].as_u64().unwrap())
+            .collect();
+        assert_eq!(replayed, vec![2, 3, 4], "what came after event 1, once");
+        // A new stream without Last-Event-ID does not repeat what a stream already had.
+        drop(again);
+        let mut fresh = s.open_stream(None);
+        s.send(&note(5)).await.unwrap();
+        assert_eq!(fresh.recv().await.unwrap().1["params"]["i"], 5);
         b.remove(&s.id).await.unwrap();
     }
 

@@ -133,13 +133,19 @@ impl Events {
 
     /// The next event's data, or None at the end of the stream.
     async fn next(&mut self) -> Option<Value> {
+        self.next_event().await.map(|(_, data)| data)
+    }
+
+    /// The next event with data: its id and its data.
+    async fn next_event(&mut self) -> Option<(Option<String>, Value)> {
         use http_body_util::BodyExt;
         loop {
             if let Some(end) = self.buf.find("\n\n") {
                 let event: String = self.buf.drain(..end + 2).collect();
                 let data: String = event.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim).collect();
+                let id = event.lines().find_map(|l| l.strip_prefix("id:")).map(|i| i.trim().to_string());
                 if !data.is_empty() {
-                    return Some(serde_json::from_str(&data).unwrap());
+                    return Some((id, serde_json::from_str(&data).unwrap()));
                 }
                 continue;
             }
@@ -154,6 +160,45 @@ impl Events {
             }
         }
     }
+}
+
+/// Resumability of the bridge's GET stream: a client that reconnects with `Last-Event-ID` gets
+/// the events after that one again (here one it had already seen: a new event would have a new
+/// id). (In front of an HTTP server the header is passed on and resumption is the server's; its
+/// passing on is checked in features.rs.)
+async fn get_stream_resumes_after_last_event_id(url: &str, auth: &str) {
+    let init = rpc(url, &[("authorization", auth)], &initialize(json!(1))).await;
+    let sid = init.header("mcp-session-id").expect("session id");
+    let hs = [("authorization", auth), ("mcp-session-id", sid.as_str()), ("mcp-protocol-version", "2025-06-18")];
+    let note = rpc(url, &hs, &json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await;
+    assert_eq!(note.status, StatusCode::ACCEPTED);
+    let (parts, mut first) = Events::get(url, &hs).await;
+    assert_eq!(parts.status, StatusCode::OK);
+    // The server logs to the session every 5 s once asked to.
+    let toggle = rpc(url, &hs, &call_tool(json!(2), "toggle-simulated-logging", json!({}))).await;
+    assert_eq!(toggle.status, StatusCode::OK, "{}", toggle.body);
+    let (id1, _) = first.next_event().await.expect("an event");
+    let (id2, m2) = first.next_event().await.expect("another event");
+    let (id1, id2) = (id1.expect("events have ids"), id2.expect("events have ids"));
+    drop(first);
+    let mut h = hs.to_vec();
+    h.push(("last-event-id", id1.as_str()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut again = loop {
+        // The server may take a moment to notice the first stream is gone (one GET stream per session).
+        let (parts, events) = Events::get(url, &h).await;
+        if parts.status == StatusCode::OK {
+            break events;
+        }
+        assert!(std::time::Instant::now() < deadline, "resumption refused: {}", parts.status);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (replayed, m) = again.next_event().await.expect("the replayed event");
+    assert_eq!(replayed.as_deref(), Some(id2.as_str()), "replayed after {id1}");
+    assert_eq!(m, m2);
+    let _ = rpc(url, &hs, &call_tool(json!(3), "toggle-simulated-logging", json!({}))).await;
+    let del = send(Method::DELETE, url, &hs, None).await.unwrap();
+    assert!(del.status.is_success(), "{}", del.status);
 }
 
 /// Server messages that belong to a request come on that request's SSE answer: progress
@@ -304,6 +349,7 @@ async fn server_everything_over_stdio_through_the_bridge() {
     raw_session(&gw.url(), &bearer(&hs256(&claims("dev", &["developer"])))).await;
     related_messages_on_the_request_stream(&gw.url(), &bearer(&hs256(&claims("ops", &["admin"])))).await;
     streams_end_when_the_credential_expires(&gw).await;
+    get_stream_resumes_after_last_event_id(&gw.url(), &bearer(&hs256(&claims("ops", &["admin"])))).await;
 
     let (url, rs) = (gw.url(), rs256(&claims("py-stdio", &["developer"]), "rsa-a", Some("rsa-a")));
     let r = tokio::task::spawn_blocking(move || python_client(&url, &rs, "echo", "toggle-simulated-logging"))

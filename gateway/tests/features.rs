@@ -95,10 +95,13 @@ async fn tools_list_is_filtered_in_json_sse_and_get_streams() {
     )
     .await;
     assert_eq!(tool_names(&batch.json()[0]), vec!["echo", "search_docs"]);
-    // a GET stream replaying a tools/list answer
-    let get =
-        send(Method::GET, &gw.url(), &[("authorization", &dev), ("accept", "text/event-stream")], None).await.unwrap();
+    // a GET stream replaying a tools/list answer; resumption (Last-Event-ID) is the server's
+    let h = [("authorization", dev.as_str()), ("accept", "text/event-stream"), ("last-event-id", "ev-41")];
+    let get = send(Method::GET, &gw.url(), &h, None).await.unwrap();
     assert_eq!(tool_names(&get.json()), vec!["echo", "search_docs"]);
+    let seen = rec.seen();
+    let last = seen.last().unwrap();
+    assert_eq!((&last.method, last.headers.get("last-event-id")), (&Method::GET, Some(&"ev-41".parse().unwrap())));
 }
 
 #[tokio::test]

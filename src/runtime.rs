@@ -3,7 +3,7 @@
 
 use crate::build::Defaults;
 use crate::consts::*;
-use crate::controller::{mcpserver, plugin, securitypolicy, Context, Scope};
+use crate::controller::{mcpserver, plugin, securitypolicy, Context, Guarded, Scope};
 use crate::metrics::Metrics;
 use anyhow::Context as _;
 use axum::extract::State;
@@ -93,14 +93,22 @@ struct Admin {
 
 type PhaseSource = Box<dyn Fn() -> Vec<(String, String)> + Send + Sync>;
 
-fn phases_of<K, F>(kind: &'static str, store: Store<K>, phase: F) -> PhaseSource
+fn phases_of<K, F>(kind: &'static str, store: Store<Guarded<K>>, phase: F) -> PhaseSource
 where
     K: kube::Resource + Clone + Send + Sync + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone,
     F: Fn(&K) -> Option<String> + Send + Sync + 'static,
 {
     Box::new(move || {
-        store.state().iter().map(|o| (kind.to_string(), phase(o).unwrap_or_else(|| "Unknown".into()))).collect()
+        store
+            .state()
+            .iter()
+            .map(|o| {
+                // An object this operator cannot read counts as phase "Invalid".
+                let phase = o.0.as_ref().map_or_else(|_| Some("Invalid".into()), &phase);
+                (kind.to_string(), phase.unwrap_or_else(|| "Unknown".into()))
+            })
+            .collect()
     })
 }
 

@@ -902,6 +902,8 @@ async fn plugin_in_use_gets_protected_and_reports_its_users() {
         let servers = vec![
             server_named(NAME, json!({"plugins": ["wordpress-plugin"]})),
             server_named("other-server", json!({"plugins": []})),
+            // Written under a newer CRD: skipped, and the others still count.
+            server_named("future-server", json!({"plugins": ["wordpress-plugin"], "transport": "grpc"})),
         ];
         api.list(MCPSERVERS, "MCPServerList", servers).await;
         api.list(PLUGINS, "PluginList", vec![obj.clone()]).await;
@@ -935,6 +937,63 @@ async fn plugin_in_use_gets_protected_and_reports_its_users() {
     let result = within(plugin::reconcile(typed(&plugin), ctx)).await;
     finish(script).await;
     assert_eq!(result.expect("reconcile"), Action::requeue(Duration::from_secs(300)));
+}
+
+#[tokio::test]
+async fn unreadable_server_gets_an_event_and_is_left_alone() {
+    let (ctx, mut api) = testbed();
+    let future = server_named("future-server", json!({"transport": "grpc"}));
+    let guard: kube::core::DeserializeGuard<mcp_operator::api::McpServer> =
+        serde_json::from_value(future).expect("the guard takes any object");
+    let error = guard.0.as_ref().expect_err("not readable").error.clone();
+    assert!(error.contains("grpc") && error.contains("websocket"), "names the value and what is accepted: {error}");
+    let script = tokio::spawn(async move {
+        let regarding = json!({"apiVersion": API_VERSION, "kind": "MCPServer", "name": "future-server", "namespace": NS, "uid": "uid-future-server"});
+        let note = format!("this MCPServer cannot be read by the operator ({error}); fix it or upgrade the operator");
+        api.event_about(regarding, "Warning", "InvalidObject", "Read", &note).await;
+        // Nothing else: no finalizer, no children, no status.
+        api.done().await;
+    });
+    let result =
+        within(mcp_operator::controller::reconcile_guarded(Arc::new(guard), ctx, "mcpserver", mcpserver::reconcile))
+            .await;
+    finish(script).await;
+    assert_eq!(result.expect("reconcile"), Action::await_change());
+}
+
+#[tokio::test]
+async fn deleting_an_unreadable_server_is_not_held_up() {
+    let (ctx, mut api) = testbed();
+    let mut future = server_named("future-server", json!({"transport": "grpc"}));
+    future["metadata"]["resourceVersion"] = json!("300");
+    future["metadata"]["deletionTimestamp"] = json!("2024-01-02T00:00:00Z");
+    future["metadata"]["finalizers"] = json!(["example.com/other", FINALIZER]);
+    let guard: kube::core::DeserializeGuard<mcp_operator::api::McpServer> =
+        serde_json::from_value(future.clone()).unwrap();
+    let error = guard.0.as_ref().expect_err("not readable").error.clone();
+    let script = tokio::spawn(async move {
+        let regarding = json!({"apiVersion": API_VERSION, "kind": "MCPServer", "name": "future-server", "namespace": NS, "uid": "uid-future-server"});
+        let note = format!("this MCPServer cannot be read by the operator ({error}); fix it or upgrade the operator");
+        api.event_about(regarding.clone(), "Warning", "InvalidObject", "Read", &note).await;
+        let call = api.expect(Method::PATCH, &format!("{MCPSERVERS}/future-server"), &[]).await;
+        assert_eq!(call.content_type.as_deref(), Some(MERGE));
+        assert_eq!(
+            call.body,
+            json!({"metadata": {"resourceVersion": "300", "finalizers": ["example.com/other"]}}),
+            "only the operator's finalizer goes, optimistically locked"
+        );
+        let mut released = future.clone();
+        released["metadata"]["finalizers"] = json!(["example.com/other"]);
+        call.ok(released);
+        let note = "deleting an unreadable MCPServer: the operator's finalizer is released";
+        api.event_about(regarding, "Warning", "Deleted", "Delete", note).await;
+        api.done().await;
+    });
+    let result =
+        within(mcp_operator::controller::reconcile_guarded(Arc::new(guard), ctx, "mcpserver", mcpserver::reconcile))
+            .await;
+    finish(script).await;
+    assert_eq!(result.expect("reconcile"), Action::await_change());
 }
 
 #[tokio::test]

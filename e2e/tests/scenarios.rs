@@ -594,6 +594,67 @@ async fn scale_out_of_range_is_rejected(#[case] arg: &str, #[case] field: &str) 
     Ok(())
 }
 
+// ---------------------------------------------------------------- version skew
+
+const TRANSPORT_ENUM: &str = "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/transport/enum";
+
+/// An object this operator cannot read (as after installing a newer CRD than the running operator
+/// knows) gets a Warning Event naming the problem and is left as it is, every other object goes
+/// on reconciling, and deleting the unreadable one is not held up.
+#[tokio::test(flavor = "multi_thread")]
+async fn unreadable_object_is_reported_and_the_others_go_on() -> Result<()> {
+    let env = env();
+    let _install = env.exclusive().await;
+    let ns = env.namespace("skew").await?;
+    let server = |name: &str, spec: &str| {
+        format!("kubectl apply -f - <<EOF\napiVersion: mcp.n-takatsu.dev/v1alpha1\nkind: MCPServer\nmetadata: {{name: {name}}}\nspec: {spec}\nEOF")
+    };
+    ns.sh_ok(&server("today", "{}"))?;
+    running(&ns, "today", 1).await?;
+    let deployment = ns.api::<Deployment>().get("today").await?.metadata;
+    // The CRD as a newer operator version might ship it: spec.transport takes any string.
+    env.admin_sh(&format!(
+        "kubectl patch crd mcpservers.mcp.n-takatsu.dev --type=json -p '[{{\"op\":\"remove\",\"path\":\"{TRANSPORT_ENUM}\"}}]'"
+    ))?;
+    let result = async {
+        ns.sh_ok(&server("future", "{transport: grpc}"))?;
+        ns.sh_ok("kubectl patch mcpserver today --type=merge -p '{\"spec\":{\"transport\":\"grpc\"}}'")?;
+        // Created after the unreadable ones, in the same namespace: still reconciled.
+        ns.sh_ok(&server("later", "{}"))?;
+        running(&ns, "later", 1).await?;
+        for name in ["future", "today"] {
+            let events = eventually(&format!("an InvalidObject Event on {name}"), || {
+                let ns = &ns;
+                async move {
+                    let out = ns.sh_ok(&format!("kubectl get events --field-selector involvedObject.name={name}"))?;
+                    Ok(out.contains("InvalidObject").then_some(out))
+                }
+            })
+            .await?;
+            ensure!(events.contains("grpc") && events.contains("cannot be read"), "names the problem: {events}");
+        }
+        ensure!(ns.api::<Deployment>().get_opt("future").await?.is_none(), "no workload for an unreadable server");
+        let now = ns.api::<Deployment>().get("today").await?.metadata;
+        ensure!(
+            (now.uid, now.generation) == (deployment.uid, deployment.generation),
+            "the running workload of a server that became unreadable is left as it was"
+        );
+        // Deleting them is not held up by the operator's finalizer.
+        ns.sh_ok("kubectl delete mcpserver future today --wait=false")?;
+        // (Watched as the operator does: the test's own client cannot read them either.)
+        let servers = ns.api::<kube::core::DeserializeGuard<McpServer>>();
+        wait_gone(&servers, "today").await?;
+        wait_gone(&servers, "future").await?;
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    env.admin_sh(&format!(
+        "kubectl patch crd mcpservers.mcp.n-takatsu.dev --type=json \\
+         -p '[{{\"op\":\"add\",\"path\":\"{TRANSPORT_ENUM}\",\"value\":[\"http\",\"stdio\",\"websocket\"]}}]'"
+    ))?;
+    result
+}
+
 // ---------------------------------------------------------------- upgrade
 
 async fn upgrade_keeps_pods(upgrade: &str, before_upgrade: &str) -> Result<()> {

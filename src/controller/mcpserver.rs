@@ -2,7 +2,7 @@
 //! apply → status. The finalizer is the top-level action: Apply or Cleanup.
 
 use super::status::{server_status, Observation, Resolution};
-use super::{apply, apply_status, Context, Error, Result, Scope};
+use super::{apply, apply_status, Context, Error, Guarded, Result, Scope};
 use crate::api::condition_types::*;
 use crate::api::{McpServer, McpServerPhase, McpServerStatus, Plugin, SecurityPolicy};
 use crate::build::{build_children, owned_selector, selector_string, server_selector, BuildInputs, Children};
@@ -47,7 +47,7 @@ pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Acti
 }
 
 /// Requeue policy after a failed reconcile.
-pub fn error_policy(server: Arc<McpServer>, err: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy<K: Resource<DynamicType = ()>>(server: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
     let waiting_for_pods = matches!(err, Error::PodsTerminating(_))
         || matches!(err, Error::Finalizer(e) if matches!(e.as_ref(), kube::runtime::finalizer::Error::CleanupFailed(Error::PodsTerminating(_))));
     if waiting_for_pods {
@@ -153,7 +153,7 @@ pub async fn resolve(server: &McpServer, ctx: &Context) -> Result<Resolved> {
     let (plugins, plugins_resolution) = if server.spec.plugins.is_empty() {
         (vec![], Resolution::ok("NoPlugins", "no plugins are requested"))
     } else {
-        let all = Api::<Plugin>::namespaced(ctx.client.clone(), &ns).list(&ListParams::default()).await?.items;
+        let all = super::list_readable::<Plugin>(ctx, &ns).await?;
         let idx = index(&all);
         match resolve_plugins(&server.spec.plugins, &idx) {
             Err(problems) => (vec![], Resolution::failed("PluginsUnresolved", describe(&problems))),
@@ -391,10 +391,13 @@ async fn cleanup_server(server: &McpServer, ctx: &Context) -> Result<Action> {
 }
 
 /// Runs the MCPServer controller in `scope` until shutdown. Returns its store for metrics.
-pub fn controller(ctx: Arc<Context>, scope: &Scope) -> (Store<McpServer>, impl std::future::Future<Output = ()>) {
+pub fn controller(
+    ctx: Arc<Context>,
+    scope: &Scope,
+) -> (Store<Guarded<McpServer>>, impl std::future::Future<Output = ()>) {
     let client = ctx.client.clone();
     let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
-    let controller = Controller::new(scope.api::<McpServer>(&client), watcher::Config::default());
+    let controller = Controller::new(scope.api::<Guarded<McpServer>>(&client), watcher::Config::default());
     let store = controller.store();
     let by_policy = store.clone();
     let by_plugin = store.clone();
@@ -406,27 +409,30 @@ pub fn controller(ctx: Arc<Context>, scope: &Scope) -> (Store<McpServer>, impl s
         .owns(scope.api::<ServiceAccount>(&client), owned.clone())
         .owns(scope.api::<NetworkPolicy>(&client), owned.clone())
         .owns(scope.api::<PodDisruptionBudget>(&client), owned)
-        .watches(scope.api::<SecurityPolicy>(&client), watcher::Config::default(), move |policy| {
+        .watches(scope.api::<Guarded<SecurityPolicy>>(&client), watcher::Config::default(), move |policy| {
             let (ns, name) = (policy.namespace(), policy.name_any());
             by_policy
                 .state()
                 .into_iter()
-                .filter(|s| s.namespace() == ns && s.spec.security_policy.as_deref() == Some(name.as_str()))
+                .filter(|s| {
+                    s.namespace() == ns
+                        && s.0.as_ref().is_ok_and(|s| s.spec.security_policy.as_deref() == Some(name.as_str()))
+                })
                 .map(|s| ObjectRef::from_obj(&*s))
                 .collect::<Vec<_>>()
         })
-        .watches(scope.api::<Plugin>(&client), watcher::Config::default(), move |plugin| {
+        .watches(scope.api::<Guarded<Plugin>>(&client), watcher::Config::default(), move |plugin| {
             // Any server with plugins may reach this one through dependencies.
             let ns = plugin.namespace();
             by_plugin
                 .state()
                 .into_iter()
-                .filter(|s| s.namespace() == ns && !s.spec.plugins.is_empty())
+                .filter(|s| s.namespace() == ns && s.0.as_ref().is_ok_and(|s| !s.spec.plugins.is_empty()))
                 .map(|s| ObjectRef::from_obj(&*s))
                 .collect::<Vec<_>>()
         })
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
+        .run(|server, ctx| super::reconcile_guarded(server, ctx, CONTROLLER, reconcile), error_policy, ctx)
         .for_each(super::forget_failures(done, CONTROLLER));
     (store, fut)
 }

@@ -15,11 +15,97 @@ pub use error::{Error, Result};
 pub use ssa::{apply, apply_status};
 
 use futures::{FutureExt, StreamExt};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{watcher, Controller};
-use kube::{Resource, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 use std::sync::Arc;
+
+/// Objects as the controllers watch and list them: one this operator cannot read (written under
+/// another version of the CRD, e.g. during an upgrade) is reported on its own instead of stopping
+/// the watch, and with it the reconciliation of every object of its kind.
+pub type Guarded<K> = DeserializeGuard<K>;
+
+/// Reconcile a guarded object: a readable one with `reconcile`; an unreadable one gets a Warning
+/// Event naming the problem (`InvalidObject`), and waits for a change.
+pub async fn reconcile_guarded<K, Fut>(
+    obj: Arc<Guarded<K>>,
+    ctx: Arc<Context>,
+    controller: &'static str,
+    reconcile: fn(Arc<K>, Arc<Context>) -> Fut,
+) -> Result<kube::runtime::controller::Action>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    Fut: std::future::Future<Output = Result<Action>>,
+{
+    match &obj.0 {
+        Ok(valid) => reconcile(Arc::new(valid.clone()), ctx).await,
+        Err(invalid) => {
+            let kind = K::kind(&());
+            tracing::warn!(
+                controller,
+                object = %format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any()),
+                error = %invalid.error,
+                "{kind} cannot be read by this operator version; it is left alone until it changes"
+            );
+            let note = format!(
+                "this {kind} cannot be read by the operator ({}); fix it or upgrade the operator",
+                invalid.error
+            );
+            ctx.event(&*obj, EventType::Warning, "InvalidObject", "Read", note).await;
+            release_unreadable(&obj, &ctx).await?;
+            Ok(Action::await_change())
+        }
+    }
+}
+
+/// Deleting an object this operator cannot read is not held up by its finalizers: they are
+/// dropped (its children go with it through their owner references).
+async fn release_unreadable<K>(obj: &Guarded<K>, ctx: &Context) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let ours = [crate::consts::FINALIZER, crate::consts::IN_USE_FINALIZER];
+    if obj.meta().deletion_timestamp.is_none() || !obj.finalizers().iter().any(|f| ours.contains(&f.as_str())) {
+        return Ok(());
+    }
+    let keep: Vec<&String> = obj.finalizers().iter().filter(|f| !ours.contains(&f.as_str())).collect();
+    let patch = serde_json::json!({"metadata": {"resourceVersion": obj.resource_version(), "finalizers": keep}});
+    let api = Api::<Guarded<K>>::namespaced(ctx.client.clone(), &obj.namespace().ok_or(Error::MissingNamespace)?);
+    api.patch(&obj.name_any(), &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await?;
+    let note = format!("deleting an unreadable {}: the operator's finalizer is released", K::kind(&()));
+    ctx.event(obj, EventType::Warning, "Deleted", "Delete", note).await;
+    Ok(())
+}
+
+/// The readable objects of a kind in a namespace; the unreadable ones are logged and skipped.
+pub async fn list_readable<K>(ctx: &Context, ns: &str) -> Result<Vec<K>>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let all = Api::<Guarded<K>>::namespaced(ctx.client.clone(), ns).list(&Default::default()).await?.items;
+    Ok(all
+        .into_iter()
+        .filter_map(|g| match g.0 {
+            Ok(k) => Some(k),
+            Err(e) => {
+                tracing::debug!(name = ?e.metadata.name, error = %e.error, "skipping an unreadable {}", K::kind(&()));
+                None
+            }
+        })
+        .collect())
+}
 
 /// Forgets an object's failure count once it reconciles (the end of every controller's stream).
 fn forget_failures<K, E>(
@@ -45,8 +131,8 @@ fn referenced_kind_controller<K, Fut>(
     scope: &Scope,
     controller: &'static str,
     reconcile: fn(Arc<K>, Arc<Context>) -> Fut,
-    error_policy: fn(Arc<K>, &Error, Arc<Context>) -> Action,
-) -> (Store<K>, futures::future::BoxFuture<'static, ()>)
+    error_policy: fn(Arc<Guarded<K>>, &Error, Arc<Context>) -> Action,
+) -> (Store<Guarded<K>>, futures::future::BoxFuture<'static, ()>)
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -58,11 +144,11 @@ where
     Fut: std::future::Future<Output = Result<Action>> + Send + 'static,
 {
     let client = ctx.client.clone();
-    let main = Controller::new(scope.api::<K>(&client), watcher::Config::default());
+    let main = Controller::new(scope.api::<Guarded<K>>(&client), watcher::Config::default());
     let store = main.store();
     let objects = store.clone();
     let fut = main
-        .watches(scope.api::<crate::api::McpServer>(&client), watcher::Config::default(), move |server| {
+        .watches(scope.api::<Guarded<crate::api::McpServer>>(&client), watcher::Config::default(), move |server| {
             let ns = server.namespace();
             objects
                 .state()
@@ -72,7 +158,7 @@ where
                 .collect::<Vec<_>>()
         })
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx.clone())
+        .run(move |obj, ctx| reconcile_guarded(obj, ctx, controller, reconcile), error_policy, ctx.clone())
         .for_each(forget_failures(ctx, controller))
         .boxed();
     (store, fut)

@@ -7,7 +7,6 @@ use crate::api::plugin_condition_types::*;
 use crate::api::{condition, set_condition, IsolationLevel, McpServer, Plugin, PluginPhase, PluginStatus};
 use crate::plugins::{describe, index, reachable, resolve_plugins, PluginProblem};
 use k8s_openapi::api::node::v1::RuntimeClass;
-use kube::api::ListParams;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::Store;
@@ -78,8 +77,8 @@ pub async fn reconcile(plugin: Arc<Plugin>, ctx: Arc<Context>) -> Result<Action>
     let ns = plugin.namespace().ok_or(Error::MissingNamespace)?;
     let name = plugin.name_any();
     let api: Api<Plugin> = Api::namespaced(ctx.client.clone(), &ns);
-    let servers = Api::<McpServer>::namespaced(ctx.client.clone(), &ns).list(&ListParams::default()).await?.items;
-    let plugins = api.list(&ListParams::default()).await?.items;
+    let servers = super::list_readable::<McpServer>(&ctx, &ns).await?;
+    let plugins = super::list_readable::<Plugin>(&ctx, &ns).await?;
     let users = used_by(&name, &servers, &plugins);
     let dependencies = resolve_plugins(std::slice::from_ref(&name), &index(&plugins));
     let runtime_class_problem = if plugin.spec.isolation.level == IsolationLevel::Vm {
@@ -113,12 +112,15 @@ pub async fn reconcile(plugin: Arc<Plugin>, ctx: Arc<Context>) -> Result<Action>
 }
 
 /// Requeue policy after a failed reconcile.
-pub fn error_policy(plugin: Arc<Plugin>, err: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy<K: kube::Resource<DynamicType = ()>>(plugin: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
     ctx.retry_after(CONTROLLER, &*plugin, err)
 }
 
 /// Runs the Plugin controller in `scope` until shutdown. Returns its store for metrics.
-pub fn controller(ctx: Arc<Context>, scope: &Scope) -> (Store<Plugin>, impl std::future::Future<Output = ()>) {
+pub fn controller(
+    ctx: Arc<Context>,
+    scope: &Scope,
+) -> (Store<super::Guarded<Plugin>>, impl std::future::Future<Output = ()>) {
     super::referenced_kind_controller(ctx, scope, CONTROLLER, reconcile, error_policy)
 }
 

@@ -8,7 +8,6 @@ use super::{apply_status, Context, Error, Result, Scope};
 use crate::api::policy_condition_types::VALID;
 use crate::api::{condition, set_condition, McpServer, SecurityPolicy, SecurityPolicyPhase, SecurityPolicyStatus};
 use crate::policy::validate_policy;
-use kube::api::ListParams;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::Store;
@@ -64,7 +63,7 @@ pub async fn reconcile(policy: Arc<SecurityPolicy>, ctx: Arc<Context>) -> Result
     let ns = policy.namespace().ok_or(Error::MissingNamespace)?;
     let name = policy.name_any();
     let api: Api<SecurityPolicy> = Api::namespaced(ctx.client.clone(), &ns);
-    let servers = Api::<McpServer>::namespaced(ctx.client.clone(), &ns).list(&ListParams::default()).await?.items;
+    let servers = super::list_readable::<McpServer>(&ctx, &ns).await?;
     let users = used_by(&name, &servers);
     if protect(&ctx, &api, &policy, &users).await? == Protection::Released
         && policy.metadata.deletion_timestamp.is_some()
@@ -96,12 +95,15 @@ pub async fn reconcile(policy: Arc<SecurityPolicy>, ctx: Arc<Context>) -> Result
 }
 
 /// Requeue policy after a failed reconcile.
-pub fn error_policy(policy: Arc<SecurityPolicy>, err: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy<K: kube::Resource<DynamicType = ()>>(policy: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
     ctx.retry_after(CONTROLLER, &*policy, err)
 }
 
 /// Runs the SecurityPolicy controller in `scope` until shutdown. Returns its store for metrics.
-pub fn controller(ctx: Arc<Context>, scope: &Scope) -> (Store<SecurityPolicy>, impl std::future::Future<Output = ()>) {
+pub fn controller(
+    ctx: Arc<Context>,
+    scope: &Scope,
+) -> (Store<super::Guarded<SecurityPolicy>>, impl std::future::Future<Output = ()>) {
     super::referenced_kind_controller(ctx, scope, CONTROLLER, reconcile, error_policy)
 }
 

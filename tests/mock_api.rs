@@ -939,61 +939,79 @@ async fn plugin_in_use_gets_protected_and_reports_its_users() {
     assert_eq!(result.expect("reconcile"), Action::requeue(Duration::from_secs(300)));
 }
 
-#[tokio::test]
-async fn unreadable_server_gets_an_event_and_is_left_alone() {
-    let (ctx, mut api) = testbed();
-    let future = server_named("future-server", json!({"transport": "grpc"}));
+/// An MCPServer written under a newer CRD (`transport: grpc`) with `meta` merged into its
+/// metadata, as the operator's guard reads it, and the reason it cannot be read.
+fn unreadable_server(meta: Value) -> (Value, kube::core::DeserializeGuard<mcp_operator::api::McpServer>, String) {
+    let mut obj = server_named("future-server", json!({"transport": "grpc"}));
+    for (k, v) in meta.as_object().unwrap() {
+        obj["metadata"][k] = v.clone();
+    }
     let guard: kube::core::DeserializeGuard<mcp_operator::api::McpServer> =
-        serde_json::from_value(future).expect("the guard takes any object");
+        serde_json::from_value(obj.clone()).expect("the guard takes any object");
     let error = guard.0.as_ref().expect_err("not readable").error.clone();
     assert!(error.contains("grpc") && error.contains("websocket"), "names the value and what is accepted: {error}");
-    let script = tokio::spawn(async move {
-        let regarding = json!({"apiVersion": API_VERSION, "kind": "MCPServer", "name": "future-server", "namespace": NS, "uid": "uid-future-server"});
-        let note = format!("this MCPServer cannot be read by the operator ({error}); fix it or upgrade the operator");
-        api.event_about(regarding, "Warning", "InvalidObject", "Read", &note).await;
-        // Nothing else: no finalizer, no children, no status.
-        api.done().await;
-    });
+    (obj, guard, error)
+}
+
+const FUTURE_SERVER: &str = "future-server";
+
+fn future_server_ref() -> Value {
+    json!({"apiVersion": API_VERSION, "kind": "MCPServer", "name": FUTURE_SERVER, "namespace": NS, "uid": "uid-future-server"})
+}
+
+async fn reconcile_unreadable(
+    guard: kube::core::DeserializeGuard<mcp_operator::api::McpServer>,
+    ctx: Arc<Context>,
+) -> kube::runtime::controller::Action {
     let result =
         within(mcp_operator::controller::reconcile_guarded(Arc::new(guard), ctx, "mcpserver", mcpserver::reconcile))
             .await;
+    result.expect("reconcile")
+}
+
+#[tokio::test]
+async fn unreadable_server_gets_an_event_and_is_left_alone() {
+    let (ctx, mut api) = testbed();
+    let (_, guard, error) = unreadable_server(json!({}));
+    let script = tokio::spawn(async move {
+        let note = format!("this MCPServer cannot be read by the operator ({error}); fix it or upgrade the operator");
+        api.event_about(future_server_ref(), "Warning", "InvalidObject", "Read", &note).await;
+        // Nothing else: no finalizer, no children, no status.
+        api.done().await;
+    });
+    let action = reconcile_unreadable(guard, ctx).await;
     finish(script).await;
-    assert_eq!(result.expect("reconcile"), Action::await_change());
+    assert_eq!(action, Action::await_change());
 }
 
 #[tokio::test]
 async fn deleting_an_unreadable_server_is_not_held_up() {
     let (ctx, mut api) = testbed();
-    let mut future = server_named("future-server", json!({"transport": "grpc"}));
-    future["metadata"]["resourceVersion"] = json!("300");
-    future["metadata"]["deletionTimestamp"] = json!("2024-01-02T00:00:00Z");
-    future["metadata"]["finalizers"] = json!(["example.com/other", FINALIZER]);
-    let guard: kube::core::DeserializeGuard<mcp_operator::api::McpServer> =
-        serde_json::from_value(future.clone()).unwrap();
-    let error = guard.0.as_ref().expect_err("not readable").error.clone();
+    let (future, guard, error) = unreadable_server(json!({
+        "resourceVersion": "300",
+        "deletionTimestamp": "2024-01-02T00:00:00Z",
+        "finalizers": ["example.com/other", FINALIZER],
+    }));
     let script = tokio::spawn(async move {
-        let regarding = json!({"apiVersion": API_VERSION, "kind": "MCPServer", "name": "future-server", "namespace": NS, "uid": "uid-future-server"});
         let note = format!("this MCPServer cannot be read by the operator ({error}); fix it or upgrade the operator");
-        api.event_about(regarding.clone(), "Warning", "InvalidObject", "Read", &note).await;
-        let call = api.expect(Method::PATCH, &format!("{MCPSERVERS}/future-server"), &[]).await;
+        api.event_about(future_server_ref(), "Warning", "InvalidObject", "Read", &note).await;
+        let call = api.expect(Method::PATCH, &format!("{MCPSERVERS}/{FUTURE_SERVER}"), &[]).await;
         assert_eq!(call.content_type.as_deref(), Some(MERGE));
         assert_eq!(
             call.body,
             json!({"metadata": {"resourceVersion": "300", "finalizers": ["example.com/other"]}}),
             "only the operator's finalizer goes, optimistically locked"
         );
-        let mut released = future.clone();
+        let mut released = future;
         released["metadata"]["finalizers"] = json!(["example.com/other"]);
         call.ok(released);
         let note = "deleting an unreadable MCPServer: the operator's finalizer is released";
-        api.event_about(regarding, "Warning", "Deleted", "Delete", note).await;
+        api.event_about(future_server_ref(), "Warning", "Deleted", "Delete", note).await;
         api.done().await;
     });
-    let result =
-        within(mcp_operator::controller::reconcile_guarded(Arc::new(guard), ctx, "mcpserver", mcpserver::reconcile))
-            .await;
+    let action = reconcile_unreadable(guard, ctx).await;
     finish(script).await;
-    assert_eq!(result.expect("reconcile"), Action::await_change());
+    assert_eq!(action, Action::await_change());
 }
 
 #[tokio::test]

@@ -67,6 +67,10 @@ image tag="0.1.0":
 bench-gateway:
     hack/bench-gateway.sh
 
+# Operator benchmark: reconcile latency vs the API round trip, a burst, memory per object, quiet writes.
+bench-operator:
+    hack/bench-operator.sh
+
 # The MCP conformance suite directly, through the gateway, and through the stdio bridge.
 conformance:
     hack/conformance.sh

@@ -237,6 +237,14 @@ impl Env {
         }
     }
 
+    /// The process id of the operator when it runs as a local process (Linux: the child of its
+    /// watchdog shell).
+    pub fn operator_pid(&self) -> Option<u32> {
+        let watchdog = self.operator.lock().expect("operator lock").as_ref()?.id();
+        let children = std::fs::read_to_string(format!("/proc/{watchdog}/task/{watchdog}/children")).ok()?;
+        children.split_whitespace().next()?.parse().ok()
+    }
+
     /// Path of the local operator's log file.
     pub fn operator_log(&self) -> PathBuf {
         self.work.join("operator.log")
@@ -365,11 +373,16 @@ pub async fn http_get(url: &str) -> Result<String> {
 
 fn operator_binary(repo: &Path) -> Result<PathBuf> {
     // Build it here so that a run always exercises the current code (a no-op when up to date).
-    run(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--quiet", "--bin", "mcp-operator"])
-        .current_dir(repo))?;
+    // E2E_OPERATOR_PROFILE=release (benchmarks) runs an optimized build.
+    let release = std::env::var("E2E_OPERATOR_PROFILE").is_ok_and(|p| p == "release");
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cargo.args(["build", "--quiet", "--bin", "mcp-operator"]).current_dir(repo);
+    if release {
+        cargo.arg("--release");
+    }
+    run(&mut cargo)?;
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo.join("target"));
-    let bin = target.join("debug/mcp-operator");
+    let bin = target.join(if release { "release/mcp-operator" } else { "debug/mcp-operator" });
     if !bin.exists() {
         bail!("{} was not built", bin.display());
     }

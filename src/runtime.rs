@@ -299,3 +299,43 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!("shut down");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::McpServer;
+    use kube::runtime::{reflector, watcher};
+
+    fn guarded(name: &str, spec: serde_json::Value, phase: Option<&str>) -> Guarded<McpServer> {
+        let mut obj = serde_json::json!({
+            "apiVersion": "mcp.n-takatsu.dev/v1alpha1", "kind": "MCPServer",
+            "metadata": {"name": name, "namespace": "default"}, "spec": spec,
+        });
+        if let Some(p) = phase {
+            obj["status"] = serde_json::json!({"phase": p});
+        }
+        serde_json::from_value(obj).expect("a guard takes any object")
+    }
+
+    #[test]
+    fn unreadable_objects_count_as_phase_invalid() {
+        let (store, mut writer) = reflector::store::<Guarded<McpServer>>();
+        for obj in [
+            guarded("a", serde_json::json!({}), Some("Running")),
+            guarded("b", serde_json::json!({}), None),
+            guarded("c", serde_json::json!({"transport": "grpc"}), Some("Running")),
+        ] {
+            writer.apply_watcher_event(&watcher::Event::Apply(obj));
+        }
+        let source =
+            phases_of("MCPServer", store, |s: &McpServer| s.status.as_ref().map(|st| format!("{:?}", st.phase)));
+        let mut got = source();
+        got.sort();
+        let want: Vec<(String, String)> =
+            [("MCPServer", "Invalid"), ("MCPServer", "Running"), ("MCPServer", "Unknown")]
+                .iter()
+                .map(|(k, p)| (k.to_string(), p.to_string()))
+                .collect();
+        assert_eq!(got, want);
+    }
+}

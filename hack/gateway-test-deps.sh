@@ -41,55 +41,41 @@ flock 9
 
 stamp_ok() { [[ -f "$DEPS_DIR/.$1.version" && "$(cat "$DEPS_DIR/.$1.version")" == "$2" ]]; }
 
-if ! stamp_ok server-everything "$SERVER_EVERYTHING_VERSION" || [[ ! -f "$NPM_DIR/node_modules/@modelcontextprotocol/server-everything/dist/index.js" ]]; then
+# npm_dep STAMP PACKAGE VERSION DIR ENTRY: PACKAGE@VERSION in DIR, unless the stamp and ENTRY show it is there.
+npm_dep() {
+  local stamp=$1 package=$2 version=$3 dir=$4 entry=$5
+  stamp_ok "$stamp" "$version" && [[ -f "$entry" ]] && return 0
   command -v npm >/dev/null || die "npm (Node.js 20+) is required"
-  log "installing @modelcontextprotocol/server-everything@$SERVER_EVERYTHING_VERSION into $NPM_DIR"
-  mkdir -p "$NPM_DIR"
-  [[ -f "$NPM_DIR/package.json" ]] || echo '{"name":"gateway-test-deps","private":true}' >"$NPM_DIR/package.json"
-  npm install --prefix "$NPM_DIR" --no-audit --no-fund --loglevel=error \
-    "@modelcontextprotocol/server-everything@$SERVER_EVERYTHING_VERSION" >&2
-  echo "$SERVER_EVERYTHING_VERSION" >"$DEPS_DIR/.server-everything.version"
-fi
+  log "installing $package@$version into $dir"
+  mkdir -p "$dir"
+  [[ -f "$dir/package.json" ]] || echo "{\"name\":\"${dir##*/}\",\"private\":true}" >"$dir/package.json"
+  npm install --prefix "$dir" --no-audit --no-fund --loglevel=error "$package@$version" >&2
+  echo "$version" >"$DEPS_DIR/.$stamp.version"
+}
 
-CONFORMANCE_JS="$NPM_DIR/node_modules/@modelcontextprotocol/conformance/dist/index.js"
-if ! stamp_ok conformance "$CONFORMANCE_VERSION" || [[ ! -f "$CONFORMANCE_JS" ]]; then
-  command -v npm >/dev/null || die "npm (Node.js 20+) is required"
-  log "installing @modelcontextprotocol/conformance@$CONFORMANCE_VERSION into $NPM_DIR"
-  mkdir -p "$NPM_DIR"
-  [[ -f "$NPM_DIR/package.json" ]] || echo '{"name":"gateway-test-deps","private":true}' >"$NPM_DIR/package.json"
-  npm install --prefix "$NPM_DIR" --no-audit --no-fund --loglevel=error \
-    "@modelcontextprotocol/conformance@$CONFORMANCE_VERSION" >&2
-  echo "$CONFORMANCE_VERSION" >"$DEPS_DIR/.conformance.version"
-fi
-
-if ! stamp_ok python-mcp "$PYTHON_MCP_VERSION" || [[ ! -x "$VENV/bin/python" ]]; then
+# pip_dep STAMP PACKAGE VERSION VENV ENTRY: PACKAGE==VERSION in VENV, unless the stamp and ENTRY show it is there.
+pip_dep() {
+  local stamp=$1 package=$2 version=$3 venv=$4 entry=$5
+  stamp_ok "$stamp" "$version" && [[ -x "$entry" ]] && return 0
   command -v python3 >/dev/null || die "python3 (3.10+) is required"
-  log "installing mcp==$PYTHON_MCP_VERSION into $VENV"
-  [[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "mcp==$PYTHON_MCP_VERSION" >&2
-  echo "$PYTHON_MCP_VERSION" >"$DEPS_DIR/.python-mcp.version"
-fi
+  log "installing $package==$version into $venv"
+  [[ -x "$venv/bin/python" ]] || python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "$package==$version" >&2
+  echo "$version" >"$DEPS_DIR/.$stamp.version"
+}
 
+SERVER_EVERYTHING_JS="$NPM_DIR/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
+CONFORMANCE_JS="$NPM_DIR/node_modules/@modelcontextprotocol/conformance/dist/index.js"
+npm_dep server-everything @modelcontextprotocol/server-everything "$SERVER_EVERYTHING_VERSION" "$NPM_DIR" "$SERVER_EVERYTHING_JS"
+npm_dep conformance @modelcontextprotocol/conformance "$CONFORMANCE_VERSION" "$NPM_DIR" "$CONFORMANCE_JS"
+pip_dep python-mcp mcp "$PYTHON_MCP_VERSION" "$VENV" "$VENV/bin/python"
 if [[ $BENCH == 1 ]]; then
-  if ! stamp_ok supergateway "$SUPERGATEWAY_VERSION" || [[ ! -f "$BENCH_NPM_DIR/node_modules/supergateway/dist/index.js" ]]; then
-    command -v npm >/dev/null || die "npm (Node.js 20+) is required"
-    log "installing supergateway@$SUPERGATEWAY_VERSION into $BENCH_NPM_DIR"
-    mkdir -p "$BENCH_NPM_DIR"
-    [[ -f "$BENCH_NPM_DIR/package.json" ]] || echo '{"name":"gateway-bench-deps","private":true}' >"$BENCH_NPM_DIR/package.json"
-    npm install --prefix "$BENCH_NPM_DIR" --no-audit --no-fund --loglevel=error "supergateway@$SUPERGATEWAY_VERSION" >&2
-    echo "$SUPERGATEWAY_VERSION" >"$DEPS_DIR/.supergateway.version"
-  fi
-  if ! stamp_ok mcp-proxy "$MCP_PROXY_VERSION" || [[ ! -x "$BENCH_VENV/bin/mcp-proxy" ]]; then
-    command -v python3 >/dev/null || die "python3 (3.10+) is required"
-    log "installing mcp-proxy==$MCP_PROXY_VERSION into $BENCH_VENV"
-    [[ -x "$BENCH_VENV/bin/python" ]] || python3 -m venv "$BENCH_VENV"
-    "$BENCH_VENV/bin/pip" install --quiet --disable-pip-version-check "mcp-proxy==$MCP_PROXY_VERSION" >&2
-    echo "$MCP_PROXY_VERSION" >"$DEPS_DIR/.mcp-proxy.version"
-  fi
+  npm_dep supergateway supergateway "$SUPERGATEWAY_VERSION" "$BENCH_NPM_DIR" "$BENCH_NPM_DIR/node_modules/supergateway/dist/index.js"
+  pip_dep mcp-proxy mcp-proxy "$MCP_PROXY_VERSION" "$BENCH_VENV" "$BENCH_VENV/bin/mcp-proxy"
 fi
 
 # What the tests read.
-echo "SERVER_EVERYTHING=$NPM_DIR/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
+echo "SERVER_EVERYTHING=$SERVER_EVERYTHING_JS"
 echo "PYTHON=$VENV/bin/python"
 echo "CONFORMANCE=$CONFORMANCE_JS"
 if [[ $BENCH == 1 ]]; then

@@ -46,11 +46,36 @@ pub fn filter_value(v: &mut Value, target: &Target, access: &ToolAccess) -> bool
     }
 }
 
-/// The incremental filter.
-pub struct SseFilter {
+/// Cuts a byte stream into complete events, holding at most [`MAX_EVENT`] of an unfinished one.
+#[derive(Default)]
+struct EventSplitter {
     buf: Vec<u8>,
-    target: Target,
-    access: ToolAccess,
+}
+
+/// An unfinished event grew beyond [`MAX_EVENT`].
+struct EventTooLarge;
+
+impl EventSplitter {
+    /// Feed a chunk; `each` gets every event it completes, and the separator after it.
+    fn push(&mut self, chunk: &[u8], mut each: impl FnMut(&[u8], &[u8])) -> Result<(), EventTooLarge> {
+        self.buf.extend_from_slice(chunk);
+        let mut start = 0;
+        while let Some((end, sep)) = event_end(&self.buf[start..]) {
+            each(&self.buf[start..start + end], &self.buf[start + end..start + end + sep]);
+            start += end + sep;
+        }
+        self.buf.drain(..start);
+        if self.buf.len() > MAX_EVENT {
+            self.buf = vec![];
+            return Err(EventTooLarge);
+        }
+        Ok(())
+    }
+
+    /// What is left at the end of the stream (an unterminated event).
+    fn rest(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
 }
 
 fn event_end(buf: &[u8]) -> Option<(usize, usize)> {
@@ -67,63 +92,70 @@ fn event_end(buf: &[u8]) -> Option<(usize, usize)> {
     None
 }
 
+/// An event's data (its `data:` lines joined by newlines) and its other lines.
+fn event_fields(event: &str) -> (String, Vec<&str>) {
+    let mut data = String::new();
+    let mut others = vec![];
+    for line in event.split(['\n', '\r']).filter(|l| !l.is_empty()) {
+        if let Some(d) = line.strip_prefix("data:") {
+            if !data.is_empty() {
+                data.push('\n');
+            }
+            data.push_str(d.strip_prefix(' ').unwrap_or(d));
+        } else {
+            others.push(line);
+        }
+    }
+    (data, others)
+}
+
+/// The incremental filter.
+pub struct SseFilter {
+    events: EventSplitter,
+    target: Target,
+    access: ToolAccess,
+}
+
 impl SseFilter {
     /// A filter for `target` under `access`.
     pub fn new(target: Target, access: ToolAccess) -> Self {
-        Self { buf: vec![], target, access }
+        Self { events: EventSplitter::default(), target, access }
     }
 
     /// Feed a chunk; returns the bytes of the complete events, filtered.
     pub fn push(&mut self, chunk: &[u8]) -> Result<Bytes, BoxError> {
-        self.buf.extend_from_slice(chunk);
-        let mut out = Vec::with_capacity(self.buf.len());
-        let mut start = 0;
-        while let Some((end, sep)) = event_end(&self.buf[start..]) {
-            let event = &self.buf[start..start + end];
-            out.extend_from_slice(&self.rewrite(event).unwrap_or_else(|| event.to_vec()));
-            out.extend_from_slice(&self.buf[start + end..start + end + sep]);
-            start += end + sep;
-        }
-        self.buf.drain(..start);
-        if self.buf.len() > MAX_EVENT {
-            return Err("server-sent event too large to inspect".into());
-        }
+        let mut out = Vec::with_capacity(self.events.buf.len() + chunk.len());
+        let (target, access) = (&self.target, &self.access);
+        self.events
+            .push(chunk, |event, sep| {
+                out.extend_from_slice(&rewrite(event, target, access).unwrap_or_else(|| event.to_vec()));
+                out.extend_from_slice(sep);
+            })
+            .map_err(|EventTooLarge| BoxError::from("server-sent event too large to inspect"))?;
         Ok(Bytes::from(out))
     }
 
     /// What is left at the end of the stream (an unterminated event), unchanged.
     pub fn finish(&mut self) -> Bytes {
-        Bytes::from(std::mem::take(&mut self.buf))
+        Bytes::from(self.events.rest())
     }
+}
 
-    /// A rewritten event when its data is a response to filter.
-    fn rewrite(&self, event: &[u8]) -> Option<Vec<u8>> {
-        let text = std::str::from_utf8(event).ok()?;
-        let mut data = String::new();
-        let mut others = vec![];
-        for line in text.split(['\n', '\r']).filter(|l| !l.is_empty()) {
-            if let Some(d) = line.strip_prefix("data:") {
-                if !data.is_empty() {
-                    data.push('\n');
-                }
-                data.push_str(d.strip_prefix(' ').unwrap_or(d));
-            } else {
-                others.push(line);
-            }
-        }
-        let mut v: Value = serde_json::from_str(&data).ok()?;
-        if !filter_value(&mut v, &self.target, &self.access) {
-            return None;
-        }
-        let mut out = String::new();
-        for l in others {
-            out.push_str(l);
-            out.push('\n');
-        }
-        out.push_str("data: ");
-        out.push_str(&v.to_string());
-        Some(out.into_bytes())
+/// A rewritten event when its data is a response to filter.
+fn rewrite(event: &[u8], target: &Target, access: &ToolAccess) -> Option<Vec<u8>> {
+    let (data, others) = event_fields(std::str::from_utf8(event).ok()?);
+    let mut v: Value = serde_json::from_str(&data).ok()?;
+    if !filter_value(&mut v, target, access) {
+        return None;
     }
+    let mut out = String::new();
+    for l in others {
+        out.push_str(l);
+        out.push('\n');
+    }
+    out.push_str("data: ");
+    out.push_str(&v.to_string());
+    Some(out.into_bytes())
 }
 
 /// Wrap a streamed body in the filter.
@@ -162,8 +194,7 @@ where
 pub struct EndWhenAnswered {
     inner: Option<Body>,
     waiting: HashSet<String>,
-    /// Bytes of an event not complete yet (only its length matters beyond [`MAX_EVENT`]).
-    buf: Vec<u8>,
+    events: EventSplitter,
 }
 
 /// Just what is needed to see whether an event is a response and to which request.
@@ -178,21 +209,22 @@ struct ResponseProbe {
 impl EndWhenAnswered {
     /// Wrap `body`, the answer to requests with `ids` (JSON text of each id).
     pub fn wrap(body: Body, ids: HashSet<String>) -> Body {
-        Self { inner: Some(body), waiting: ids, buf: vec![] }.boxed_unsync()
+        Self { inner: Some(body), waiting: ids, events: EventSplitter::default() }.boxed_unsync()
     }
 
-    fn answered(&mut self, data: &str) {
+    /// The requests that `data` (one message or a batch) answers are no longer awaited.
+    fn answered(waiting: &mut HashSet<String>, data: &str) {
         let probe = |d: &str| -> Option<String> {
             let p: ResponseProbe = serde_json::from_str(d).ok()?;
             (p.method.is_none() && (p.result.is_some() || p.error.is_some()))
                 .then(|| p.id.unwrap_or(Value::Null).to_string())
         };
         if let Some(id) = probe(data) {
-            self.waiting.remove(&id);
+            waiting.remove(&id);
         } else if let Ok(Value::Array(items)) = serde_json::from_str::<Value>(data) {
             for item in items {
                 if let Some(id) = probe(&item.to_string()) {
-                    self.waiting.remove(&id);
+                    waiting.remove(&id);
                 }
             }
         }
@@ -200,25 +232,16 @@ impl EndWhenAnswered {
 
     /// Look at the complete events in `chunk` (with what was left over before it).
     fn scan(&mut self, chunk: &[u8]) {
-        self.buf.extend_from_slice(chunk);
-        let mut start = 0;
-        while let Some((end, sep)) = event_end(&self.buf[start..]) {
-            let event = std::str::from_utf8(&self.buf[start..start + end]).unwrap_or("").to_string();
-            let data: Vec<&str> = event
-                .split(['\n', '\r'])
-                .filter_map(|l| l.strip_prefix("data:"))
-                .map(|d| d.strip_prefix(' ').unwrap_or(d))
-                .collect();
+        let waiting = &mut self.waiting;
+        let scanned = self.events.push(chunk, |event, _| {
+            let (data, _) = event_fields(std::str::from_utf8(event).unwrap_or(""));
             if !data.is_empty() {
-                self.answered(&data.join("\n"));
+                Self::answered(waiting, &data);
             }
-            start += end + sep;
-        }
-        self.buf.drain(..start);
-        if self.buf.len() > MAX_EVENT {
+        });
+        if scanned.is_err() {
             // Too large to inspect: stop looking, pass the rest through as it comes.
             self.waiting.insert(String::new());
-            self.buf = vec![];
         }
     }
 }

@@ -335,10 +335,7 @@ fn recorder_answer(msg: &Value) -> Option<Value> {
     Some(json!({"jsonrpc": "2.0", "id": id, "result": result}))
 }
 
-async fn recorder_handle(
-    seen: Arc<Mutex<Vec<Seen>>>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn recorder_handle(seen: Arc<Mutex<Vec<Seen>>>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let body = String::from_utf8_lossy(&body.collect().await.map(|b| b.to_bytes()).unwrap_or_default()).to_string();
     let probe = parts
@@ -363,7 +360,7 @@ async fn recorder_handle(
                 m => recorder_answer(m).into_iter().collect(),
             };
             if answers.is_empty() {
-                return Ok(resp.status(202).body(Full::new(Bytes::new())).unwrap());
+                return resp.status(202).body(Full::new(Bytes::new())).unwrap();
             }
             if sse {
                 resp = resp.header("content-type", "text/event-stream");
@@ -389,7 +386,28 @@ async fn recorder_handle(
         }
         _ => String::new(),
     };
-    Ok(resp.body(Full::new(Bytes::from(out))).unwrap())
+    resp.body(Full::new(Bytes::from(out))).unwrap()
+}
+
+/// Serve HTTP/1 on `listener` in the background, every request answered by `handle`.
+fn serve<F, Fut>(listener: TcpListener, handle: F)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let answer = handle(req);
+                    async move { Ok::<_, Infallible>(answer.await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
+            });
+        }
+    });
 }
 
 impl Recorder {
@@ -398,16 +416,7 @@ impl Recorder {
         let addr = listener.local_addr().unwrap();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let s2 = seen.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
-                let seen = s2.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| recorder_handle(seen.clone(), req));
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
-                });
-            }
-        });
+        serve(listener, move |req| recorder_handle(s2.clone(), req));
         Recorder { addr, seen }
     }
 
@@ -462,54 +471,31 @@ impl Idp {
             idp.tokens.clone(),
             idp.last_auth.clone(),
         );
-        tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
-                let (jwks, fetches, intros, tokens, last_auth) =
-                    (jwks.clone(), fetches.clone(), intros.clone(), tokens.clone(), last_auth.clone());
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let (jwks, fetches, intros, tokens, last_auth) =
-                            (jwks.clone(), fetches.clone(), intros.clone(), tokens.clone(), last_auth.clone());
-                        async move {
-                            let path = req.uri().path().to_string();
-                            let auth =
-                                req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
-                            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                            let out = match path.as_str() {
-                                "/jwks" => {
-                                    fetches.fetch_add(1, Ordering::SeqCst);
-                                    jwks.lock().unwrap().to_string()
-                                }
-                                "/introspect" => {
-                                    intros.fetch_add(1, Ordering::SeqCst);
-                                    *last_auth.lock().unwrap() = auth;
-                                    let form = String::from_utf8_lossy(&body).to_string();
-                                    let token = form
-                                        .split('&')
-                                        .find_map(|kv| kv.strip_prefix("token="))
-                                        .unwrap_or("")
-                                        .to_string();
-                                    tokens
-                                        .lock()
-                                        .unwrap()
-                                        .get(&token)
-                                        .cloned()
-                                        .unwrap_or(json!({"active": false}))
-                                        .to_string()
-                                }
-                                _ => "{}".into(),
-                            };
-                            Ok::<_, Infallible>(
-                                Response::builder()
-                                    .header("content-type", "application/json")
-                                    .body(Full::new(Bytes::from(out)))
-                                    .unwrap(),
-                            )
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
-                });
+        serve(listener, move |req: Request<Incoming>| {
+            let (jwks, fetches, intros, tokens, last_auth) =
+                (jwks.clone(), fetches.clone(), intros.clone(), tokens.clone(), last_auth.clone());
+            async move {
+                let path = req.uri().path().to_string();
+                let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
+                let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                let out = match path.as_str() {
+                    "/jwks" => {
+                        fetches.fetch_add(1, Ordering::SeqCst);
+                        jwks.lock().unwrap().to_string()
+                    }
+                    "/introspect" => {
+                        intros.fetch_add(1, Ordering::SeqCst);
+                        *last_auth.lock().unwrap() = auth;
+                        let form = String::from_utf8_lossy(&body).to_string();
+                        let token = form.split('&').find_map(|kv| kv.strip_prefix("token=")).unwrap_or("").to_string();
+                        tokens.lock().unwrap().get(&token).cloned().unwrap_or(json!({"active": false})).to_string()
+                    }
+                    _ => "{}".into(),
+                };
+                Response::builder()
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(out)))
+                    .unwrap()
             }
         });
         idp

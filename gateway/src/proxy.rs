@@ -214,6 +214,13 @@ fn push_events(out: &mut Vec<u8>, body: &Value) {
     }
 }
 
+/// Tell the client the session a bridged initialize created.
+fn set_session_header(r: &mut Response<Body>, id: &str) {
+    if let Ok(v) = HeaderValue::from_str(id) {
+        r.headers_mut().insert(SESSION_HEADER, v);
+    }
+}
+
 /// A `text/event-stream` answer.
 fn sse_response(body: Body) -> Response<Body> {
     let mut r = Response::new(body);
@@ -836,9 +843,7 @@ async fn forward_stdio(
             let body = answer.stream(vec![first], rx, guard, all, busy);
             let mut r = sse_response(gw.until_expiry(body, identity));
             if created {
-                if let Ok(v) = HeaderValue::from_str(&session.id) {
-                    r.headers_mut().insert(SESSION_HEADER, v);
-                }
+                set_session_header(&mut r, &session.id);
             }
             r
         }
@@ -957,9 +962,7 @@ impl Answer {
             sse_response(full(buf))
         };
         if created {
-            if let Ok(v) = HeaderValue::from_str(&session.id) {
-                r.headers_mut().insert(SESSION_HEADER, v);
-            }
+            set_session_header(&mut r, &session.id);
         }
         cx.finish(gw, StatusCode::OK, Decision::Allow, None);
         r

@@ -35,7 +35,7 @@ stop_log_pump() {
   local pid
   [[ -f "$ATTACH_DIR/pump.pid" ]] || return 0
   pid=$(<"$ATTACH_DIR/pump.pid")
-  if [[ "$pid" =~ ^[0-9]+$ ]] && tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF "mcp-log-pump $ATTACH_DIR "; then
+  if [[ "$pid" =~ ^[0-9]+$ ]] && [[ "$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline")" == *"mcp-log-pump $ATTACH_DIR "* ]]; then
     kill -- "-$pid" 2>/dev/null || true
     # Until it is gone or a zombie (not every init reaps at once).
     for _ in 1 2 3 4 5 6 7 8 9 10; do

@@ -52,7 +52,7 @@ build_kubernetes() {
       ld+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
     done
     go build -trimpath -ldflags "$ld" -o "$TOOLS_BIN/" "${pkgs[@]}" )
-  "$TOOLS_BIN/kubectl" version --client | grep -q "$v" || die "kubectl does not report $v (version ldflags missing?)"
+  output_has "$v" "$TOOLS_BIN/kubectl" version --client || die "kubectl does not report $v (version ldflags missing?)"
   mark $name "$v"; log "kubernetes $v: done"
 }
 
@@ -67,7 +67,7 @@ build_etcd() {
     printf 'module mcp-operator.local/tools/%s\n\ngo 1.26.0\n\nrequire go.etcd.io/etcd/server/v3 %s\n' $name "$v" >go.mod
     go mod tidy >/dev/null 2>&1 || go mod tidy
     go build -trimpath -ldflags "-s -w" -o "$TOOLS_BIN/etcd" go.etcd.io/etcd/server/v3 )
-  "$TOOLS_BIN/etcd" --version | grep -q "${v#v}" || die "etcd does not report $v"
+  output_has "${v#v}" "$TOOLS_BIN/etcd" --version || die "etcd does not report $v"
   mark $name "$v"; log "etcd $v: done"
 }
 
@@ -101,7 +101,7 @@ build_helm() {
       -X $h/pkg/lint/rules.k8sVersionMajor=$kmaj -X $h/pkg/lint/rules.k8sVersionMinor=$kmin \
       -X $h/pkg/chartutil.k8sVersionMajor=$kmaj -X $h/pkg/chartutil.k8sVersionMinor=$kmin" \
       -o "$TOOLS_BIN/helm" helm.sh/helm/v3/cmd/helm )
-  "$TOOLS_BIN/helm" version --short | grep -q "$v" || die "helm does not report $v"
+  output_has "$v" "$TOOLS_BIN/helm" version --short || die "helm does not report $v"
   mark $name "$v"; log "helm $v: done"
 }
 
@@ -116,7 +116,7 @@ build_actionlint() {
 
 build_just() {
   local v=$JUST_VERSION name=just
-  if command -v just >/dev/null && just --version | grep -q "$v"; then log "just $v: up to date"; return; fi
+  if command -v just >/dev/null && output_has "$v" just --version; then log "just $v: up to date"; return; fi
   command -v cargo >/dev/null || die "cargo is required to install just (https://rustup.rs)"
   log "just $v: cargo install"
   cargo install --locked --quiet --root "$TOOLS_DIR" just --version "$v"

@@ -30,7 +30,7 @@ KUBECONFIG="$STATE/operator.kubeconfig" nohup "$REPO_ROOT/target/debug/mcp-opera
   --identity=quickstart --gateway-status=false >"$STATE/operator.log" 2>&1 &
 echo $! >"$STATE/operator.pid"
 for _ in $(seq 1 60); do
-  curl -fsS "http://$METRICS_ADDR/metrics" 2>/dev/null | grep -q '^mcp_operator_leader 1' && break
+  [[ "$(curl -fsS "http://$METRICS_ADDR/metrics" 2>/dev/null)" == *$'\nmcp_operator_leader 1'* ]] && break
   kill -0 "$(cat "$STATE/operator.pid")" 2>/dev/null || { tail -20 "$STATE/operator.log"; die "the operator exited"; }
   sleep 1
 done

@@ -3,8 +3,9 @@
 # crates.io) into $TOOLS_DIR/bin, outside the checkout. Idempotent: a tool whose stamp matches
 # its pinned version is skipped, so a second run is instant.
 #
-#   hack/tools.sh            all tools
-#   hack/tools.sh helm kwok  just those (kubernetes etcd kwok helm actionlint just)
+#   hack/tools.sh            the control plane and dev tools (kubernetes etcd kwok helm actionlint just)
+#   hack/tools.sh helm kwok  just those
+#   hack/tools.sh node       the real node's (hack/node-up.sh): kubelet (+ kube-proxy), kube-router, coredns
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -26,24 +27,22 @@ new_module() { # name go-file-imports...
   echo "$dir"
 }
 
-build_kubernetes() {
-  local v=$KUBERNETES_VERSION name=kubernetes
-  is_current $name "$v" && { log "kubernetes $v: up to date"; return; }
-  log "kubernetes $v: building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl (slow the first time)"
-  local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
-  local pkgs=() c; for c in "${cmds[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
-  local dir; dir=$(new_module $name "${pkgs[@]}")
+# Commands of k8s.io/kubernetes, built from a module of our own: k8s.io/kubernetes replaces its
+# ~33 staging modules with ./staging paths, which we point at the published v0.X.Y of the same
+# release instead. The version ldflags are those of the release's own build.
+build_kubernetes_cmds() { # module-name cmds...
+  local name=$1 v=$KUBERNETES_VERSION; shift
+  local pkgs=() c; for c in "$@"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
+  local dir; dir=$(new_module "$name" "${pkgs[@]}")
   local staging="0.${v#v1.}"
   ( cd "$dir"
     go mod download -json "k8s.io/kubernetes@$v" >/dev/null
     local kmod; kmod="$(go env GOMODCACHE)/cache/download/k8s.io/kubernetes/@v/$v.mod"
-    # k8s.io/kubernetes replaces its ~33 staging modules with ./staging paths; we point each at
-    # the published v0.X.Y of the same release instead.
     { echo "module mcp-operator.local/tools/$name"; echo; echo "go 1.26.0"; echo
       echo "require k8s.io/kubernetes $v"; echo; echo "replace ("
       grep -E '^\s*k8s\.io/[a-z0-9-]+ => \./staging/' "$kmod" | awk -v s="v$staging" '{print "\t" $1 " => " $1 " " s}'
       echo ")"; } >go.mod
-    log "kubernetes: resolving modules ($(grep -c ' => ' go.mod) staging replacements)"
+    log "$name: resolving modules ($(grep -c ' => ' go.mod) staging replacements)"
     go mod tidy >/dev/null 2>&1 || go mod tidy
     local major=${v#v}; major=${major%%.*}; local minor=${v#v*.}; minor=${minor%%.*}
     local ld="-s -w" p
@@ -52,8 +51,26 @@ build_kubernetes() {
       ld+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
     done
     go build -trimpath -ldflags "$ld" -o "$TOOLS_BIN/" "${pkgs[@]}" )
+}
+
+build_kubernetes() {
+  local v=$KUBERNETES_VERSION name=kubernetes
+  is_current $name "$v" && { log "kubernetes $v: up to date"; return; }
+  log "kubernetes $v: building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl (slow the first time)"
+  build_kubernetes_cmds $name kube-apiserver kube-controller-manager kube-scheduler kubectl
   output_has "$v" "$TOOLS_BIN/kubectl" version --client || die "kubectl does not report $v (version ldflags missing?)"
   mark $name "$v"; log "kubernetes $v: done"
+}
+
+# The real node's kubelet and kube-proxy, from the same release as the control plane.
+build_kubelet() {
+  local v=$KUBERNETES_VERSION name=kubelet
+  is_current $name "$v" && { log "kubelet $v: up to date"; return; }
+  log "kubelet $v: building kubelet, kube-proxy"
+  build_kubernetes_cmds $name kubelet kube-proxy
+  output_has "$v" "$TOOLS_BIN/kubelet" --version || die "kubelet does not report $v"
+  output_has "$v" "$TOOLS_BIN/kube-proxy" --version || die "kube-proxy does not report $v"
+  mark $name "$v"; log "kubelet $v: done"
 }
 
 build_etcd() {
@@ -114,6 +131,28 @@ build_actionlint() {
   mark $name "$v"; log "actionlint $v: done"
 }
 
+# NetworkPolicy on the real node: kube-router's firewall alone (iptables + ipset).
+build_kube_router() {
+  local v=$KUBE_ROUTER_VERSION name=kube-router
+  is_current $name "$v" && { log "kube-router $v: up to date"; return; }
+  log "kube-router $v: building"
+  GOBIN="$TOOLS_BIN" go install -trimpath \
+    -ldflags "-s -w -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$v" \
+    "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@$v"
+  output_has "$v" "$TOOLS_BIN/kube-router" --version || die "kube-router does not report $v"
+  mark $name "$v"; log "kube-router $v: done"
+}
+
+# Cluster DNS of the real node (the image hack/images.sh makes for CoreDNS).
+build_coredns() {
+  local v=$COREDNS_VERSION name=coredns
+  is_current $name "$v" && { log "coredns $v: up to date"; return; }
+  log "coredns $v: building"
+  GOBIN="$TOOLS_BIN" go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$v"
+  output_has "${v#v}" "$TOOLS_BIN/coredns" -version || die "coredns does not report $v"
+  mark $name "$v"; log "coredns $v: done"
+}
+
 build_just() {
   local v=$JUST_VERSION name=just
   if command -v just >/dev/null && output_has "$v" just --version; then log "just $v: up to date"; return; fi
@@ -124,9 +163,14 @@ build_just() {
 }
 
 all=(kubernetes etcd kwok helm actionlint just)
-want=("$@"); [[ ${#want[@]} -gt 0 ]] || want=("${all[@]}")
+node=(kubelet kube-router coredns)
+want=()
+for t in "$@"; do
+  if [[ $t == node ]]; then want+=("${node[@]}"); else want+=("$t"); fi
+done
+[[ ${#want[@]} -gt 0 ]] || want=("${all[@]}")
 for t in "${want[@]}"; do
-  [[ " ${all[*]} " == *" $t "* ]] || die "unknown tool '$t' (one of: ${all[*]})"
-  "build_$t"
+  [[ " ${all[*]} ${node[*]} " == *" $t "* ]] || die "unknown tool '$t' (one of: ${all[*]} ${node[*]}, or node)"
+  "build_${t//-/_}"
 done
 log "tools ready in $TOOLS_BIN"

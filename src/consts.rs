@@ -41,15 +41,15 @@ pub const COMPONENT_PLUGIN: &str = "plugin";
 pub const ANNOTATION_CONFIG_HASH: &str = "mcp.n-takatsu.dev/config-hash";
 
 /// Where the rendered `NAME-config` ConfigMap is mounted in the server container.
-pub const CONFIG_DIR: &str = "/etc/mcp";
+pub const CONFIG_DIR: &str = mcp_gateway_contract::CONFIG_DIR;
 /// Where a plugin finds its own config JSON.
 pub const PLUGIN_CONFIG_DIR: &str = "/etc/mcp/plugin";
 /// Where the policy's TLS Secret is mounted.
-pub const TLS_DIR: &str = "/etc/mcp/tls";
+pub const TLS_DIR: &str = mcp_gateway_contract::TLS_DIR;
 /// ConfigMap key listing the plugins (read by the MCP server).
 pub const PLUGINS_JSON: &str = "plugins.json";
 /// ConfigMap key holding the effective security policy (read by the gateway).
-pub const POLICY_JSON: &str = "policy.json";
+pub const POLICY_JSON: &str = mcp_gateway_contract::POLICY_FILE;
 
 /// Default port a plugin serves on when its spec names none.
 pub const DEFAULT_PLUGIN_PORT: i32 = 8080;
@@ -65,13 +65,13 @@ pub const LEADER_LEASE: &str = "mcp-operator-leader";
 /// Name of the MCP gateway container (sidecar for http/websocket servers).
 pub const GATEWAY_CONTAINER: &str = "gateway";
 /// Port the gateway serves MCP on inside the pod (the Service's `port` targets it).
-pub const GATEWAY_PORT: i32 = 8443;
+pub const GATEWAY_PORT: i32 = mcp_gateway_contract::GATEWAY_PORT as i32;
 /// Gateway admin port: /healthz, /readyz, /metrics, /status.
-pub const GATEWAY_ADMIN_PORT: i32 = 9090;
+pub const GATEWAY_ADMIN_PORT: i32 = mcp_gateway_contract::GATEWAY_ADMIN_PORT as i32;
 /// Where the init container puts the gateway binary that wraps stdio servers.
-pub const GATEWAY_BIN_DIR: &str = "/opt/mcp-gateway";
+pub const GATEWAY_BIN_DIR: &str = mcp_gateway_contract::INSTALL_DIR;
 /// Where the gateway writes rotated audit files.
-pub const AUDIT_DIR: &str = "/var/log/mcp-audit";
+pub const AUDIT_DIR: &str = mcp_gateway_contract::AUDIT_DIR;
 /// Name of the Service and container port of the gateway's admin server.
 pub const ADMIN_PORT_NAME: &str = "admin";
 

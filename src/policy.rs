@@ -1,16 +1,17 @@
 //! SecurityPolicy validation (which Secrets and settings it needs) and rendering into the
 //! effective policy document the gateway reads from `/etc/mcp/policy.json`.
 
-use crate::api::{AuthMethod, SecurityPolicy, SecurityPolicySpec};
-use crate::consts::TLS_DIR;
+use crate::api::{AuditLevel, AuthMethod, SecurityPolicy, SecurityPolicySpec, TlsVersion};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use serde_json::{json, Value};
+use mcp_gateway_contract::policy::{
+    ApiKeySettings, AuditLevel as GatewayAuditLevel, AuditSettings, Authentication, Authorization, AuthorizationMode,
+    Cors, JwtSettings, Method, MtlsSettings, OAuth2Settings, PolicyDocument, RateLimit, TlsMinVersion, TlsSettings,
+};
+pub use mcp_gateway_contract::SECRETS_DIR;
+use mcp_gateway_contract::TLS_DIR;
 use std::collections::BTreeMap;
-
-/// Where the gateway finds referenced Secrets (one directory per Secret; mounted by the gateway
-/// integration, outside /etc/mcp so that a Secret never mixes with the rendered config).
-pub const SECRETS_DIR: &str = "/var/run/secrets/mcp";
+use std::path::PathBuf;
 
 /// A Secret the policy references, with the keys it must hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,79 +96,98 @@ pub fn validate_policy(spec: &SecurityPolicySpec, secrets: &BTreeMap<String, Sec
     problems
 }
 
-fn secret_file(secret: &str, key: &str) -> String {
-    format!("{SECRETS_DIR}/{secret}/{key}")
+fn secret_file(secret: &str, key: &str) -> PathBuf {
+    PathBuf::from(format!("{SECRETS_DIR}/{secret}/{key}"))
 }
 
-/// The effective policy as the gateway consumes it: every Secret replaced by the path of its
-/// mounted file, defaults filled in, `enabled: false` when no policy (or a disabled one) applies.
-pub fn render_policy(policy: Option<&SecurityPolicy>) -> Value {
+/// The effective policy as the gateway consumes it (the contract crate's document): every Secret
+/// replaced by the path of its mounted file, defaults filled in, `enabled: false` when no policy
+/// (or a disabled one) applies. Allowed origins are kept even when enforcement is off.
+pub fn render_policy(policy: Option<&SecurityPolicy>) -> PolicyDocument {
+    let cors = Cors {
+        allowed_origins: policy
+            .and_then(|p| p.spec.cors.as_ref())
+            .map(|c| c.allowed_origins.clone())
+            .unwrap_or_default(),
+    };
     let Some(policy) = policy.filter(|p| p.spec.enabled) else {
-        return json!({
-            "enabled": false,
-            "policy": policy.map(|p| p.name_any()),
-        });
+        return PolicyDocument { enabled: false, policy: policy.map(|p| p.name_any()), cors, ..Default::default() };
     };
     let spec = &policy.spec;
-    let tls = spec.encryption.as_ref().filter(|e| e.tls_enabled).map(|e| {
-        json!({
-            "minVersion": e.tls_version.as_str(),
-            "certFile": format!("{TLS_DIR}/tls.crt"),
-            "keyFile": format!("{TLS_DIR}/tls.key"),
-        })
+    let tls = spec.encryption.as_ref().filter(|e| e.tls_enabled).map(|e| TlsSettings {
+        min_version: match e.tls_version {
+            TlsVersion::V1_2 => TlsMinVersion::V1_2,
+            TlsVersion::V1_3 => TlsMinVersion::V1_3,
+        },
+        cert_file: PathBuf::from(format!("{TLS_DIR}/tls.crt")),
+        key_file: PathBuf::from(format!("{TLS_DIR}/tls.key")),
     });
     let authentication = spec.authentication.as_ref().map(|a| {
-        let mut methods: Vec<&str> = a.methods.iter().map(|m| m.as_str()).collect();
+        let mut methods: Vec<Method> = a.methods.iter().map(|m| gateway_method(*m)).collect();
         methods.dedup();
-        json!({
-            "required": a.required,
-            "methods": methods,
-            "jwt": a.jwt.as_ref().map(|j| json!({
-                "issuer": j.issuer,
-                "audiences": j.audiences,
-                "jwksUri": j.jwks_uri,
-                "secretFile": j.secret_ref.as_ref().map(|r| secret_file(&r.name, &r.key)),
-            })),
-            "oauth2": a.oauth2.as_ref().map(|o| json!({
-                "introspectionUrl": o.introspection_url,
-                "clientIdFile": o.client_secret_ref.as_ref().map(|r| secret_file(&r.name, "client-id")),
-                "clientSecretFile": o.client_secret_ref.as_ref().map(|r| secret_file(&r.name, "client-secret")),
-            })),
-            "apiKeys": a.api_keys.as_ref().map(|k| json!({"dir": format!("{SECRETS_DIR}/{}", k.secret_ref.name)})),
-            "mtls": a.mtls.as_ref().map(|m| json!({"caFile": secret_file(&m.ca_secret_ref.name, "ca.crt")})),
-        })
+        Authentication {
+            required: a.required,
+            methods,
+            jwt: a.jwt.as_ref().map(|j| JwtSettings {
+                issuer: j.issuer.clone(),
+                audiences: j.audiences.clone(),
+                jwks_uri: j.jwks_uri.clone(),
+                secret_file: j.secret_ref.as_ref().map(|r| secret_file(&r.name, &r.key)),
+            }),
+            oauth2: a.oauth2.as_ref().map(|o| OAuth2Settings {
+                introspection_url: o.introspection_url.clone(),
+                client_id_file: o.client_secret_ref.as_ref().map(|r| secret_file(&r.name, "client-id")),
+                client_secret_file: o.client_secret_ref.as_ref().map(|r| secret_file(&r.name, "client-secret")),
+            }),
+            api_keys: a
+                .api_keys
+                .as_ref()
+                .map(|k| ApiKeySettings { dir: PathBuf::from(format!("{SECRETS_DIR}/{}", k.secret_ref.name)) }),
+            mtls: a.mtls.as_ref().map(|m| MtlsSettings { ca_file: secret_file(&m.ca_secret_ref.name, "ca.crt") }),
+        }
     });
-    let authorization = spec.authorization.as_ref().map(|z| {
-        let tools: BTreeMap<&str, &Vec<String>> = z.tools.iter().map(|t| (t.role.as_str(), &t.allow)).collect();
-        json!({
-            "mode": "rbac",
-            "allowedRoles": z.allowed_roles,
-            "rolesClaim": z.roles_claim,
-            "tools": tools,
-        })
+    let authorization = spec.authorization.as_ref().map(|z| Authorization {
+        mode: AuthorizationMode::Rbac,
+        allowed_roles: z.allowed_roles.clone(),
+        roles_claim: z.roles_claim.clone(),
+        tools: z.tools.iter().map(|t| (t.role.clone(), t.allow.clone())).collect::<BTreeMap<_, _>>(),
+        anonymous_tools: z.anonymous_tools.clone(),
     });
-    let rate = spec.rate_limiting.as_ref().filter(|r| r.enabled).map(|r| {
-        json!({
-            "requestsPerMinute": r.requests_per_minute,
-            "burstSize": r.burst_size.unwrap_or(r.requests_per_minute),
-        })
+    let rate_limiting = spec.rate_limiting.as_ref().filter(|r| r.enabled).map(|r| {
+        let rpm = u32::try_from(r.requests_per_minute).unwrap_or(1).max(1);
+        RateLimit {
+            requests_per_minute: rpm,
+            burst_size: Some(r.burst_size.and_then(|b| u32::try_from(b).ok()).unwrap_or(rpm).max(1)),
+        }
     });
-    let audit = spec.audit.as_ref().filter(|a| a.enabled).map(|a| {
-        json!({
-            "logLevel": serde_json::to_value(a.log_level).unwrap_or(Value::Null),
-            "retentionDays": a.retention_days,
-        })
+    let audit = spec.audit.as_ref().filter(|a| a.enabled).map(|a| AuditSettings {
+        log_level: match a.log_level {
+            AuditLevel::Info => GatewayAuditLevel::Info,
+            AuditLevel::Warn => GatewayAuditLevel::Warn,
+            AuditLevel::Error => GatewayAuditLevel::Error,
+        },
+        retention_days: u32::try_from(a.retention_days).unwrap_or(30),
     });
-    json!({
-        "enabled": true,
-        "policy": policy.name_any(),
-        "generation": policy.metadata.generation,
-        "tls": tls,
-        "authentication": authentication,
-        "authorization": authorization,
-        "rateLimiting": rate,
-        "audit": audit,
-    })
+    PolicyDocument {
+        enabled: true,
+        policy: Some(policy.name_any()),
+        generation: policy.metadata.generation,
+        tls,
+        authentication,
+        authorization,
+        rate_limiting,
+        audit,
+        cors,
+    }
+}
+
+fn gateway_method(m: AuthMethod) -> Method {
+    match m {
+        AuthMethod::Jwt => Method::Jwt,
+        AuthMethod::Oauth2 => Method::Oauth2,
+        AuthMethod::Apikey => Method::Apikey,
+        AuthMethod::Mtls => Method::Mtls,
+    }
 }
 
 #[cfg(test)]
@@ -248,9 +268,13 @@ spec:
         );
     }
 
+    use serde_json::json;
+
     #[test]
     fn renders_files_not_secrets() {
-        let doc = render_policy(Some(&guide_policy()));
+        let rendered = render_policy(Some(&guide_policy()));
+        rendered.validate().unwrap();
+        let doc = serde_json::to_value(&rendered).unwrap();
         assert_eq!(doc["enabled"], true);
         assert_eq!(doc["policy"], "default-policy");
         assert_eq!(doc["tls"]["minVersion"], "1.3");
@@ -268,16 +292,32 @@ spec:
 
     #[test]
     fn disabled_or_absent_policy_renders_no_enforcement() {
-        assert_eq!(render_policy(None), json!({"enabled": false, "policy": null}));
+        let none = render_policy(None);
+        assert!(!none.enabled && none.policy.is_none() && none.authn().is_none());
+        assert!(none.cors.allowed_origins.is_empty());
         let mut p = guide_policy();
         p.spec.enabled = false;
-        assert_eq!(render_policy(Some(&p)), json!({"enabled": false, "policy": "default-policy"}));
+        p.spec.cors = Some(crate::api::Cors { allowed_origins: vec!["https://app.example.com".into()] });
+        let off = render_policy(Some(&p));
+        assert!(!off.enabled && off.authn().is_none() && off.tls_in_force().is_none());
+        assert_eq!(off.policy.as_deref(), Some("default-policy"));
+        assert!(off.cors.allows("https://app.example.com"), "origins are not enforcement: kept");
+    }
+
+    #[test]
+    fn the_gateway_reads_what_the_operator_writes() {
+        let mut p = guide_policy();
+        p.spec.authorization.as_mut().unwrap().anonymous_tools = vec!["echo".into()];
+        let text = serde_json::to_string(&render_policy(Some(&p))).unwrap();
+        let back = PolicyDocument::from_json(&text).unwrap();
+        assert_eq!(back.authz().unwrap().anonymous_tools, vec!["echo"]);
+        assert_eq!(back, render_policy(Some(&p)));
     }
 
     #[test]
     fn burst_defaults_to_rate() {
         let mut p = guide_policy();
         p.spec.rate_limiting.as_mut().unwrap().burst_size = None;
-        assert_eq!(render_policy(Some(&p))["rateLimiting"]["burstSize"], 100);
+        assert_eq!(render_policy(Some(&p)).rate_limiting.unwrap().burst_size, Some(100));
     }
 }

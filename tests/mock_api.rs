@@ -507,7 +507,11 @@ async fn first_reconcile_applies_every_child_then_status_and_event() {
         assert_eq!(data.keys().collect::<Vec<_>>(), ["plugins.json", "policy.json", "server.json"]);
         let doc = |k: &str| serde_json::from_str::<Value>(data[k].as_str().unwrap()).unwrap();
         assert_eq!(doc("plugins.json"), json!([]));
-        assert_eq!(doc("policy.json"), json!({"enabled": false, "policy": null}));
+        assert_eq!(
+            doc("policy.json"),
+            json!({"enabled": false, "policy": null, "tls": null, "authentication": null, "authorization": null,
+                   "rateLimiting": null, "audit": null, "cors": {"allowedOrigins": []}})
+        );
         assert_eq!(doc("server.json"), json!({"name": NAME, "transport": "http", "port": 3000, "path": "/mcp"}));
 
         let svc = api.apply(&format!("{SERVICES}/{NAME}")).await;

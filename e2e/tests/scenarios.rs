@@ -1004,7 +1004,7 @@ fn hs256_token(secret: &str, roles: &[&str]) -> Result<String> {
     Ok(jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes())?,
     )?)
 }
 

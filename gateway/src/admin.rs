@@ -29,7 +29,7 @@ pub fn route(req: &Request<Incoming>, health: &Health, metrics: &Metrics) -> Res
         "/metrics" => {
             text(StatusCode::OK, metrics.encode(), "application/openmetrics-text; version=1.0.0; charset=utf-8")
         }
-        "/status" => json_response(StatusCode::OK, &health.status()),
+        "/status" => json_response(StatusCode::OK, &serde_json::to_value(health.status()).unwrap_or_default()),
         _ => json_response(StatusCode::NOT_FOUND, &serde_json::json!({"error": "not found"})),
     }
 }

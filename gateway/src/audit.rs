@@ -1,6 +1,6 @@
 //! Audit records: one JSON line per MCP request, to stdout and to a daily file.
 
-use crate::config::{AuditLevel, AuditPolicy};
+use crate::config::{AuditLevel, AuditSettings};
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, ToSpan};
@@ -159,7 +159,7 @@ impl Auditor {
     }
 
     /// Start the writer thread: stdout, and `dir/audit-YYYY-MM-DD.jsonl` when a dir is given.
-    pub fn start(policy: Option<&AuditPolicy>, dir: Option<PathBuf>, server: &str) -> Self {
+    pub fn start(policy: Option<&AuditSettings>, dir: Option<PathBuf>, server: &str) -> Self {
         let Some(policy) = policy else {
             return Self::disabled();
         };
@@ -309,7 +309,7 @@ mod tests {
     fn records_are_written_in_batches_and_at_flush() {
         let dir = std::env::temp_dir().join(format!("mcp-gw-audit-batch-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let policy = AuditPolicy { log_level: AuditLevel::Info, retention_days: 1 };
+        let policy = AuditSettings { log_level: AuditLevel::Info, retention_days: 1 };
         let a = Auditor::start(Some(&policy), Some(dir.clone()), "srv");
         for status in [200, 401, 502] {
             a.record(Record { status, method: Some("tools/call".into()), ..Default::default() });

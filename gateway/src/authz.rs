@@ -1,15 +1,24 @@
-//! Role checks and per-role tool allow lists.
+//! Who may do what: the role check, per-role tool allow lists, the anonymous identity, and the
+//! filter that keeps a restricted caller from seeing tools it may not use in anything the server
+//! sends back.
+//!
+//! Anonymous is the least privileged identity: a caller without credentials (authentication
+//! configured but not required) may use only `authorization.anonymousTools` (default: none),
+//! and every authenticated caller may use those too, so dropping a token never gains anything.
 
 use crate::auth::Identity;
-use crate::config::AuthzPolicy;
+use crate::config::Authorization;
 use serde_json::Value;
 
 /// Roles from a token's claims: `claim` may be a dotted path (`realm_access.roles`); the value may
-/// be an array of strings or a space/comma separated string (as `scope` is).
+/// be an array of strings or a space/comma separated string (as `scope` is). Anything else gives
+/// no roles.
 pub fn roles_from_claims(claims: &Value, claim: &str) -> Vec<String> {
     let value = claims.get(claim).or_else(|| claim.split('.').try_fold(claims, |v, k| v.get(k)));
     match value {
-        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+        Some(Value::Array(items)) if items.iter().all(Value::is_string) => {
+            items.iter().filter_map(Value::as_str).map(str::to_string).collect()
+        }
         Some(Value::String(s)) => {
             s.split(|c: char| c.is_whitespace() || c == ',').filter(|r| !r.is_empty()).map(str::to_string).collect()
         }
@@ -17,13 +26,66 @@ pub fn roles_from_claims(claims: &Value, claim: &str) -> Vec<String> {
     }
 }
 
-/// The caller has one of `allowedRoles` (or none are required). Anonymous callers (let in by
-/// `required: false`) are not role-checked.
-pub fn role_allowed(policy: Option<&AuthzPolicy>, id: &Identity) -> bool {
-    match policy {
-        None => true,
-        Some(_) if id.anonymous => true,
-        Some(p) => p.allowed_roles.is_empty() || id.roles.iter().any(|r| p.allowed_roles.contains(r)),
+/// What the policy grants, as the gateway applies it.
+#[derive(Clone, Debug, Default)]
+pub struct Grants {
+    /// Authentication is configured (else every caller is anonymous and unrestricted).
+    pub authn_enabled: bool,
+    /// Authentication is required (else a caller may come without credentials).
+    pub authn_required: bool,
+    /// The authorization settings, if any.
+    pub authz: Option<Authorization>,
+}
+
+/// The outcome of the role check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RoleCheck {
+    /// The caller is served with its own roles.
+    Allowed,
+    /// Authentication is optional and the caller's roles are not allowed: it is served as
+    /// anonymous (a token never makes a caller worse off than none, and never better).
+    AsAnonymous,
+    /// Authentication is required and the caller has no allowed role.
+    Refused,
+}
+
+impl Grants {
+    /// The role check of an authenticated caller (anonymous callers always pass: what they may
+    /// do is limited by [`Grants::tool_access`]).
+    pub fn role_check(&self, id: &Identity) -> RoleCheck {
+        let Some(p) = &self.authz else { return RoleCheck::Allowed };
+        if id.anonymous || p.allowed_roles.is_empty() || id.roles.iter().any(|r| p.allowed_roles.contains(r)) {
+            return RoleCheck::Allowed;
+        }
+        if self.authn_required {
+            RoleCheck::Refused
+        } else {
+            RoleCheck::AsAnonymous
+        }
+    }
+
+    /// The tools a caller may list and call.
+    pub fn tool_access(&self, id: &Identity) -> ToolAccess {
+        let anonymous =
+            || -> Vec<String> { self.authz.as_ref().map(|p| p.anonymous_tools.clone()).unwrap_or_default() };
+        if id.anonymous {
+            if !self.authn_enabled {
+                return ToolAccess::All;
+            }
+            return ToolAccess::only(anonymous());
+        }
+        let Some(p) = self.authz.as_ref().filter(|p| !p.tools.is_empty()) else {
+            return ToolAccess::All;
+        };
+        let mut patterns = anonymous();
+        let roles = id.roles.iter().filter(|r| p.allowed_roles.is_empty() || p.allowed_roles.contains(r));
+        for role in roles {
+            match p.tools.get(role.as_str()) {
+                None => return ToolAccess::All,
+                Some(allow) => patterns.extend(allow.iter().cloned()),
+            }
+        }
+        ToolAccess::only(patterns)
     }
 }
 
@@ -37,6 +99,15 @@ pub enum ToolAccess {
 }
 
 impl ToolAccess {
+    /// Access to the tools matching `patterns` (none when empty).
+    pub fn only(mut patterns: Vec<String>) -> Self {
+        if patterns.iter().any(|p| p == "*") {
+            return Self::All;
+        }
+        patterns.sort();
+        patterns.dedup();
+        Self::Only(patterns)
+    }
     /// The tool may be called.
     pub fn allows(&self, tool: &str) -> bool {
         match self {
@@ -58,62 +129,78 @@ pub fn pattern_matches(pattern: &str, name: &str) -> bool {
     }
 }
 
-/// The `tools/call`s of a request that `access` refuses: the tool names and the JSON-RPC reply
-/// (one error per request, an array for a batch); None when every call is allowed.
-pub fn refuse_tools(parsed: &crate::jsonrpc::Parsed, access: &ToolAccess) -> Option<(Vec<String>, Value)> {
-    use crate::jsonrpc::{error_response, FORBIDDEN};
-    let denied: Vec<String> = parsed
+/// The `tools/call`s of a request that `access` refuses (their tool names).
+pub fn denied_tools(parsed: &crate::jsonrpc::Parsed, access: &ToolAccess) -> Vec<String> {
+    parsed
         .messages
         .iter()
-        .filter(|m| m.is_tool_call() && !m.tool.as_deref().is_some_and(|t| access.allows(t)))
-        .map(|m| m.tool.clone().unwrap_or_default())
-        .collect();
-    if denied.is_empty() {
-        return None;
-    }
-    let msg = format!("Forbidden: tool {:?} is not allowed", denied.join(","));
-    let errors: Vec<Value> = parsed.requests().map(|m| error_response(m.id.as_ref(), FORBIDDEN, &msg)).collect();
-    let reply = if parsed.batch { Value::Array(errors) } else { errors.into_iter().next().unwrap_or(Value::Null) };
-    Some((denied, reply))
+        .filter(|m| m.is_tool_call())
+        .filter_map(|m| m.tool.clone())
+        .filter(|t| !access.allows(t))
+        .collect()
 }
 
-/// The caller's tool access: the union over its roles (those in `allowedRoles` when that is set);
-/// a role without an entry may use every tool. Anonymous callers use the entry of the role
-/// `anonymous` when there is one.
-pub fn tool_access(policy: Option<&AuthzPolicy>, id: &Identity) -> ToolAccess {
-    let Some(p) = policy.filter(|p| !p.tools.is_empty()) else {
-        return ToolAccess::All;
-    };
-    let anonymous = ["anonymous".to_string()];
-    let roles: Vec<&String> = if id.anonymous {
-        anonymous.iter().collect()
-    } else {
-        id.roles.iter().filter(|r| p.allowed_roles.is_empty() || p.allowed_roles.contains(r)).collect()
-    };
-    let mut patterns = vec![];
-    for role in roles {
-        match p.tools.get(role.as_str()) {
-            None => return ToolAccess::All,
-            Some(allow) => patterns.extend(allow.iter().cloned()),
+/// Ids the gateway gave to requests whose answers it must recognise (a restricted caller's
+/// `tools/list`), and the ids the client used.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct IdMap {
+    /// (the gateway's id, the client's id).
+    pub entries: Vec<(String, Value)>,
+}
+
+impl IdMap {
+    /// The client's id back in place of the gateway's, when `msg` carries one.
+    pub fn restore(&self, msg: &mut Value) {
+        let Some(Value::String(id)) = msg.get("id") else { return };
+        if let Some((_, original)) = self.entries.iter().find(|(gw, _)| gw == id) {
+            msg["id"] = original.clone();
         }
     }
-    if patterns.iter().any(|p| p == "*") {
-        return ToolAccess::All;
-    }
-    patterns.sort();
-    patterns.dedup();
-    ToolAccess::Only(patterns)
 }
 
-/// Drop the tools the caller may not use from a `tools/list` response (`result.tools`).
-/// Returns true when something was removed.
-pub fn filter_tools_response(msg: &mut Value, access: &ToolAccess) -> bool {
-    let Some(tools) = msg.get_mut("result").and_then(|r| r.get_mut("tools")).and_then(Value::as_array_mut) else {
-        return false;
-    };
-    let before = tools.len();
-    tools.retain(|t| t.get("name").and_then(Value::as_str).is_some_and(|n| access.allows(n)));
-    tools.len() != before
+/// How what the server sends back is made fit for the caller: ids restored, and for a
+/// restricted caller every `result.tools` list (whatever request it answers, whatever id the
+/// server wrote) reduced to the tools the caller may use.
+#[derive(Clone, Debug)]
+pub struct ResponseFilter {
+    /// The caller's access.
+    pub access: ToolAccess,
+    /// Ids to restore.
+    pub ids: IdMap,
+}
+
+impl ResponseFilter {
+    /// Nothing to change: the server's bytes may pass untouched.
+    pub fn is_noop(&self) -> bool {
+        !self.access.is_restricted() && self.ids.entries.is_empty()
+    }
+
+    /// Apply to one message or a batch in place.
+    pub fn apply(&self, v: &mut Value) {
+        match v {
+            Value::Array(items) => items.iter_mut().for_each(|m| self.apply(m)),
+            msg => {
+                self.ids.restore(msg);
+                if self.access.is_restricted() {
+                    if let Some(tools) =
+                        msg.get_mut("result").and_then(|r| r.get_mut("tools")).and_then(Value::as_array_mut)
+                    {
+                        tools.retain(|t| t.get("name").and_then(Value::as_str).is_some_and(|n| self.access.allows(n)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Apply to JSON text. The text is parsed strictly (a duplicate key could hide a second tool
+    /// list from the gateway but not from the client); what cannot be parsed is an error, never
+    /// passed through.
+    pub fn apply_text(&self, text: &[u8]) -> Result<Vec<u8>, String> {
+        crate::jsonrpc::check_strict(text)?;
+        let mut v: Value = serde_json::from_slice(text).map_err(|e| e.to_string())?;
+        self.apply(&mut v);
+        serde_json::to_vec(&v).map_err(|e| e.to_string())
+    }
 }
 
 #[cfg(test)]
@@ -126,36 +213,44 @@ mod tests {
         Identity::new("alice", "jwt", roles.iter().map(|r| r.to_string()).collect())
     }
 
-    fn policy(allowed: &[&str], tools: &[(&str, &[&str])]) -> AuthzPolicy {
-        AuthzPolicy {
-            allowed_roles: allowed.iter().map(|r| r.to_string()).collect(),
-            roles_claim: "roles".into(),
-            tools: tools
-                .iter()
-                .map(|(r, a)| (r.to_string(), a.iter().map(|t| t.to_string()).collect()))
-                .collect::<BTreeMap<_, _>>(),
+    fn grants(required: bool, allowed: &[&str], tools: &[(&str, &[&str])], anonymous: &[&str]) -> Grants {
+        Grants {
+            authn_enabled: true,
+            authn_required: required,
+            authz: Some(Authorization {
+                allowed_roles: allowed.iter().map(|r| r.to_string()).collect(),
+                tools: tools
+                    .iter()
+                    .map(|(r, a)| (r.to_string(), a.iter().map(|t| t.to_string()).collect()))
+                    .collect::<BTreeMap<_, _>>(),
+                anonymous_tools: anonymous.iter().map(|t| t.to_string()).collect(),
+                ..Default::default()
+            }),
         }
     }
 
     #[test]
     fn roles_from_arrays_strings_and_nested_claims() {
-        let c = json!({"roles": ["admin", 3, "dev"], "scope": "read write", "realm_access": {"roles": ["ops"]}});
+        let c = json!({"roles": ["admin", "dev"], "scope": "read write", "realm_access": {"roles": ["ops"]}});
         assert_eq!(roles_from_claims(&c, "roles"), vec!["admin", "dev"]);
         assert_eq!(roles_from_claims(&c, "scope"), vec!["read", "write"]);
         assert_eq!(roles_from_claims(&c, "realm_access.roles"), vec!["ops"]);
         assert!(roles_from_claims(&c, "missing").is_empty());
         assert_eq!(roles_from_claims(&json!({"a.b": "x,y"}), "a.b"), vec!["x", "y"]);
+        assert!(roles_from_claims(&json!({"roles": ["admin", 3]}), "roles").is_empty(), "mixed types: no roles");
+        assert!(roles_from_claims(&json!({"roles": {"admin": true}}), "roles").is_empty());
     }
 
     #[test]
     fn role_check() {
-        let p = policy(&["admin", "developer"], &[]);
-        assert!(role_allowed(Some(&p), &id(&["developer"])));
-        assert!(!role_allowed(Some(&p), &id(&["guest"])));
-        assert!(!role_allowed(Some(&p), &id(&[])));
-        assert!(role_allowed(Some(&policy(&[], &[])), &id(&[])));
-        assert!(role_allowed(None, &id(&[])));
-        assert!(role_allowed(Some(&p), &Identity::anonymous("127.0.0.1")));
+        let required = grants(true, &["admin", "developer"], &[], &[]);
+        assert_eq!(required.role_check(&id(&["developer"])), RoleCheck::Allowed);
+        assert_eq!(required.role_check(&id(&["guest"])), RoleCheck::Refused);
+        assert_eq!(required.role_check(&id(&[])), RoleCheck::Refused);
+        let optional = grants(false, &["admin", "developer"], &[], &[]);
+        assert_eq!(optional.role_check(&id(&["guest"])), RoleCheck::AsAnonymous);
+        assert_eq!(optional.role_check(&Identity::anonymous("127.0.0.1")), RoleCheck::Allowed);
+        assert_eq!(Grants::default().role_check(&id(&[])), RoleCheck::Allowed);
     }
 
     #[test]
@@ -170,34 +265,69 @@ mod tests {
 
     #[test]
     fn access_is_the_union_over_roles() {
-        let p =
-            policy(&["admin", "developer", "viewer"], &[("developer", &["search*", "echo"]), ("viewer", &["get*"])]);
-        assert_eq!(tool_access(Some(&p), &id(&["admin"])), ToolAccess::All, "no entry: every tool");
-        let dev = tool_access(Some(&p), &id(&["developer"]));
+        let g = grants(
+            true,
+            &["admin", "developer", "viewer"],
+            &[("developer", &["search*", "echo"]), ("viewer", &["get*"])],
+            &[],
+        );
+        assert_eq!(g.tool_access(&id(&["admin"])), ToolAccess::All, "no entry: every tool");
+        let dev = g.tool_access(&id(&["developer"]));
         assert!(dev.allows("echo") && dev.allows("search_x") && !dev.allows("get-sum"));
-        let both = tool_access(Some(&p), &id(&["developer", "viewer"]));
+        let both = g.tool_access(&id(&["developer", "viewer"]));
         assert!(both.allows("get-sum") && both.allows("echo"));
-        assert_eq!(tool_access(Some(&p), &id(&["developer", "admin"])), ToolAccess::All);
-        assert_eq!(tool_access(None, &id(&["developer"])), ToolAccess::All);
-        // roles outside allowedRoles do not widen access
-        let p2 = policy(&["developer"], &[("developer", &["echo"])]);
-        assert_eq!(tool_access(Some(&p2), &id(&["developer", "root"])), ToolAccess::Only(vec!["echo".into()]));
-        let anon = policy(&[], &[("anonymous", &["echo"]), ("developer", &["*"])]);
-        assert_eq!(tool_access(Some(&anon), &Identity::anonymous("ip")), ToolAccess::Only(vec!["echo".into()]));
-        assert_eq!(tool_access(Some(&anon), &id(&["developer"])), ToolAccess::All);
+        assert_eq!(g.tool_access(&id(&["developer", "admin"])), ToolAccess::All);
+        let g2 = grants(true, &["developer"], &[("developer", &["echo"])], &[]);
+        assert_eq!(g2.tool_access(&id(&["developer", "root"])), ToolAccess::Only(vec!["echo".into()]));
     }
 
     #[test]
-    fn filters_tools_list_results() {
-        let access = ToolAccess::Only(vec!["echo".into(), "get*".into()]);
-        let mut msg = json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": [
+    fn anonymous_is_the_least_privileged_identity() {
+        let anon = Identity::anonymous("10.0.0.1");
+        // Authentication optional, developer may call echo only: anonymous gets nothing by default.
+        let g = grants(false, &["developer"], &[("developer", &["echo"])], &[]);
+        assert_eq!(g.tool_access(&anon), ToolAccess::Only(vec![]));
+        assert!(!g.tool_access(&anon).allows("get-env") && !g.tool_access(&anon).allows("echo"));
+        // Without any tool lists, authenticated callers get everything, anonymous still nothing.
+        let open = grants(false, &[], &[], &[]);
+        assert_eq!(open.tool_access(&id(&["x"])), ToolAccess::All);
+        assert_eq!(open.tool_access(&anon), ToolAccess::Only(vec![]));
+        // Granted tools of anonymous are granted to every authenticated caller too.
+        let g = grants(false, &["developer"], &[("developer", &["echo"])], &["get-sum"]);
+        assert!(g.tool_access(&anon).allows("get-sum") && !g.tool_access(&anon).allows("echo"));
+        let dev = g.tool_access(&id(&["developer"]));
+        assert!(dev.allows("get-sum") && dev.allows("echo"));
+        // For every tool name, anonymous is allowed only where every role is.
+        for tool in ["echo", "get-sum", "get-env", "x"] {
+            if g.tool_access(&anon).allows(tool) {
+                assert!(dev.allows(tool), "{tool}");
+            }
+        }
+        // No authentication configured at all: an open server.
+        assert_eq!(Grants::default().tool_access(&anon), ToolAccess::All);
+    }
+
+    #[test]
+    fn response_filter_restores_ids_and_filters_every_tool_list() {
+        let f = ResponseFilter {
+            access: ToolAccess::Only(vec!["echo".into(), "get*".into()]),
+            ids: IdMap { entries: vec![("gw-1".into(), json!(1))] },
+        };
+        let mut msg = json!({"jsonrpc": "2.0", "id": "gw-1", "result": {"tools": [
             {"name": "echo"}, {"name": "get-sum"}, {"name": "trigger-long-running-operation"}, {"noname": 1}
         ], "nextCursor": "x"}});
-        assert!(filter_tools_response(&mut msg, &access));
+        f.apply(&mut msg);
+        assert_eq!(msg["id"], 1);
         let names: Vec<_> = msg["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].clone()).collect();
         assert_eq!(names, vec![json!("echo"), json!("get-sum")]);
-        assert_eq!(msg["result"]["nextCursor"], "x");
-        let mut other = json!({"jsonrpc": "2.0", "id": 1, "result": {"content": []}});
-        assert!(!filter_tools_response(&mut other, &access));
+        // An answer with an id the gateway did not give still gets filtered.
+        let mut other = json!([{"jsonrpc": "2.0", "id": 1.0, "result": {"tools": [{"name": "secret"}]}}]);
+        f.apply(&mut other);
+        assert_eq!(other[0]["result"]["tools"], json!([]));
+        // Text with a duplicate key is not passed on.
+        assert!(f
+            .apply_text(br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[]},"result":{"tools":[{"name":"secret"}]}}"#)
+            .is_err());
+        assert!(f.apply_text(b"not json").is_err());
     }
 }

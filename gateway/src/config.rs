@@ -1,10 +1,9 @@
-//! Command line and the policy document (`/etc/mcp/policy.json`, rendered by the operator's
-//! `policy::render_policy`).
+//! Command line, and the policy document (`/etc/mcp/policy.json`), whose types are the contract
+//! crate's: the operator renders exactly what the gateway reads.
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use serde::Deserialize;
-use std::collections::BTreeMap;
+pub use mcp_gateway_contract::policy::*;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -67,6 +66,24 @@ pub struct Args {
     /// Most client connections served at once (more wait in the listen queue).
     #[arg(long, default_value_t = 4096)]
     pub max_connections: usize,
+    /// Most connections that have not yet sent an authenticated request (more are closed at once).
+    #[arg(long, default_value_t = 256)]
+    pub max_unauthenticated_connections: usize,
+    /// Longest a client may take to send a request's headers.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+    /// Longest an (authenticated) client may take to send a request body.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+    /// Most request-body bytes held at once across all requests (more: 503).
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    pub max_buffered_bytes: usize,
+    /// Most HTTP-mode sessions remembered; the least recently used is then forgotten (and refused).
+    #[arg(long, default_value_t = 10_000)]
+    pub max_tracked_sessions: usize,
+    /// A session unused for this long is forgotten (and refused).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub session_idle_timeout: Duration,
     /// Threads serving requests. One (the default) suits a sidecar best: no cross-thread wake-ups
     /// on the request path, and one core carries far more than an MCP server behind it.
     #[arg(long, env = "MCP_GATEWAY_WORKER_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -139,289 +156,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// The policy document.
-#[derive(Deserialize, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct Policy {
-    /// false: no enforcement at all (no policy, or `enabled: false`).
-    #[serde(default)]
-    pub enabled: bool,
-    /// The SecurityPolicy's name.
-    #[serde(default)]
-    pub policy: Option<String>,
-    /// TLS termination.
-    #[serde(default)]
-    pub tls: Option<TlsPolicy>,
-    /// Who may call.
-    #[serde(default)]
-    pub authentication: Option<AuthnPolicy>,
-    /// What a caller may do.
-    #[serde(default)]
-    pub authorization: Option<AuthzPolicy>,
-    /// Requests per identity.
-    #[serde(default)]
-    pub rate_limiting: Option<RatePolicy>,
-    /// Audit records.
-    #[serde(default)]
-    pub audit: Option<AuditPolicy>,
-}
-
-/// Minimum TLS version.
-#[derive(Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum TlsMinVersion {
-    /// 1.2 and 1.3.
-    #[serde(rename = "1.2")]
-    V1_2,
-    /// 1.3 only.
-    #[default]
-    #[serde(rename = "1.3")]
-    V1_3,
-}
-
-/// TLS settings.
-#[derive(Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct TlsPolicy {
-    /// Minimum version.
-    #[serde(default)]
-    pub min_version: TlsMinVersion,
-    /// PEM certificate chain.
-    pub cert_file: PathBuf,
-    /// PEM private key.
-    pub key_file: PathBuf,
-}
-
-/// An authentication method.
-#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[serde(rename_all = "lowercase")]
-pub enum Method {
-    /// Bearer JWT.
-    Jwt,
-    /// Bearer token checked by RFC 7662 introspection.
-    Oauth2,
-    /// Static API key.
-    Apikey,
-    /// Client certificate.
-    Mtls,
-}
-
-impl Method {
-    /// Spelling in the policy and in audit records.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Jwt => "jwt",
-            Self::Oauth2 => "oauth2",
-            Self::Apikey => "apikey",
-            Self::Mtls => "mtls",
-        }
-    }
-}
-
-/// Authentication settings.
-#[derive(Deserialize, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct AuthnPolicy {
-    /// Reject callers without valid credentials.
-    #[serde(default)]
-    pub required: bool,
-    /// Accepted methods, tried in order.
-    #[serde(default)]
-    pub methods: Vec<Method>,
-    /// jwt settings.
-    #[serde(default)]
-    pub jwt: Option<JwtPolicy>,
-    /// oauth2 settings.
-    #[serde(default)]
-    pub oauth2: Option<OAuth2Policy>,
-    /// apikey settings.
-    #[serde(default)]
-    pub api_keys: Option<ApiKeysPolicy>,
-    /// mtls settings.
-    #[serde(default)]
-    pub mtls: Option<MtlsPolicy>,
-}
-
-/// JWT settings.
-#[derive(Deserialize, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct JwtPolicy {
-    /// Required `iss`.
-    #[serde(default)]
-    pub issuer: Option<String>,
-    /// Accepted `aud` values.
-    #[serde(default)]
-    pub audiences: Vec<String>,
-    /// JWKS for RS/PS/ES/EdDSA.
-    #[serde(default)]
-    pub jwks_uri: Option<String>,
-    /// File with the HS* shared secret (exact bytes).
-    #[serde(default)]
-    pub secret_file: Option<PathBuf>,
-}
-
-/// OAuth2 introspection settings.
-#[derive(Deserialize, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct OAuth2Policy {
-    /// RFC 7662 endpoint.
-    pub introspection_url: String,
-    /// File with the client id used to call it.
-    #[serde(default)]
-    pub client_id_file: Option<PathBuf>,
-    /// File with the client secret.
-    #[serde(default)]
-    pub client_secret_file: Option<PathBuf>,
-}
-
-/// API key settings.
-#[derive(Deserialize, Clone, Debug, PartialEq)]
-pub struct ApiKeysPolicy {
-    /// Directory with one file per client; the file holds the key.
-    pub dir: PathBuf,
-}
-
-/// mTLS settings.
-#[derive(Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct MtlsPolicy {
-    /// CA bundle client certificates must chain to.
-    pub ca_file: PathBuf,
-}
-
-/// Authorization settings.
-#[derive(Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct AuthzPolicy {
-    /// A caller needs one of these (empty: any authenticated caller).
-    #[serde(default)]
-    pub allowed_roles: Vec<String>,
-    /// Claim the roles are read from (dots reach into nested objects).
-    #[serde(default = "default_roles_claim")]
-    pub roles_claim: String,
-    /// Per-role tool allow lists.
-    #[serde(default)]
-    pub tools: BTreeMap<String, Vec<String>>,
-}
-
-impl Default for AuthzPolicy {
-    fn default() -> Self {
-        Self { allowed_roles: vec![], roles_claim: default_roles_claim(), tools: BTreeMap::new() }
-    }
-}
-
-fn default_roles_claim() -> String {
-    "roles".to_string()
-}
-
-/// Rate limit.
-#[derive(Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct RatePolicy {
-    /// Sustained rate.
-    pub requests_per_minute: u32,
-    /// Burst.
-    #[serde(default)]
-    pub burst_size: Option<u32>,
-}
-
-/// Audit level.
-#[derive(Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
-pub enum AuditLevel {
-    /// Every request.
-    #[default]
-    Info,
-    /// Denials and errors.
-    Warn,
-    /// Errors.
-    Error,
-}
-
-/// Audit settings.
-#[derive(Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct AuditPolicy {
-    /// Lowest level written.
-    #[serde(default)]
-    pub log_level: AuditLevel,
-    /// Days a daily file is kept.
-    #[serde(default = "default_retention")]
-    pub retention_days: u32,
-}
-
-fn default_retention() -> u32 {
-    30
-}
-
-impl Policy {
-    /// Parse and check the document.
-    pub fn from_json(text: &str) -> anyhow::Result<Self> {
-        let p: Policy = serde_json::from_str(text).context("policy document is not valid")?;
-        p.check()?;
-        Ok(p)
-    }
-
-    /// Read the document from a file.
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        Self::from_json(&text).with_context(|| format!("in {}", path.display()))
-    }
-
-    fn check(&self) -> anyhow::Result<()> {
-        if !self.enabled {
-            return Ok(());
-        }
-        if let Some(a) = &self.authentication {
-            for m in &a.methods {
-                let ok = match m {
-                    Method::Jwt => a.jwt.as_ref().is_some_and(|j| j.jwks_uri.is_some() || j.secret_file.is_some()),
-                    Method::Oauth2 => a.oauth2.is_some(),
-                    Method::Apikey => a.api_keys.is_some(),
-                    Method::Mtls => a.mtls.is_some(),
-                };
-                if !ok {
-                    bail!("authentication method {} has no settings", m.as_str());
-                }
-            }
-            if a.methods.contains(&Method::Mtls) && self.tls.is_none() {
-                bail!("authentication method mtls needs tls");
-            }
-            if a.required && a.methods.is_empty() {
-                bail!("authentication is required but no method is given");
-            }
-        }
-        if let Some(r) = &self.rate_limiting {
-            if r.requests_per_minute == 0 || r.burst_size == Some(0) {
-                bail!("rateLimiting needs requestsPerMinute and burstSize of at least 1");
-            }
-        }
-        Ok(())
-    }
-
-    /// Authentication settings in force, if any.
-    pub fn authn(&self) -> Option<&AuthnPolicy> {
-        self.authentication.as_ref().filter(|_| self.enabled)
-    }
-
-    /// Authorization settings in force, if any.
-    pub fn authz(&self) -> Option<&AuthzPolicy> {
-        self.authorization.as_ref().filter(|_| self.enabled)
-    }
-
-    /// TLS settings in force, if any.
-    pub fn tls_in_force(&self) -> Option<&TlsPolicy> {
-        self.tls.as_ref().filter(|_| self.enabled)
-    }
-
-    /// Rate limit in force, if any.
-    pub fn rate(&self) -> Option<&RatePolicy> {
-        self.rate_limiting.as_ref().filter(|_| self.enabled)
-    }
-
-    /// Audit settings in force, if any.
-    pub fn audit_in_force(&self) -> Option<&AuditPolicy> {
-        self.audit.as_ref().filter(|_| self.enabled)
-    }
+/// Load and check the policy document.
+pub fn load_policy(path: &Path) -> anyhow::Result<PolicyDocument> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    PolicyDocument::from_json(&text)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("in {}", path.display()))
 }
 
 #[cfg(test)]
@@ -445,63 +185,31 @@ mod tests {
     }
 
     use super::*;
-    use serde_json::json;
-
-    /// What `render_policy` writes for the guide's policy (see src/policy.rs).
-    fn rendered() -> serde_json::Value {
-        json!({
-            "enabled": true, "policy": "default-policy", "generation": 2,
-            "tls": {"minVersion": "1.3", "certFile": "/etc/mcp/tls/tls.crt", "keyFile": "/etc/mcp/tls/tls.key"},
-            "authentication": {
-                "required": true, "methods": ["jwt", "oauth2"],
-                "jwt": {"issuer": "https://auth.example.com", "audiences": ["mcp"],
-                        "jwksUri": "https://auth.example.com/jwks.json", "secretFile": null},
-                "oauth2": {"introspectionUrl": "https://auth.example.com/introspect",
-                           "clientIdFile": "/var/run/secrets/mcp/oauth2-client/client-id",
-                           "clientSecretFile": "/var/run/secrets/mcp/oauth2-client/client-secret"},
-                "apiKeys": null, "mtls": null
-            },
-            "authorization": {"mode": "rbac", "allowedRoles": ["admin", "developer"], "rolesClaim": "roles",
-                              "tools": {"developer": ["search*"]}},
-            "rateLimiting": {"requestsPerMinute": 100, "burstSize": 200},
-            "audit": {"logLevel": "info", "retentionDays": 30}
-        })
-    }
 
     #[test]
-    fn parses_the_rendered_policy() {
-        let p = Policy::from_json(&rendered().to_string()).unwrap();
-        assert!(p.enabled);
-        assert_eq!(p.tls.as_ref().unwrap().min_version, TlsMinVersion::V1_3);
-        let a = p.authn().unwrap();
-        assert_eq!(a.methods, vec![Method::Jwt, Method::Oauth2]);
-        assert_eq!(a.jwt.as_ref().unwrap().audiences, vec!["mcp"]);
-        assert_eq!(p.authz().unwrap().tools["developer"], vec!["search*"]);
-        assert_eq!(p.rate().unwrap().burst_size, Some(200));
-        assert_eq!(p.audit_in_force().unwrap().log_level, AuditLevel::Info);
-    }
-
-    #[test]
-    fn disabled_policy_enforces_nothing() {
-        let p = Policy::from_json(r#"{"enabled": false, "policy": null}"#).unwrap();
-        assert!(p.authn().is_none() && p.tls_in_force().is_none() && p.audit_in_force().is_none());
-    }
-
-    #[test]
-    fn method_without_settings_is_rejected() {
-        let mut doc = rendered();
-        doc["authentication"]["oauth2"] = json!(null);
-        let err = Policy::from_json(&doc.to_string()).unwrap_err();
-        assert!(format!("{err:#}").contains("oauth2 has no settings"), "{err:#}");
-    }
-
-    #[test]
-    fn mtls_needs_tls() {
-        let mut doc = rendered();
-        doc["tls"] = json!(null);
-        doc["authentication"]["methods"] = json!(["mtls"]);
-        doc["authentication"]["mtls"] = json!({"caFile": "/x/ca.crt"});
-        assert!(Policy::from_json(&doc.to_string()).is_err());
+    fn the_operators_command_lines_parse() {
+        use mcp_gateway_contract::command::{install_args, GatewayCommand, Upstream};
+        let mut http = GatewayCommand::new("srv", "/rpc", Upstream::Http("http://127.0.0.1:3000/rpc".into()));
+        http.audit = true;
+        let a = Args::try_parse_from(std::iter::once("mcp-gateway".to_string()).chain(http.args())).unwrap();
+        assert_eq!((a.listen.port(), a.admin_listen.port()), (8443, 9090));
+        assert_eq!(a.policy, Path::new("/etc/mcp/policy.json"));
+        assert_eq!((a.name.as_str(), a.mcp_path()), ("srv", "/rpc".to_string()));
+        assert_eq!(a.audit_dir.as_deref(), Some(Path::new("/var/log/mcp-audit")));
+        assert_eq!((a.upstream.as_deref(), a.transport), (Some("http://127.0.0.1:3000/rpc"), Transport::Http));
+        let ws = GatewayCommand::new("w", "/mcp", Upstream::WebSocket("http://127.0.0.1:3000/mcp".into()));
+        let a = Args::try_parse_from(std::iter::once("mcp-gateway".to_string()).chain(ws.args())).unwrap();
+        assert_eq!(a.transport, Transport::Websocket);
+        let stdio =
+            GatewayCommand::new("s", "/mcp", Upstream::Stdio(vec!["node".into(), "--x".into(), "stdio".into()]));
+        let a = Args::try_parse_from(std::iter::once("mcp-gateway".to_string()).chain(stdio.args())).unwrap();
+        assert!(a.stdio && a.upstream.is_none());
+        assert_eq!(a.command, vec!["node", "--x", "stdio"]);
+        let i = Args::try_parse_from(
+            std::iter::once("mcp-gateway".to_string()).chain(install_args("/opt/mcp-gateway/mcp-gateway")),
+        )
+        .unwrap();
+        assert_eq!(i.install_to.as_deref(), Some(Path::new("/opt/mcp-gateway/mcp-gateway")));
     }
 
     #[test]

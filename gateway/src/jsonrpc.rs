@@ -1,17 +1,29 @@
-//! Just enough JSON-RPC 2.0 to know what a request asks for: method, id and, for `tools/call`,
-//! the tool name. Everything else is forwarded untouched.
+//! JSON-RPC 2.0 as the gateway admits it: a body is parsed strictly, once (UTF-8 only, no lone
+//! surrogates, no duplicate keys at any depth, no members JSON-RPC does not define, only the
+//! methods of the MCP specification, each with the shape its kind requires), and what is
+//! forwarded is exactly those bytes: each message keeps the byte span it was read from, and the
+//! only change the gateway may make is to replace a request's id with one it controls.
 
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::fmt;
+use std::ops::Range;
 
 /// JSON-RPC: invalid JSON.
 pub const PARSE_ERROR: i64 = -32700;
 /// JSON-RPC: not a valid request object.
 pub const INVALID_REQUEST: i64 = -32600;
+/// JSON-RPC: the method does not exist (here: is not an MCP method the gateway forwards).
+pub const METHOD_NOT_FOUND: i64 = -32601;
+/// JSON-RPC: invalid method parameters.
+pub const INVALID_PARAMS: i64 = -32602;
 /// Implementation-defined: the caller may not do this (tool not allowed, session of another caller).
 pub const FORBIDDEN: i64 = -32001;
 /// Implementation-defined: the server behind the gateway failed.
 pub const UPSTREAM_ERROR: i64 = -32002;
-/// Implementation-defined: no capacity (too many sessions).
+/// Implementation-defined: no capacity (too many sessions, too much buffered).
 pub const UNAVAILABLE: i64 = -32003;
 
 /// What a message is.
@@ -21,8 +33,41 @@ pub enum Kind {
     Request,
     /// Has a method, no id.
     Notification,
-    /// Has result or error and an id.
+    /// Has result or error and an id (a client's answer to a server request).
     Response,
+}
+
+/// The methods a client may send to an MCP server (specification revisions 2025-03-26,
+/// 2025-06-18 and 2025-11-25), with their kind. Anything else is refused: a server that matched
+/// methods loosely (case, spacing) could otherwise be reached around the checks below.
+const CLIENT_METHODS: &[(&str, Kind)] = &[
+    ("initialize", Kind::Request),
+    ("ping", Kind::Request),
+    ("tools/list", Kind::Request),
+    ("tools/call", Kind::Request),
+    ("resources/list", Kind::Request),
+    ("resources/templates/list", Kind::Request),
+    ("resources/read", Kind::Request),
+    ("resources/subscribe", Kind::Request),
+    ("resources/unsubscribe", Kind::Request),
+    ("prompts/list", Kind::Request),
+    ("prompts/get", Kind::Request),
+    ("completion/complete", Kind::Request),
+    ("logging/setLevel", Kind::Request),
+    ("tasks/get", Kind::Request),
+    ("tasks/list", Kind::Request),
+    ("tasks/result", Kind::Request),
+    ("tasks/cancel", Kind::Request),
+    ("notifications/initialized", Kind::Notification),
+    ("notifications/cancelled", Kind::Notification),
+    ("notifications/progress", Kind::Notification),
+    ("notifications/roots/list_changed", Kind::Notification),
+    ("notifications/tasks/status", Kind::Notification),
+];
+
+/// The kind an MCP client method has, compared byte for byte.
+pub fn client_method_kind(method: &str) -> Option<Kind> {
+    CLIENT_METHODS.iter().find(|(m, _)| *m == method).map(|(_, k)| *k)
 }
 
 /// One JSON-RPC message as the gateway sees it.
@@ -36,30 +81,36 @@ pub struct Message {
     pub id: Option<Value>,
     /// `params.name` of a `tools/call`.
     pub tool: Option<String>,
+    /// Where the message is in the body.
+    pub span: Range<usize>,
+    /// Where its id's value is in the body.
+    pub id_span: Option<Range<usize>>,
 }
 
 impl Message {
     /// A `tools/call` request.
     pub fn is_tool_call(&self) -> bool {
-        self.kind == Kind::Request && self.method.as_deref() == Some("tools/call")
+        self.method.as_deref() == Some("tools/call")
     }
     /// A `tools/list` request.
     pub fn is_tool_list(&self) -> bool {
-        self.kind == Kind::Request && self.method.as_deref() == Some("tools/list")
+        self.method.as_deref() == Some("tools/list")
     }
     /// An `initialize` request.
     pub fn is_initialize(&self) -> bool {
-        self.kind == Kind::Request && self.method.as_deref() == Some("initialize")
+        self.method.as_deref() == Some("initialize")
     }
 }
 
-/// A POST body: one message or a batch.
+/// A body: one message or a batch, and the bytes they were read from.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Parsed {
     /// Sent as a JSON array.
     pub batch: bool,
     /// The messages, in order.
     pub messages: Vec<Message>,
+    /// The body as received.
+    pub body: bytes::Bytes,
 }
 
 impl Parsed {
@@ -67,7 +118,7 @@ impl Parsed {
     pub fn requests(&self) -> impl Iterator<Item = &Message> {
         self.messages.iter().filter(|m| m.kind == Kind::Request)
     }
-    /// The method for audit and metrics: the single method, or `batch`.
+    /// The method for audit and metrics: the single method, `response`, or `batch`.
     pub fn method_label(&self) -> String {
         match (self.batch, self.messages.first()) {
             (false, Some(m)) => m.method.clone().unwrap_or_else(|| "response".to_string()),
@@ -87,12 +138,76 @@ impl Parsed {
             self.messages.first().and_then(|m| m.id.as_ref())
         }
     }
+
+    /// The body to forward, with the ids of the messages at `replace` (index, new id text)
+    /// replaced; every other byte as received.
+    pub fn forward(&self, replace: &[(usize, String)]) -> bytes::Bytes {
+        if replace.is_empty() {
+            return self.body.clone();
+        }
+        let mut out = Vec::with_capacity(self.body.len() + 32 * replace.len());
+        let mut at = 0;
+        let mut spans: Vec<(Range<usize>, &str)> = replace
+            .iter()
+            .filter_map(|(i, id)| self.messages.get(*i)?.id_span.clone().map(|s| (s, id.as_str())))
+            .collect();
+        spans.sort_by_key(|(s, _)| s.start);
+        for (span, id) in spans {
+            out.extend_from_slice(&self.body[at..span.start]);
+            out.extend_from_slice(id.as_bytes());
+            at = span.end;
+        }
+        out.extend_from_slice(&self.body[at..]);
+        bytes::Bytes::from(out)
+    }
+
+    /// Message `i` alone on one line (the stdio transport: no embedded newlines), its id replaced
+    /// by `id` when given. Whitespace between tokens is dropped; every token is kept as sent.
+    pub fn line(&self, i: usize, id: Option<&str>) -> Vec<u8> {
+        let m = &self.messages[i];
+        let mut raw = Vec::with_capacity(m.span.len() + 1);
+        match (&m.id_span, id) {
+            (Some(s), Some(id)) => {
+                raw.extend_from_slice(&self.body[m.span.start..s.start]);
+                raw.extend_from_slice(id.as_bytes());
+                raw.extend_from_slice(&self.body[s.end..m.span.end]);
+            }
+            _ => raw.extend_from_slice(&self.body[m.span.clone()]),
+        }
+        let mut out = compact(&raw);
+        out.push(b'\n');
+        out
+    }
 }
 
-/// Why a body is not acceptable JSON-RPC.
+/// JSON text without the whitespace between tokens (strings untouched).
+pub fn compact(json: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in json {
+        if in_string {
+            out.push(b);
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if b == b'"' {
+            in_string = true;
+            out.push(b);
+        } else if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            out.push(b);
+        }
+    }
+    out
+}
+
+/// Why a body is not admitted as JSON-RPC.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ParseError {
-    /// -32700 or -32600.
+    /// -32700, -32600, -32601 or -32602.
     pub code: i64,
     /// Human readable.
     pub message: String,
@@ -103,8 +218,11 @@ pub struct ParseError {
 }
 
 impl ParseError {
+    fn new(code: i64, reason: &'static str, message: impl Into<String>, id: Option<Value>) -> Self {
+        Self { code, message: message.into(), id, reason }
+    }
     fn invalid(message: impl Into<String>, id: Option<Value>) -> Self {
-        Self { code: INVALID_REQUEST, message: message.into(), id, reason: "invalid_request" }
+        Self::new(INVALID_REQUEST, "invalid_request", format!("Invalid Request: {}", message.into()), id)
     }
     /// The JSON-RPC error response.
     pub fn to_response(&self) -> Value {
@@ -112,79 +230,283 @@ impl ParseError {
     }
 }
 
-/// Parse a POST body. A batch holds 1..=`max_batch` messages.
-pub fn parse(body: &[u8], max_batch: usize) -> Result<Parsed, ParseError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| ParseError {
-        code: PARSE_ERROR,
-        message: format!("Parse error: {e}"),
-        id: None,
-        reason: "parse_error",
-    })?;
-    match value {
-        Value::Array(items) => {
-            if items.is_empty() {
-                return Err(ParseError::invalid("Invalid Request: empty batch", None));
-            }
-            if items.len() > max_batch {
-                return Err(ParseError {
-                    reason: "batch_too_large",
-                    ..ParseError::invalid(
-                        format!("Invalid Request: batch of {} messages (at most {max_batch})", items.len()),
-                        None,
-                    )
-                });
-            }
-            let messages = items.iter().map(message).collect::<Result<Vec<_>, _>>()?;
-            let mut ids: Vec<String> = messages.iter().filter_map(|m| m.id.as_ref().map(Value::to_string)).collect();
-            let n = ids.len();
-            ids.sort();
-            ids.dedup();
-            if ids.len() != n {
-                return Err(ParseError::invalid("Invalid Request: duplicate ids in batch", None));
-            }
-            Ok(Parsed { batch: true, messages })
-        }
-        v => Ok(Parsed { batch: false, messages: vec![message(&v)?] }),
+/// Walks a whole document and fails on a key that appears twice in one object (serde_json
+/// would keep the last, a server in another language may keep the first).
+struct NoDuplicateKeys;
+
+impl<'de> Deserialize<'de> for NoDuplicateKeys {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NoDuplicateKeysVisitor)
     }
 }
 
-/// Classify one message.
-pub fn message(v: &Value) -> Result<Message, ParseError> {
-    let Some(obj) = v.as_object() else {
-        return Err(ParseError::invalid("Invalid Request: not an object", None));
-    };
-    let id = obj.get("id").cloned();
-    let good_id = |id: &Option<Value>| matches!(id, Some(Value::String(_)) | Some(Value::Number(_)));
-    let reply_id = id.clone().filter(|_| good_id(&id));
-    if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-        return Err(ParseError::invalid("Invalid Request: jsonrpc must be \"2.0\"", reply_id));
+struct NoDuplicateKeysVisitor;
+
+impl<'de> Visitor<'de> for NoDuplicateKeysVisitor {
+    type Value = NoDuplicateKeys;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("JSON")
     }
-    match obj.get("method") {
-        Some(Value::String(method)) => {
-            if let Some(p) = obj.get("params") {
-                if !p.is_object() && !p.is_array() {
-                    return Err(ParseError::invalid("Invalid Request: params must be an object or array", reply_id));
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<NoDuplicateKeys>()?.is_some() {}
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut seen = HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                return Err(de::Error::custom(format!("duplicate key {key:?}")));
+            }
+            map.next_value::<NoDuplicateKeys>()?;
+        }
+        Ok(NoDuplicateKeys)
+    }
+}
+
+/// An object's members in order, each as its raw text.
+struct Members<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Members<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = vec![];
+                while let Some(k) = map.next_key::<String>()? {
+                    out.push((k, map.next_value::<&'a RawValue>()?));
                 }
+                Ok(Members(out))
             }
-            let kind = match &id {
-                None => Kind::Notification,
-                Some(_) if good_id(&id) => Kind::Request,
-                Some(_) => return Err(ParseError::invalid("Invalid Request: id must be a string or number", None)),
-            };
-            let tool = (kind == Kind::Request && method == "tools/call")
-                .then(|| obj.get("params").and_then(|p| p.get("name")).and_then(Value::as_str).map(str::to_string))
-                .flatten();
-            Ok(Message { kind, method: Some(method.clone()), id, tool })
         }
-        Some(_) => Err(ParseError::invalid("Invalid Request: method must be a string", reply_id)),
-        None if obj.contains_key("result") || obj.contains_key("error") => {
-            if !good_id(&id) && !matches!(id, Some(Value::Null)) {
-                return Err(ParseError::invalid("Invalid Request: response without id", None));
-            }
-            Ok(Message { kind: Kind::Response, method: None, id, tool: None })
-        }
-        None => Err(ParseError::invalid("Invalid Request: no method, result or error", reply_id)),
+        d.deserialize_map(V(std::marker::PhantomData))
     }
+}
+
+/// The text has no escaped UTF-16 surrogate without its pair (`"\ud800"`): parsers disagree on
+/// what such a string is, so what the gateway compares might not be what the server reads.
+fn has_lone_surrogate(text: &str) -> bool {
+    let b = text.as_bytes();
+    let hex4 = |i: usize| -> Option<u16> {
+        let s = std::str::from_utf8(b.get(i..i + 4)?).ok()?;
+        u16::from_str_radix(s, 16).ok()
+    };
+    let (mut i, mut in_string) = (0, false);
+    while i < b.len() {
+        match b[i] {
+            b'"' => in_string = !in_string,
+            b'\\' if in_string => {
+                if b.get(i + 1) == Some(&b'u') {
+                    if let Some(u) = hex4(i + 2) {
+                        if (0xD800..0xDC00).contains(&u) {
+                            let low = (b.get(i + 6) == Some(&b'\\') && b.get(i + 7) == Some(&b'u'))
+                                .then(|| hex4(i + 8))
+                                .flatten();
+                            if !low.is_some_and(|l| (0xDC00..0xE000).contains(&l)) {
+                                return true;
+                            }
+                            i += 12;
+                            continue;
+                        }
+                        if (0xDC00..0xE000).contains(&u) {
+                            return true;
+                        }
+                    }
+                    i += 6;
+                    continue;
+                }
+                i += 2;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
+fn offset(body: &str, part: &str) -> Range<usize> {
+    let start = part.as_ptr() as usize - body.as_ptr() as usize;
+    start..start + part.len()
+}
+
+/// Why a text is not strict JSON.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StrictError {
+    /// Not JSON at all (or not UTF-8, or an unpaired surrogate escape).
+    Syntax(String),
+    /// An object names a key twice.
+    DuplicateKey(String),
+}
+
+impl std::fmt::Display for StrictError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Syntax(m) | Self::DuplicateKey(m) => f.write_str(m),
+        }
+    }
+}
+
+impl From<StrictError> for String {
+    fn from(e: StrictError) -> String {
+        e.to_string()
+    }
+}
+
+/// JSON every parser reads the same way: UTF-8, no unpaired surrogate escapes, no key twice in
+/// one object. Returns the text.
+pub fn check_strict(body: &[u8]) -> Result<&str, StrictError> {
+    let text = std::str::from_utf8(body).map_err(|_| StrictError::Syntax("the text is not UTF-8".into()))?;
+    if has_lone_surrogate(text) {
+        return Err(StrictError::Syntax("unpaired UTF-16 surrogate escape".into()));
+    }
+    serde_json::from_str::<NoDuplicateKeys>(text).map_err(|e| {
+        let m = e.to_string();
+        if m.starts_with("duplicate key") {
+            StrictError::DuplicateKey(m)
+        } else {
+            StrictError::Syntax(m)
+        }
+    })?;
+    Ok(text)
+}
+
+/// Parse a body. A batch holds 1..=`max_batch` messages.
+pub fn parse(body: bytes::Bytes, max_batch: usize) -> Result<Parsed, ParseError> {
+    let parse_error = |m: String| ParseError::new(PARSE_ERROR, "parse_error", format!("Parse error: {m}"), None);
+    let text = match check_strict(&body) {
+        Ok(t) => t,
+        Err(StrictError::Syntax(m)) => return Err(parse_error(m)),
+        Err(StrictError::DuplicateKey(m)) => return Err(ParseError::invalid(m, None)),
+    };
+    let trimmed = text.trim_start_matches([' ', '\t', '\n', '\r']);
+    let (batch, messages) = if trimmed.starts_with('[') {
+        let items: Vec<&RawValue> = serde_json::from_str(text).map_err(|e| parse_error(e.to_string()))?;
+        if items.is_empty() {
+            return Err(ParseError::invalid("empty batch", None));
+        }
+        if items.len() > max_batch {
+            return Err(ParseError {
+                reason: "batch_too_large",
+                ..ParseError::invalid(format!("batch of {} messages (at most {max_batch})", items.len()), None)
+            });
+        }
+        let messages = items.iter().map(|raw| message(text, raw)).collect::<Result<Vec<_>, _>>()?;
+        let mut ids = HashSet::new();
+        for m in &messages {
+            if m.is_initialize() {
+                return Err(ParseError::invalid("initialize may not be part of a batch", None));
+            }
+            if m.kind == Kind::Request && !ids.insert(m.id.as_ref().map(Value::to_string)) {
+                return Err(ParseError::invalid("duplicate ids in batch", None));
+            }
+        }
+        (true, messages)
+    } else {
+        let raw: &RawValue = serde_json::from_str(text).map_err(|e| parse_error(e.to_string()))?;
+        (false, vec![message(text, raw)?])
+    };
+    Ok(Parsed { batch, messages, body })
+}
+
+fn message(body: &str, raw: &RawValue) -> Result<Message, ParseError> {
+    let members: Members =
+        serde_json::from_str(raw.get()).map_err(|_| ParseError::invalid("a message must be an object", None))?;
+    let get = |k: &str| members.0.iter().find(|(key, _)| key == k).map(|(_, v)| *v);
+    let value = |r: &RawValue| serde_json::from_str::<Value>(r.get()).unwrap_or(Value::Null);
+    let id_raw = get("id");
+    let id = id_raw.map(value);
+    let good_id = matches!(id, Some(Value::String(_) | Value::Number(_)));
+    let reply_id = id.clone().filter(|_| good_id);
+    for (k, _) in &members.0 {
+        if !matches!(k.as_str(), "jsonrpc" | "id" | "method" | "params" | "result" | "error") {
+            return Err(ParseError::invalid(format!("unexpected member {k:?}"), reply_id));
+        }
+    }
+    if get("jsonrpc").map(value) != Some(Value::String("2.0".into())) {
+        return Err(ParseError::invalid("jsonrpc must be \"2.0\"", reply_id));
+    }
+    let span = offset(body, raw.get());
+    let id_span = id_raw.map(|r| offset(body, r.get()));
+    let Some(method_raw) = get("method") else {
+        let (result, error) = (get("result").is_some(), get("error").is_some());
+        if result == error {
+            return Err(ParseError::invalid("a message needs a method, a result or an error", reply_id));
+        }
+        if !(good_id || (error && id == Some(Value::Null))) {
+            return Err(ParseError::invalid("a response needs a string or number id", None));
+        }
+        return Ok(Message { kind: Kind::Response, method: None, id, tool: None, span, id_span });
+    };
+    let Value::String(method) = value(method_raw) else {
+        return Err(ParseError::invalid("method must be a string", reply_id));
+    };
+    if get("result").is_some() || get("error").is_some() {
+        return Err(ParseError::invalid("a request has no result or error", reply_id));
+    }
+    let Some(kind) = client_method_kind(&method) else {
+        return Err(ParseError::new(
+            METHOD_NOT_FOUND,
+            "unknown_method",
+            format!("Method not found: {method:?} is not an MCP client method"),
+            reply_id,
+        ));
+    };
+    match (kind, &id) {
+        (Kind::Request, _) if !good_id => {
+            return Err(ParseError::invalid(format!("{method} is a request and needs a string or number id"), None));
+        }
+        (Kind::Notification, Some(_)) => {
+            return Err(ParseError::invalid(format!("{method} is a notification and has no id"), reply_id));
+        }
+        _ => {}
+    }
+    let params = get("params").map(value);
+    if params.as_ref().is_some_and(|p| !p.is_object()) {
+        return Err(ParseError::new(
+            INVALID_PARAMS,
+            "invalid_params",
+            "Invalid params: params must be an object",
+            reply_id,
+        ));
+    }
+    let tool = if method == "tools/call" {
+        match params.as_ref().and_then(|p| p.get("name")) {
+            Some(Value::String(name)) => Some(name.clone()),
+            _ => {
+                return Err(ParseError::new(
+                    INVALID_PARAMS,
+                    "invalid_params",
+                    "Invalid params: tools/call needs params.name, a string",
+                    reply_id,
+                ))
+            }
+        }
+    } else {
+        None
+    };
+    Ok(Message { kind, method: Some(method), id, tool, span, id_span })
 }
 
 /// A JSON-RPC error response.
@@ -192,38 +514,14 @@ pub fn error_response(id: Option<&Value>, code: i64, message: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": id.cloned().unwrap_or(Value::Null), "error": {"code": code, "message": message}})
 }
 
-/// Methods of the MCP specification; anything else is counted as `other` in metrics so that a
-/// client cannot grow the label set.
+/// Methods counted by name in metrics; anything else is `other`, so that a client cannot grow
+/// the label set.
 pub fn method_metric_label(method: &str) -> &str {
-    const KNOWN: &[&str] = &[
-        "initialize",
-        "ping",
-        "tools/list",
-        "tools/call",
-        "resources/list",
-        "resources/read",
-        "resources/templates/list",
-        "resources/subscribe",
-        "resources/unsubscribe",
-        "prompts/list",
-        "prompts/get",
-        "completion/complete",
-        "logging/setLevel",
-        "notifications/initialized",
-        "notifications/cancelled",
-        "notifications/progress",
-        "notifications/roots/list_changed",
-        "tasks/get",
-        "tasks/list",
-        "tasks/result",
-        "tasks/cancel",
-        "batch",
-        "response",
-        "GET",
-        "DELETE",
-        "websocket",
-    ];
-    KNOWN.iter().find(|k| **k == method).copied().unwrap_or("other")
+    const OTHERS: &[&str] = &["batch", "response", "GET", "DELETE", "OPTIONS", "websocket"];
+    if let Some((m, _)) = CLIENT_METHODS.iter().find(|(m, _)| *m == method) {
+        return m;
+    }
+    OTHERS.iter().find(|k| **k == method).copied().unwrap_or("other")
 }
 
 #[cfg(test)]
@@ -231,7 +529,7 @@ mod tests {
     use super::*;
 
     fn p(s: &str) -> Result<Parsed, ParseError> {
-        parse(s.as_bytes(), 4)
+        parse(bytes::Bytes::copy_from_slice(s.as_bytes()), 4)
     }
 
     #[test]
@@ -240,7 +538,6 @@ mod tests {
         assert!(!r.batch);
         assert_eq!(r.messages[0].kind, Kind::Request);
         assert_eq!(r.messages[0].tool.as_deref(), Some("echo"));
-        assert!(r.messages[0].is_tool_call());
         assert_eq!(r.method_label(), "tools/call");
         assert_eq!(r.tool_label().as_deref(), Some("echo"));
         let n = p(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).unwrap();
@@ -257,6 +554,58 @@ mod tests {
         assert_eq!((e.code, e.reason), (PARSE_ERROR, "parse_error"));
         assert_eq!(e.to_response()["id"], Value::Null);
         assert_eq!(p("").unwrap_err().code, PARSE_ERROR);
+        let latin1 = parse(bytes::Bytes::from_static(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"p\xe9\"}"), 4);
+        assert_eq!(latin1.unwrap_err().reason, "parse_error", "non-UTF-8");
+    }
+
+    #[test]
+    fn lone_surrogates_are_refused_pairs_are_not() {
+        for body in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo\ud800"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"\udc00echo"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"e\ud800\u0041"}}"#,
+        ] {
+            assert_eq!(p(body).unwrap_err().reason, "parse_error", "{body}");
+        }
+        let ok = p(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"e\ud83d\ude00","x":"\\ud800"}}"#);
+        assert_eq!(ok.unwrap().messages[0].tool.as_deref(), Some("e\u{1F600}"));
+    }
+
+    #[test]
+    fn duplicate_keys_at_any_depth_are_refused() {
+        for body in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","method":"ping","params":{"name":"echo"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","name":"get-env"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"a":1,"a":2}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","\u006eame":"x"}}"#,
+        ] {
+            let e = p(body).unwrap_err();
+            assert_eq!(e.code, INVALID_REQUEST, "{body}");
+            assert!(e.message.contains("duplicate key"), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn methods_are_compared_exactly_and_must_be_known() {
+        for m in ["Tools/Call", "tools/call ", "tools//call", "TOOLS/CALL", "tools/call\u{0000}", "rpc.discover"] {
+            let body = json!({"jsonrpc": "2.0", "id": 1, "method": m, "params": {"name": "x"}}).to_string();
+            let e = p(&body).unwrap_err();
+            assert_eq!((e.code, e.reason), (METHOD_NOT_FOUND, "unknown_method"), "{m:?}");
+            assert_eq!(e.id, Some(json!(1)));
+        }
+    }
+
+    #[test]
+    fn requests_need_ids_and_notifications_have_none() {
+        let e = p(r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"echo"}}"#).unwrap_err();
+        assert_eq!(e.code, INVALID_REQUEST, "a tools/call without an id is not a notification");
+        let e = p(r#"{"jsonrpc":"2.0","id":3,"method":"notifications/initialized"}"#).unwrap_err();
+        assert_eq!(e.code, INVALID_REQUEST);
+        for params in [r#""x""#, r#"["echo"]"#, r#"{"name":7}"#, r#"{}"#] {
+            let e = p(&format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{params}}}"#)).unwrap_err();
+            assert_eq!(e.code, INVALID_PARAMS, "{params}");
+        }
     }
 
     #[test]
@@ -269,8 +618,10 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1,"method":7}"#,
             r#"{"jsonrpc":"2.0","id":{"a":1},"method":"ping"}"#,
             r#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#,
-            r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":"x"}"#,
             r#"{"jsonrpc":"2.0","id":1}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping","result":{}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":{},"error":{}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping","name":"x"}"#,
             r#"[]"#,
             r#"[[{"jsonrpc":"2.0","id":1,"method":"ping"}]]"#,
         ] {
@@ -282,16 +633,41 @@ mod tests {
     }
 
     #[test]
-    fn batches_are_bounded_and_checked() {
+    fn batches_are_bounded_and_every_element_checked() {
         let one = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
         let ok = p(&format!("[{one},{}]", r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)).unwrap();
         assert!(ok.batch);
         assert_eq!(ok.method_label(), "batch");
-        let big = format!("[{}]", [r#"{"jsonrpc":"2.0","method":"n"}"#; 5].join(","));
+        let big = format!("[{}]", [r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#; 5].join(","));
         assert_eq!(p(&big).unwrap_err().reason, "batch_too_large");
         assert_eq!(p(&format!("[{one},{one}]")).unwrap_err().code, INVALID_REQUEST, "duplicate ids");
-        let mixed = format!("[{one},3]");
-        assert_eq!(p(&mixed).unwrap_err().code, INVALID_REQUEST);
+        assert_eq!(p(&format!("[{one},3]")).unwrap_err().code, INVALID_REQUEST);
+        let hidden = r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"get-env"}}"#;
+        assert_eq!(p(&format!("[{one},{hidden}]")).unwrap_err().code, INVALID_REQUEST, "notification tools/call");
+        let init = r#"{"jsonrpc":"2.0","id":2,"method":"initialize","params":{}}"#;
+        assert_eq!(p(&format!("[{init}]")).unwrap_err().code, INVALID_REQUEST);
+    }
+
+    #[test]
+    fn forwards_exact_bytes_or_only_the_replaced_ids() {
+        let body = "[ {\"jsonrpc\":\"2.0\", \"id\" : 1.0 ,\"method\":\"tools/list\"},\n {\"jsonrpc\":\"2.0\",\"id\":\"b\",\"method\":\"tools/call\",\"params\":{\"name\":\"echo\",\"arguments\":{\"n\":123456789012345678901234567890}}} ]";
+        let parsed = p(body).unwrap();
+        assert_eq!(parsed.forward(&[]), body.as_bytes(), "untouched");
+        let out = parsed.forward(&[(0, "\"gw-1\"".into())]);
+        assert_eq!(std::str::from_utf8(&out).unwrap(), body.replacen("1.0", "\"gw-1\"", 1));
+        let line = parsed.line(1, None);
+        assert_eq!(
+            std::str::from_utf8(&line).unwrap(),
+            "{\"jsonrpc\":\"2.0\",\"id\":\"b\",\"method\":\"tools/call\",\"params\":{\"name\":\"echo\",\"arguments\":{\"n\":123456789012345678901234567890}}}\n",
+            "one line, the big number as sent"
+        );
+        let line = parsed.line(0, Some("\"gw-2\""));
+        assert_eq!(line, b"{\"jsonrpc\":\"2.0\",\"id\":\"gw-2\",\"method\":\"tools/list\"}\n");
+    }
+
+    #[test]
+    fn compact_keeps_strings() {
+        assert_eq!(compact(b"{ \"a b\" : [1, \"x\\\" y\" ]\n}"), b"{\"a b\":[1,\"x\\\" y\"]}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! and reports MCP-level health, metrics and the server's tools on an admin port.
 
 pub mod admin;
+pub mod admission;
 pub mod audit;
 pub mod auth;
 pub mod authz;
@@ -15,6 +16,7 @@ pub mod probe;
 pub mod proxy;
 pub mod ratelimit;
 pub mod server;
+pub mod sessions;
 pub mod sse;
 pub mod stdio;
 pub mod tls;

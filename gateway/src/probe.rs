@@ -11,6 +11,7 @@ use futures_util::{SinkExt, StreamExt};
 use http::{header, Method, Request};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Body as _;
+use mcp_gateway_contract::status::{GatewayInfo, StatusDocument};
 use rmcp::model::{ClientCapabilities, Implementation, InitializeRequestParams, InitializeResult, ProtocolVersion};
 use serde_json::{json, Value};
 use std::sync::{Arc, RwLock};
@@ -165,8 +166,8 @@ impl Channel {
     }
 }
 
-/// Run the handshake; the status document.
-async fn handshake(ch: &mut Channel) -> anyhow::Result<Value> {
+/// Run the handshake; what the status document says of the server.
+async fn handshake(ch: &mut Channel) -> anyhow::Result<StatusDocument> {
     let params = InitializeRequestParams::new(
         ClientCapabilities::default(),
         Implementation::new("mcp-gateway", env!("CARGO_PKG_VERSION")),
@@ -199,17 +200,18 @@ async fn handshake(ch: &mut Channel) -> anyhow::Result<Value> {
             }
         }
     }
-    Ok(json!({
-        "name": init.server_info.name,
-        "title": init.server_info.title,
-        "version": init.server_info.version,
-        "protocolVersion": init.protocol_version,
-        "capabilities": init.capabilities,
-        "tools": tools,
-    }))
+    Ok(StatusDocument {
+        name: Some(init.server_info.name),
+        title: init.server_info.title,
+        version: Some(init.server_info.version),
+        protocol_version: Some(init.protocol_version.to_string()),
+        capabilities: serde_json::to_value(&init.capabilities).ok(),
+        tools,
+        ..Default::default()
+    })
 }
 
-async fn check(target: &Target) -> anyhow::Result<Value> {
+async fn check(target: &Target) -> anyhow::Result<StatusDocument> {
     let mut ch = match target {
         Target::Http(up) => Channel::Http { up: up.clone(), session: None, version: None },
         Target::Ws(url) => {
@@ -229,7 +231,7 @@ async fn check(target: &Target) -> anyhow::Result<Value> {
 struct State {
     ready: bool,
     error: Option<String>,
-    status: Option<Value>,
+    status: Option<StatusDocument>,
     checked_at: Option<String>,
 }
 
@@ -258,16 +260,15 @@ impl Health {
 
     /// The status document: the server's identity and tools (from the last successful
     /// handshake), whether it is ready now, and the gateway's own name and version.
-    pub fn status(&self) -> Value {
+    pub fn status(&self) -> StatusDocument {
         let s = self.state.read().unwrap_or_else(|e| e.into_inner());
-        let mut doc = s.status.clone().unwrap_or_else(
-            || json!({"name": null, "version": null, "protocolVersion": null, "capabilities": null, "tools": []}),
-        );
-        doc["ready"] = json!(s.ready);
-        doc["error"] = json!(s.error);
-        doc["checkedAt"] = json!(s.checked_at);
-        doc["gateway"] = json!({"name": self.name, "version": env!("CARGO_PKG_VERSION")});
-        doc
+        StatusDocument {
+            ready: s.ready,
+            error: s.error.clone(),
+            checked_at: s.checked_at.clone(),
+            gateway: GatewayInfo { name: self.name.clone(), version: env!("CARGO_PKG_VERSION").to_string() },
+            ..s.status.clone().unwrap_or_default()
+        }
     }
 
     /// Run one check now.
@@ -281,15 +282,9 @@ impl Health {
         s.checked_at = now;
         match result {
             Ok(doc) => {
-                let tools: Vec<String> = doc["tools"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|t| t.as_str().map(str::to_string))
-                    .collect();
-                self.metrics.set_known_tools(&tools);
+                self.metrics.set_known_tools(&doc.tools);
                 if !was_ready {
-                    tracing::info!(server = %doc["name"], tools = tools.len(), "MCP handshake with the server succeeded");
+                    tracing::info!(server = ?doc.name, tools = doc.tools.len(), "MCP handshake with the server succeeded");
                 }
                 s.ready = true;
                 s.error = None;

@@ -1,18 +1,24 @@
 //! The MCP front end: Streamable HTTP (POST, GET SSE, DELETE, Mcp-Session-Id,
-//! MCP-Protocol-Version passed through) with the policy enforced on every request, forwarded to
-//! an HTTP upstream without buffering streams, or to the stdio bridge.
+//! MCP-Protocol-Version) and WebSocket upgrades. Every request takes one path: the HTTP surface
+//! ([`admission::route`]), authentication from the headers alone (the body is never read for a
+//! caller that fails it), the role check, the rate limit, the session check, the body (bounded in
+//! size, time and total memory), the messages ([`admission::admit`]), and only then the server:
+//! an HTTP upstream (the checked bytes, answers filtered for restricted callers) or the stdio
+//! bridge. A refusal anywhere is answered by [`Gateway::refuse`], the one place that turns a
+//! [`Refusal`] into a response, an audit record and a metric.
 
+use crate::admission::{self, media_type, Admitted, Refusal, Route, Surface};
 use crate::audit::{Auditor, Decision, Record};
-use crate::auth::{AuthError, Authenticator, Credentials, Identity};
-use crate::authz::{role_allowed, tool_access, ToolAccess};
-use crate::config::AuthzPolicy;
-use crate::jsonrpc::{self, error_response, Kind, Parsed};
+use crate::auth::{Authenticator, Credentials, Identity};
+use crate::authz::{Grants, IdMap, ResponseFilter, RoleCheck, ToolAccess};
+use crate::jsonrpc::{self, error_response, Kind};
 use crate::metrics::Metrics;
 use crate::ratelimit::{retry_after_secs, Limiter};
-use crate::sse::{self, SseFilter, Target};
+use crate::sessions::Sessions;
+use crate::sse::{self, Transform};
 use crate::stdio::{Bridge, BridgeError, Busy, RouteGuard};
 use crate::{Body, BoxError};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -22,24 +28,39 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use rustls::pki_types::CertificateDer;
 use serde_json::Value;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 /// Mcp-Session-Id.
 pub const SESSION_HEADER: &str = "mcp-session-id";
-/// Largest JSON response read whole to filter a tools/list.
+/// Largest JSON answer read whole to be inspected for a restricted caller.
 const MAX_FILTERED_JSON: usize = 16 * 1024 * 1024;
-/// Largest refused body still read (and discarded) before answering 413.
+/// Largest refused body of an admitted caller still read (and dropped) so it can read the 413.
 const DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
-/// Longest a client may take to send a request body.
-const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// SSE keep-alive comment interval on bridged GET streams.
 const KEEPALIVE: Duration = Duration::from_secs(15);
+/// Headers passed on to the server; nothing else is (no method overrides, no encodings the
+/// gateway could not inspect, no hop-by-hop headers).
+const FORWARDED_HEADERS: &[&str] = &[
+    "content-type",
+    "accept",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "last-event-id",
+    "user-agent",
+    "traceparent",
+    "tracestate",
+];
+/// Request headers a browser may send cross-origin (CORS preflight).
+const CORS_REQUEST_HEADERS: &str =
+    "authorization, content-type, accept, mcp-session-id, mcp-protocol-version, last-event-id, x-api-key";
+/// The methods of the MCP endpoint.
+const ALLOW: &str = "GET, POST, DELETE, OPTIONS";
 
 /// The HTTP (or WebSocket) server behind the gateway.
 pub struct HttpUpstream {
@@ -89,62 +110,18 @@ pub enum Backend {
     Stdio(Arc<Bridge>),
 }
 
-/// Who created which session (HTTP mode), so that one caller cannot use another's session.
-#[derive(Default)]
-pub struct SessionOwners {
-    map: Mutex<HashMap<String, (String, Instant)>>,
-}
-
-const MAX_TRACKED_SESSIONS: usize = 10_000;
-const SESSION_FORGET: Duration = Duration::from_secs(3600);
-
-impl SessionOwners {
-    fn bind(&self, id: &str, owner: &str) -> usize {
-        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if m.len() >= MAX_TRACKED_SESSIONS {
-            m.retain(|_, (_, seen)| seen.elapsed() < SESSION_FORGET);
-            if m.len() >= MAX_TRACKED_SESSIONS {
-                m.clear();
-            }
-        }
-        m.insert(id.to_string(), (owner.to_string(), Instant::now()));
-        m.len()
-    }
-    fn owner_ok(&self, id: &str, who: &Identity) -> bool {
-        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        match m.get_mut(id) {
-            Some((owner, seen)) => {
-                *seen = Instant::now();
-                owner_matches(owner, who)
-            }
-            None => true,
-        }
-    }
-    fn forget(&self, id: &str) -> usize {
-        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        m.remove(id);
-        m.len()
-    }
-}
-
-/// A session may be used by the identity that created it; sessions of anonymous callers are not
-/// bound (their address may change).
-fn owner_matches(owner: &str, who: &Identity) -> bool {
-    owner.is_empty() || owner.starts_with("ip:") || who.anonymous || owner == who.rate_key()
-}
-
 /// Everything a request needs.
 pub struct Gateway {
     /// --name.
     pub name: String,
-    /// The path clients use.
-    pub mcp_path: String,
     /// Clients connect with TLS.
     pub tls: bool,
+    /// The HTTP surface.
+    pub surface: Surface,
     /// Authentication.
     pub authn: Authenticator,
-    /// Authorization.
-    pub authz: Option<AuthzPolicy>,
+    /// Roles and tools.
+    pub grants: Grants,
     /// Rate limit.
     pub limiter: Option<Limiter>,
     /// Audit.
@@ -153,12 +130,16 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     /// Where requests go.
     pub backend: Backend,
-    /// Session owners (HTTP mode).
-    pub owners: SessionOwners,
+    /// Sessions and their owners (HTTP mode).
+    pub sessions: Sessions,
     /// --max-body-bytes.
     pub max_body: usize,
     /// --max-batch.
     pub max_batch: usize,
+    /// --body-timeout.
+    pub body_timeout: Duration,
+    /// Request-body bytes that may be held at once (permits are KiB).
+    pub body_budget: Arc<Semaphore>,
 }
 
 /// The client side of a connection.
@@ -167,6 +148,24 @@ pub struct ConnInfo {
     pub remote: SocketAddr,
     /// Client certificate chain (TLS with mtls).
     pub client_cert: Option<Vec<CertificateDer<'static>>>,
+    /// Held until the connection sends an authenticated request (bounds unauthenticated
+    /// connections).
+    pub unauthenticated: std::sync::Mutex<Option<OwnedSemaphorePermit>>,
+}
+
+impl ConnInfo {
+    /// A connection from `remote`.
+    pub fn new(
+        remote: SocketAddr,
+        client_cert: Option<Vec<CertificateDer<'static>>>,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Self {
+        Self { remote, client_cert, unauthenticated: std::sync::Mutex::new(slot) }
+    }
+
+    fn authenticated(&self) {
+        self.unauthenticated.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
 }
 
 /// A full body.
@@ -190,7 +189,7 @@ pub fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
 fn accepts(headers: &HeaderMap, what: &str) -> bool {
     headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).any(|v| {
         v.split(',').any(|t| {
-            let t = t.split(';').next().unwrap_or("").trim();
+            let t = media_type(t);
             t == what || t == "*/*" || (t == "application/*" && what.starts_with("application/"))
         })
     })
@@ -230,15 +229,15 @@ fn sse_response(body: Body) -> Response<Body> {
 }
 
 /// Audit and metrics of one request.
-struct Ctx {
-    rec: Record,
-    start: Instant,
+pub(crate) struct Ctx {
+    pub(crate) rec: Record,
+    pub(crate) start: Instant,
 }
 
 impl Ctx {
-    fn finish(&mut self, gw: &Gateway, status: StatusCode, decision: Decision, reason: Option<(&str, String)>) {
+    pub(crate) fn finish(&mut self, gw: &Gateway, status: u16, decision: Decision, reason: Option<(&str, String)>) {
         let took = self.start.elapsed();
-        self.rec.status = status.as_u16();
+        self.rec.status = status;
         self.rec.decision = Some(decision);
         self.rec.latency_ms = (took.as_secs_f64() * 1e6).round() / 1e3;
         if let Some((label, detail)) = reason {
@@ -248,13 +247,8 @@ impl Ctx {
             self.rec.reason = Some(detail);
         }
         let method = self.rec.method.clone().unwrap_or_else(|| self.rec.http_method.clone());
-        gw.metrics.observe(&method, self.rec.tool.as_deref(), status.as_u16(), decision.as_str(), took);
+        gw.metrics.observe(&method, self.rec.tool.as_deref(), status, decision.as_str(), took);
         gw.audit.record(std::mem::take(&mut self.rec));
-    }
-
-    fn deny(&mut self, gw: &Gateway, status: StatusCode, label: &str, detail: String, body: Value) -> Response<Body> {
-        self.finish(gw, status, Decision::Deny, Some((label, detail)));
-        json_response(status, &body)
     }
 }
 
@@ -289,6 +283,7 @@ impl Gateway {
         let host = headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
+            .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)))
             .map(str::to_string)
             .or_else(|| uri.authority().map(|a| a.to_string()))
             .unwrap_or_else(|| "localhost".to_string());
@@ -297,12 +292,9 @@ impl Gateway {
 
     /// RFC 9728 protected resource metadata.
     fn resource_metadata(&self, headers: &HeaderMap, uri: &http::Uri) -> Response<Body> {
-        if !self.authn.enabled {
-            return json_response(StatusCode::NOT_FOUND, &serde_json::json!({"error": "not found"}));
-        }
         let base = self.public_base(headers, uri);
         let doc = serde_json::json!({
-            "resource": format!("{base}{}", self.mcp_path),
+            "resource": format!("{base}{}", self.surface.mcp_path),
             "authorization_servers": self.authn.issuer().into_iter().collect::<Vec<_>>(),
             "bearer_methods_supported": ["header"],
             "resource_name": self.name,
@@ -312,18 +304,54 @@ impl Gateway {
         r
     }
 
-    fn www_authenticate(&self, headers: &HeaderMap, uri: &http::Uri, err: Option<&AuthError>) -> HeaderValue {
+    fn www_authenticate(&self, headers: &HeaderMap, uri: &http::Uri, refusal: &Refusal) -> HeaderValue {
         let base = self.public_base(headers, uri);
-        let mut v = format!(r#"Bearer resource_metadata="{base}/.well-known/oauth-protected-resource""#);
-        if let Some(e) = err.filter(|e| e.reason != "missing_credentials") {
-            let desc: String = e.detail.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).collect();
-            v.push_str(&format!(r#", error="invalid_token", error_description="{desc}""#));
+        let mut v = format!(r#"Bearer resource_metadata="{base}{}""#, admission::RESOURCE_METADATA);
+        match refusal {
+            Refusal::Unauthenticated(e) if e.reason != "missing_credentials" => {
+                let desc: String = e.detail.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).collect();
+                v.push_str(&format!(r#", error="invalid_token", error_description="{desc}""#));
+            }
+            Refusal::InsufficientRole(_) => v.push_str(r#", error="insufficient_scope""#),
+            _ => {}
         }
         HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
     }
 
+    /// The one place a refusal becomes an answer: status, JSON-RPC error (`reply`, or one with a
+    /// null id), the headers it calls for, the audit record and the metric.
+    pub(crate) fn refuse(
+        &self,
+        cx: &mut Ctx,
+        refusal: Refusal,
+        reply: Option<Value>,
+        headers: &HeaderMap,
+        uri: &http::Uri,
+    ) -> Response<Body> {
+        let status = refusal.status();
+        cx.finish(self, status.as_u16(), Decision::Deny, Some((refusal.reason(), refusal.detail())));
+        let mut r = json_response(status, &reply.unwrap_or_else(|| refusal.rpc_error(None)));
+        let h = r.headers_mut();
+        match &refusal {
+            Refusal::Unauthenticated(_) | Refusal::InsufficientRole(_) => {
+                h.insert(header::WWW_AUTHENTICATE, self.www_authenticate(headers, uri, &refusal));
+            }
+            Refusal::RateLimited(wait) => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(*wait)));
+            }
+            Refusal::MethodNotAllowed => {
+                h.insert(header::ALLOW, HeaderValue::from_static(ALLOW));
+            }
+            _ => {}
+        }
+        if refusal.closes_connection() {
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        r
+    }
+
     /// A stream ended when the caller's credential expires.
-    fn until_expiry(&self, body: Body, identity: &Identity) -> Body {
+    pub(crate) fn until_expiry(&self, body: Body, identity: &Identity) -> Body {
         let (metrics, who) = (self.metrics.clone(), identity.audit_name());
         sse::UntilExpiry::wrap(body, identity.time_left(), move || {
             tracing::info!(identity = %who, "credential expired: stream ended");
@@ -331,290 +359,238 @@ impl Gateway {
         })
     }
 
-    fn rate_check(&self, key: &str) -> Result<(), Duration> {
-        self.limiter.as_ref().map_or(Ok(()), |l| l.check(key))
+    /// The rate limit for `key`.
+    pub(crate) fn rate_check(&self, key: &str) -> Result<(), Refusal> {
+        self.limiter.as_ref().map_or(Ok(()), |l| l.check(key)).map_err(Refusal::RateLimited)
+    }
+
+    /// Authenticate from the headers (never the body), then the role check: the identity the
+    /// request is served as, and its tool access.
+    pub(crate) async fn identify(
+        &self,
+        headers: &HeaderMap,
+        conn: &ConnInfo,
+        cx: &mut Ctx,
+    ) -> Result<(Identity, ToolAccess), Refusal> {
+        let client_ip = conn.remote.ip().to_string();
+        let creds = Credentials::from_headers(headers, conn.client_cert.as_deref());
+        let identity = match self.authn.authenticate(creds, &client_ip).await {
+            Ok(id) => {
+                cx.rec.identity = Some(id.audit_name());
+                cx.rec.auth = Some(id.method);
+                id
+            }
+            Err(e) => {
+                // Failed attempts count against the client address.
+                self.rate_check(&format!("ip:{client_ip}"))?;
+                tracing::debug!(reason = e.reason, detail = %e.detail, "unauthenticated");
+                return Err(Refusal::Unauthenticated(e));
+            }
+        };
+        let identity = match self.grants.role_check(&identity) {
+            RoleCheck::Allowed => identity,
+            RoleCheck::AsAnonymous => identity.as_anonymous(),
+            RoleCheck::Refused => return Err(Refusal::InsufficientRole(identity.roles)),
+        };
+        cx.rec.identity = Some(identity.audit_name());
+        cx.rec.auth = Some(identity.method);
+        conn.authenticated();
+        let access = self.grants.tool_access(&identity);
+        Ok((identity, access))
+    }
+
+    /// CORS headers on an answer to a request with an allowed `Origin`.
+    fn cors(&self, origin: Option<&HeaderValue>, r: &mut Response<Body>) {
+        let Some(origin) = origin else { return };
+        let h = r.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("mcp-session-id, www-authenticate"));
+        h.append(header::VARY, HeaderValue::from_static("origin"));
+    }
+
+    /// The answer to OPTIONS: the gateway's own (allowed origins only reach here).
+    fn preflight(&self, headers: &HeaderMap) -> Response<Body> {
+        let mut r = Response::new(empty());
+        *r.status_mut() = StatusCode::NO_CONTENT;
+        let h = r.headers_mut();
+        h.insert(header::ALLOW, HeaderValue::from_static(ALLOW));
+        if headers.contains_key(header::ORIGIN) {
+            h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, DELETE"));
+            h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static(CORS_REQUEST_HEADERS));
+            h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+        }
+        r
+    }
+
+    /// Read a body: bounded in size, in time, and in what all requests hold together.
+    async fn read_body(
+        &self,
+        mut body: Incoming,
+        headers: &HeaderMap,
+    ) -> Result<(Bytes, Option<OwnedSemaphorePermit>), Refusal> {
+        let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_body as u64) {
+            // Read and drop a moderately oversized body (bounded, never kept) so that the
+            // client, still sending, gets to read the 413 instead of a reset connection.
+            if declared.is_some_and(|n| n <= DRAIN_LIMIT) {
+                let _ = tokio::time::timeout(self.body_timeout, drain(body)).await;
+            }
+            return Err(Refusal::BodyTooLarge(self.max_body));
+        }
+        let budget = self.body_budget.clone();
+        let read = async move {
+            let mut buf = BytesMut::new();
+            let mut held: Option<OwnedSemaphorePermit> = None;
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|_| Refusal::BodyTimeout)?;
+                let Ok(data) = frame.into_data() else { continue };
+                if buf.len() + data.len() > self.max_body {
+                    return Err(Refusal::BodyTooLarge(self.max_body));
+                }
+                let kib = u32::try_from(data.len().div_ceil(1024)).unwrap_or(u32::MAX);
+                if kib > 0 {
+                    let permit = budget.clone().try_acquire_many_owned(kib).map_err(|_| Refusal::Overloaded)?;
+                    match &mut held {
+                        Some(h) => h.merge(permit),
+                        None => held = Some(permit),
+                    }
+                }
+                buf.extend_from_slice(&data);
+            }
+            Ok((buf.freeze(), held))
+        };
+        tokio::time::timeout(self.body_timeout, read).await.map_err(|_| Refusal::BodyTimeout)?
     }
 }
 
-fn retry_response(wait: Duration, id: Option<&Value>) -> Response<Body> {
-    let mut r = json_response(
-        StatusCode::TOO_MANY_REQUESTS,
-        &error_response(id, jsonrpc::FORBIDDEN, "Too Many Requests: rate limit exceeded"),
-    );
-    if let Ok(v) = HeaderValue::from_str(&retry_after_secs(wait).to_string()) {
-        r.headers_mut().insert(header::RETRY_AFTER, v);
+/// Read a body to its end (at most [`DRAIN_LIMIT`] bytes), keeping nothing.
+async fn drain(mut body: Incoming) {
+    let mut read = 0u64;
+    while let Some(Ok(frame)) = body.frame().await {
+        read += frame.data_ref().map_or(0, |d| d.len() as u64);
+        if read > DRAIN_LIMIT {
+            break;
+        }
     }
-    r
 }
 
 /// Handle one request.
 pub async fn handle(gw: Arc<Gateway>, conn: Arc<ConnInfo>, mut req: Request<Incoming>) -> Response<Body> {
-    let start = Instant::now();
-    let path = req.uri().path().to_string();
-    if req.method() == Method::GET && path.starts_with("/.well-known/oauth-protected-resource") {
-        return gw.resource_metadata(req.headers(), req.uri());
-    }
-    let client_ip = conn.remote.ip().to_string();
-    let session = req.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
     let mut cx = Ctx {
         rec: Record {
             client: conn.remote.to_string(),
             http_method: req.method().to_string(),
-            session: session.clone(),
+            session: req.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string),
             ..Default::default()
         },
-        start,
+        start: Instant::now(),
     };
-    let is_mcp = path == gw.mcp_path;
-    let ws_upgrade = matches!(&gw.backend, Backend::Http(u) if u.ws_url.is_some())
-        && req
-            .headers()
-            .get(header::UPGRADE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let on_upgrade = ws_upgrade.then(|| hyper::upgrade::on(&mut req));
-    if ws_upgrade {
-        cx.rec.http_method = "WS".into();
-        cx.rec.method = Some("websocket".into());
-    }
-    let (parts, body) = req.into_parts();
-
-    // CORS preflight carries no credentials; it reveals nothing and is passed on.
-    if parts.method == Method::OPTIONS {
-        return match &gw.backend {
-            Backend::Http(up) => forward_plain(up, &parts, body, &conn).await,
-            Backend::Stdio(_) => Response::builder().status(StatusCode::NO_CONTENT).body(empty()).unwrap_or_default(),
-        };
-    }
-
-    // 1. The body of a POST to the MCP endpoint is read (bounded) to know what it asks for.
-    let mut post_body: Option<Bytes> = None;
-    let mut stream_body: Option<Incoming> = None;
-    if parts.method == Method::POST && is_mcp {
-        let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        let too_large = || {
-            error_response(None, jsonrpc::INVALID_REQUEST, &format!("Request body larger than {} bytes", gw.max_body))
-        };
-        if declared.is_some_and(|n| n > gw.max_body as u64) {
-            // Read and discard a moderately oversized body (bounded, never buffered) so that the
-            // client, still sending, gets to read the 413 instead of a reset connection.
-            if declared.is_some_and(|n| n <= DRAIN_LIMIT) {
-                drain(body).await;
-            }
-            return cx.deny(&gw, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "body_too_large".into(), too_large());
-        }
-        let read = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, gw.max_body).collect()).await;
-        let Ok(read) = read else {
-            let body = error_response(None, jsonrpc::INVALID_REQUEST, "request body not received in time");
-            return cx.deny(&gw, StatusCode::REQUEST_TIMEOUT, "body_timeout", "body_timeout".into(), body);
-        };
-        match read {
-            Ok(b) => post_body = Some(b.to_bytes()),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return cx.deny(
-                    &gw,
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    "body_too_large".into(),
-                    too_large(),
-                );
-            }
-            Err(e) => {
-                let body = error_response(None, jsonrpc::PARSE_ERROR, "could not read the request body");
-                return cx.deny(&gw, StatusCode::BAD_REQUEST, "bad_body", format!("reading body: {e}"), body);
-            }
-        }
-    } else {
-        stream_body = Some(body);
-    }
-    let parsed = post_body.as_ref().map(|b| jsonrpc::parse(b, gw.max_batch));
-    if let Some(Ok(p)) = &parsed {
-        cx.rec.method = Some(p.method_label());
-        cx.rec.tool = p.tool_label();
-    }
-    let reply_id = match &parsed {
-        Some(Ok(p)) => p.single_id().cloned(),
-        Some(Err(e)) => e.id.clone(),
-        None => None,
+    // The request target exactly as received: path and query, never decoded or normalised.
+    let target = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
+    let route = match admission::route(&gw.surface, req.method(), &target, req.headers()) {
+        Ok(r) => r,
+        Err(refusal) => return gw.refuse(&mut cx, refusal, None, req.headers(), req.uri()),
     };
-
-    // 2. Authentication.
-    let creds = Credentials::from_headers(&parts.headers, conn.client_cert.as_deref());
-    let identity = match gw.authn.authenticate(creds, &client_ip).await {
-        Ok(id) => id,
-        Err(e) => {
-            if let Err(wait) = gw.rate_check(&format!("ip:{client_ip}")) {
-                cx.finish(
-                    &gw,
-                    StatusCode::TOO_MANY_REQUESTS,
-                    Decision::Deny,
-                    Some(("rate_limited", "rate_limited".into())),
-                );
-                return retry_response(wait, reply_id.as_ref());
-            }
-            tracing::debug!(reason = e.reason, detail = %e.detail, "unauthenticated");
-            let challenge = gw.www_authenticate(&parts.headers, &parts.uri, Some(&e));
-            let body = error_response(reply_id.as_ref(), jsonrpc::FORBIDDEN, "Unauthorized");
-            let mut r = cx.deny(&gw, StatusCode::UNAUTHORIZED, e.reason, e.describe(), body);
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
-            return r;
-        }
-    };
-    cx.rec.identity = Some(identity.audit_name());
-    cx.rec.auth = Some(identity.method);
-
-    // 3. Rate limit per identity (client address when anonymous).
-    if let Err(wait) = gw.rate_check(&identity.rate_key()) {
-        cx.finish(&gw, StatusCode::TOO_MANY_REQUESTS, Decision::Deny, Some(("rate_limited", "rate_limited".into())));
-        return retry_response(wait, reply_id.as_ref());
-    }
-
-    // 4. Well-formed JSON-RPC.
-    let parsed = match parsed {
-        Some(Err(e)) => {
-            let resp = e.to_response();
-            return cx.deny(&gw, StatusCode::BAD_REQUEST, e.reason, format!("{}: {}", e.reason, e.message), resp);
-        }
-        Some(Ok(p)) => Some(p),
-        None => None,
-    };
-
-    // 5. Roles.
-    if !role_allowed(gw.authz.as_ref(), &identity) {
-        let body = error_response(reply_id.as_ref(), jsonrpc::FORBIDDEN, "Forbidden: no allowed role");
-        let mut r = cx.deny(
-            &gw,
-            StatusCode::FORBIDDEN,
-            "forbidden_role",
-            format!("roles {:?} not allowed", identity.roles),
-            body,
-        );
-        r.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Bearer error="insufficient_scope""#));
-        return r;
-    }
-
-    // 6. Sessions belong to their creator.
-    if let (Some(sid), Backend::Http(_)) = (&session, &gw.backend) {
-        if !gw.owners.owner_ok(sid, &identity) {
-            let body = error_response(reply_id.as_ref(), jsonrpc::FORBIDDEN, "Forbidden: session of another caller");
-            return cx.deny(&gw, StatusCode::FORBIDDEN, "session_owner", "session of another caller".into(), body);
-        }
-    }
-
-    // 7. Tools.
-    let access = tool_access(gw.authz.as_ref(), &identity);
-    if let Some(p) = &parsed {
-        if let Some((denied, body)) = crate::authz::refuse_tools(p, &access) {
-            cx.finish(
-                &gw,
-                StatusCode::OK,
-                Decision::Deny,
-                Some(("tool_denied", format!("tool_denied: {}", denied.join(",")))),
-            );
-            return messages_response(&parts.headers, &body);
-        }
-    }
-
-    // 8. Forward.
-    match &gw.backend {
-        Backend::Http(up) => {
-            if let Some(on_upgrade) = on_upgrade {
-                return crate::ws::proxy(gw.clone(), up, &parts, on_upgrade, identity, access, cx.rec).await;
-            }
-            let body = match post_body {
-                Some(b) => full(b),
-                None => stream_body.map(|b| b.map_err(BoxError::from).boxed_unsync()).unwrap_or_else(empty),
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let mut r = match route {
+        Route::ResourceMetadata => return gw.resource_metadata(req.headers(), req.uri()),
+        Route::Preflight => gw.preflight(req.headers()),
+        Route::WebSocket => {
+            cx.rec.http_method = "WS".into();
+            cx.rec.method = Some("websocket".into());
+            let on_upgrade = hyper::upgrade::on(&mut req);
+            let (parts, _) = req.into_parts();
+            let (identity, access) = match gw.identify(&parts.headers, &conn, &mut cx).await {
+                Ok(x) => x,
+                Err(refusal) => return gw.refuse(&mut cx, refusal, None, &parts.headers, &parts.uri),
             };
-            forward_http(&gw, up, &mut cx, parts, body, &conn, &identity, parsed.as_ref(), &access, is_mcp).await
-        }
-        Backend::Stdio(bridge) => {
-            if !is_mcp {
-                return cx.deny(
-                    &gw,
-                    StatusCode::NOT_FOUND,
-                    "not_found",
-                    "no such path".into(),
-                    serde_json::json!({"error": "not found"}),
-                );
+            if let Err(refusal) = gw.rate_check(&identity.rate_key()) {
+                return gw.refuse(&mut cx, refusal, None, &parts.headers, &parts.uri);
             }
-            forward_stdio(&gw, bridge, &mut cx, &parts, post_body, parsed.as_ref(), &identity, &access, session).await
+            let Backend::Http(up) = &gw.backend else {
+                return gw.refuse(&mut cx, Refusal::NotFound, None, &parts.headers, &parts.uri);
+            };
+            crate::ws::proxy(gw.clone(), up, &parts, on_upgrade, identity, access, cx.rec).await
         }
+        Route::Mcp => serve_mcp(&gw, &conn, &mut cx, req).await,
+    };
+    gw.cors(origin.as_ref(), &mut r);
+    r
+}
+
+/// POST, GET or DELETE on the MCP endpoint.
+async fn serve_mcp(gw: &Arc<Gateway>, conn: &ConnInfo, cx: &mut Ctx, req: Request<Incoming>) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let refuse = |cx: &mut Ctx, r: Refusal, reply: Option<Value>| gw.refuse(cx, r, reply, &parts.headers, &parts.uri);
+    let (identity, access) = match gw.identify(&parts.headers, conn, cx).await {
+        Ok(x) => x,
+        Err(refusal) => return refuse(cx, refusal, None),
+    };
+    if let Err(refusal) = gw.rate_check(&identity.rate_key()) {
+        return refuse(cx, refusal, None);
+    }
+    let session = parts.headers.get(SESSION_HEADER).map(|v| v.to_str().unwrap_or("\u{fffd}").to_string());
+    if let (Some(sid), Backend::Http(_)) = (&session, &gw.backend) {
+        if let Err(refusal) = gw.sessions.check(sid, &identity.session_owner()) {
+            return refuse(cx, refusal, None);
+        }
+    }
+    let mut admitted = None;
+    let mut _held = None;
+    if parts.method == Method::POST {
+        let (bytes, permit) = match gw.read_body(body, &parts.headers).await {
+            Ok(x) => x,
+            Err(refusal) => return refuse(cx, refusal, None),
+        };
+        _held = permit;
+        let rewrite_all = matches!(gw.backend, Backend::Stdio(_));
+        match admission::admit(bytes, gw.max_batch, &access, rewrite_all) {
+            Ok(a) => {
+                cx.rec.method = Some(a.parsed.method_label());
+                cx.rec.tool = a.parsed.tool_label();
+                admitted = Some(a);
+            }
+            Err(denied) => {
+                let denied = *denied;
+                cx.rec.method = denied.method;
+                cx.rec.tool = denied.tool;
+                return refuse(cx, denied.refusal, Some(denied.reply));
+            }
+        }
+    }
+    match &gw.backend {
+        Backend::Http(up) => forward_http(gw, up, cx, parts, admitted, conn, &identity, &access).await,
+        Backend::Stdio(bridge) => forward_stdio(gw, bridge, cx, &parts, admitted, &identity, &access, session).await,
     }
 }
 
+/// The request to the upstream: method, the upstream's MCP path, the allowed headers.
 fn upstream_request(
+    gw: &Gateway,
     up: &HttpUpstream,
     parts: &http::request::Parts,
     conn: &ConnInfo,
-    mcp_path: &str,
-    strip_credentials: bool,
 ) -> http::request::Builder {
-    let path = parts.uri.path();
-    let path = if path == mcp_path { up.path.as_str() } else { path };
-    let query = parts.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
-    let mut headers = parts.headers.clone();
-    strip_hop_by_hop(&mut headers);
-    headers.remove(header::HOST);
-    if strip_credentials {
-        // The token was for the gateway; it is not passed on (MCP forbids token passthrough).
-        headers.remove(header::AUTHORIZATION);
-        headers.remove("x-api-key");
-    }
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {}", conn.remote.ip()),
-        None => conn.remote.ip().to_string(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
-    }
-    let mut b = Request::builder().method(parts.method.clone()).uri(format!("{}{path}{query}", up.origin));
+    let mut b = Request::builder().method(parts.method.clone()).uri(format!("{}{}", up.origin, up.path));
     if let Some(h) = b.headers_mut() {
-        *h = headers;
+        for name in FORWARDED_HEADERS {
+            for v in parts.headers.get_all(*name) {
+                h.append(*name, v.clone());
+            }
+        }
+        // Without authentication at the gateway, the server's own is the caller's business;
+        // with it, the token was for the gateway and is not passed on (no token passthrough).
+        if !gw.authn.enabled {
+            if let Some(v) = parts.headers.get(header::AUTHORIZATION) {
+                h.insert(header::AUTHORIZATION, v.clone());
+            }
+        }
+        if let Ok(v) = HeaderValue::from_str(&conn.remote.ip().to_string()) {
+            h.insert("x-forwarded-for", v);
+        }
+        h.insert("x-forwarded-proto", HeaderValue::from_static(if gw.tls { "https" } else { "http" }));
     }
     b
-}
-
-async fn forward_plain(
-    up: &HttpUpstream,
-    parts: &http::request::Parts,
-    body: Incoming,
-    conn: &ConnInfo,
-) -> Response<Body> {
-    let req = upstream_request(up, parts, conn, "", false).body(body.map_err(BoxError::from).boxed_unsync());
-    match req {
-        Ok(req) => match up.client.request(req).await {
-            Ok(resp) => {
-                let (mut p, b) = resp.into_parts();
-                strip_hop_by_hop(&mut p.headers);
-                Response::from_parts(p, b.map_err(BoxError::from).boxed_unsync())
-            }
-            Err(_) => json_response(StatusCode::BAD_GATEWAY, &serde_json::json!({"error": "upstream unreachable"})),
-        },
-        Err(_) => json_response(StatusCode::BAD_REQUEST, &serde_json::json!({"error": "bad request"})),
-    }
-}
-
-/// Read a body to its end (at most [`DRAIN_LIMIT`] bytes, [`BODY_TIMEOUT`]), keeping nothing.
-async fn drain(mut body: Incoming) {
-    let work = async {
-        let mut read = 0u64;
-        while let Some(Ok(frame)) = body.frame().await {
-            read += frame.data_ref().map_or(0, |d| d.len() as u64);
-            if read > DRAIN_LIMIT {
-                break;
-            }
-        }
-    };
-    let _ = tokio::time::timeout(BODY_TIMEOUT, work).await;
-}
-
-fn tool_list_ids(parsed: Option<&Parsed>) -> HashSet<String> {
-    parsed
-        .map(|p| {
-            p.messages.iter().filter(|m| m.is_tool_list()).filter_map(|m| m.id.as_ref().map(Value::to_string)).collect()
-        })
-        .unwrap_or_default()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -623,34 +599,31 @@ async fn forward_http(
     up: &HttpUpstream,
     cx: &mut Ctx,
     parts: http::request::Parts,
-    body: Body,
+    admitted: Option<Admitted>,
     conn: &ConnInfo,
     identity: &Identity,
-    parsed: Option<&Parsed>,
     access: &ToolAccess,
-    is_mcp: bool,
 ) -> Response<Body> {
-    let req = match upstream_request(up, &parts, conn, &gw.mcp_path, gw.authn.enabled).body(body) {
+    let body = admitted.as_ref().map(|a| full(a.forward())).unwrap_or_else(empty);
+    let req = match upstream_request(gw, up, &parts, conn).body(body) {
         Ok(r) => r,
         Err(e) => {
-            return cx.deny(
-                gw,
+            cx.finish(gw, 400, Decision::Error, Some(("bad_request", e.to_string())));
+            return json_response(
                 StatusCode::BAD_REQUEST,
-                "bad_request",
-                e.to_string(),
-                serde_json::json!({"error": "bad request"}),
-            )
+                &error_response(None, jsonrpc::INVALID_REQUEST, "bad request"),
+            );
         }
     };
+    let reply_id = admitted.as_ref().and_then(|a| a.parsed.single_id().cloned());
     let resp = match up.client.request(req).await {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, "upstream request failed");
-            cx.finish(gw, StatusCode::BAD_GATEWAY, Decision::Error, Some(("upstream", format!("upstream: {e}"))));
-            let id = parsed.and_then(Parsed::single_id);
+            cx.finish(gw, 502, Decision::Error, Some(("upstream", format!("upstream: {e}"))));
             return json_response(
                 StatusCode::BAD_GATEWAY,
-                &error_response(id, jsonrpc::UPSTREAM_ERROR, "MCP server unreachable"),
+                &error_response(reply_id.as_ref(), jsonrpc::UPSTREAM_ERROR, "MCP server unreachable"),
             );
         }
     };
@@ -659,85 +632,92 @@ async fn forward_http(
     let status = rparts.status;
 
     // Session bookkeeping: created by an initialize, ended by a DELETE.
-    if is_mcp {
-        let created = rparts.headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok());
-        if let (Some(sid), true) = (created, parsed.is_some_and(|p| p.messages.iter().any(|m| m.is_initialize()))) {
-            let n = gw.owners.bind(sid, &identity.rate_key());
-            gw.metrics.sessions.set(i64::try_from(n).unwrap_or(i64::MAX));
-            cx.rec.session = Some(sid.to_string());
-        }
-        if let (true, Some(sid), true) = (parts.method == Method::DELETE, &cx.rec.session, status.is_success()) {
-            let n = gw.owners.forget(sid);
-            gw.metrics.sessions.set(i64::try_from(n).unwrap_or(i64::MAX));
-        }
+    let created = rparts.headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok());
+    let initialize = admitted.as_ref().is_some_and(|a| a.parsed.messages.iter().any(|m| m.is_initialize()));
+    if let (Some(sid), true, true) = (created, initialize, status.is_success()) {
+        let n = gw.sessions.bind(sid, &identity.session_owner());
+        gw.metrics.sessions.set(i64::try_from(n).unwrap_or(i64::MAX));
+        cx.rec.session = Some(sid.to_string());
+    }
+    if let (true, Some(sid), true) = (parts.method == Method::DELETE, &cx.rec.session, status.is_success()) {
+        let n = gw.sessions.forget(sid);
+        gw.metrics.sessions.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
-    let content_type = rparts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    let is_sse = content_type.starts_with("text/event-stream");
-    let ids = tool_list_ids(parsed);
-    let target = if parts.method == Method::GET {
-        Some(Target::AnyToolsResult)
+    let ctype = rparts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(media_type);
+    let is_sse = ctype.as_deref() == Some("text/event-stream");
+    let filter =
+        ResponseFilter { access: access.clone(), ids: admitted.as_ref().map(|a| a.ids.clone()).unwrap_or_default() };
+    // The SSE answer to a POST ends for the client together with the last awaited response.
+    let awaited: Option<HashSet<String>> = admitted
+        .as_ref()
+        .filter(|_| is_sse && status.is_success())
+        .map(|a| a.parsed.requests().filter_map(|m| m.id.as_ref().map(Value::to_string)).collect());
+    let body = if is_sse {
+        rparts.headers.remove(header::CONTENT_LENGTH);
+        let body = sse::transform_body(rbody, Transform::new(filter, awaited));
+        gw.until_expiry(body, identity)
+    } else if filter.is_noop() {
+        rbody.map_err(BoxError::from).boxed_unsync()
     } else {
-        (!ids.is_empty()).then_some(Target::Ids(ids))
-    };
-    let body = match target.filter(|_| access.is_restricted() && is_mcp) {
-        Some(target) if is_sse => {
-            rparts.headers.remove(header::CONTENT_LENGTH);
-            sse::filter_body(rbody, SseFilter::new(target, access.clone()))
-        }
-        Some(target) if content_type.starts_with("application/json") => {
-            match Limited::new(rbody, MAX_FILTERED_JSON).collect().await {
-                Ok(b) => {
-                    let bytes = b.to_bytes();
-                    match serde_json::from_slice::<Value>(&bytes) {
-                        Ok(mut v) => {
-                            sse::filter_value(&mut v, &target, access);
-                            let out = v.to_string();
-                            rparts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
-                            full(out)
-                        }
-                        Err(_) => full(bytes),
-                    }
+        // Whatever the server says its content is: read it as JSON, filter it, or refuse it.
+        let bytes = match Limited::new(rbody, MAX_FILTERED_JSON).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => return inspect_failed(gw, cx, reply_id.as_ref(), format!("reading the answer: {e}")),
+        };
+        if bytes.is_empty() {
+            full(bytes)
+        } else {
+            match filter.apply_text(&bytes) {
+                Ok(out) => {
+                    rparts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+                    rparts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                    full(out)
                 }
                 Err(e) => {
-                    cx.finish(
-                        gw,
-                        StatusCode::BAD_GATEWAY,
-                        Decision::Error,
-                        Some(("upstream", format!("reading tools/list: {e}"))),
-                    );
-                    return json_response(
-                        StatusCode::BAD_GATEWAY,
-                        &error_response(None, jsonrpc::UPSTREAM_ERROR, "bad answer from the MCP server"),
-                    );
+                    return inspect_failed(gw, cx, reply_id.as_ref(), format!("the answer is not strict JSON: {e}"))
                 }
             }
         }
-        _ => rbody.map_err(BoxError::from).boxed_unsync(),
     };
-    // The SSE answer to a POST ends for the client together with the last awaited response.
-    let awaited: HashSet<String> = parsed
-        .filter(|_| is_sse && is_mcp && parts.method == Method::POST && status.is_success())
-        .map(|p| p.requests().filter_map(|m| m.id.as_ref().map(Value::to_string)).collect())
-        .unwrap_or_default();
-    let body = if awaited.is_empty() { body } else { sse::EndWhenAnswered::wrap(body, awaited) };
-    let body = if is_sse { gw.until_expiry(body, identity) } else { body };
     let decision = if status.is_server_error() { Decision::Error } else { Decision::Allow };
     let reason = status.is_server_error().then(|| ("upstream", format!("upstream answered {status}")));
-    cx.finish(gw, status, decision, reason);
+    cx.finish(gw, status.as_u16(), decision, reason);
     Response::from_parts(rparts, body)
 }
 
-fn bridge_error(cx: &mut Ctx, gw: &Gateway, e: BridgeError, id: Option<&Value>) -> Response<Body> {
-    let (status, code, label) = match e {
-        BridgeError::NoSession => (StatusCode::BAD_REQUEST, jsonrpc::INVALID_REQUEST, "no_session"),
-        BridgeError::UnknownSession => (StatusCode::NOT_FOUND, jsonrpc::INVALID_REQUEST, "unknown_session"),
-        BridgeError::TooMany => (StatusCode::SERVICE_UNAVAILABLE, jsonrpc::UNAVAILABLE, "too_many_sessions"),
-        BridgeError::Spawn(_) | BridgeError::Gone => (StatusCode::BAD_GATEWAY, jsonrpc::UPSTREAM_ERROR, "upstream"),
-    };
-    let decision = if status.is_server_error() { Decision::Error } else { Decision::Deny };
-    cx.finish(gw, status, decision, Some((label, e.to_string())));
-    json_response(status, &error_response(id, code, &e.to_string()))
+/// An answer a restricted caller may not see unfiltered could not be inspected: never passed on.
+fn inspect_failed(gw: &Gateway, cx: &mut Ctx, id: Option<&Value>, why: String) -> Response<Body> {
+    tracing::warn!(error = %why, "an answer from the server could not be inspected: replaced by an error");
+    cx.finish(gw, 502, Decision::Error, Some(("upstream", format!("upstream: {why}"))));
+    json_response(
+        StatusCode::BAD_GATEWAY,
+        &error_response(id, jsonrpc::UPSTREAM_ERROR, "the MCP server's answer could not be inspected"),
+    )
+}
+
+fn bridge_refusal(e: &BridgeError) -> Option<Refusal> {
+    match e {
+        BridgeError::NoSession => Some(Refusal::NoSession),
+        BridgeError::UnknownSession => Some(Refusal::UnknownSession),
+        BridgeError::TooMany => Some(Refusal::TooManySessions),
+        BridgeError::Spawn(_) | BridgeError::Gone => None,
+    }
+}
+
+fn bridge_error(
+    cx: &mut Ctx,
+    gw: &Gateway,
+    e: BridgeError,
+    id: Option<&Value>,
+    parts: &http::request::Parts,
+) -> Response<Body> {
+    if let Some(refusal) = bridge_refusal(&e) {
+        let reply = refusal.rpc_error(id);
+        return gw.refuse(cx, refusal, Some(reply), &parts.headers, &parts.uri);
+    }
+    cx.finish(gw, 502, Decision::Error, Some(("upstream", e.to_string())));
+    json_response(StatusCode::BAD_GATEWAY, &error_response(id, jsonrpc::UPSTREAM_ERROR, &e.to_string()))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -746,39 +726,33 @@ async fn forward_stdio(
     bridge: &Arc<Bridge>,
     cx: &mut Ctx,
     parts: &http::request::Parts,
-    body: Option<Bytes>,
-    parsed: Option<&Parsed>,
+    admitted: Option<Admitted>,
     identity: &Identity,
     access: &ToolAccess,
     session_id: Option<String>,
 ) -> Response<Body> {
+    let owner = identity.session_owner();
     let existing = |cx: &mut Ctx| -> Result<Arc<crate::stdio::Session>, Box<Response<Body>>> {
         let Some(sid) = session_id.as_deref() else {
-            return Err(Box::new(bridge_error(cx, gw, BridgeError::NoSession, parsed.and_then(Parsed::single_id))));
+            return Err(Box::new(bridge_error(cx, gw, BridgeError::NoSession, None, parts)));
         };
-        let s = bridge.get(sid).map_err(|e| Box::new(bridge_error(cx, gw, e, parsed.and_then(Parsed::single_id))))?;
-        if !owner_matches(&s.owner, identity) {
-            let body = error_response(None, jsonrpc::FORBIDDEN, "Forbidden: session of another caller");
-            return Err(Box::new(cx.deny(
-                gw,
-                StatusCode::FORBIDDEN,
-                "session_owner",
-                "session of another caller".into(),
-                body,
-            )));
+        let s = bridge.get(sid).map_err(|e| Box::new(bridge_error(cx, gw, e, None, parts)))?;
+        if s.owner != owner {
+            return Err(Box::new(gw.refuse(cx, Refusal::ForeignSession, None, &parts.headers, &parts.uri)));
         }
         Ok(s)
     };
     match parts.method {
         Method::POST => {
-            let (Some(parsed), Some(body)) = (parsed, body) else {
-                return bridge_error(cx, gw, BridgeError::NoSession, None);
+            let Some(admitted) = admitted else {
+                return bridge_error(cx, gw, BridgeError::NoSession, None, parts);
             };
+            let parsed = &admitted.parsed;
             let initialize = parsed.messages.iter().any(|m| m.is_initialize());
             let (session, created) = match (&session_id, initialize) {
-                (None, true) => match bridge.create(&identity.rate_key()) {
+                (None, true) => match bridge.create(&owner) {
                     Ok(s) => (s, true),
-                    Err(e) => return bridge_error(cx, gw, e, parsed.single_id()),
+                    Err(e) => return bridge_error(cx, gw, e, parsed.single_id(), parts),
                 },
                 _ => match existing(cx) {
                     Ok(s) => (s, false),
@@ -787,43 +761,49 @@ async fn forward_stdio(
             };
             cx.rec.session = Some(session.id.clone());
             let busy = session.busy();
-            let Ok(value) = serde_json::from_slice::<Value>(&body) else {
-                return bridge_error(cx, gw, BridgeError::Gone, None);
-            };
-            let items = match value {
-                Value::Array(items) => items,
-                v => vec![v],
-            };
+            // Requests wait for their answers; the rest (notifications, answers to the server's
+            // requests) are written straight away. Every line is the checked message itself.
             let mut requests = vec![];
-            for (msg, info) in items.into_iter().zip(&parsed.messages) {
-                if info.kind == Kind::Request {
-                    requests.push(msg);
-                } else if let Err(e) = session.send(&msg).await {
-                    return bridge_error(cx, gw, e, None);
+            for (i, m) in parsed.messages.iter().enumerate() {
+                let line = parsed.line(i, admitted.id_for(i));
+                if m.kind == Kind::Request {
+                    let key = admitted
+                        .id_for(i)
+                        .map(str::to_string)
+                        .unwrap_or_else(|| m.id.as_ref().map(Value::to_string).unwrap_or_default());
+                    let progress = serde_json::from_slice::<Value>(&parsed.body[m.span.clone()])
+                        .ok()
+                        .and_then(|v| crate::stdio::progress_token(&v));
+                    requests.push((line, key, progress));
+                } else if let Err(e) = session.send_line(&line).await {
+                    return bridge_error(cx, gw, e, None, parts);
                 }
             }
             if requests.is_empty() {
-                cx.finish(gw, StatusCode::ACCEPTED, Decision::Allow, None);
-                return Response::builder().status(StatusCode::ACCEPTED).body(empty()).unwrap_or_default();
+                cx.finish(gw, 202, Decision::Allow, None);
+                let mut r = Response::builder().status(StatusCode::ACCEPTED).body(empty()).unwrap_or_default();
+                if created {
+                    set_session_header(&mut r, &session.id);
+                }
+                return r;
             }
             // Server messages related to these requests are answered on this POST's SSE stream when
             // the client takes one (opened before the requests are written, so none is missed).
             let route = accepts(&parts.headers, "text/event-stream")
-                .then(|| session.open_route(requests.iter().filter_map(crate::stdio::progress_token).collect()));
+                .then(|| session.open_route(requests.iter().filter_map(|(_, _, p)| p.clone()).collect()));
             let answer = Answer {
                 batch: parsed.batch,
-                ids: requests.iter().map(|m| m.get("id").cloned()).collect(),
-                list_ids: tool_list_ids(Some(parsed)),
-                access: access.clone(),
+                ids: parsed.requests().map(|m| m.id.clone()).collect(),
+                filter: ResponseFilter { access: access.clone(), ids: admitted.ids.clone() },
             };
-            let waits = requests.into_iter().map(|msg| {
+            let waits = requests.into_iter().map(|(line, key, _)| {
                 let s = session.clone();
-                async move { s.request(&msg).await }
+                async move { s.request_line(&line, key).await }
             });
             let mut all: Answers = Box::pin(futures_util::future::join_all(waits));
             let Some((guard, mut rx)) = route else {
                 let results = all.await;
-                return answer.finish(cx, gw, &parts.headers, &session, created, vec![], results, bridge).await;
+                return answer.finish(cx, gw, parts, &session, created, vec![], results, bridge).await;
             };
             let first = tokio::select! {
                 biased;
@@ -835,11 +815,11 @@ async fn forward_stdio(
                         early.push(m);
                     }
                     drop(guard);
-                    return answer.finish(cx, gw, &parts.headers, &session, created, early, results, bridge).await;
+                    return answer.finish(cx, gw, parts, &session, created, early, results, bridge).await;
                 }
             };
             // A related message came first: stream it, the ones after it, then the answers.
-            cx.finish(gw, StatusCode::OK, Decision::Allow, None);
+            cx.finish(gw, 200, Decision::Allow, None);
             let body = answer.stream(vec![first], rx, guard, all, busy);
             let mut r = sse_response(gw.until_expiry(body, identity));
             if created {
@@ -849,17 +829,7 @@ async fn forward_stdio(
         }
         Method::GET => {
             if !accepts(&parts.headers, "text/event-stream") {
-                cx.finish(
-                    gw,
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    Decision::Deny,
-                    Some(("not_acceptable", "GET without Accept: text/event-stream".into())),
-                );
-                return Response::builder()
-                    .status(StatusCode::METHOD_NOT_ALLOWED)
-                    .header(header::ALLOW, "POST, DELETE")
-                    .body(empty())
-                    .unwrap_or_default();
+                return gw.refuse(cx, Refusal::MethodNotAllowed, None, &parts.headers, &parts.uri);
             }
             let session = match existing(cx) {
                 Ok(s) => s,
@@ -870,8 +840,9 @@ async fn forward_stdio(
                 parts.headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(crate::stdio::parse_event_id);
             let rx = session.open_stream(last_event);
             let busy = session.busy();
-            cx.finish(gw, StatusCode::OK, Decision::Allow, None);
-            sse_response(gw.until_expiry(channel_sse(rx, busy, access.clone()), identity))
+            cx.finish(gw, 200, Decision::Allow, None);
+            let filter = ResponseFilter { access: access.clone(), ids: IdMap::default() };
+            sse_response(gw.until_expiry(channel_sse(rx, busy, filter), identity))
         }
         Method::DELETE => {
             let session = match existing(cx) {
@@ -880,25 +851,13 @@ async fn forward_stdio(
             };
             match bridge.remove(&session.id).await {
                 Ok(()) => {
-                    cx.finish(gw, StatusCode::OK, Decision::Allow, None);
+                    cx.finish(gw, 200, Decision::Allow, None);
                     Response::new(empty())
                 }
-                Err(e) => bridge_error(cx, gw, e, None),
+                Err(e) => bridge_error(cx, gw, e, None, parts),
             }
         }
-        _ => {
-            cx.finish(
-                gw,
-                StatusCode::METHOD_NOT_ALLOWED,
-                Decision::Deny,
-                Some(("method_not_allowed", "method not allowed".into())),
-            );
-            Response::builder()
-                .status(StatusCode::METHOD_NOT_ALLOWED)
-                .header(header::ALLOW, "GET, POST, DELETE")
-                .body(empty())
-                .unwrap_or_default()
-        }
+        _ => gw.refuse(cx, Refusal::MethodNotAllowed, None, &parts.headers, &parts.uri),
     }
 }
 
@@ -908,20 +867,18 @@ type Answers = Pin<Box<dyn Future<Output = Vec<Result<Value, BridgeError>>> + Se
 /// How the answers of a bridged POST are put together.
 struct Answer {
     batch: bool,
-    /// The requests' ids, in order.
+    /// The client's ids of the requests, in order.
     ids: Vec<Option<Value>>,
-    /// Ids of its tools/list requests.
-    list_ids: HashSet<String>,
-    access: ToolAccess,
+    /// Ids restored, tool lists filtered for restricted callers.
+    filter: ResponseFilter,
 }
 
 impl Answer {
-    /// One response, or the batch, with tools/list filtered for restricted callers.
-    fn value(&self, mut responses: Vec<Value>) -> Value {
-        let mut out = if self.batch { Value::Array(responses) } else { responses.pop().unwrap_or(Value::Null) };
-        if self.access.is_restricted() && !self.list_ids.is_empty() {
-            sse::filter_value(&mut out, &Target::Ids(self.list_ids.clone()), &self.access);
-        }
+    /// One response, or the batch.
+    fn value(&self, responses: Vec<Value>) -> Value {
+        let mut out =
+            if self.batch { Value::Array(responses) } else { responses.into_iter().next().unwrap_or(Value::Null) };
+        self.filter.apply(&mut out);
         out
     }
 
@@ -932,7 +889,7 @@ impl Answer {
         &self,
         cx: &mut Ctx,
         gw: &Gateway,
-        headers: &HeaderMap,
+        parts: &http::request::Parts,
         session: &crate::stdio::Session,
         created: bool,
         related: Vec<Value>,
@@ -948,23 +905,26 @@ impl Answer {
                         let _ = bridge.remove(&session.id).await;
                     }
                     let id = if self.batch { None } else { self.ids.first().cloned().flatten() };
-                    return bridge_error(cx, gw, e, id.as_ref());
+                    return bridge_error(cx, gw, e, id.as_ref(), parts);
                 }
             }
         }
         let out = self.value(responses);
         let mut r = if related.is_empty() {
-            messages_response(headers, &out)
+            messages_response(&parts.headers, &out)
         } else {
             let mut buf = Vec::new();
-            related.iter().for_each(|m| push_events(&mut buf, m));
+            for mut m in related {
+                self.filter.apply(&mut m);
+                push_events(&mut buf, &m);
+            }
             push_events(&mut buf, &out);
             sse_response(full(buf))
         };
         if created {
             set_session_header(&mut r, &session.id);
         }
-        cx.finish(gw, StatusCode::OK, Decision::Allow, None);
+        cx.finish(gw, 200, Decision::Allow, None);
         r
     }
 
@@ -981,7 +941,8 @@ impl Answer {
         let state = State { queued: first.into(), rx, open: Some((guard, all)), answer: self, _busy: busy };
         let stream = futures_util::stream::unfold(state, |mut st| async move {
             loop {
-                if let Some(m) = st.queued.pop_front() {
+                if let Some(mut m) = st.queued.pop_front() {
+                    st.answer.filter.apply(&mut m);
                     return Some((Ok::<_, BoxError>(Frame::data(sse::event(&m))), st));
                 }
                 let (_, all) = st.open.as_mut()?;
@@ -1014,18 +975,16 @@ impl Answer {
 
 /// The GET stream of a bridged session: server messages as events, keep-alive comments, filtered
 /// for restricted callers. Holding `busy` keeps the session from being reaped while open.
-fn channel_sse(rx: mpsc::Receiver<crate::stdio::Numbered>, busy: Busy, access: ToolAccess) -> Body {
-    let stream = futures_util::stream::unfold((rx, busy, access), |(mut rx, busy, access)| async move {
+fn channel_sse(rx: mpsc::Receiver<crate::stdio::Numbered>, busy: Busy, filter: ResponseFilter) -> Body {
+    let stream = futures_util::stream::unfold((rx, busy, filter), |(mut rx, busy, filter)| async move {
         match tokio::time::timeout(KEEPALIVE, rx.recv()).await {
             Ok(Some((n, mut msg))) => {
-                if access.is_restricted() {
-                    sse::filter_value(&mut msg, &Target::AnyToolsResult, &access);
-                }
+                filter.apply(&mut msg);
                 let event = sse::event_with_id(&crate::stdio::event_id(n), &msg);
-                Some((Ok::<_, BoxError>(Frame::data(event)), (rx, busy, access)))
+                Some((Ok::<_, BoxError>(Frame::data(event)), (rx, busy, filter)))
             }
             Ok(None) => None,
-            Err(_) => Some((Ok(Frame::data(Bytes::from_static(b": keepalive\n\n"))), (rx, busy, access))),
+            Err(_) => Some((Ok(Frame::data(Bytes::from_static(b": keepalive\n\n"))), (rx, busy, filter))),
         }
     });
     StreamBody::new(stream.boxed()).boxed_unsync()
@@ -1040,7 +999,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::ACCEPT, "application/json, text/event-stream".parse().unwrap());
         assert!(accepts(&h, "application/json") && accepts(&h, "text/event-stream"));
-        h.insert(header::ACCEPT, "text/event-stream;q=1".parse().unwrap());
+        h.insert(header::ACCEPT, "Text/Event-Stream;q=1".parse().unwrap());
         assert!(!accepts(&h, "application/json") && accepts(&h, "text/event-stream"));
         let r = messages_response(&h, &serde_json::json!({"jsonrpc": "2.0", "id": 1, "result": {}}));
         assert_eq!(r.headers()[header::CONTENT_TYPE], "text/event-stream");
@@ -1056,16 +1015,5 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key(SESSION_HEADER));
-    }
-
-    #[test]
-    fn session_binding() {
-        let o = SessionOwners::default();
-        o.bind("s1", "jwt:alice");
-        assert!(o.owner_ok("s1", &Identity::new("alice", "jwt", vec![])));
-        assert!(!o.owner_ok("s1", &Identity::new("bob", "jwt", vec![])));
-        assert!(o.owner_ok("unknown", &Identity::new("bob", "jwt", vec![])));
-        o.bind("s2", "ip:10.0.0.1");
-        assert!(o.owner_ok("s2", &Identity::new("bob", "jwt", vec![])));
     }
 }

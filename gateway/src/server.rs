@@ -1,13 +1,16 @@
 //! Wiring: policy → authenticator, limiter, auditor, TLS; listeners; graceful shutdown.
 
 use crate::admin;
+use crate::admission::Surface;
 use crate::audit::{Auditor, Decision, Record};
 use crate::auth::Authenticator;
-use crate::config::{Args, Method, Policy, Transport};
+use crate::authz::Grants;
+use crate::config::{load_policy, Args, Method, Transport};
 use crate::metrics::Metrics;
 use crate::probe::{self, Health};
-use crate::proxy::{self, Backend, ConnInfo, Gateway, HttpUpstream, SessionOwners};
+use crate::proxy::{self, Backend, ConnInfo, Gateway, HttpUpstream};
 use crate::ratelimit::{Limiter, DEFAULT_MAX_KEYS};
+use crate::sessions::Sessions;
 use crate::stdio::Bridge;
 use crate::tls::TlsState;
 use anyhow::Context;
@@ -21,8 +24,6 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-/// How long a TLS handshake may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long open connections get at shutdown.
 const DRAIN: Duration = Duration::from_secs(5);
 
@@ -37,7 +38,7 @@ pub struct Bound {
 
 /// Start everything, then serve until `shutdown` resolves. `on_bound` is told the addresses.
 pub async fn run(args: Args, shutdown: impl Future<Output = ()>, on_bound: impl FnOnce(Bound)) -> anyhow::Result<()> {
-    let policy = Policy::load(&args.policy)?;
+    let policy = load_policy(&args.policy)?;
     tracing::info!(policy = ?policy.policy, enabled = policy.enabled, "policy loaded");
     let metrics = Arc::new(Metrics::new());
 
@@ -86,26 +87,39 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>, on_bound: impl 
         Backend::Stdio(b) => Some(b.clone()),
         Backend::Http(_) => None,
     };
+    let surface = Surface {
+        mcp_path: args.mcp_path(),
+        cors: policy.cors.clone(),
+        websocket: matches!(&backend, Backend::Http(u) if u.ws_url.is_some()),
+        authn: authn.enabled,
+    };
+    let grants = Grants {
+        authn_enabled: authn.enabled,
+        authn_required: policy.authn().is_some_and(|a| a.required),
+        authz: policy.authz().cloned(),
+    };
     let gw = Arc::new(Gateway {
         name: args.name.clone(),
-        mcp_path: args.mcp_path(),
         tls: tls.is_some(),
+        surface,
         authn,
-        authz: policy.authz().cloned(),
+        grants,
         limiter,
         audit,
         metrics: metrics.clone(),
         backend,
-        owners: SessionOwners::default(),
+        sessions: Sessions::new(args.max_tracked_sessions, args.session_idle_timeout),
         max_body: args.max_body_bytes,
         max_batch: args.max_batch,
+        body_timeout: args.body_timeout,
+        body_budget: Arc::new(tokio::sync::Semaphore::new((args.max_buffered_bytes / 1024).max(1))),
     });
 
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let admin_listener =
         TcpListener::bind(args.admin_listen).await.with_context(|| format!("binding {}", args.admin_listen))?;
     let bound = Bound { listen: listener.local_addr()?, admin: admin_listener.local_addr()? };
-    tracing::info!(listen = %bound.listen, admin = %bound.admin, tls = tls.is_some(), path = %gw.mcp_path, "mcp-gateway serving");
+    tracing::info!(listen = %bound.listen, admin = %bound.admin, tls = tls.is_some(), path = %gw.surface.mcp_path, "mcp-gateway serving");
     on_bound(bound);
     let admin_task = tokio::spawn(admin::serve(admin_listener, health.clone(), metrics.clone()));
     health.spawn(target, args.check_interval);
@@ -113,6 +127,9 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>, on_bound: impl 
     let (stop_tx, stop_rx) = watch::channel(false);
     let open = Arc::new(AtomicUsize::new(0));
     let slots = Arc::new(tokio::sync::Semaphore::new(args.max_connections.max(1)));
+    // Connections that have not yet sent an authenticated request: bounded, beyond it closed at once.
+    let unauthenticated = Arc::new(tokio::sync::Semaphore::new(args.max_unauthenticated_connections.max(1)));
+    let header_timeout = args.header_timeout;
     tokio::pin!(shutdown);
     loop {
         let (permit, accepted) = tokio::select! {
@@ -123,11 +140,16 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>, on_bound: impl 
             } => next,
         };
         let (Ok(permit), Ok((tcp, remote))) = (permit, accepted) else { continue };
+        let Ok(slot) = unauthenticated.clone().try_acquire_owned() else {
+            gw.metrics.deny("too_many_unauthenticated_connections");
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let (gw, tls, stop, open) = (gw.clone(), tls.clone(), stop_rx.clone(), open.clone());
         open.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
-            serve_conn(gw, tls, tcp, remote, stop).await;
+            serve_conn(gw, tls, tcp, remote, slot, header_timeout, stop).await;
             open.fetch_sub(1, Ordering::SeqCst);
             drop(permit);
         });
@@ -152,16 +174,18 @@ async fn serve_conn(
     tls: Option<TlsState>,
     tcp: TcpStream,
     remote: SocketAddr,
+    slot: tokio::sync::OwnedSemaphorePermit,
+    header_timeout: Duration,
     stop: watch::Receiver<bool>,
 ) {
     match tls {
-        None => serve_http(gw, tcp, ConnInfo { remote, client_cert: None }, stop).await,
+        None => serve_http(gw, tcp, ConnInfo::new(remote, None, Some(slot)), header_timeout, stop).await,
         Some(tls) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            match tokio::time::timeout(header_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => {
                     let client_cert = stream.get_ref().1.peer_certificates().map(|c| c.to_vec());
-                    serve_http(gw, stream, ConnInfo { remote, client_cert }, stop).await;
+                    serve_http(gw, stream, ConnInfo::new(remote, client_cert, Some(slot)), header_timeout, stop).await;
                 }
                 Ok(Err(e)) => tls_failure(&gw, remote, e.to_string()),
                 Err(_) => tls_failure(&gw, remote, "handshake timed out".into()),
@@ -183,8 +207,13 @@ fn tls_failure(gw: &Gateway, remote: SocketAddr, detail: String) {
     });
 }
 
-async fn serve_http<I>(gw: Arc<Gateway>, io: I, info: ConnInfo, mut stop: watch::Receiver<bool>)
-where
+async fn serve_http<I>(
+    gw: Arc<Gateway>,
+    io: I,
+    info: ConnInfo,
+    header_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let info = Arc::new(info);
@@ -194,7 +223,7 @@ where
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
+        .header_read_timeout(header_timeout)
         .serve_connection(TokioIo::new(io), svc)
         .with_upgrades();
     tokio::pin!(conn);

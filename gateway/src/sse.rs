@@ -1,8 +1,12 @@
-//! Server-sent events: an incremental filter that drops disallowed tools from `tools/list`
-//! responses inside an event stream, event by event (never the whole stream), and helpers to
-//! write events.
+//! Server-sent events, parsed as the HTML specification defines them (lines end with CRLF, LF
+//! or CR; an empty line ends an event; one leading space of a field value is dropped), and one
+//! body transform for every SSE answer the gateway passes on: each event is parsed and written
+//! again from what was parsed (so the client receives exactly what the gateway inspected), a
+//! restricted caller's events are filtered and ids restored, an event that must be inspected but
+//! cannot be is replaced by a JSON-RPC error, and the stream ends with the last awaited answer.
 
-use crate::authz::{filter_tools_response, ToolAccess};
+use crate::authz::ResponseFilter;
+use crate::jsonrpc::{error_response, UPSTREAM_ERROR};
 use crate::{Body, BoxError};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -14,273 +18,258 @@ use std::collections::HashSet;
 /// Largest single event held while looking for its end.
 pub const MAX_EVENT: usize = 16 * 1024 * 1024;
 
-/// Which responses to filter.
-#[derive(Clone, Debug)]
-pub enum Target {
-    /// Responses with these ids (JSON text of the id).
-    Ids(HashSet<String>),
-    /// Every response that carries `result.tools` (GET streams, where the request is unknown).
-    AnyToolsResult,
+/// One event: its fields as parsed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    /// `id`.
+    pub id: Option<String>,
+    /// `event` (the type).
+    pub event: Option<String>,
+    /// `data` lines joined with LF.
+    pub data: Option<String>,
+    /// `retry`.
+    pub retry: Option<String>,
 }
 
-impl Target {
-    fn applies(&self, msg: &Value) -> bool {
-        match self {
-            Self::Ids(ids) => msg.get("id").is_some_and(|id| ids.contains(&id.to_string())),
-            Self::AnyToolsResult => true,
-        }
-    }
-}
-
-/// Filter one JSON-RPC message or batch in place. True when changed.
-pub fn filter_value(v: &mut Value, target: &Target, access: &ToolAccess) -> bool {
-    match v {
-        Value::Array(items) => {
-            let mut changed = false;
-            for item in items {
-                changed |= filter_value(item, target, access);
+impl Event {
+    /// The event written with LF line endings, then the empty line that ends it.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = String::new();
+        for (name, value) in [("id", &self.id), ("event", &self.event), ("retry", &self.retry)] {
+            if let Some(v) = value {
+                out.push_str(name);
+                out.push_str(": ");
+                out.push_str(v);
+                out.push('\n');
             }
-            changed
         }
-        msg => target.applies(msg) && filter_tools_response(msg, access),
-    }
-}
-
-/// Cuts a byte stream into complete events, holding at most [`MAX_EVENT`] of an unfinished one.
-#[derive(Default)]
-struct EventSplitter {
-    buf: Vec<u8>,
-}
-
-/// An unfinished event grew beyond [`MAX_EVENT`].
-struct EventTooLarge;
-
-impl EventSplitter {
-    /// Feed a chunk; `each` gets every event it completes, and the separator after it.
-    fn push(&mut self, chunk: &[u8], mut each: impl FnMut(&[u8], &[u8])) -> Result<(), EventTooLarge> {
-        self.buf.extend_from_slice(chunk);
-        let mut start = 0;
-        while let Some((end, sep)) = event_end(&self.buf[start..]) {
-            each(&self.buf[start..start + end], &self.buf[start + end..start + end + sep]);
-            start += end + sep;
-        }
-        self.buf.drain(..start);
-        if self.buf.len() > MAX_EVENT {
-            self.buf = vec![];
-            return Err(EventTooLarge);
-        }
-        Ok(())
-    }
-
-    /// What is left at the end of the stream (an unterminated event).
-    fn rest(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.buf)
-    }
-}
-
-fn event_end(buf: &[u8]) -> Option<(usize, usize)> {
-    let mut i = 0;
-    while i < buf.len() {
-        match buf[i] {
-            b'\n' if buf.get(i + 1) == Some(&b'\n') => return Some((i, 2)),
-            b'\r' if buf[i + 1..].starts_with(b"\n\r\n") => return Some((i, 4)),
-            b'\r' if buf.get(i + 1) == Some(&b'\r') => return Some((i, 2)),
-            _ => {}
-        }
-        i += 1;
-    }
-    None
-}
-
-/// An event's data (its `data:` lines joined by newlines) and its other lines.
-fn event_fields(event: &str) -> (String, Vec<&str>) {
-    let mut data = String::new();
-    let mut others = vec![];
-    for line in event.split(['\n', '\r']).filter(|l| !l.is_empty()) {
-        if let Some(d) = line.strip_prefix("data:") {
-            if !data.is_empty() {
-                data.push('\n');
+        if let Some(data) = &self.data {
+            for line in data.split('\n') {
+                out.push_str("data: ");
+                out.push_str(line);
+                out.push('\n');
             }
-            data.push_str(d.strip_prefix(' ').unwrap_or(d));
-        } else {
-            others.push(line);
         }
-    }
-    (data, others)
-}
-
-/// The incremental filter.
-pub struct SseFilter {
-    events: EventSplitter,
-    target: Target,
-    access: ToolAccess,
-}
-
-impl SseFilter {
-    /// A filter for `target` under `access`.
-    pub fn new(target: Target, access: ToolAccess) -> Self {
-        Self { events: EventSplitter::default(), target, access }
-    }
-
-    /// Feed a chunk; returns the bytes of the complete events, filtered.
-    pub fn push(&mut self, chunk: &[u8]) -> Result<Bytes, BoxError> {
-        let mut out = Vec::with_capacity(self.events.buf.len() + chunk.len());
-        let (target, access) = (&self.target, &self.access);
-        self.events
-            .push(chunk, |event, sep| {
-                out.extend_from_slice(&rewrite(event, target, access).unwrap_or_else(|| event.to_vec()));
-                out.extend_from_slice(sep);
-            })
-            .map_err(|EventTooLarge| BoxError::from("server-sent event too large to inspect"))?;
-        Ok(Bytes::from(out))
-    }
-
-    /// What is left at the end of the stream (an unterminated event), unchanged.
-    pub fn finish(&mut self) -> Bytes {
-        Bytes::from(self.events.rest())
-    }
-}
-
-/// A rewritten event when its data is a response to filter.
-fn rewrite(event: &[u8], target: &Target, access: &ToolAccess) -> Option<Vec<u8>> {
-    let (data, others) = event_fields(std::str::from_utf8(event).ok()?);
-    let mut v: Value = serde_json::from_str(&data).ok()?;
-    if !filter_value(&mut v, target, access) {
-        return None;
-    }
-    let mut out = String::new();
-    for l in others {
-        out.push_str(l);
+        if out.is_empty() {
+            out.push_str(":\n");
+        }
         out.push('\n');
+        out.into_bytes()
     }
-    out.push_str("data: ");
-    out.push_str(&v.to_string());
-    Some(out.into_bytes())
 }
 
-/// Wrap a streamed body in the filter.
-pub fn filter_body<B>(body: B, filter: SseFilter) -> Body
-where
-    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<BoxError>,
-{
-    let stream = futures_util::stream::unfold(Some((body, filter)), |state| async move {
-        let (mut body, mut filter) = state?;
-        loop {
-            match body.frame().await {
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => match filter.push(&data) {
-                        Ok(out) if out.is_empty() => continue,
-                        Ok(out) => return Some((Ok(Frame::data(out)), Some((body, filter)))),
-                        Err(e) => return Some((Err(e), None)),
-                    },
-                    Err(frame) => return Some((Ok(frame), Some((body, filter)))),
-                },
-                Some(Err(e)) => return Some((Err(e.into()), None)),
-                None => {
-                    let rest = filter.finish();
-                    return (!rest.is_empty()).then(|| (Ok(Frame::data(rest)), None));
+/// An event grew beyond [`MAX_EVENT`], or a line is not UTF-8.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Malformed(pub &'static str);
+
+/// Cuts a byte stream into events, incrementally.
+#[derive(Default)]
+pub struct EventParser {
+    line: Vec<u8>,
+    /// The previous chunk ended with CR: a LF starting the next one belongs to it.
+    after_cr: bool,
+    current: Event,
+    /// The current event has any line (even a comment): it is dispatched at the empty line.
+    started: bool,
+    size: usize,
+    bom_checked: bool,
+}
+
+impl EventParser {
+    /// Feed a chunk; `each` gets every event it completes.
+    pub fn push(&mut self, mut chunk: &[u8], mut each: impl FnMut(Event)) -> Result<(), Malformed> {
+        if !self.bom_checked && !chunk.is_empty() {
+            self.bom_checked = true;
+            chunk = chunk.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(chunk);
+        }
+        for &b in chunk {
+            if self.after_cr {
+                self.after_cr = false;
+                if b == b'\n' {
+                    continue;
                 }
             }
-        }
-    });
-    BodyExt::boxed_unsync(StreamBody::new(stream.boxed()))
-}
-
-/// An SSE answer to a POST that ends for the client as soon as every request of the POST has its
-/// response (the server closes such a stream then anyway), so that the last event and the end of
-/// the stream leave together instead of in two writes. Whatever the server still sends is read
-/// and dropped in the background, so that its connection can be reused.
-pub struct EndWhenAnswered {
-    inner: Option<Body>,
-    waiting: HashSet<String>,
-    events: EventSplitter,
-}
-
-/// Just what is needed to see whether an event is a response and to which request.
-#[derive(serde::Deserialize)]
-struct ResponseProbe {
-    id: Option<Value>,
-    method: Option<serde::de::IgnoredAny>,
-    result: Option<serde::de::IgnoredAny>,
-    error: Option<serde::de::IgnoredAny>,
-}
-
-impl EndWhenAnswered {
-    /// Wrap `body`, the answer to requests with `ids` (JSON text of each id).
-    pub fn wrap(body: Body, ids: HashSet<String>) -> Body {
-        Self { inner: Some(body), waiting: ids, events: EventSplitter::default() }.boxed_unsync()
-    }
-
-    /// The requests that `data` (one message or a batch) answers are no longer awaited.
-    fn answered(waiting: &mut HashSet<String>, data: &str) {
-        let probe = |d: &str| -> Option<String> {
-            let p: ResponseProbe = serde_json::from_str(d).ok()?;
-            (p.method.is_none() && (p.result.is_some() || p.error.is_some()))
-                .then(|| p.id.unwrap_or(Value::Null).to_string())
-        };
-        if let Some(id) = probe(data) {
-            waiting.remove(&id);
-        } else if let Ok(Value::Array(items)) = serde_json::from_str::<Value>(data) {
-            for item in items {
-                if let Some(id) = probe(&item.to_string()) {
-                    waiting.remove(&id);
+            match b {
+                b'\n' | b'\r' => {
+                    self.after_cr = b == b'\r';
+                    let line = std::mem::take(&mut self.line);
+                    self.line_done(&line, &mut each)?;
                 }
-            }
-        }
-    }
-
-    /// Look at the complete events in `chunk` (with what was left over before it).
-    fn scan(&mut self, chunk: &[u8]) {
-        let waiting = &mut self.waiting;
-        let scanned = self.events.push(chunk, |event, _| {
-            let (data, _) = event_fields(std::str::from_utf8(event).unwrap_or(""));
-            if !data.is_empty() {
-                Self::answered(waiting, &data);
-            }
-        });
-        if scanned.is_err() {
-            // Too large to inspect: stop looking, pass the rest through as it comes.
-            self.waiting.insert(String::new());
-        }
-    }
-}
-
-impl hyper::body::Body for EndWhenAnswered {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let Some(inner) = self.inner.as_mut() else {
-            return std::task::Poll::Ready(None);
-        };
-        let polled = std::pin::Pin::new(inner).poll_frame(cx);
-        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                let data = data.clone();
-                self.scan(&data);
-                if self.waiting.is_empty() {
-                    if let Some(mut rest) = self.inner.take() {
-                        tokio::spawn(async move {
-                            let drain = async { while let Some(Ok(_)) = rest.frame().await {} };
-                            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), drain).await;
-                        });
+                _ => {
+                    self.line.push(b);
+                    self.size += 1;
+                    if self.size > MAX_EVENT {
+                        return Err(Malformed("server-sent event too large to inspect"));
                     }
                 }
             }
         }
-        if matches!(polled, std::task::Poll::Ready(None) | std::task::Poll::Ready(Some(Err(_)))) {
-            self.inner = None;
-        }
-        polled
+        Ok(())
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    fn line_done(&mut self, line: &[u8], each: &mut impl FnMut(Event)) -> Result<(), Malformed> {
+        if line.is_empty() {
+            if std::mem::take(&mut self.started) {
+                each(std::mem::take(&mut self.current));
+            }
+            self.size = 0;
+            return Ok(());
+        }
+        self.started = true;
+        let line = std::str::from_utf8(line).map_err(|_| Malformed("server-sent event is not UTF-8"))?;
+        if line.starts_with(':') {
+            return Ok(());
+        }
+        let (name, value) = match line.split_once(':') {
+            Some((n, v)) => (n, v.strip_prefix(' ').unwrap_or(v)),
+            None => (line, ""),
+        };
+        let e = &mut self.current;
+        match name {
+            "data" => match &mut e.data {
+                Some(d) => {
+                    d.push('\n');
+                    d.push_str(value);
+                }
+                None => e.data = Some(value.to_string()),
+            },
+            "event" => e.event = Some(value.to_string()),
+            "id" if !value.contains('\0') => e.id = Some(value.to_string()),
+            "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+                e.retry = Some(value.to_string())
+            }
+            _ => {}
+        }
+        Ok(())
     }
+}
+
+/// What the transform does with the server's SSE answer.
+pub struct Transform {
+    parser: EventParser,
+    filter: ResponseFilter,
+    /// The client's ids (JSON text) of the requests whose answers end the stream; None: the
+    /// stream ends when the server ends it.
+    awaited: Option<HashSet<String>>,
+    done: bool,
+}
+
+impl Transform {
+    /// A transform for `filter`, ending after the answers to `awaited` when given.
+    pub fn new(filter: ResponseFilter, awaited: Option<HashSet<String>>) -> Self {
+        Self { parser: EventParser::default(), filter, awaited: awaited.filter(|a| !a.is_empty()), done: false }
+    }
+
+    /// Every awaited answer has been passed on.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Feed a chunk: the events it completes, as the client gets them.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<u8>, Malformed> {
+        let mut out = vec![];
+        let mut events = vec![];
+        self.parser.push(chunk, |e| events.push(e))?;
+        for mut e in events {
+            if self.done {
+                break;
+            }
+            // An event without data carries no message (clients drop it); the resumption ids of
+            // such priming events pass as they are.
+            if let Some(data) = e.data.as_ref().filter(|d| !d.is_empty()) {
+                let inspect = !self.filter.is_noop() || self.awaited.is_some();
+                if inspect {
+                    match self.inspect(data) {
+                        Ok(Some(rewritten)) => e.data = Some(rewritten),
+                        Ok(None) => {}
+                        Err(why) => {
+                            tracing::warn!(error = %why, "an event from the server could not be inspected: replaced by an error");
+                            let err = error_response(
+                                None,
+                                UPSTREAM_ERROR,
+                                "the MCP server sent an event the gateway could not inspect",
+                            );
+                            e.data = Some(err.to_string());
+                        }
+                    }
+                }
+            }
+            out.extend_from_slice(&e.to_bytes());
+        }
+        Ok(out)
+    }
+
+    /// The data rewritten (when the filter changes anything), and the awaited answers noted.
+    fn inspect(&mut self, data: &str) -> Result<Option<String>, String> {
+        let mut v: Value = match crate::jsonrpc::check_strict(data.as_bytes()) {
+            Ok(_) => serde_json::from_str(data).map_err(|e| e.to_string())?,
+            Err(e) if self.filter.is_noop() => {
+                // Nothing to hide from this caller: not ours to judge, passed on as it is.
+                let _ = e;
+                return Ok(None);
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        let rewritten = if self.filter.is_noop() {
+            None
+        } else {
+            self.filter.apply(&mut v);
+            Some(v.to_string())
+        };
+        if let Some(waiting) = &mut self.awaited {
+            let mut answered = |m: &Value| {
+                if m.get("method").is_none() && (m.get("result").is_some() || m.get("error").is_some()) {
+                    waiting.remove(&m.get("id").cloned().unwrap_or(Value::Null).to_string());
+                }
+            };
+            match &v {
+                Value::Array(items) => items.iter().for_each(&mut answered),
+                m => answered(m),
+            }
+            if waiting.is_empty() {
+                self.done = true;
+            }
+        }
+        Ok(rewritten)
+    }
+}
+
+/// Wrap a streamed SSE body in a [`Transform`]. When every awaited answer has been passed on,
+/// the stream ends for the client at once and what the server still sends is read and dropped
+/// in the background, so that its connection can be reused.
+pub fn transform_body<B>(body: B, transform: Transform) -> Body
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let stream = futures_util::stream::unfold(Some((body, transform)), |state| async move {
+        let (mut body, mut t) = state?;
+        loop {
+            match body.frame().await {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => match t.push(&data) {
+                        Ok(out) if out.is_empty() && !t.is_done() => continue,
+                        Ok(out) => {
+                            if t.is_done() {
+                                tokio::spawn(async move {
+                                    let drain = async { while let Some(Ok(_)) = body.frame().await {} };
+                                    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), drain).await;
+                                });
+                                return Some((Ok(Frame::data(Bytes::from(out))), None));
+                            }
+                            return Some((Ok(Frame::data(Bytes::from(out))), Some((body, t))));
+                        }
+                        Err(e) => return Some((Err(BoxError::from(e.0)), None)),
+                    },
+                    Err(_) => continue,
+                },
+                Some(Err(e)) => return Some((Err(e.into()), None)),
+                // An event the server did not end with an empty line is not an event (dropped).
+                None => return None,
+            }
+        }
+    });
+    BodyExt::boxed_unsync(StreamBody::new(stream.boxed()))
 }
 
 /// A stream that ends when the credential it was opened with stops being accepted: the client
@@ -346,41 +335,88 @@ pub fn event_with_id(id: &str, msg: &Value) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::authz::{IdMap, ToolAccess};
     use hyper::body::Body as _;
     use serde_json::json;
 
-    fn ids(list: &[Value]) -> Target {
-        Target::Ids(list.iter().map(Value::to_string).collect())
+    fn events(input: &[&[u8]]) -> Vec<Event> {
+        let mut p = EventParser::default();
+        let mut out = vec![];
+        for chunk in input {
+            p.push(chunk, |e| out.push(e)).unwrap();
+        }
+        out
+    }
+
+    fn data(e: &[Event]) -> Vec<&str> {
+        e.iter().filter_map(|e| e.data.as_deref()).collect()
     }
 
     #[test]
-    fn filters_split_events_and_leaves_others_alone() {
-        let access = ToolAccess::Only(vec!["echo".into()]);
-        let mut f = SseFilter::new(ids(&[json!(2)]), access);
-        let list = json!({"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"echo"},{"name":"secret"}]}});
-        let note = json!({"jsonrpc":"2.0","method":"notifications/message","params":{"tools":[]}});
-        let stream =
-            format!("id: 7\nevent: message\ndata: {note}\n\nevent: message\r\ndata: {list}\r\n\r\n: comment\n\n");
+    fn every_line_ending_the_spec_allows() {
+        for sep in ["\n\n", "\r\r", "\r\n\r\n", "\n\r\n", "\r\n\n", "\n\r", "\r\n\r"] {
+            let text = format!("data: a{sep}data: b{sep}");
+            assert_eq!(data(&events(&[text.as_bytes()])), vec!["a", "b"], "{sep:?}");
+            // the same, one byte at a time (a CR at a chunk's end, its LF in the next)
+            let bytes: Vec<&[u8]> = text.as_bytes().chunks(1).collect();
+            assert_eq!(data(&events(&bytes)), vec!["a", "b"], "{sep:?} byte by byte");
+        }
+        assert_eq!(data(&events(&[b"data: a\r\n\r", b"\ndata: b\n\n"])), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn fields_as_the_spec_reads_them() {
+        let e =
+            events(&[b"\xEF\xBB\xBFid: 7\nevent: message\ndata:x\ndata:  y\ndata\n: comment\nretry: 10\nbogus: 1\n\n"]);
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].id.as_deref(), Some("7"));
+        assert_eq!(e[0].data.as_deref(), Some("x\n y\n"));
+        assert_eq!(e[0].retry.as_deref(), Some("10"));
+        assert_eq!(
+            String::from_utf8(e[0].to_bytes()).unwrap(),
+            "id: 7\nevent: message\nretry: 10\ndata: x\ndata:  y\ndata: \n\n"
+        );
+        assert_eq!(events(&[b"data: unterminated"]).len(), 0, "not ended: no event");
+        let mut p = EventParser::default();
+        assert!(p.push(&vec![b'x'; MAX_EVENT + 1], |_| {}).is_err(), "oversized event fails closed");
+        assert!(EventParser::default().push(b"data: \xff\n\n", |_| {}).is_err(), "not UTF-8");
+    }
+
+    fn restricted() -> ResponseFilter {
+        ResponseFilter {
+            access: ToolAccess::Only(vec!["echo".into()]),
+            ids: IdMap { entries: vec![("gw-9".into(), json!(2))] },
+        }
+    }
+
+    #[test]
+    fn filters_whatever_the_line_endings_and_ids() {
+        let list = json!({"jsonrpc":"2.0","id":"gw-9","result":{"tools":[{"name":"echo"},{"name":"secret"}]}});
+        let odd = json!({"jsonrpc":"2.0","id":2.0,"result":{"tools":[{"name":"secret2"}]}});
+        let note = json!({"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info"}});
+        let stream = format!("id: 7\revent: message\rdata: {note}\r\revent: message\n\rdata: {list}\n\r\ndata: {odd}\r\n\r\n: comment\n\n");
+        let mut t = Transform::new(restricted(), None);
         let (a, b) = stream.as_bytes().split_at(40);
-        let mut out = f.push(a).unwrap().to_vec();
-        out.extend_from_slice(&f.push(b).unwrap());
-        out.extend_from_slice(&f.finish());
+        let mut out = t.push(a).unwrap();
+        out.extend(t.push(b).unwrap());
         let out = String::from_utf8(out).unwrap();
-        assert!(out.starts_with(&format!("id: 7\nevent: message\ndata: {note}\n\n")), "{out}");
-        assert!(out.contains(r#""tools":[{"name":"echo"}]"#), "{out}");
-        assert!(!out.contains("secret"));
-        assert!(out.ends_with(": comment\n\n"));
+        assert!(!out.contains("secret"), "{out}");
+        assert!(out.contains(r#""id":2,"#) && out.contains(r#""tools":[{"name":"echo"}]"#), "{out}");
+        assert!(out.contains("notifications/message"), "{out}");
+        assert!(!out.contains('\r'), "written again with LF");
     }
 
     #[test]
-    fn other_ids_and_multiline_data() {
-        let access = ToolAccess::Only(vec![]);
-        let mut f = SseFilter::new(ids(&[json!("a")]), access.clone());
-        let other = "data: {\"jsonrpc\":\"2.0\",\"id\":\"b\",\ndata: \"result\":{\"tools\":[{\"name\":\"x\"}]}}\n\n";
-        assert_eq!(f.push(other.as_bytes()).unwrap(), other.as_bytes(), "not the tools/list id");
-        let mut any = SseFilter::new(Target::AnyToolsResult, access);
-        let out = any.push(other.as_bytes()).unwrap();
-        assert!(String::from_utf8_lossy(&out).contains(r#""tools":[]"#));
+    fn what_cannot_be_inspected_is_replaced_by_an_error() {
+        let mut t = Transform::new(restricted(), None);
+        let out = String::from_utf8(t.push(b"data: {\"tools\": [ {\"name\":\"secret\"}\n\n").unwrap()).unwrap();
+        assert!(!out.contains("secret") && out.contains("-32002"), "{out}");
+        let dup = br#"data: {"jsonrpc":"2.0","id":1,"result":{"tools":[]},"result":{"tools":[{"name":"secret"}]}}"#;
+        let out = String::from_utf8(t.push(&[&dup[..], b"\n\n"].concat()).unwrap()).unwrap();
+        assert!(!out.contains("secret"), "{out}");
+        // An unrestricted caller's stream is not judged.
+        let mut open = Transform::new(ResponseFilter { access: ToolAccess::All, ids: IdMap::default() }, None);
+        assert_eq!(open.push(b"data: not json\n\n").unwrap(), b"data: not json\n\n");
     }
 
     #[tokio::test]
@@ -390,37 +426,34 @@ mod tests {
             let s = stream::iter(parts.into_iter().map(|p| Ok::<_, BoxError>(Frame::data(Bytes::from(p)))));
             BodyExt::boxed_unsync(StreamBody::new(s))
         };
-        let ids = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<HashSet<_>>();
+        let ids = |l: &[&str]| Some(l.iter().map(|s| s.to_string()).collect::<HashSet<_>>());
+        let open = || ResponseFilter { access: ToolAccess::All, ids: IdMap::default() };
         let progress =
             "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{}}\n\n";
         let answer1 = "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n";
         let answer2 = "data: {\"jsonrpc\":\"2.0\",\r\ndata: \"id\":\"b\",\"error\":{\"code\":1}}\r\n\r\n";
 
-        // One request: a notification, then its answer split over two frames; what follows is dropped.
-        let mut b = EndWhenAnswered::wrap(
+        let mut b = transform_body(
             frames(vec![progress, &answer1[..10], &answer1[10..], "data: late\n\n"]),
-            ids(&["1"]),
+            Transform::new(open(), ids(&["1"])),
         );
-        assert_eq!(b.frame().await.unwrap().unwrap().into_data().unwrap(), progress);
-        assert!(!b.is_end_stream());
-        assert_eq!(b.frame().await.unwrap().unwrap().into_data().unwrap(), &answer1[..10]);
-        assert!(!b.is_end_stream(), "half an event");
-        assert_eq!(b.frame().await.unwrap().unwrap().into_data().unwrap(), &answer1[10..]);
-        assert!(b.is_end_stream(), "answered: the stream ends with this frame");
+        let first = b.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert!(String::from_utf8_lossy(&first).contains("notifications/progress"));
+        let second = b.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert!(String::from_utf8_lossy(&second).contains("\"id\":1"));
+        assert!(b.frame().await.is_none(), "answered: nothing after");
+
+        let mut b = transform_body(
+            frames(vec![answer1, answer2, "data: late\n\n"]),
+            Transform::new(open(), ids(&["1", "\"b\""])),
+        );
+        b.frame().await.unwrap().unwrap();
+        b.frame().await.unwrap().unwrap();
         assert!(b.frame().await.is_none());
 
-        // Two requests (multi-line data, CRLF): the end comes with the second answer only.
-        let mut b = EndWhenAnswered::wrap(frames(vec![answer1, answer2]), ids(&["1", "\"b\""]));
+        let mut b = transform_body(frames(vec![progress]), Transform::new(open(), ids(&["9"])));
         b.frame().await.unwrap().unwrap();
-        assert!(!b.is_end_stream());
-        b.frame().await.unwrap().unwrap();
-        assert!(b.is_end_stream());
-
-        // Never answered: the stream ends when the server ends it.
-        let mut b = EndWhenAnswered::wrap(frames(vec![progress]), ids(&["9"]));
-        b.frame().await.unwrap().unwrap();
-        assert!(!b.is_end_stream());
-        assert!(b.frame().await.is_none());
+        assert!(b.frame().await.is_none(), "never answered: ends when the server ends it");
     }
 
     #[tokio::test(start_paused = true)]
@@ -448,11 +481,5 @@ mod tests {
         // No expiry: the body is left alone.
         let mut b = UntilExpiry::wrap(forever(), None, || {});
         assert!(b.frame().await.is_some());
-    }
-
-    #[test]
-    fn oversized_event_fails_closed() {
-        let mut f = SseFilter::new(Target::AnyToolsResult, ToolAccess::All);
-        assert!(f.push(&vec![b'x'; MAX_EVENT + 1]).is_err());
     }
 }

@@ -351,22 +351,34 @@ impl Session {
     pub async fn send(&self, msg: &Value) -> Result<(), BridgeError> {
         let mut line = serde_json::to_vec(msg).map_err(|_| BridgeError::Gone)?;
         line.push(b'\n');
+        self.send_line(&line).await
+    }
+
+    /// Write one line (a message the front end checked, exactly as checked, ending in a newline).
+    pub async fn send_line(&self, line: &[u8]) -> Result<(), BridgeError> {
         let mut stdin = self.stdin.lock().await;
         let w = stdin.as_mut().ok_or(BridgeError::Gone)?;
-        w.write_all(&line).await.map_err(|_| BridgeError::Gone)?;
+        w.write_all(line).await.map_err(|_| BridgeError::Gone)?;
         w.flush().await.map_err(|_| BridgeError::Gone)
     }
 
     /// Send a request and wait for its response.
     pub async fn request(&self, msg: &Value) -> Result<Value, BridgeError> {
         let id = msg.get("id").ok_or(BridgeError::Gone)?.to_string();
+        let mut line = serde_json::to_vec(msg).map_err(|_| BridgeError::Gone)?;
+        line.push(b'\n');
+        self.request_line(&line, id).await
+    }
+
+    /// Send a request line whose id is `id` (JSON text) and wait for its response.
+    pub async fn request_line(&self, line: &[u8], id: String) -> Result<Value, BridgeError> {
         let (tx, rx) = oneshot::channel();
         if !self.is_alive() {
             return Err(BridgeError::Gone);
         }
         self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), tx);
         let _guard = PendingGuard { session: self, key: id };
-        self.send(msg).await?;
+        self.send_line(line).await?;
         rx.await.map_err(|_| BridgeError::Gone)
     }
 

@@ -2,7 +2,7 @@
 //! re-read when they change (a rotated Secret), optional client certificates for mtls.
 
 use crate::auth::mtls::ClientCa;
-use crate::config::{TlsMinVersion, TlsPolicy};
+use crate::config::{TlsMinVersion, TlsSettings};
 use anyhow::Context;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::pem::PemObject;
@@ -84,7 +84,7 @@ pub fn client_verifier(ca_file: &Path) -> anyhow::Result<Arc<dyn ClientCertVerif
 
 /// Build the server configuration.
 pub fn server_config(
-    tls: &TlsPolicy,
+    tls: &TlsSettings,
     client_ca: Option<&Arc<dyn ClientCertVerifier>>,
 ) -> anyhow::Result<Arc<ServerConfig>> {
     let certs = load_certs(&tls.cert_file)?;
@@ -113,7 +113,7 @@ pub struct TlsState {
     pub config: Arc<RwLock<Arc<ServerConfig>>>,
     /// The client CA (mtls), shared with the authenticator.
     pub client_ca: Option<ClientCa>,
-    tls: TlsPolicy,
+    tls: TlsSettings,
     ca_file: Option<PathBuf>,
 }
 
@@ -125,7 +125,7 @@ fn stamp(paths: &[&Path]) -> Stamp {
 
 impl TlsState {
     /// Load the files now (failing when they are unusable).
-    pub fn load(tls: &TlsPolicy, ca_file: Option<&Path>) -> anyhow::Result<Self> {
+    pub fn load(tls: &TlsSettings, ca_file: Option<&Path>) -> anyhow::Result<Self> {
         let ca = ca_file.map(client_verifier).transpose()?;
         let config = server_config(tls, ca.as_ref())?;
         Ok(Self {

@@ -1,20 +1,20 @@
-//! WebSocket pass-through (`--transport websocket`): the upgrade is authenticated like any
-//! request, then every client message is checked (JSON-RPC shape, rate limit, tool allow list)
-//! and audited before it reaches the server, and tools/list answers are filtered on the way back.
+//! WebSocket pass-through (`--transport websocket`): the upgrade passes the same surface,
+//! authentication, role and rate checks as any request, then every client frame goes through
+//! [`admission::admit`] (and the rate limit) before it reaches the server, exactly as checked;
+//! what the server sends back is filtered for restricted callers (ids restored, tool lists
+//! reduced), and a frame that must be inspected but cannot be is dropped.
 
+use crate::admission::{self, Refusal};
 use crate::audit::{Decision, Record};
 use crate::auth::Identity;
-use crate::authz::ToolAccess;
-use crate::jsonrpc::{self, error_response};
+use crate::authz::{IdMap, ResponseFilter, ToolAccess};
 use crate::proxy::{empty, json_response, Gateway, HttpUpstream};
-use crate::sse::{filter_value, Target};
 use crate::Body;
 use futures_util::{SinkExt, StreamExt};
 use http::{header, HeaderValue, Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -109,7 +109,8 @@ async fn pipe<C, U>(
 {
     let (mut c_tx, mut c_rx) = client.split();
     let (mut u_tx, mut u_rx) = upstream.split();
-    let mut lists: HashSet<String> = HashSet::new();
+    // The gateway's ids of this connection's restricted tools/list requests, until answered.
+    let mut filter = ResponseFilter { access: access.clone(), ids: IdMap::default() };
     // The connection ends when the caller's credential expires (the client reconnects with a new one).
     let expiry = tokio::time::sleep(identity.time_left().unwrap_or(Duration::MAX));
     tokio::pin!(expiry);
@@ -128,13 +129,17 @@ async fn pipe<C, U>(
                     let start = Instant::now();
                     let mut rec = base.clone();
                     match check(&gw, text.as_str(), &identity, &access, &mut rec) {
-                        Ok(ids) => {
-                            lists.extend(ids);
-                            if u_tx.send(Message::Text(text)).await.is_err() { break; }
+                        Ok(admitted) => {
+                            filter.ids.entries.extend(admitted.ids.entries.iter().cloned());
+                            // Remember the most recent ids only: an answer later than 256 lists is not restored.
+                            let excess = filter.ids.entries.len().saturating_sub(256);
+                            filter.ids.entries.drain(..excess);
+                            let forward = String::from_utf8_lossy(&admitted.forward()).into_owned();
+                            if u_tx.send(Message::text(forward)).await.is_err() { break; }
                             finish(&gw, rec, 200, Decision::Allow, None, start);
                         }
-                        Err((status, label, detail, reply)) => {
-                            finish(&gw, rec, status, Decision::Deny, Some((label, detail)), start);
+                        Err((refusal, reply)) => {
+                            finish(&gw, rec, refusal.status().as_u16(), Decision::Deny, Some((refusal.reason(), refusal.detail())), start);
                             if let Some(reply) = reply {
                                 if c_tx.send(Message::text(reply.to_string())).await.is_err() { break; }
                             }
@@ -159,20 +164,27 @@ async fn pipe<C, U>(
             },
             m = u_rx.next() => match m {
                 Some(Ok(Message::Text(text))) => {
-                    let out = if access.is_restricted() && !lists.is_empty() {
-                        match serde_json::from_str::<Value>(text.as_str()) {
-                            Ok(mut v) => {
-                                let target = Target::Ids(lists.clone());
-                                if filter_value(&mut v, &target, &access) { Message::text(v.to_string()) } else { Message::Text(text) }
-                            }
-                            Err(_) => Message::Text(text),
-                        }
-                    } else {
+                    let out = if filter.is_noop() {
                         Message::Text(text)
+                    } else {
+                        match filter.apply_text(text.as_bytes()) {
+                            Ok(out) => Message::text(String::from_utf8_lossy(&out).into_owned()),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "a WebSocket message from the server could not be inspected: dropped");
+                                gw.metrics.deny("uninspectable_answer");
+                                continue;
+                            }
+                        }
                     };
                     if c_tx.send(out).await.is_err() { break; }
                 }
-                Some(Ok(Message::Binary(b))) => { if c_tx.send(Message::Binary(b)).await.is_err() { break; } }
+                Some(Ok(Message::Binary(b))) => {
+                    if filter.is_noop() {
+                        if c_tx.send(Message::Binary(b)).await.is_err() { break; }
+                    } else {
+                        gw.metrics.deny("uninspectable_answer");
+                    }
+                }
                 Some(Ok(Message::Close(f))) => {
                     let _ = c_tx.send(Message::Close(f)).await;
                     break;
@@ -187,41 +199,33 @@ async fn pipe<C, U>(
     }
 }
 
-type Refusal = (u16, &'static str, String, Option<Value>);
-
-/// Check one client message; the ids of its tools/list requests when it may pass.
+/// Check one client frame: what may be forwarded, or the refusal and the reply it gets (requests
+/// get a JSON-RPC error; notifications and answers get none).
 fn check(
     gw: &Gateway,
     text: &str,
     identity: &Identity,
     access: &ToolAccess,
     rec: &mut Record,
-) -> Result<Vec<String>, Refusal> {
-    let parsed = match jsonrpc::parse(text.as_bytes(), gw.max_batch) {
-        Ok(p) => p,
-        Err(e) => return Err((400, e.reason, format!("{}: {}", e.reason, e.message), Some(e.to_response()))),
-    };
-    rec.method = Some(parsed.method_label());
-    rec.tool = parsed.tool_label();
-    let id = parsed.single_id().cloned();
-    if let Some(l) = &gw.limiter {
-        if l.check(&identity.rate_key()).is_err() {
-            let reply = parsed
-                .requests()
-                .next()
-                .map(|_| error_response(id.as_ref(), jsonrpc::FORBIDDEN, "Too Many Requests: rate limit exceeded"));
-            return Err((429, "rate_limited", "rate_limited".into(), reply));
+) -> Result<admission::Admitted, (Refusal, Option<Value>)> {
+    let admitted = match admission::admit(bytes::Bytes::copy_from_slice(text.as_bytes()), gw.max_batch, access, false) {
+        Ok(a) => a,
+        Err(denied) => {
+            let denied = *denied;
+            rec.method = denied.method;
+            rec.tool = denied.tool;
+            return Err((denied.refusal, Some(denied.reply)));
         }
+    };
+    rec.method = Some(admitted.parsed.method_label());
+    rec.tool = admitted.parsed.tool_label();
+    if let Err(refusal) = gw.rate_check(&identity.rate_key()) {
+        // Requests get an error; notifications and answers get none.
+        let expects = admitted.parsed.requests().next().is_some();
+        let reply = expects.then(|| refusal.rpc_error(admitted.parsed.single_id()));
+        return Err((refusal, reply));
     }
-    if let Some((denied, reply)) = crate::authz::refuse_tools(&parsed, access) {
-        return Err((200, "tool_denied", format!("tool_denied: {}", denied.join(",")), Some(reply)));
-    }
-    Ok(parsed
-        .messages
-        .iter()
-        .filter(|m| m.is_tool_list())
-        .filter_map(|m| m.id.as_ref().map(Value::to_string))
-        .collect())
+    Ok(admitted)
 }
 
 fn finish(

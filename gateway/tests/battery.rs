@@ -28,9 +28,10 @@ async fn assert_401(gw: &Gw, rec: &Recorder, token: &str, marker: &str, reason: 
     let challenge = r.header("www-authenticate").expect("WWW-Authenticate");
     assert!(challenge.starts_with("Bearer resource_metadata=\""), "{challenge}");
     assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
-    assert_eq!(r.json()["id"], marker, "JSON-RPC error echoes the id");
+    assert_eq!(r.json()["id"], Value::Null, "the body of an unauthenticated request is never read");
+    assert_eq!(r.header("connection").as_deref(), Some("close"), "and its connection ends");
     let a = gw.denied(reason, 401).await;
-    assert_eq!(a["method"], "tools/call");
+    assert_eq!((a["http_method"].as_str(), a["method"].as_str()), (Some("POST"), None), "refused before the body: {a}");
     assert_eq!(rec.with_marker(marker), 0, "the backend saw a denied request");
 }
 
@@ -59,7 +60,7 @@ async fn hs_rs_confusion() {
     let public = std::fs::read(fixture("rsa-a.pub.pem")).unwrap();
     let mut h = Header::new(Algorithm::HS256);
     h.kid = Some("rsa-a".into());
-    let token = encode(&h, &claims("mallory", &["admin"]), &EncodingKey::from_secret(&public)).unwrap();
+    let token = encode(&h, &claims("mallory", &["admin"]), &EncodingKey::from_secret(&public).unwrap()).unwrap();
     assert_401(&gw, &rec, &token, "m-confusion", "not accepted").await;
     // and the same key as an RS256 signer works, so the JWKS itself is fine
     let ok = attempt(&gw, &bearer(&rs256(&claims("alice", &[]), "rsa-a", Some("rsa-a"))), "ok-confusion").await;
@@ -143,11 +144,11 @@ async fn tool_not_allowed() {
     let r =
         rpc(&gw.url(), &[("authorization", &bearer(&token))], &call_tool(json!("m-tool"), "admin-reset", json!({})))
             .await;
-    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
     let body = r.json();
     assert_eq!(body["id"], "m-tool");
     assert_eq!(body["error"]["code"], -32001, "{body}");
-    let a = gw.denied("tool_denied", 200).await;
+    let a = gw.denied("tool_denied", 403).await;
     assert_eq!(a["tool"], "admin-reset");
     assert_eq!(rec.with_marker("m-tool"), 0);
     // a prefix pattern and an exact name pass

@@ -81,11 +81,11 @@ async fn tools_list_is_filtered_in_json_sse_and_get_streams() {
     let admin = bearer(&hs256(&claims("root", &["admin"])));
     let json_list = rpc(&gw.url(), &[("authorization", &dev)], &list_tools(json!(1))).await;
     assert_eq!(tool_names(&json_list.json()), vec!["echo", "search_docs"]);
-    let sse_list = rpc(&gw.url(), &[("authorization", &dev), ("x-test-sse", "1")], &list_tools(json!(2))).await;
+    let sse_list = rpc(&gw.url(), &[("authorization", &dev), ("accept", SSE_FIRST)], &list_tools(json!(2))).await;
     assert!(sse_list.header("content-type").unwrap().starts_with("text/event-stream"));
     assert!(sse_list.body.contains("id: ev-1"), "other event fields kept: {}", sse_list.body);
     assert_eq!(tool_names(&sse_list.json()), vec!["echo", "search_docs"]);
-    let all = rpc(&gw.url(), &[("authorization", &admin), ("x-test-sse", "1")], &list_tools(json!(3))).await;
+    let all = rpc(&gw.url(), &[("authorization", &admin), ("accept", SSE_FIRST)], &list_tools(json!(3))).await;
     assert_eq!(tool_names(&all.json()).len(), RECORDER_TOOLS.len(), "admin has no allow list");
     // a batch with a tools/list inside
     let batch = rpc(

@@ -115,7 +115,7 @@ async fn websocket_pass_through_enforces_the_policy() {
     assert_eq!(denied["error"]["code"], -32001);
     let bad = ask(json!({"jsonrpc": "2.0", "id": "m-ws-bad"})).await;
     assert_eq!(bad["error"]["code"], -32600);
-    gw.denied("tool_denied", 200).await;
+    gw.denied("tool_denied", 403).await;
     gw.denied("invalid_request", 400).await;
     let a = gw.audit_where("ws allow", |r| r["http_method"] == "WS" && r["tool"] == "echo").await;
     assert_eq!(a["decision"], "allow");

@@ -85,6 +85,11 @@ pub struct SecurityPolicySpec {
     /// Who may connect at the network level (NetworkPolicy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<Network>,
+    /// Cross-origin (browser) access. The gateway refuses (403) every request whose `Origin`
+    /// header is not listed, as the MCP specification requires against DNS rebinding, and
+    /// answers CORS preflights itself. Default: no cross-origin access.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<Cors>,
 }
 
 fn yes() -> bool {
@@ -229,6 +234,13 @@ pub struct Authorization {
     /// Per-role allow lists of tool names; a role without an entry may use every tool.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<ToolAccess>,
+    /// Tools a caller without credentials may list and call when authentication is not required
+    /// (exact names, `prefix*`, or `*`). Default: none; anonymous callers may still initialize,
+    /// ping and list. Every authenticated caller may use these too, so that anonymous is never
+    /// more privileged than a logged-in user.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub anonymous_tools: Vec<String>,
 }
 
 fn default_roles_claim() -> String {
@@ -344,6 +356,16 @@ pub enum AuditLevel {
     Warn,
     /// Failures only.
     Error,
+}
+
+/// Origins browsers may call the server from.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Cors {
+    /// Exact origins (`https://app.example.com`, `http://localhost:6274`), or `*` for any origin.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "set", "maxItems" = 64, "items" = {"type": "string", "maxLength": 256, "pattern": r"^(\*|[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#\s]+)$"}))]
+    pub allowed_origins: Vec<String>,
 }
 
 /// Network-level admission (rendered as a NetworkPolicy on the server pods).

@@ -10,6 +10,8 @@ use crate::policy::{required_secrets, SECRETS_DIR};
 use k8s_openapi::api::core::v1::*;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
+use mcp_gateway_contract::admin;
+use mcp_gateway_contract::command::{install_args, GatewayCommand, Upstream};
 use sha2::{Digest, Sha256};
 
 /// The gateway's ports in one pod: the defaults, moved by one where the server uses them.
@@ -27,18 +29,27 @@ pub fn gateway_ports(server_port: i32) -> GatewayPorts {
     GatewayPorts { listen: avoid(GATEWAY_PORT), admin: avoid(GATEWAY_ADMIN_PORT) }
 }
 
-/// Arguments every gateway gets.
-fn common_args(inputs: &BuildInputs<'_>, ports: GatewayPorts) -> Vec<String> {
-    let mut args = vec![
-        format!("--listen=0.0.0.0:{}", ports.listen),
-        format!("--admin-listen=0.0.0.0:{}", ports.admin),
-        format!("--policy={CONFIG_DIR}/{POLICY_JSON}"),
-        format!("--name={}", inputs.server.name_any()),
-    ];
-    if audit_enabled(inputs) {
-        args.push(format!("--audit-dir={AUDIT_DIR}"));
+/// The gateway's command line for this server (the contract crate's, which the gateway's own
+/// parser is tested against).
+fn gateway_command(inputs: &BuildInputs<'_>, ports: GatewayPorts) -> GatewayCommand {
+    let spec = &inputs.server.spec;
+    let upstream = match spec.transport {
+        Transport::Http => Upstream::Http(format!("http://127.0.0.1:{}{}", spec.port, spec.path)),
+        Transport::Websocket => Upstream::WebSocket(format!("http://127.0.0.1:{}{}", spec.port, spec.path)),
+        Transport::Stdio => {
+            let mut command = spec.command.clone().unwrap_or_default();
+            command.extend(spec.args.clone().unwrap_or_default());
+            Upstream::Stdio(command)
+        }
+    };
+    GatewayCommand {
+        listen_port: u16::try_from(ports.listen).unwrap_or(mcp_gateway_contract::GATEWAY_PORT),
+        admin_port: u16::try_from(ports.admin).unwrap_or(mcp_gateway_contract::GATEWAY_ADMIN_PORT),
+        name: inputs.server.name_any(),
+        path: spec.path.clone(),
+        audit: audit_enabled(inputs),
+        upstream,
     }
-    args
 }
 
 fn audit_enabled(inputs: &BuildInputs<'_>) -> bool {
@@ -129,17 +140,13 @@ pub(super) fn gateway_volumes(inputs: &BuildInputs<'_>) -> (Vec<Volume>, Vec<Vol
 
 /// The gateway sidecar in front of an http or websocket server on 127.0.0.1:port.
 pub(super) fn gateway_sidecar(inputs: &BuildInputs<'_>, gw: GatewayPorts, mounts: Vec<VolumeMount>) -> Container {
-    let spec = &inputs.server.spec;
-    let mut args = common_args(inputs, gw);
-    args.push(format!("--upstream=http://127.0.0.1:{}{}", spec.port, spec.path));
-    args.push(format!("--transport={}", spec.transport.as_str()));
     Container {
         name: GATEWAY_CONTAINER.into(),
         image: Some(inputs.defaults.gateway_image.clone()),
-        args: Some(args),
+        args: Some(gateway_command(inputs, gw).args()),
         ports: Some(ports(gw)),
-        readiness_probe: Some(http_probe("/readyz", 5)),
-        liveness_probe: Some(http_probe("/healthz", 10)),
+        readiness_probe: Some(http_probe(admin::READYZ, 5)),
+        liveness_probe: Some(http_probe(admin::HEALTHZ, 10)),
         resources: Some(ResourceRequirements {
             requests: Some([("cpu".to_string(), quantity("10m")), ("memory".to_string(), quantity("16Mi"))].into()),
             limits: Some([("memory".to_string(), quantity("128Mi"))].into()),
@@ -165,13 +172,12 @@ pub(super) fn stdio_wrapper(
     inputs: &BuildInputs<'_>,
     gw: GatewayPorts,
 ) -> (Container, Volume, Vec<String>, Vec<ContainerPort>) {
-    let spec = &inputs.server.spec;
-    debug_assert_eq!(spec.transport, Transport::Stdio);
-    let binary = format!("{GATEWAY_BIN_DIR}/mcp-gateway");
+    debug_assert_eq!(inputs.server.spec.transport, Transport::Stdio);
+    let binary = mcp_gateway_contract::installed_binary();
     let init = Container {
         name: "install-gateway".into(),
         image: Some(inputs.defaults.gateway_image.clone()),
-        args: Some(vec![format!("--install-to={binary}")]),
+        args: Some(install_args(&binary)),
         security_context: Some(restricted_container_security(true)),
         volume_mounts: Some(vec![VolumeMount {
             name: GATEWAY_BIN_VOLUME.into(),
@@ -185,15 +191,12 @@ pub(super) fn stdio_wrapper(
         empty_dir: Some(EmptyDirVolumeSource::default()),
         ..Default::default()
     };
-    let mut command = vec![binary, "--stdio".to_string()];
-    command.extend(common_args(inputs, gw));
-    command.push("--".into());
-    command.extend(spec.command.clone().unwrap_or_default());
-    command.extend(spec.args.clone().unwrap_or_default());
+    let mut command = vec![binary];
+    command.extend(gateway_command(inputs, gw).args());
     (init, volume, command, ports(gw))
 }
 
 /// Probes of the container the gateway runs in.
 pub(super) fn gateway_probes() -> (Probe, Probe) {
-    (http_probe("/readyz", 5), http_probe("/healthz", 10))
+    (http_probe(admin::READYZ, 5), http_probe(admin::HEALTHZ, 10))
 }

@@ -72,8 +72,8 @@ pub fn build_config_map(inputs: &BuildInputs<'_>) -> ConfigMap {
     }
 }
 
-fn pretty(v: &serde_json::Value) -> String {
-    serde_json::to_string_pretty(v).expect("JSON values serialize") + "\n"
+fn pretty(v: &impl serde::Serialize) -> String {
+    serde_json::to_string_pretty(v).expect("documents serialize") + "\n"
 }
 
 /// Hash of the rendered config and every referenced Secret version: in the pod template, so that

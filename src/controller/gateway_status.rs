@@ -5,40 +5,19 @@ use crate::api::condition_types::MCP_READY;
 use crate::api::{condition, set_condition, McpServer, McpServerStatus, ServerInfo};
 use crate::consts::ADMIN_PORT_NAME;
 use kube::{Client, ResourceExt};
-use serde::Deserialize;
 use std::time::Duration;
 
-/// The gateway's `/status` document (the fields the operator records).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct GatewayStatus {
-    /// Whether the initialize handshake with the server currently succeeds.
-    #[serde(default)]
-    pub ready: Option<bool>,
-    /// serverInfo.name.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// serverInfo.version.
-    #[serde(default)]
-    pub version: Option<String>,
-    /// Negotiated protocol version.
-    #[serde(default)]
-    pub protocol_version: Option<String>,
-    /// Capabilities object of the initialize result.
-    #[serde(default)]
-    pub capabilities: Option<serde_json::Value>,
-    /// Tool names.
-    #[serde(default)]
-    pub tools: Vec<String>,
-    /// Why the handshake fails, when it does.
-    #[serde(default)]
-    pub error: Option<String>,
-}
+/// The gateway's `/status` document: the contract crate's type, which the gateway writes.
+pub use mcp_gateway_contract::status::StatusDocument as GatewayStatus;
 
 /// Reads `/status` from the server's gateway admin port through the API server proxy.
 pub async fn read(client: &Client, server: &McpServer) -> Result<GatewayStatus, String> {
     let ns = server.namespace().unwrap_or_default();
-    let path = format!("/api/v1/namespaces/{ns}/services/{}:{ADMIN_PORT_NAME}/proxy/status", server.name_any());
+    let path = format!(
+        "/api/v1/namespaces/{ns}/services/{}:{ADMIN_PORT_NAME}/proxy{}",
+        server.name_any(),
+        mcp_gateway_contract::admin::STATUS
+    );
     let request = http::Request::get(path).body(Vec::new()).map_err(|e| e.to_string())?;
     match tokio::time::timeout(Duration::from_secs(3), client.request::<GatewayStatus>(request)).await {
         Ok(Ok(doc)) => Ok(doc),
@@ -59,7 +38,7 @@ pub fn merge(
             (None, "StatusNotRead", "the operator does not read gateway status (--gateway-status=false)".to_string())
         }
         Some(Err(e)) => (Some(false), "GatewayUnreachable", e),
-        Some(Ok(doc)) if doc.ready == Some(false) => (
+        Some(Ok(doc)) if !doc.ready => (
             Some(false),
             "HandshakeFailing",
             doc.error.clone().unwrap_or_else(|| "the MCP initialize handshake with the server fails".into()),
@@ -146,8 +125,7 @@ mod tests {
     #[test]
     fn failing_handshake_and_disabled_reads_are_distinct() {
         let mut st = McpServerStatus::default();
-        let failing =
-            GatewayStatus { ready: Some(false), error: Some("connection refused".into()), ..Default::default() };
+        let failing = GatewayStatus { ready: false, error: Some("connection refused".into()), ..Default::default() };
         merge(&mut st, &McpServerStatus::default(), Some(1), Some(Ok(failing)));
         assert_eq!(mcp_ready(&st), ("False".into(), "HandshakeFailing".into()));
         let mut off = McpServerStatus::default();

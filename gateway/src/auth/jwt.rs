@@ -4,7 +4,7 @@
 
 use super::{AuthError, Identity};
 use crate::authz::roles_from_claims;
-use crate::config::JwtPolicy;
+use crate::config::JwtSettings;
 use crate::httpclient::{fetch, HttpsClient};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -134,6 +134,39 @@ fn key_fits(k: &Jwk, alg: Algorithm) -> bool {
     family_ok && alg_ok && use_ok
 }
 
+/// The registered claims with exactly the types RFC 7519 gives them, checked on top of the
+/// library's validation (which accepts, for instance, an `iss` array holding the issuer, and
+/// treats a claim of the wrong type like a missing one): `iss` a single string equal to the
+/// configured issuer, `exp`/`nbf`/`iat` numbers, `aud` a string or an array of strings, `sub`
+/// a string.
+fn check_claim_types(claims: &Value, issuer: Option<&str>) -> Result<(), AuthError> {
+    let Some(obj) = claims.as_object() else { return Err(invalid("claims are not an object")) };
+    if let Some(want) = issuer {
+        match obj.get("iss") {
+            Some(Value::String(iss)) if iss == want => {}
+            Some(Value::String(_)) => return Err(invalid("wrong issuer")),
+            Some(_) => return Err(invalid("iss must be a single string")),
+            None => return Err(invalid("missing claim iss")),
+        }
+    } else if obj.get("iss").is_some_and(|v| !v.is_string()) {
+        return Err(invalid("iss must be a single string"));
+    }
+    for c in ["exp", "nbf", "iat"] {
+        if obj.get(c).is_some_and(|v| !v.is_number()) {
+            return Err(invalid(format!("{c} must be a number")));
+        }
+    }
+    match obj.get("aud") {
+        None | Some(Value::String(_)) => {}
+        Some(Value::Array(items)) if !items.is_empty() && items.iter().all(Value::is_string) => {}
+        Some(_) => return Err(invalid("aud must be a string or an array of strings")),
+    }
+    if obj.get("sub").is_some_and(|v| !v.is_string()) {
+        return Err(invalid("sub must be a string"));
+    }
+    Ok(())
+}
+
 /// Verifies bearer JWTs.
 pub struct JwtVerifier {
     secret: Option<Vec<u8>>,
@@ -145,7 +178,7 @@ pub struct JwtVerifier {
 
 impl JwtVerifier {
     /// From the policy; reads the secret file now.
-    pub fn new(p: &JwtPolicy, roles_claim: &str, client: HttpsClient, min_refresh: Duration) -> anyhow::Result<Self> {
+    pub fn new(p: &JwtSettings, roles_claim: &str, client: HttpsClient, min_refresh: Duration) -> anyhow::Result<Self> {
         let secret = match &p.secret_file {
             Some(f) => {
                 let s = std::fs::read(f).map_err(|e| anyhow::anyhow!("reading {}: {e}", f.display()))?;
@@ -174,7 +207,7 @@ impl JwtVerifier {
         let alg = header.alg;
         let key = match alg {
             Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => match &self.secret {
-                Some(s) => DecodingKey::from_secret(s),
+                Some(s) => DecodingKey::from_secret(s).map_err(|e| invalid(format!("unusable secret: {e}")))?,
                 None => return Err(invalid(format!("algorithm {alg:?} not accepted (no shared secret)"))),
             },
             _ => {
@@ -212,10 +245,13 @@ impl JwtVerifier {
                 K::InvalidSignature => "bad signature".to_string(),
                 K::InvalidAlgorithm => "algorithm does not match the key".to_string(),
                 K::MissingRequiredClaim(c) => format!("missing claim {c}"),
+                K::InvalidClaimFormat(c) => format!("claim {c} has the wrong type"),
+                K::Json(e) => format!("claims are malformed: {e}"),
                 other => format!("{other:?}"),
             })
         })?;
         let claims = data.claims;
+        check_claim_types(&claims, self.issuer.as_deref())?;
         let subject = ["sub", "client_id", "azp"]
             .iter()
             .find_map(|c| claims.get(*c).and_then(Value::as_str))
@@ -248,7 +284,7 @@ mod tests {
     }
 
     fn hs(claims: Value, secret: &[u8]) -> String {
-        encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret)).unwrap()
+        encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret).unwrap()).unwrap()
     }
 
     fn good() -> Value {
@@ -280,6 +316,22 @@ mod tests {
         for (token, want) in cases {
             assert_eq!(v.verify(&token).await.unwrap_err().detail, want);
         }
+        let strict = [
+            // The library or our own check refuses each; the message names the claim.
+            (with("iss", json!(["https://issuer"])), "iss"),
+            (with("iss", json!(["https://evil", "https://issuer"])), "iss"),
+            (with("nbf", json!(format!("{}", now() + 3600))), "nbf"),
+            (with("exp", json!("99999999999")), "exp"),
+            (with("aud", json!(["mcp", 7])), "aud"),
+            (with("sub", json!({"a": 1})), "malformed"),
+        ];
+        for (token, want) in strict {
+            let e = v.verify(&token).await.unwrap_err();
+            assert!(e.detail.contains(want), "{} for {want}", e.detail);
+        }
+        let mut no_iss = good();
+        no_iss.as_object_mut().unwrap().remove("iss");
+        assert!(v.verify(&hs(no_iss, b"k")).await.unwrap_err().detail.contains("iss"));
         let mut no_exp = good();
         no_exp.as_object_mut().unwrap().remove("exp");
         assert!(v.verify(&hs(no_exp, b"k")).await.unwrap_err().detail.contains("exp"));

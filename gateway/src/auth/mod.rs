@@ -5,7 +5,7 @@ pub mod jwt;
 pub mod mtls;
 pub mod oauth2;
 
-use crate::config::{Method, Policy};
+use crate::config::{Method, PolicyDocument};
 use crate::httpclient::HttpsClient;
 use rustls::pki_types::CertificateDer;
 use std::time::Duration;
@@ -43,20 +43,34 @@ impl Identity {
     pub fn anonymous(client: &str) -> Self {
         Self { subject: client.to_string(), method: "anonymous", roles: vec![], anonymous: true, expires_at: None }
     }
-    /// Key for rate limiting: the identity, or the client address when anonymous.
+    /// The same caller served as anonymous (its roles not allowed where authentication is
+    /// optional): no roles, anonymous grants, still known by its subject for audit and limits.
+    pub fn as_anonymous(self) -> Self {
+        Self { roles: vec![], anonymous: true, ..self }
+    }
+    /// Key for rate limiting: the identity, or the client address when it has none.
     pub fn rate_key(&self) -> String {
-        if self.anonymous {
+        if self.method == "anonymous" {
             format!("ip:{}", self.subject)
+        } else {
+            format!("{}:{}", self.method, self.subject)
+        }
+    }
+    /// Who owns the sessions this caller creates: its identity, or `anonymous` (whose sessions
+    /// any anonymous caller may use, and no authenticated one).
+    pub fn session_owner(&self) -> String {
+        if self.anonymous {
+            "anonymous".to_string()
         } else {
             format!("{}:{}", self.method, self.subject)
         }
     }
     /// For audit records.
     pub fn audit_name(&self) -> String {
-        if self.anonymous {
-            "anonymous".to_string()
-        } else {
-            self.subject.clone()
+        match (self.method, self.anonymous) {
+            ("anonymous", _) => "anonymous".to_string(),
+            (_, true) => format!("{} (served as anonymous)", self.subject),
+            _ => self.subject.clone(),
         }
     }
 }
@@ -122,7 +136,7 @@ pub struct Authenticator {
 impl Authenticator {
     /// Build from the policy. `client_ca` is the mTLS CA the TLS layer keeps current.
     pub fn from_policy(
-        policy: &Policy,
+        policy: &PolicyDocument,
         client: HttpsClient,
         client_ca: Option<mtls::ClientCa>,
         jwks_refresh_min_interval: Duration,
@@ -235,7 +249,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("mcp-gw-keys-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("ci.developer"), "s3cret\n").unwrap();
-        let policy = Policy::from_json(&format!(
+        let policy = PolicyDocument::from_json(&format!(
             r#"{{"enabled": true, "authentication": {{"required": false, "methods": ["apikey"],
                 "apiKeys": {{"dir": "{}"}}}}}}"#,
             dir.display()

@@ -2,7 +2,7 @@
 
 use super::{AuthError, Identity};
 use crate::authz::roles_from_claims;
-use crate::config::OAuth2Policy;
+use crate::config::OAuth2Settings;
 use crate::httpclient::{fetch, HttpsClient};
 use base64::Engine;
 use bytes::Bytes;
@@ -56,7 +56,7 @@ pub fn cache_for(exp: Option<u64>, now_unix: u64) -> Option<Duration> {
 
 impl Introspector {
     /// From the policy; reads the client credentials now.
-    pub fn new(p: &OAuth2Policy, roles_claim: &str, client: HttpsClient) -> anyhow::Result<Self> {
+    pub fn new(p: &OAuth2Settings, roles_claim: &str, client: HttpsClient) -> anyhow::Result<Self> {
         let basic = match (&p.client_id_file, &p.client_secret_file) {
             (Some(id), Some(secret)) => {
                 let pair = format!("{}:{}", form_encode(&read_trimmed(id)?), form_encode(&read_trimmed(secret)?));

@@ -316,6 +316,9 @@ pub struct Recorder {
     pub seen: Arc<Mutex<Vec<Seen>>>,
 }
 
+/// An Accept header value that makes the recorder answer with an SSE stream.
+pub const SSE_FIRST: &str = "text/event-stream, application/json";
+
 pub const RECORDER_TOOLS: [&str; 4] = ["echo", "get-sum", "search_docs", "admin-reset"];
 
 fn recorder_answer(msg: &Value) -> Option<Value> {
@@ -350,7 +353,8 @@ async fn recorder_handle(seen: Arc<Mutex<Vec<Seen>>>, req: Request<Incoming>) ->
             body: body.clone(),
         });
     }
-    let sse = parts.headers.contains_key("x-test-sse");
+    // Answers as SSE when the client lists text/event-stream first (see SSE_FIRST).
+    let sse = parts.headers.get_all("accept").iter().any(|v| v == SSE_FIRST);
     let mut resp = Response::builder().header("mcp-session-id", "rec-session-1");
     let out = match parts.method {
         Method::POST => {
@@ -521,7 +525,7 @@ pub fn claims(sub: &str, roles: &[&str]) -> Value {
 }
 
 pub fn hs256(claims: &Value) -> String {
-    encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(HS_SECRET)).unwrap()
+    encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(HS_SECRET).unwrap()).unwrap()
 }
 
 /// RS256 with fixture key `rsa-a` or `rsa-b`, header kid as given.

@@ -7,65 +7,13 @@ use common::*;
 use futures_util::{SinkExt, StreamExt};
 use http::StatusCode;
 use serde_json::{json, Value};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::Message;
-
-/// A WebSocket MCP server that records the messages of non-probe connections.
-async fn ws_server() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-    let s2 = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else { continue };
-            let seen = s2.clone();
-            tokio::spawn(async move {
-                let probe = Arc::new(Mutex::new(false));
-                let p2 = probe.clone();
-                // the callback's signature is tungstenite's
-                #[allow(clippy::result_large_err)]
-                let cb = move |req: &Request, mut resp: Response| {
-                    *p2.lock().unwrap() = req
-                        .headers()
-                        .get("user-agent")
-                        .is_some_and(|u| u.to_str().unwrap_or("").starts_with("mcp-gateway-probe"));
-                    if let Some(p) = req.headers().get("sec-websocket-protocol") {
-                        resp.headers_mut().insert("sec-websocket-protocol", p.clone());
-                    }
-                    Ok(resp)
-                };
-                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, cb).await else { return };
-                while let Some(Ok(Message::Text(t))) = ws.next().await {
-                    if !*probe.lock().unwrap() {
-                        seen.lock().unwrap().push(t.to_string());
-                    }
-                    let msg: Value = serde_json::from_str(t.as_str()).unwrap();
-                    let Some(id) = msg.get("id") else { continue };
-                    let result = match msg["method"].as_str().unwrap_or("") {
-                        "initialize" => {
-                            json!({"protocolVersion": "2025-06-18", "capabilities": {"tools": {}}, "serverInfo": {"name": "ws-server", "version": "1.0.0"}})
-                        }
-                        "tools/list" => {
-                            json!({"tools": [{"name": "echo", "inputSchema": {}}, {"name": "admin-reset", "inputSchema": {}}]})
-                        }
-                        _ => json!({"content": [{"type": "text", "text": "called"}]}),
-                    };
-                    let _ =
-                        ws.send(Message::text(json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string())).await;
-                }
-            });
-        }
-    });
-    (addr, seen)
-}
 
 #[tokio::test]
 async fn websocket_pass_through_enforces_the_policy() {
-    let (addr, seen) = ws_server().await;
+    let (addr, seen) = ws_server(false).await;
     let dir = tempdir("ws");
     let gw = Gw::start(
         &policy(json!({

@@ -131,6 +131,10 @@ impl Gw {
         format!("http://{}/mcp", self.addr)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin)
     }
@@ -355,7 +359,10 @@ async fn recorder_handle(seen: Arc<Mutex<Vec<Seen>>>, req: Request<Incoming>) ->
     }
     // Answers as SSE when the client lists text/event-stream first (see SSE_FIRST).
     let sse = parts.headers.get_all("accept").iter().any(|v| v == SSE_FIRST);
-    let mut resp = Response::builder().header("mcp-session-id", "rec-session-1");
+    // A new session id for every initialize (the same one, 1, for anything else).
+    static SESSIONS: AtomicUsize = AtomicUsize::new(1);
+    let n = if body.contains("\"initialize\"") { SESSIONS.fetch_add(1, Ordering::SeqCst) } else { 1 };
+    let mut resp = Response::builder().header("mcp-session-id", format!("rec-session-{n}"));
     let out = match parts.method {
         Method::POST => {
             let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
@@ -441,6 +448,64 @@ impl Recorder {
             })
             .count()
     }
+}
+
+/// A WebSocket MCP server that records the messages of non-probe connections. A `hostile` one
+/// answers tools/list under an id of its own choosing and sends a frame that is not JSON.
+pub async fn ws_server(hostile: bool) -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+    use tokio_tungstenite::tungstenite::Message;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let s2 = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let seen = s2.clone();
+            tokio::spawn(async move {
+                let probe = Arc::new(Mutex::new(false));
+                let p2 = probe.clone();
+                // the callback's signature is tungstenite's
+                #[allow(clippy::result_large_err)]
+                let cb = move |req: &Request, mut resp: Response| {
+                    *p2.lock().unwrap() = req
+                        .headers()
+                        .get("user-agent")
+                        .is_some_and(|u| u.to_str().unwrap_or("").starts_with("mcp-gateway-probe"));
+                    if let Some(p) = req.headers().get("sec-websocket-protocol") {
+                        resp.headers_mut().insert("sec-websocket-protocol", p.clone());
+                    }
+                    Ok(resp)
+                };
+                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, cb).await else { return };
+                while let Some(Ok(Message::Text(t))) = ws.next().await {
+                    if !*probe.lock().unwrap() {
+                        seen.lock().unwrap().push(t.to_string());
+                    }
+                    let msg: Value = serde_json::from_str(t.as_str()).unwrap();
+                    let Some(mut id) = msg.get("id").cloned() else { continue };
+                    if hostile && msg["method"] == "tools/list" {
+                        let _ = ws.send(Message::text("{not json: {\"tools\": [{\"name\": \"admin-reset\"}]")).await;
+                        id = json!("an-id-of-my-own");
+                    }
+                    let result = match msg["method"].as_str().unwrap_or("") {
+                        "initialize" => {
+                            json!({"protocolVersion": "2025-06-18", "capabilities": {"tools": {}}, "serverInfo": {"name": "ws-server", "version": "1.0.0"}})
+                        }
+                        "tools/list" => {
+                            json!({"tools": [{"name": "echo", "inputSchema": {}}, {"name": "admin-reset", "inputSchema": {}}]})
+                        }
+                        _ => json!({"content": [{"type": "text", "text": "called"}]}),
+                    };
+                    let _ =
+                        ws.send(Message::text(json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string())).await;
+                }
+            });
+        }
+    });
+    (addr, seen)
 }
 
 // ---------------------------------------------------------------- identity provider

@@ -15,6 +15,42 @@ CLUSTER_DIR="$KWOK_WORKDIR/clusters/$CLUSTER_NAME"
 # A flattened admin (system:masters) kubeconfig at a path that does not change across re-creation.
 CLUSTER_KUBECONFIG="$TOOLS_DIR/kubeconfig-$CLUSTER_NAME"
 
+# Service addresses of every local cluster: a /16 (the API server's default /24 holds only ~250
+# Services; scale runs need thousands), the `kubernetes` Service on its first address and cluster
+# DNS (the real node's CoreDNS) on .10. Simulated pods get addresses of their node's podCIDR,
+# 10.0.N.0/24 for kwokctl's node N (within KWOK_POD_CIDR up to 4096 nodes), and the real node's
+# pods 10.244.0.0/24 of POD_CIDR: none of them overlap.
+# shellcheck disable=SC2034 # used by the scripts that source this file
+SERVICE_CIDR=10.96.0.0/16
+# shellcheck disable=SC2034
+API_SERVICE_IP=10.96.0.1
+# shellcheck disable=SC2034
+DNS_SERVICE_IP=10.96.0.10
+# shellcheck disable=SC2034
+POD_CIDR=10.244.0.0/16
+# shellcheck disable=SC2034
+KWOK_POD_CIDR=10.0.0.0/12
+# The real node's pods, on its bridge; the bridge's address is the node's (InternalIP) and the
+# API server's advertised one, so that nothing a pod reaches depends on the machine's own address.
+# shellcheck disable=SC2034
+NODE_POD_SUBNET=10.244.0.0/24
+# shellcheck disable=SC2034
+NODE_IP=10.244.0.1
+
+# simulated: kwok's nodes only; real: one real node (kubelet + containerd, hack/node-up.sh) and
+# no simulated ones; both: the real node for namespaces marked by hack/real-namespace.sh and
+# simulated nodes for every other namespace.
+CLUSTER_MODE="${MCP_CLUSTER_MODE:-simulated}"
+case "$CLUSTER_MODE" in
+  simulated | real | both) ;;
+  *) die "MCP_CLUSTER_MODE='$CLUSTER_MODE': use simulated, real or both" ;;
+esac
+
+# The real node's state (hack/node-up.sh), and whether there is one to tear down (hack/node-down.sh
+# keeps only its logs).
+NODE_DIR="$TOOLS_DIR/node-$CLUSTER_NAME"
+node_state_exists() { [[ -d "$NODE_DIR/pids" || -d "$NODE_DIR/host" ]]; }
+
 # kwokctl logs JSON lines when not on a terminal: keep its chatter in a file, shown on failure.
 KWOKCTL_LOG="$KWOK_WORKDIR/$CLUSTER_NAME.kwokctl.log"
 
@@ -96,6 +132,8 @@ lock_cluster() {
 }
 
 delete_cluster() {
+  # The real node first: its identities and its pods belong to this cluster.
+  if node_state_exists; then "$HACK_DIR/node-down.sh"; fi
   sanitize_pids
   # --kubeconfig: kwokctl would otherwise edit ~/.kube/config (and it refuses an empty path here).
   if [[ -f "$CLUSTER_DIR/kwok.yaml" ]]; then

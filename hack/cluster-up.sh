@@ -9,31 +9,50 @@
 # if it was created without those CRDs).
 #
 #   hack/cluster-up.sh && export KUBECONFIG=$(hack/kubeconfig.sh)
+#   MCP_CLUSTER_MODE=real hack/cluster-up.sh      # pods run for real (as root)
+#
+# Modes (MCP_CLUSTER_MODE):
+#   simulated  kwok's nodes only; pods become Running without containers (default)
+#   real       no simulated node; one real node, real-0 (hack/node-up.sh: containerd, kubelet,
+#              kube-proxy, kube-router's firewall, CoreDNS), on which every pod runs
+#   both       the real node, tainted mcp.n-takatsu.dev/node=real:NoSchedule, for the pods of
+#              namespaces marked by hack/real-namespace.sh (their pods get its node selector and
+#              toleration from the PodNodeSelector and PodTolerationRestriction admission
+#              plugins), and simulated nodes for every other namespace
+# real and both need root, hack/tools.sh node, hack/node-packages.sh, and images from
+# hack/images.sh (the node's own are built when missing); one real node per machine. Services
+# get 10.96.0.0/16 in every mode. A cluster made in another mode or configuration is re-created.
 #
 # Environment:
 #   MCP_CLUSTER_NAME          cluster name (default mcp-dev)
-#   MCP_CLUSTER_NODES         simulated nodes (default 3)
+#   MCP_CLUSTER_MODE          simulated, real or both (default simulated)
+#   MCP_CLUSTER_NODES         simulated nodes (default 3; 0 and only 0 in mode real)
 #   MCP_CLUSTER_TIMEOUT       seconds to wait for the cluster to be ready (default 120)
 #   MCP_CLUSTER_API_PORT      kube-apiserver port on 127.0.0.1 (default 0: kwokctl picks a free
 #                             one when the cluster is created; it is kept across restarts)
 #   MCP_CLUSTER_BIND_ADDRESS  address the components listen on (default 127.0.0.1)
 set -euo pipefail
-# shellcheck source-path=SCRIPTDIR source=cluster-lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/cluster-lib.sh"
+# shellcheck source-path=SCRIPTDIR source=node-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/node-lib.sh"
 
-NODES="${MCP_CLUSTER_NODES:-3}"
 TIMEOUT="${MCP_CLUSTER_TIMEOUT:-120}"
 API_PORT="${MCP_CLUSTER_API_PORT:-0}"
 BIND_ADDRESS="${MCP_CLUSTER_BIND_ADDRESS:-127.0.0.1}"
-[[ "$NODES" =~ ^[1-9][0-9]*$ ]] || die "MCP_CLUSTER_NODES must be a positive integer"
+if [[ "$CLUSTER_MODE" == real ]]; then
+  NODES="${MCP_CLUSTER_NODES:-0}"
+  [[ "$NODES" == 0 ]] || die "MCP_CLUSTER_MODE=real has no simulated nodes (MCP_CLUSTER_NODES=$NODES): use MCP_CLUSTER_MODE=both"
+else
+  NODES="${MCP_CLUSTER_NODES:-3}"
+  [[ "$NODES" =~ ^[1-9][0-9]*$ ]] || die "MCP_CLUSTER_NODES must be a positive integer"
+fi
 [[ "$TIMEOUT" =~ ^[1-9][0-9]*$ ]] || die "MCP_CLUSTER_TIMEOUT must be a positive number of seconds"
 if ! [[ "$API_PORT" =~ ^[0-9]+$ ]] || ((API_PORT > 65535)); then
   die "MCP_CLUSTER_API_PORT must be a port number (0: any free port)"
 fi
 
 require_binaries
+[[ "$CLUSTER_MODE" == simulated ]] || require_node_prerequisites
 
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
 START=$(now_ms)
 DEADLINE=$((START + TIMEOUT * 1000))
 elapsed() { local ms=$(($(now_ms) - START)); printf '%d.%ds' $((ms / 1000)) $((ms % 1000 / 100)); }
@@ -65,13 +84,38 @@ options:
   kubectlBinary: '$TOOLS_BIN/kubectl'
   enableCRDs: [$(IFS=,; echo "${KWOK_CRDS[*]}")]
 EOF
+  # The real node's pods reach the API server as $API_SERVICE_IP:443, which kube-proxy sends to
+  # $NODE_IP (the node's bridge): it listens on all addresses (hack/node-up.sh's guard answers
+  # only lo and the bridge) and its certificate names the Service address. It calls the kubelet
+  # with its admin client certificate. kwok leaves the real node alone (it manages only the
+  # nodes kwokctl makes, annotated kwok.x-k8s.io/node=fake).
+  [[ "$CLUSTER_MODE" == simulated ]] || echo "  kubeApiserverCertSANs: ['$API_SERVICE_IP']"
+  cat <<EOF
+componentsPatches:
+- name: kube-apiserver
+  extraArgs:
+  - {key: service-cluster-ip-range, value: '$SERVICE_CIDR'}
+EOF
+  [[ "$CLUSTER_MODE" != simulated ]] || return 0
+  cat <<EOF
+  - {key: bind-address, value: 0.0.0.0, override: true}
+  - {key: advertise-address, value: '$NODE_IP'}
+  - {key: enable-admission-plugins, value: 'PodNodeSelector,PodTolerationRestriction'}
+  - {key: kubelet-client-certificate, value: '$CLUSTER_DIR/pki/admin.crt'}
+  - {key: kubelet-client-key, value: '$CLUSTER_DIR/pki/admin.key'}
+- name: kwok-controller
+  extraArgs:
+  - {key: manage-all-nodes, value: 'false', override: true}
+  - {key: manage-nodes-with-annotation-selector, value: 'kwok.x-k8s.io/node=fake'}
+EOF
 }
 
-# Whether the cluster's kwok controller was configured with our CRDs (clusters made by an older
-# hack/cluster-up.sh were not: kwokctl fixes the controller's flags at creation).
-configured_with_crds() {
-  grep -qF -- "--enable-crds=$(IFS=,; echo "${KWOK_CRDS[*]}")" "$CLUSTER_DIR/kwok.yaml" 2>/dev/null
-}
+# Whether the cluster was made from the configuration this run would make (kwokctl fixes the
+# components' flags at creation; clusters made by an older hack/cluster-up.sh, without kwok's
+# CRDs or the Service range, or in another mode, are not).
+CLUSTER_CONFIG="$CLUSTER_DIR/mcp-cluster-config.yaml"
+wanted_config() { echo "# mode: $CLUSTER_MODE"; kwokctl_config; }
+configured_as_wanted() { [[ "$(cat "$CLUSTER_CONFIG" 2>/dev/null)" == "$(wanted_config)" ]]; }
 crds_installed() {
   [[ $(kubectl_ get crd "${KWOK_CRD_NAMES[@]}" -o name 2>/dev/null | wc -l) -eq ${#KWOK_CRD_NAMES[@]} ]]
 }
@@ -89,9 +133,11 @@ write_kubeconfig() {
 }
 
 api_ready() { [[ "$(kubectl_ get --raw /readyz 2>/dev/null)" == ok ]]; }
-node_count() { kubectl_ get nodes -o name 2>/dev/null | wc -l; }
+# The simulated nodes (every node but the real one).
+node_count() { kubectl_ get nodes -l "!$NODE_ROLE_KEY" -o name 2>/dev/null | wc -l; }
 ready_nodes() {
-  kubectl_ get nodes -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' \
+  kubectl_ get nodes -l "!$NODE_ROLE_KEY" \
+    -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' \
     2>/dev/null | grep -c '^True$' || true
 }
 components_running() {
@@ -138,6 +184,7 @@ bring_up() {
   if [[ "$1" == create ]]; then
     # --kubeconfig "": leave ~/.kube/config alone.
     kwokctl_config | kwokctl_logged create cluster --config - --kubeconfig "" --timeout "${secs}s" || return 1
+    wanted_config >"$CLUSTER_CONFIG"
   else
     sanitize_pids
     kwokctl_logged start cluster --timeout 5s || return 1
@@ -184,14 +231,21 @@ usage() {
 lock_cluster
 : >"$KWOKCTL_LOG"
 
-if [[ -f "$CLUSTER_DIR/kwok.yaml" ]] && ! configured_with_crds; then
-  log "cluster '$CLUSTER_NAME' was created without kwok's ${KWOK_CRDS[*]} CRDs: re-creating it"
+if [[ -f "$CLUSTER_DIR/kwok.yaml" ]] && ! configured_as_wanted; then
+  log "cluster '$CLUSTER_NAME' was created in another mode or configuration: re-creating it ($CLUSTER_MODE)"
   delete_cluster
 fi
 
+# The real node (modes real and both), once the control plane is ready.
+node_up() {
+  [[ "$CLUSTER_MODE" != simulated ]] || return 0
+  "$HACK_DIR/node-up.sh" || die "the real node did not come up (logs: $NODE_DIR/logs; hack/cluster-down.sh cleans up)"
+}
+
 if healthy; then
   verify_rbac
-  log "cluster '$CLUSTER_NAME' is already running and healthy ($(ready_nodes) nodes Ready; checked in $(elapsed))"
+  log "cluster '$CLUSTER_NAME' is already running and healthy ($(ready_nodes) simulated nodes Ready; checked in $(elapsed))"
+  node_up
   usage
   exit 0
 fi
@@ -212,5 +266,6 @@ else
 fi
 
 verify_rbac
-log "cluster '$CLUSTER_NAME' ready in $(elapsed): $(ready_nodes) nodes Ready, RBAC enforced"
+log "cluster '$CLUSTER_NAME' ready in $(elapsed): $(ready_nodes) simulated nodes Ready, RBAC enforced"
+node_up
 usage

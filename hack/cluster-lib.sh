@@ -73,9 +73,8 @@ stop_log_pump() {
   pid=$(<"$ATTACH_DIR/pump.pid")
   if [[ "$pid" =~ ^[0-9]+$ ]] && [[ "$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline")" == *"mcp-log-pump $ATTACH_DIR "* ]]; then
     kill -- "-$pid" 2>/dev/null || true
-    # Until it is gone or a zombie (not every init reaps at once).
     for _ in 1 2 3 4 5 6 7 8 9 10; do
-      [[ "$(ps -o stat= -p "$pid" 2>/dev/null)" =~ ^[^Z] ]] || break
+      running "$pid" || break
       sleep 0.1
     done
   fi

@@ -213,7 +213,7 @@ start_dockerd() {
   local i
   for ((i = 0; i < 300; i++)); do
     "$DOCKER" version >/dev/null 2>&1 && return 0
-    kill -0 "$DOCKERD_PID" 2>/dev/null || break
+    running "$DOCKERD_PID" || break
     sleep 0.1
   done
   tail -n 20 "$IMAGES_DIR/dockerd.log" >&2
@@ -223,7 +223,7 @@ stop_dockerd() {
   [[ -n "$DOCKERD_PID" ]] || return 0
   kill -TERM "$DOCKERD_PID" 2>/dev/null || true
   local i
-  for ((i = 0; i < 200; i++)); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 0.1; done
+  for ((i = 0; i < 200; i++)); do running "$DOCKERD_PID" || break; sleep 0.1; done
   kill -KILL "$DOCKERD_PID" 2>/dev/null || true
   unmount_under "$DOCKER_DIR" # whatever it left mounted
   local p

@@ -12,6 +12,9 @@ export PATH="$TOOLS_BIN:$HOME/.cargo/bin:$PATH"
 log() { printf '\033[1;34m[hack]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31m[hack] error:\033[0m %s\n' "$*" >&2; exit 1; }
 
+# Whether a process runs; a zombie does not (not every init reaps at once).
+running() { [[ "$(ps -o stat= -p "$1" 2>/dev/null)" =~ ^[^Z] ]]; }
+
 # True when what a command prints contains a fixed string. The output is captured whole first:
 # `cmd | grep -q` under pipefail fails when grep exits early and cmd dies of SIGPIPE.
 output_has() { # needle cmd args...

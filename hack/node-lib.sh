@@ -80,12 +80,12 @@ stop_daemon() { # name [grace-seconds]
   if pid=$(daemon_pid "$1"); then
     kill -TERM "$pid" 2>/dev/null || true
     for ((i = 0; i < ${2:-10} * 10; i++)); do
-      kill -0 "$pid" 2>/dev/null || break
+      running "$pid" || break
       sleep 0.1
     done
-    if kill -0 "$pid" 2>/dev/null; then
+    if running "$pid"; then
       kill -KILL "$pid" 2>/dev/null || true
-      while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+      while running "$pid"; do sleep 0.1; done
     fi
   fi
   rm -f "$NODE_PID_DIR/$1.pid" "$NODE_PID_DIR/$1.exe"

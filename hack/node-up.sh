@@ -35,17 +35,27 @@ config_fingerprint() {
   { echo "$CLUSTER_MODE"; cat "$CLUSTER_DIR/pki/ca.crt" "$HACK_DIR"/{node-up.sh,node-lib.sh,cluster-lib.sh,versions.env} \
     "$HACK_DIR/node/coredns.yaml"; } | sha256sum | cut -d' ' -f1
 }
-node_ready() {
-  [[ "$(node_kubectl get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" == True ]]
+# Ready as reported since a time (epoch seconds; 0: ever): after a restart the API still shows
+# what the previous kubelet reported until the new one speaks.
+epoch() { date -d "$1" +%s 2>/dev/null || echo 0; }
+node_ready() { # since
+  local status heartbeat
+  read -r status heartbeat < <(node_kubectl get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status} {.status.conditions[?(@.type=="Ready")].lastHeartbeatTime}')
+  [[ "$status" == True ]] && (($(epoch "$heartbeat") >= $1))
 }
-coredns_ready() {
-  [[ "$(node_kubectl -n kube-system get deploy coredns -o jsonpath='{.status.availableReplicas}')" == 1 ]]
+coredns_ready() { # since: a CoreDNS container started since then is ready
+  local ready started
+  while read -r ready started; do
+    [[ "$ready" == true ]] && (($(epoch "$started") >= $1)) && return 0
+  done < <(node_kubectl -n kube-system get pods -l k8s-app=kube-dns \
+    -o jsonpath='{range .items[*]}{.status.containerStatuses[0].ready} {.status.containerStatuses[0].state.running.startedAt}{"\n"}{end}')
+  return 1
 }
 healthy() {
   [[ "$(cat "$NODE_DIR/fingerprint" 2>/dev/null)" == "$(config_fingerprint)" ]] || return 1
   local c
   for c in containerd kubelet kube-proxy kube-router; do daemon_pid "$c" >/dev/null || return 1; done
-  nft list table inet "$NODE_GUARD_TABLE" >/dev/null 2>&1 && node_ready && coredns_ready
+  nft list table inet "$NODE_GUARD_TABLE" >/dev/null 2>&1 && node_ready 0 && coredns_ready 0
 }
 
 lock_node
@@ -246,11 +256,12 @@ $taints
 YAML
 mkdir -p "$NODE_DIR/kubelet/root" "$NODE_DIR/kubelet/pod-logs"
 t_kubelet=$(now_ms)
+since=$((t_kubelet / 1000))
 start_daemon kubelet "$TOOLS_BIN/kubelet" --config="$NODE_DIR/kubelet/config.yaml" \
   --kubeconfig="$NODE_DIR/pki/kubelet.kubeconfig" --root-dir="$NODE_DIR/kubelet/root" \
   --cert-dir="$NODE_DIR/kubelet/pki" --hostname-override="$NODE_NAME" --node-ip="$NODE_IP" \
   --node-labels="$NODE_ROLE_KEY=$NODE_ROLE_VALUE" --v=1
-wait_until "$TIMEOUT" "node $NODE_NAME Ready" "kubelet containerd" node_ready
+wait_until "$TIMEOUT" "node $NODE_NAME Ready" "kubelet containerd" node_ready "$since"
 step "node $NODE_NAME Ready $(($(now_ms) - t_kubelet)) ms after the kubelet started"
 
 step "kube-proxy (nftables) and kube-router (NetworkPolicy)"
@@ -280,11 +291,7 @@ step "CoreDNS at $DNS_SERVICE_IP"
 sed -e "s|@NODE_ROLE_KEY@|$NODE_ROLE_KEY|g; s|@NODE_ROLE_VALUE@|$NODE_ROLE_VALUE|g" \
   -e "s|@COREDNS_IMAGE@|$COREDNS_IMAGE|g; s|@DNS_SERVICE_IP@|$DNS_SERVICE_IP|g" \
   "$HACK_DIR/node/coredns.yaml" | node_kubectl apply -f - >/dev/null
-if ! node_kubectl -n kube-system rollout status deploy/coredns --timeout="${TIMEOUT}s" >/dev/null; then
-  node_kubectl -n kube-system describe pods -l k8s-app=kube-dns >&2 || true
-  show_node_logs kubelet
-  die "CoreDNS is not available within ${TIMEOUT}s"
-fi
+wait_until "$TIMEOUT" "CoreDNS ready" kubelet coredns_ready "$since"
 
 echo "$CLUSTER_MODE" >"$NODE_DIR/mode"
 config_fingerprint >"$NODE_DIR/fingerprint"

@@ -51,7 +51,10 @@ if ! [[ "$API_PORT" =~ ^[0-9]+$ ]] || ((API_PORT > 65535)); then
 fi
 
 require_binaries
-[[ "$CLUSTER_MODE" == simulated ]] || require_node_prerequisites
+if [[ "$CLUSTER_MODE" != simulated ]]; then
+  require_node_prerequisites
+  require_node_free
+fi
 
 START=$(now_ms)
 DEADLINE=$((START + TIMEOUT * 1000))

@@ -140,12 +140,15 @@ lock_node() {
   die "real node: could not lock $NODE_LOCK_FILE"
 }
 node_owner() { [[ -s "$NODE_OWNER_FILE" ]] && cut -f1 "$NODE_OWNER_FILE"; }
-claim_node() {
+# Dies when another cluster's real node holds this machine.
+require_node_free() {
   local owner
   owner=$(node_owner) || owner=
-  if [[ -n "$owner" && "$owner" != "$CLUSTER_NAME" ]]; then
+  [[ -z "$owner" || "$owner" == "$CLUSTER_NAME" ]] ||
     die "the real node of cluster '$owner' owns this machine's node networking (bridge $NODE_BRIDGE, nft table $NODE_GUARD_TABLE, iptables rules, ports ${NODE_PORTS[*]}); only one real node can run at a time. Stop it first: MCP_CLUSTER_NAME=$owner hack/cluster-down.sh (or MCP_CLUSTER_NAME=$owner hack/node-down.sh to keep its control plane)"
-  fi
+}
+claim_node() {
+  require_node_free
   printf '%s\t%s\n' "$CLUSTER_NAME" "$NODE_DIR" >"$NODE_OWNER_FILE"
 }
 release_node() {

@@ -28,13 +28,22 @@ e2e *args:
 # Everything CI runs: lint, unit, e2e.
 test: lint unit e2e
 
-# Start the local cluster (kwok binary runtime, real API server, RBAC on).
+# Start the local cluster (MCP_CLUSTER_MODE=simulated|real|both; real and both as root).
 cluster-up: (tools "kubernetes" "etcd" "kwok")
+    if [[ "${MCP_CLUSTER_MODE:-simulated}" != simulated ]]; then hack/node-packages.sh && hack/tools.sh node; fi
     hack/cluster-up.sh
 
-# Delete the local cluster.
+# Delete the local cluster and its real node.
 cluster-down:
     hack/cluster-down.sh
+
+# Show the real node: processes, Node, pods, images.
+node-status:
+    @hack/node-status.sh
+
+# Check that the real node runs pods, Services, DNS, NetworkPolicy and the MCP images.
+node-smoke:
+    hack/node-smoke.sh
 
 # Print the local cluster's kubeconfig path: export KUBECONFIG=$(just kubeconfig)
 kubeconfig:
@@ -58,8 +67,12 @@ lint: (tools "helm" "actionlint")
     hack/check-generated.sh
     actionlint
 
-# Build the operator and gateway images.
-image tag="0.1.0":
+# Build the local images without a registry and load them into the real node.
+image *names:
+    hack/images.sh {{names}}
+
+# Build the operator and gateway images from the Dockerfile (pulls base images).
+image-dockerfile tag="0.1.0":
     docker build -t ghcr.io/n-takatsu/mcp-operator:{{tag}} .
     docker build --target gateway -t ghcr.io/n-takatsu/mcp-gateway:{{tag}} .
 

@@ -363,9 +363,18 @@ async fn wait_session(t: &Target, within: Duration) -> Session {
     }
 }
 
+/// This tree's gateway.
+fn this_gateway() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_mcp-gateway"))
+}
+
 fn gateway(policy: &Value, dir: &Path, extra: &[&str], port: u16) -> Proc {
+    gateway_from(&this_gateway(), policy, dir, extra, port)
+}
+
+fn gateway_from(binary: &Path, policy: &Value, dir: &Path, extra: &[&str], port: u16) -> Proc {
     std::fs::write(dir.join("policy.json"), policy.to_string()).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mcp-gateway"));
+    let mut cmd = Command::new(binary);
     cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--admin-listen", &format!("127.0.0.1:{}", free_port())])
         .arg("--policy")
         .arg(dir.join("policy.json"))
@@ -527,26 +536,53 @@ async fn bench_gateway() {
         "mcp-proxy",
     ));
 
-    let targets = vec![
+    // The baseline: another build of the gateway (hack/bench-gateway.sh builds the one before the
+    // default-deny admission work), in front of the same servers, measured in the same run.
+    let baseline = std::env::var_os("MCP_GATEWAY_BASELINE").map(PathBuf::from);
+    let mut baseline_ports = vec![];
+    if let Some(bin) = &baseline {
+        for (name, policy_doc, up) in [
+            ("base-open", json!({"enabled": false}), upstream.clone()),
+            ("base-policy", pol.clone(), upstream.clone()),
+            ("base-stub", json!({"enabled": false}), format!("http://127.0.0.1:{stub_port}/mcp")),
+        ] {
+            let port = free_port();
+            let d = dir.join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            // The policy names its secret file by path: the baseline reads the same one.
+            procs.push(gateway_from(bin, &policy_doc, &d, &["--upstream", &up], port));
+            baseline_ports.push(port);
+        }
+    }
+
+    let mut targets = vec![
         target("direct (server-everything, Streamable HTTP)", se_port, None),
         target("gateway, no policy", gw_port, None),
-        target("gateway, JWT+RBAC+rate limit+audit", gwp_port, Some(token)),
+        target("gateway, JWT+RBAC+rate limit+audit", gwp_port, Some(token.clone())),
         target("stdio bridge (mcp-gateway --stdio)", br_port, None),
         target("supergateway --stateful (stdio)", sg_port, None),
         target("mcp-proxy (stdio)", mp_port, None),
         Target { server: STUB, ..target("minimal Rust stub server (JSON), direct", stub_port, None) },
         Target { server: STUB, ..target("gateway, no policy, in front of the stub", gws_port, None) },
     ];
+    if let [open, with_policy, stub] = baseline_ports[..] {
+        targets.push(target("baseline gateway, no policy", open, None));
+        targets.push(target("baseline gateway, JWT+RBAC+rate limit+audit", with_policy, Some(token.clone())));
+        targets
+            .push(Target { server: STUB, ..target("baseline gateway, no policy, in front of the stub", stub, None) });
+    }
+    let (http_group, stub_group): (Vec<usize>, Vec<usize>) =
+        if baseline.is_some() { (vec![0, 1, 2, 8, 9], vec![6, 7, 10]) } else { (vec![0, 1, 2], vec![6, 7]) };
     let mut sessions = vec![];
     for t in &targets {
         sessions.push(wait_session(t, Duration::from_secs(60)).await);
     }
     let setup = wall.elapsed();
     let mut stats = vec![Stats::default(); targets.len()];
-    latency(&sessions, &[0, 1, 2], &plan, &mut stats).await;
+    latency(&sessions, &http_group, &plan, &mut stats).await;
     latency(&sessions, &[3, 4, 5], &plan, &mut stats).await;
-    latency(&sessions, &[6, 7], &plan, &mut stats).await;
-    for group in [&[0, 1, 2][..], &[3, 4, 5], &[6, 7]] {
+    latency(&sessions, &stub_group, &plan, &mut stats).await;
+    for group in [&http_group[..], &[3, 4, 5], &stub_group[..]] {
         for _ in 0..plan.slices {
             for &i in group {
                 throughput(&sessions[i], &plan, &mut stats[i]).await;
@@ -609,6 +645,14 @@ async fn bench_gateway() {
     cmp(3, 4);
     cmp(3, 5);
     cmp(7, 6);
+    if baseline.is_some() {
+        // Before/after in the same run: this gateway against the baseline build.
+        cmp(1, 8);
+        cmp(2, 9);
+        cmp(7, 10);
+        cmp(8, 0);
+        cmp(10, 6);
+    }
     println!();
     println!("setup {:.1} s, total {:.1} s", setup.as_secs_f64(), wall.elapsed().as_secs_f64());
     for (t, st) in targets.iter().zip(&stats) {

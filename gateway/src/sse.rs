@@ -73,38 +73,53 @@ pub struct EventParser {
     started: bool,
     size: usize,
     bom_checked: bool,
+    bom_seen: usize,
 }
 
 impl EventParser {
     /// Feed a chunk; `each` gets every event it completes.
-    pub fn push(&mut self, mut chunk: &[u8], mut each: impl FnMut(Event)) -> Result<(), Malformed> {
-        if !self.bom_checked && !chunk.is_empty() {
-            self.bom_checked = true;
-            chunk = chunk.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(chunk);
-        }
+    pub fn push(&mut self, chunk: &[u8], mut each: impl FnMut(Event)) -> Result<(), Malformed> {
+        const BOM: &[u8] = b"\xEF\xBB\xBF";
         for &b in chunk {
-            if self.after_cr {
-                self.after_cr = false;
-                if b == b'\n' {
+            // A byte order mark at the very start is dropped, however the chunks cut it.
+            if !self.bom_checked {
+                if b == BOM[self.bom_seen] {
+                    self.bom_seen += 1;
+                    self.bom_checked = self.bom_seen == BOM.len();
                     continue;
                 }
-            }
-            match b {
-                b'\n' | b'\r' => {
-                    self.after_cr = b == b'\r';
-                    let line = std::mem::take(&mut self.line);
-                    self.line_done(&line, &mut each)?;
-                }
-                _ => {
-                    self.line.push(b);
-                    self.size += 1;
-                    if self.size > MAX_EVENT {
-                        return Err(Malformed("server-sent event too large to inspect"));
-                    }
+                self.bom_checked = true;
+                for &held in &BOM[..std::mem::take(&mut self.bom_seen)] {
+                    self.byte(held, &mut each)?;
                 }
             }
+            self.byte(b, &mut each)?;
         }
         Ok(())
+    }
+
+    fn byte(&mut self, b: u8, each: &mut impl FnMut(Event)) -> Result<(), Malformed> {
+        if self.after_cr {
+            self.after_cr = false;
+            if b == b'\n' {
+                return Ok(());
+            }
+        }
+        match b {
+            b'\n' | b'\r' => {
+                self.after_cr = b == b'\r';
+                let line = std::mem::take(&mut self.line);
+                self.line_done(&line, each)
+            }
+            _ => {
+                self.line.push(b);
+                self.size += 1;
+                if self.size > MAX_EVENT {
+                    return Err(Malformed("server-sent event too large to inspect"));
+                }
+                Ok(())
+            }
+        }
     }
 
     fn line_done(&mut self, line: &[u8], each: &mut impl FnMut(Event)) -> Result<(), Malformed> {
@@ -377,6 +392,9 @@ mod tests {
             "id: 7\nevent: message\nretry: 10\ndata: x\ndata:  y\ndata: \n\n"
         );
         assert_eq!(events(&[b"data: unterminated"]).len(), 0, "not ended: no event");
+        let bom: Vec<&[u8]> = b"\xEF\xBB\xBFdata: one\n\n".chunks(1).collect();
+        assert_eq!(data(&events(&bom)), vec!["one"], "a BOM cut over chunks");
+        assert!(EventParser::default().push(b"\xEF\xBBdata: x\n\n", |_| {}).is_err(), "half a BOM is not UTF-8");
         let mut p = EventParser::default();
         assert!(p.push(&vec![b'x'; MAX_EVENT + 1], |_| {}).is_err(), "oversized event fails closed");
         assert!(EventParser::default().push(b"data: \xff\n\n", |_| {}).is_err(), "not UTF-8");

@@ -25,8 +25,8 @@ unit:
 e2e *args:
     hack/e2e.sh "$@"
 
-# Everything CI runs: lint, unit, e2e.
-test: lint unit e2e
+# Everything CI runs: lint, unit, fuzz (60 s a target), e2e.
+test: lint unit fuzz e2e
 
 # Start the local cluster (MCP_CLUSTER_MODE=simulated|real|both; real and both as root).
 cluster-up: (tools "kubernetes" "etcd" "kwok")
@@ -57,7 +57,7 @@ up:
 down:
     hack/down.sh
 
-# fmt, clippy, helm lint, generated-file drift, manifest validation, workflow lint.
+# fmt, clippy, cargo-deny, helm lint, generated-file drift, manifest validation, workflow lint.
 lint: (tools "helm" "actionlint")
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
@@ -66,6 +66,15 @@ lint: (tools "helm" "actionlint")
     hack/render-manifests.sh --check
     hack/check-generated.sh
     actionlint
+    hack/deny.sh
+
+# Supply chain: RustSec advisories, licenses, duplicate crates, sources (cargo-deny).
+deny:
+    hack/deny.sh
+
+# Fuzz the gateway's admission, JSON-RPC and SSE parsers (FUZZ_SECONDS each, default 60).
+fuzz *targets:
+    hack/fuzz.sh {{targets}}
 
 # Build the local images without a registry and load them into the real node.
 image *names:

@@ -206,7 +206,7 @@ start_dockerd() {
   printf '\n==== %s\n' "$(date -Is)" >>"$IMAGES_DIR/dockerd.log"
   setsid dockerd --config-file "$DOCKER_DIR/daemon.json" --data-root "$DOCKER_DIR/data" \
     --exec-root "$DOCKER_DIR/exec" --pidfile "$DOCKER_DIR/dockerd.pid" --host "$DOCKER_HOST" \
-    --iptables=false --ip-forward=false --ip-masq=false --bridge=none --userland-proxy=false \
+    --iptables=false --ip6tables=false --ip-forward=false --ip-masq=false --bridge=none --userland-proxy=false \
     --log-level=warn >>"$IMAGES_DIR/dockerd.log" 2>&1 </dev/null &
   DOCKERD_PID=$!
   trap stop_dockerd EXIT

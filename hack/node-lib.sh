@@ -231,7 +231,7 @@ iptables_cleanup() {
 # Stops everything the node runs and undoes what it did to the host, in the order that lets
 # each step succeed; fine to run on a half-started or already stopped node.
 node_teardown() {
-  local h="$NODE_DIR/host" id pids p t i
+  local h="$NODE_DIR/host" id pids p i
   stop_daemon kube-router 5
   stop_daemon kube-proxy 5
   stop_daemon kubelet 10
@@ -274,8 +274,8 @@ node_teardown() {
     # Tables iptables-nft made for the kubelet's and kube-router's rules, now empty.
     nft list tables | while read -r _ fam t; do
       grep -qxF "table $fam $t" "$h/nft-tables" && continue
-      nft list table "$fam" "$t" | grep -qvE '^\s*(table .*\{|chain .*\{|type .* policy accept;|\}|)$' ||
-        nft delete table "$fam" "$t"
+      p=$(nft list table "$fam" "$t")
+      grep -qvE '^\s*(table .*\{|chain .*\{|type .* policy accept;|\}|)$' <<<"$p" || nft delete table "$fam" "$t"
     done
     for p in "${NODE_HOST_PATHS[@]}"; do
       if [[ ! -e "$p" ]] || grep -qxF "$p" "$h/paths"; then continue; fi

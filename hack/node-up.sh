@@ -24,6 +24,7 @@ require_node_prerequisites
 CNI_BIN_DIR=$(cni_bin_dir)
 TIMEOUT="${MCP_NODE_TIMEOUT:-90}"
 [[ "$TIMEOUT" =~ ^[1-9][0-9]*$ ]] || die "MCP_NODE_TIMEOUT must be a positive number of seconds"
+((${#CONTAINERD_SOCK} < 100)) || die "$CONTAINERD_SOCK is too long for a unix socket; set MCP_TOOLS_DIR to a shorter path"
 [[ -s "$CLUSTER_KUBECONFIG" && -f "$CLUSTER_DIR/pki/ca.key" ]] ||
   die "cluster '$CLUSTER_NAME' does not exist; start it with MCP_CLUSTER_MODE=$CLUSTER_MODE hack/cluster-up.sh"
 node_kubectl get --raw /readyz >/dev/null 2>&1 || die "the API server of cluster '$CLUSTER_NAME' does not answer"

@@ -1,4 +1,7 @@
-//! The admin port: `/healthz`, `/readyz`, `/metrics`, `/status`.
+//! The admin port: `/healthz`, `/readyz`, `/metrics`, `/status`, and `/drain`, which the pod's
+//! preStop hooks call: readiness turns false at once (the endpoint leaves the Service) and the
+//! answer comes after the drain delay, so the containers get SIGTERM only once no new traffic
+//! is routed to the pod.
 
 use crate::metrics::Metrics;
 use crate::probe::Health;
@@ -42,14 +45,30 @@ fn text(status: StatusCode, body: String, ct: &'static str) -> Response<Body> {
 }
 
 /// Serve the admin port until the task is dropped.
-pub async fn serve(listener: TcpListener, health: Arc<Health>, metrics: Arc<Metrics>) {
+pub async fn serve(
+    listener: TcpListener,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    drain_delay: std::time::Duration,
+) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else { continue };
         let (health, metrics) = (health.clone(), metrics.clone());
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let r = route(&req, &health, &metrics);
-                async move { Ok::<_, Infallible>(r) }
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let draining = req.uri().path() == mcp_gateway_contract::admin::DRAIN;
+                let r = if draining {
+                    health.start_draining();
+                    text(StatusCode::OK, "drained\n".into(), "text/plain")
+                } else {
+                    route(&req, &health, &metrics)
+                };
+                async move {
+                    if draining {
+                        tokio::time::sleep(drain_delay).await;
+                    }
+                    Ok::<_, Infallible>(r)
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
         });

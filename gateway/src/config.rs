@@ -54,6 +54,10 @@ pub struct Args {
     /// HTTP path of the MCP endpoint clients use (default: the path of --upstream, else /mcp).
     #[arg(long)]
     pub path: Option<String>,
+    /// How long `/drain` (the pod's preStop hooks) waits before answering: readiness is off from
+    /// the call, so this is the time the Service has to stop routing to the pod before SIGTERM.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub drain_delay: Duration,
     /// How often readiness re-runs the MCP handshake with the server.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub check_interval: Duration,

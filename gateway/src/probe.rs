@@ -238,6 +238,7 @@ struct State {
 /// Readiness and the status document.
 pub struct Health {
     state: RwLock<State>,
+    draining: std::sync::atomic::AtomicBool,
     metrics: Arc<Metrics>,
     name: String,
 }
@@ -245,17 +246,31 @@ pub struct Health {
 impl Health {
     /// Not ready until the first handshake succeeds.
     pub fn new(name: &str, metrics: Arc<Metrics>) -> Arc<Self> {
-        Arc::new(Self { state: RwLock::default(), metrics, name: name.to_string() })
+        Arc::new(Self { state: RwLock::default(), draining: Default::default(), metrics, name: name.to_string() })
     }
 
-    /// The last handshake succeeded.
+    /// The last handshake succeeded, and the pod is not being drained.
     pub fn ready(&self) -> bool {
-        self.state.read().unwrap_or_else(|e| e.into_inner()).ready
+        !self.is_draining() && self.state.read().unwrap_or_else(|e| e.into_inner()).ready
     }
 
     /// Why not ready.
     pub fn error(&self) -> Option<String> {
+        if self.is_draining() {
+            return Some("draining: the pod is shutting down".into());
+        }
         self.state.read().unwrap_or_else(|e| e.into_inner()).error.clone()
+    }
+
+    /// From now on not ready (the pod is going away).
+    pub fn start_draining(&self) {
+        if !self.draining.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            tracing::info!("draining: readiness off, still serving until SIGTERM");
+        }
+    }
+
+    fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The status document: the server's identity and tools (from the last successful

@@ -121,7 +121,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>, on_bound: impl 
     let bound = Bound { listen: listener.local_addr()?, admin: admin_listener.local_addr()? };
     tracing::info!(listen = %bound.listen, admin = %bound.admin, tls = tls.is_some(), path = %gw.surface.mcp_path, "mcp-gateway serving");
     on_bound(bound);
-    let admin_task = tokio::spawn(admin::serve(admin_listener, health.clone(), metrics.clone()));
+    let admin_task = tokio::spawn(admin::serve(admin_listener, health.clone(), metrics.clone(), args.drain_delay));
     health.spawn(target, args.check_interval);
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -310,3 +310,24 @@ async fn not_ready_without_a_server() {
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
     assert_eq!(r.json()["error"]["code"], -32002);
 }
+
+#[tokio::test]
+async fn drain_turns_readiness_off_and_answers_after_the_delay() {
+    let rec = Recorder::start().await;
+    let gw = Gw::start(
+        &json!({"enabled": false}),
+        &[rec.upstream_args(), vec!["--drain-delay".into(), "700ms".into()]].concat(),
+    )
+    .await;
+    gw.wait_ready(Duration::from_secs(10)).await;
+    let start = std::time::Instant::now();
+    let drained = send(Method::GET, &gw.admin_url("/drain"), &[], None).await.unwrap();
+    assert_eq!(drained.status, StatusCode::OK);
+    assert!(start.elapsed() >= Duration::from_millis(700), "answered after the delay: {:?}", start.elapsed());
+    let ready = send(Method::GET, &gw.admin_url("/readyz"), &[], None).await.unwrap();
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(ready.body.contains("draining"), "{}", ready.body);
+    // Still serving while the pod drains.
+    let r = rpc(&gw.url(), &[], &call_tool(json!("after-drain"), "echo", json!({}))).await;
+    assert_eq!(r.status, StatusCode::OK);
+}

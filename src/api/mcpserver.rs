@@ -77,7 +77,8 @@ pub struct McpServerSpec {
     #[schemars(length(min = 1))]
     pub image: Option<String>,
 
-    /// When the kubelet pulls the image: Always, IfNotPresent or Never.
+    /// When the kubelet pulls the image: Always, IfNotPresent or Never. Default IfNotPresent, for
+    /// every tag including `latest` (an image loaded onto the nodes without a registry runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<ImagePullPolicy>,
 

@@ -143,7 +143,9 @@ pub(super) fn gateway_sidecar(inputs: &BuildInputs<'_>, gw: GatewayPorts, mounts
     Container {
         name: GATEWAY_CONTAINER.into(),
         image: Some(inputs.defaults.gateway_image.clone()),
+        image_pull_policy: Some(super::server::IF_NOT_PRESENT.into()),
         args: Some(gateway_command(inputs, gw).args()),
+        lifecycle: Some(drain_before_stop(gw)),
         ports: Some(ports(gw)),
         readiness_probe: Some(http_probe(admin::READYZ, 5)),
         liveness_probe: Some(http_probe(admin::HEALTHZ, 10)),
@@ -177,6 +179,7 @@ pub(super) fn stdio_wrapper(
     let init = Container {
         name: "install-gateway".into(),
         image: Some(inputs.defaults.gateway_image.clone()),
+        image_pull_policy: Some(super::server::IF_NOT_PRESENT.into()),
         args: Some(install_args(&binary)),
         security_context: Some(restricted_container_security(true)),
         volume_mounts: Some(vec![VolumeMount {
@@ -194,6 +197,24 @@ pub(super) fn stdio_wrapper(
     let mut command = vec![binary];
     command.extend(gateway_command(inputs, gw).args());
     (init, volume, command, ports(gw))
+}
+
+/// The preStop hook of the server and gateway containers: the gateway's `/drain` turns its
+/// readiness off and answers after its drain delay, so the Service stops routing to the pod
+/// before any of its containers gets SIGTERM (an httpGet hook: no shell needed in the images).
+pub(super) fn drain_before_stop(ports: GatewayPorts) -> Lifecycle {
+    Lifecycle {
+        pre_stop: Some(LifecycleHandler {
+            http_get: Some(HTTPGetAction {
+                path: Some(admin::DRAIN.into()),
+                // By number: a named port resolves only among the hooked container's own ports.
+                port: IntOrString::Int(ports.admin),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 /// Probes of the container the gateway runs in.

@@ -66,6 +66,7 @@ fn plugin_container(plugin: &Plugin, config_volume: &str) -> Container {
     Container {
         name: container_name(plugin),
         image: Some(plugin.spec.image.clone()),
+        image_pull_policy: Some(super::server::IF_NOT_PRESENT.into()),
         env: Some(vec![
             var("MCP_PLUGIN_NAME", plugin.spec.name.clone()),
             var("MCP_PLUGIN_VERSION", plugin.spec.version.clone()),

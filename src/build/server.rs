@@ -213,6 +213,8 @@ fn server_env(server: &McpServer) -> Vec<EnvVar> {
 
 /// Name of the server container's own port (reached only through the gateway).
 pub const UPSTREAM_PORT_NAME: &str = "upstream";
+/// The pull policy of every image the operator runs unless a spec says otherwise.
+pub const IF_NOT_PRESENT: &str = "IfNotPresent";
 
 fn server_container(inputs: &BuildInputs<'_>, gw: GatewayPorts, gateway_mounts: &[VolumeMount]) -> Container {
     let server = inputs.server;
@@ -226,7 +228,8 @@ fn server_container(inputs: &BuildInputs<'_>, gw: GatewayPorts, gateway_mounts: 
     let mut container = Container {
         name: SERVER_CONTAINER.into(),
         image: Some(spec.image.clone().unwrap_or_else(|| inputs.defaults.server_image.clone())),
-        image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().to_string()),
+        image_pull_policy: Some(spec.image_pull_policy.map_or(IF_NOT_PRESENT, |p| p.as_str()).to_string()),
+        lifecycle: Some(gateway::drain_before_stop(gw)),
         command: spec.command.clone(),
         args: spec.args.clone(),
         env: Some(server_env(server)),

@@ -206,6 +206,24 @@ fn stdio_server_runs_inside_the_gateway() {
 }
 
 #[test]
+fn images_are_pulled_if_not_present_and_pods_drain_before_stop() {
+    let s = server("apiVersion: mcp.n-takatsu.dev/v1alpha1\nkind: MCPServer\nmetadata: {name: t}\nspec: {image: \"mcp-rs:latest\", port: 9090}\n");
+    let c = build(&s, None, &[]);
+    let pod = pod_spec(&c.deployment);
+    for ctr in &pod.containers {
+        assert_eq!(ctr.image_pull_policy.as_deref(), Some("IfNotPresent"), "{}: also for :latest", ctr.name);
+        let hook = ctr.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()).and_then(|h| h.http_get.as_ref());
+        let hook = hook.unwrap_or_else(|| panic!("{} has no preStop drain", ctr.name));
+        assert_eq!(hook.path.as_deref(), Some("/drain"));
+        // By number (the server container declares no admin port), moved aside from the server's 9090.
+        assert_eq!(hook.port, IntOrString::Int(9091));
+    }
+    let explicit = server("apiVersion: mcp.n-takatsu.dev/v1alpha1\nkind: MCPServer\nmetadata: {name: t}\nspec: {imagePullPolicy: Always}\n");
+    let pod = pod_spec(&build(&explicit, None, &[]).deployment).clone();
+    assert_eq!(pod.containers[0].image_pull_policy.as_deref(), Some("Always"), "the spec wins");
+}
+
+#[test]
 fn gateway_ports_step_aside_for_the_server() {
     assert_eq!(gateway_ports(3000), GatewayPorts { listen: 8443, admin: 9090 });
     assert_eq!(gateway_ports(8443), GatewayPorts { listen: 8444, admin: 9090 });

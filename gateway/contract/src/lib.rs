@@ -41,6 +41,8 @@ pub mod admin {
     pub const METRICS: &str = "/metrics";
     /// The status document ([`crate::status::StatusDocument`]).
     pub const STATUS: &str = "/status";
+    /// The preStop hooks' call: not ready from now on; answered after the drain delay.
+    pub const DRAIN: &str = "/drain";
 }
 
 /// `/etc/mcp/policy.json`.

@@ -15,10 +15,12 @@
 #   simulated  kwok's nodes only; pods become Running without containers (default)
 #   real       no simulated node; one real node, real-0 (hack/node-up.sh: containerd, kubelet,
 #              kube-proxy, kube-router's firewall, CoreDNS), on which every pod runs
-#   both       the real node, tainted mcp.n-takatsu.dev/node=real:NoSchedule, for the pods of
-#              namespaces marked by hack/real-namespace.sh (their pods get its node selector and
-#              toleration from the PodNodeSelector and PodTolerationRestriction admission
-#              plugins), and simulated nodes for every other namespace
+#   both       the real node for every pod, and simulated nodes, labelled and tainted
+#              mcp.n-takatsu.dev/node=simulated:NoSchedule, for the pods of namespaces marked by
+#              hack/simulated-namespace.sh (their pods get that node selector and toleration from
+#              the PodNodeSelector and PodTolerationRestriction admission plugins): the guide's
+#              own namespaces (mcp-system, tenant-a) run for real, a test that needs many servers
+#              uses a simulated namespace
 # real and both need root, hack/tools.sh node, hack/node-packages.sh, and images from
 # hack/images.sh (the node's own are built when missing); one real node per machine. Services
 # get 10.96.0.0/16 in every mode. A cluster made in another mode or configuration is re-created.
@@ -137,9 +139,9 @@ write_kubeconfig() {
 
 api_ready() { [[ "$(kubectl_ get --raw /readyz 2>/dev/null)" == ok ]]; }
 # The simulated nodes (every node but the real one).
-node_count() { kubectl_ get nodes -l "!$NODE_ROLE_KEY" -o name 2>/dev/null | wc -l; }
+node_count() { kubectl_ get nodes -l "$NODE_ROLE_KEY!=$NODE_ROLE_VALUE" -o name 2>/dev/null | wc -l; }
 ready_nodes() {
-  kubectl_ get nodes -l "!$NODE_ROLE_KEY" \
+  kubectl_ get nodes -l "$NODE_ROLE_KEY!=$NODE_ROLE_VALUE" \
     -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' \
     2>/dev/null | grep -c '^True$' || true
 }
@@ -166,7 +168,7 @@ wait_ready() {
         kwokctl_logged scale node --replicas "$NODES" && scaled=true
       fi
       if (($(ready_nodes) >= NODES)) && kubectl_ -n default get serviceaccount default >/dev/null 2>&1 &&
-        crds_installed; then
+        crds_installed && mark_simulated_nodes; then
         return 0
       fi
     elif ! components_running; then
@@ -176,6 +178,15 @@ wait_ready() {
     (($(now_ms) < DEADLINE)) || return 1
     sleep 0.5
   done
+}
+
+# Mode both: the simulated nodes get the role label `simulated` and its NoSchedule taint, so that
+# only pods of namespaces marked by hack/simulated-namespace.sh land on them.
+mark_simulated_nodes() {
+  [[ "$CLUSTER_MODE" == both ]] || return 0
+  local sel="$NODE_ROLE_KEY!=$NODE_ROLE_VALUE"
+  kubectl_ label nodes -l "$sel" --overwrite "$NODE_ROLE_KEY=$SIMULATED_ROLE_VALUE" >/dev/null &&
+    kubectl_ taint nodes -l "$sel" --overwrite "$NODE_ROLE_KEY=$SIMULATED_ROLE_VALUE:NoSchedule" >/dev/null
 }
 
 # create|start, then wait. kwokctl forks the components and then only waits for /version (for

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the gateway's integration tests talk to: MCP software that others wrote.
 #   - @modelcontextprotocol/server-everything (npm): the reference server, Streamable HTTP and stdio
-#   - mcp (PyPI): the official Python SDK, used as the client
+#   - mcp (PyPI): the official Python SDK, used as the client (with websockets for its WebSocket one)
 #   - @modelcontextprotocol/conformance (npm): the MCP conformance suite (hack/conformance.sh)
 # and, with --bench, the stdio-to-HTTP peers hack/bench-gateway.sh compares the bridge with:
 #   - supergateway (npm), in its own prefix (it pins its own MCP SDK)
@@ -14,6 +14,8 @@ set -euo pipefail
 
 SERVER_EVERYTHING_VERSION="${SERVER_EVERYTHING_VERSION:-2026.8.31}"
 PYTHON_MCP_VERSION="${PYTHON_MCP_VERSION:-1.27.0}"
+# The Python SDK's WebSocket client transport needs it (the e2e calls a websocket server with it).
+WEBSOCKETS_VERSION="${WEBSOCKETS_VERSION:-15.0.1}"
 CONFORMANCE_VERSION="${CONFORMANCE_VERSION:-0.1.16}"
 SUPERGATEWAY_VERSION="${SUPERGATEWAY_VERSION:-4.0.0}"
 MCP_PROXY_VERSION="${MCP_PROXY_VERSION:-0.13.0}"
@@ -69,6 +71,7 @@ CONFORMANCE_JS="$NPM_DIR/node_modules/@modelcontextprotocol/conformance/dist/ind
 npm_dep server-everything @modelcontextprotocol/server-everything "$SERVER_EVERYTHING_VERSION" "$NPM_DIR" "$SERVER_EVERYTHING_JS"
 npm_dep conformance @modelcontextprotocol/conformance "$CONFORMANCE_VERSION" "$NPM_DIR" "$CONFORMANCE_JS"
 pip_dep python-mcp mcp "$PYTHON_MCP_VERSION" "$VENV" "$VENV/bin/python"
+pip_dep python-websockets websockets "$WEBSOCKETS_VERSION" "$VENV" "$VENV/lib"
 if [[ $BENCH == 1 ]]; then
   npm_dep supergateway supergateway "$SUPERGATEWAY_VERSION" "$BENCH_NPM_DIR" "$BENCH_NPM_DIR/node_modules/supergateway/dist/index.js"
   pip_dep mcp-proxy mcp-proxy "$MCP_PROXY_VERSION" "$BENCH_VENV" "$BENCH_VENV/bin/mcp-proxy"

@@ -19,7 +19,7 @@
 #   gateway   ghcr.io/n-takatsu/mcp-gateway:<same version>, user 65532
 #   mcp-rs    mcp-rs:latest and mcp-everything:<MCP_EVERYTHING_VERSION>: /usr/bin/node with its
 #             libraries, npm @modelcontextprotocol/server-everything and hack/node/launch.mjs
-#             (MCP_TRANSPORT http|stdio, MCP_PORT), user 65532
+#             (MCP_TRANSPORT http|websocket|stdio, MCP_PORT; npm ws for the WebSocket one), user 65532
 # operator and gateway are release builds linked statically with glibc (-C target-feature=+crt-static)
 # in a target directory of their own outside the checkout ($MCP_IMAGE_TARGET_DIR, default
 # $TOOLS_DIR/../image-target), so they never wait on the checkout's target/ lock.
@@ -107,18 +107,18 @@ node_files() { # -> "path" lines: /usr/bin/node, then each library as ldd names 
   for lib in $(ldd "$node" | grep -o '/[^ ]*'); do echo "$lib"; done
 }
 prepare_mcp-rs() {
-  local app="$IMAGES_DIR/mcp-rs/app-$MCP_EVERYTHING_VERSION" f
+  local app="$IMAGES_DIR/mcp-rs/app-$MCP_EVERYTHING_VERSION-ws$WS_VERSION" f
   command -v node >/dev/null || die "node is required for the mcp-rs image (hack/node-packages.sh)"
   if [[ ! -f "$app/.installed" ]]; then
     command -v npm >/dev/null || die "npm is required for the mcp-rs image (hack/node-packages.sh)"
-    log "images: npm install @modelcontextprotocol/server-everything@$MCP_EVERYTHING_VERSION"
+    log "images: npm install @modelcontextprotocol/server-everything@$MCP_EVERYTHING_VERSION ws@$WS_VERSION"
     rm -rf "$app"; mkdir -p "$app"
     echo '{"name": "mcp-rs", "private": true}' >"$app/package.json"
     (cd "$app" && npm install --no-audit --no-fund --omit=dev --loglevel=error \
-      "@modelcontextprotocol/server-everything@$MCP_EVERYTHING_VERSION" >/dev/null)
+      "@modelcontextprotocol/server-everything@$MCP_EVERYTHING_VERSION" "ws@$WS_VERSION" >/dev/null)
     touch "$app/.installed"
   fi
-  echo "server-everything $MCP_EVERYTHING_VERSION $(sha "$app/package-lock.json")"
+  echo "server-everything $MCP_EVERYTHING_VERSION ws $WS_VERSION $(sha "$app/package-lock.json")"
   echo "launch.mjs $(sha "$HACK_DIR/node/launch.mjs")"
   while read -r f; do echo "$f $(sha "$(readlink -f "$f")")"; done < <(node_files)
 }
@@ -177,7 +177,7 @@ context_mcp-rs() {
   # node where the image's paths say (ldd's, e.g. /lib64/ld-linux-x86-64.so.2), real files only.
   while read -r f; do install -D -m755 "$(readlink -f "$f")" "layers/2-node$f"; done < <(node_files)
   mkdir -p layers/3-app/app
-  cp -a "$IMAGES_DIR/mcp-rs/app-$MCP_EVERYTHING_VERSION/." layers/3-app/app/
+  cp -a "$IMAGES_DIR/mcp-rs/app-$MCP_EVERYTHING_VERSION-ws$WS_VERSION/." layers/3-app/app/
   rm -f layers/3-app/app/.installed
   install -D -m644 "$HACK_DIR/node/launch.mjs" layers/4-launch/app/launch.mjs
   dockerfile 65532:65532 '["/usr/bin/node", "/app/launch.mjs"]' 'WORKDIR /app' 'ENV HOME=/tmp NODE_ENV=production'

@@ -12,12 +12,16 @@ NODE_LOG_DIR="$NODE_DIR/logs"
 NODE_PID_DIR="$NODE_DIR/pids"
 CONTAINERD_SOCK="$NODE_DIR/containerd/containerd.sock"
 NODE_BRIDGE=mcp0
-# The real node's label (both modes) and, in mode both, its taint: hack/real-namespace.sh makes a
-# namespace's pods select the one and tolerate the other.
+# The real node's label (modes real and both); in mode both the simulated nodes carry the same key
+# with the value `simulated` and its taint, so that every pod runs on the real node unless its
+# namespace was marked by hack/simulated-namespace.sh (selector and toleration of the simulated
+# nodes).
 # shellcheck disable=SC2034
 NODE_ROLE_KEY=mcp.n-takatsu.dev/node
 # shellcheck disable=SC2034
 NODE_ROLE_VALUE=real
+# shellcheck disable=SC2034
+SIMULATED_ROLE_VALUE=simulated
 # shellcheck disable=SC2034
 NODE_HOSTS_LINE="127.0.0.1 $NODE_NAME # mcp-operator real node"
 # shellcheck disable=SC2034

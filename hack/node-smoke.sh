@@ -258,7 +258,8 @@ check "static gateway image proxies MCP to its upstream by DNS name" \
 check "gateway copied in by an init container wraps mcp-rs as a stdio server" \
   eventually 10 initialize "http://$(k get pod stdio -o jsonpath='{.status.podIP}'):8443/mcp"
 
-# ---- where the pods of an unmarked namespace go
+# ---- where the pods of a simulated namespace go (mode both; in mode real there is no such node)
+[[ "$CLUSTER_MODE" != both ]] || "$HACK_DIR/simulated-namespace.sh" "$SIM_NS" 2>/dev/null
 kubectl apply -f - >/dev/null <<YAML
 $(pod elsewhere elsewhere '["serve"]' "$SIM_NS")
 YAML
@@ -268,9 +269,10 @@ if [[ "$CLUSTER_MODE" == both ]]; then
     n=$(kubectl -n "$SIM_NS" get pod elsewhere -o jsonpath='{.spec.nodeName}')
     [[ -n "$n" && "$n" != "$NODE_NAME" ]]
   }
-  check "mode both: a pod of an unmarked namespace runs on a simulated node" eventually 20 on_simulated_node
+  check "mode both: a pod of a namespace marked by hack/simulated-namespace.sh runs on a simulated node" \
+    eventually 20 on_simulated_node
 else
-  check "mode real: a pod of an unmarked namespace runs on $NODE_NAME" \
+  check "mode real: a pod of any namespace runs on $NODE_NAME" \
     kubectl -n "$SIM_NS" wait --for=condition=Ready pod/elsewhere --timeout=60s
 fi
 check "CoreDNS runs on $NODE_NAME" \

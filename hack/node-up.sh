@@ -220,9 +220,6 @@ client_kubeconfig kube-proxy system:kube-proxy
 grep -qxF "$NODE_HOSTS_LINE" /etc/hosts || echo "$NODE_HOSTS_LINE" >>/etc/hosts
 
 step "kubelet"
-taints=
-[[ "$CLUSTER_MODE" != both ]] ||
-  taints="registerWithTaints: [{key: $NODE_ROLE_KEY, value: $NODE_ROLE_VALUE, effect: NoSchedule}]"
 printf 'options ndots:1\n' >"$NODE_DIR/kubelet/resolv.conf" # no nameserver: pods never get the host's
 cat >"$NODE_DIR/kubelet/config.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
@@ -253,7 +250,6 @@ serializeImagePulls: false
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%, nodefs.inodesFree: 1%}
-$taints
 YAML
 mkdir -p "$NODE_DIR/kubelet/root" "$NODE_DIR/kubelet/pod-logs"
 t_kubelet=$(now_ms)
@@ -298,4 +294,4 @@ echo "$CLUSTER_MODE" >"$NODE_DIR/mode"
 config_fingerprint >"$NODE_DIR/fingerprint"
 log "real node '$NODE_NAME' ready in $(($(now_ms) - START)) ms ($CLUSTER_MODE mode; logs: $NODE_LOG_DIR)"
 [[ "$CLUSTER_MODE" != both ]] ||
-  log "mode both: pods run on $NODE_NAME only in namespaces marked by hack/real-namespace.sh NAMESPACE"
+  log "mode both: pods run on $NODE_NAME except in namespaces marked by hack/simulated-namespace.sh NAMESPACE"

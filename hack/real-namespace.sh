@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Makes every pod of a namespace run on the real node (MCP_CLUSTER_MODE=both; harmless in mode
-# real, where every pod does anyway): creates the namespace if needed and annotates it so that the
-# API server's PodNodeSelector and PodTolerationRestriction admission plugins give each new pod
-# the node selector mcp.n-takatsu.dev/node=real and the toleration of the node's taint. Pods that
+# Pins every pod of a namespace to the real node (in mode both the scheduler puts pods there
+# anyway unless the namespace was marked by hack/simulated-namespace.sh; this undoes that):
+# creates the namespace if needed and annotates it so that the API server's PodNodeSelector
+# admission plugin gives each new pod the node selector mcp.n-takatsu.dev/node=real. Pods that
 # exist already keep where they run; create them again.
 #
 #   hack/real-namespace.sh NAMESPACE...
@@ -14,11 +14,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/node-lib.sh"
 
 [[ $# -gt 0 ]] || die "usage: hack/real-namespace.sh NAMESPACE..."
 export KUBECONFIG="${KUBECONFIG:-$CLUSTER_KUBECONFIG}"
-toleration=$(printf '[{"key":"%s","operator":"Equal","value":"%s","effect":"NoSchedule"}]' "$NODE_ROLE_KEY" "$NODE_ROLE_VALUE")
 for ns in "$@"; do
   kubectl get namespace "$ns" >/dev/null 2>&1 || kubectl create namespace "$ns" >/dev/null
   kubectl annotate namespace "$ns" --overwrite >/dev/null \
     "scheduler.alpha.kubernetes.io/node-selector=$NODE_ROLE_KEY=$NODE_ROLE_VALUE" \
-    "scheduler.alpha.kubernetes.io/defaultTolerations=$toleration"
+    scheduler.alpha.kubernetes.io/defaultTolerations-
   log "namespace '$ns': its new pods run on the real node"
 done

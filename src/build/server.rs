@@ -121,6 +121,9 @@ pub fn build_service(server: &McpServer) -> Service {
                     ..Default::default()
                 },
             ]),
+            // An MCP session lives in the pod that answered its initialize: a client keeps
+            // reaching that pod (else a second replica answers 404, "session not found").
+            session_affinity: Some("ClientIP".into()),
             ..Default::default()
         }),
         ..Default::default()

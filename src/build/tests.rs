@@ -177,6 +177,8 @@ fn http_and_websocket_servers_get_the_gateway_sidecar(
     assert_eq!(svc_ports[0].target_port, Some(IntOrString::String("mcp".into())), "which is the gateway");
     assert_eq!(svc_ports[0].app_protocol.as_deref() == Some(ws_protocol), is_ws);
     assert_eq!((svc_ports[1].name.as_deref(), svc_ports[1].port), (Some("admin"), 9090));
+    let affinity = c.service.spec.as_ref().unwrap().session_affinity.as_deref();
+    assert_eq!(affinity, Some("ClientIP"), "a session stays with the replica that created it");
     let doc: Value = serde_json::from_str(&c.config_map.data.as_ref().unwrap()["server.json"]).unwrap();
     assert_eq!(doc["transport"], transport);
 }

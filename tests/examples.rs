@@ -1,5 +1,5 @@
 //! Every example a user copies must be accepted: each YAML example of the user guide
-//! (`../shared/reference/operator-guide.ja.md`) and of `k8s/manifests/examples.yaml` deserializes
+//! (`docs/operator-guide.ja.md`) and of `k8s/manifests/examples.yaml` deserializes
 //! into its typed resource and validates against the generated CRD schema. Also: the committed
 //! CRD files are what `src/api` generates, the CEL rules are in the CRDs, bad objects are
 //! rejected with the field named, and no schema uses a `format` the API server warns about.
@@ -177,14 +177,14 @@ impl Snippet {
 }
 
 fn guide_path() -> PathBuf {
-    repo().join("../shared/reference/operator-guide.ja.md")
+    repo().join("docs/operator-guide.ja.md")
 }
 
 /// Fenced ```yaml blocks, and the `<<EOF ... EOF` heredocs inside ```bash blocks.
 fn guide_snippets() -> Vec<Snippet> {
     let path = guide_path();
-    // Fail, do not skip: CI has the guide, and a missing guide must not pass silently.
-    assert!(path.is_file(), "the user guide is missing at {} (CI checks it out next to the repo)", path.display());
+    // Fail, do not skip: a missing guide must not pass silently.
+    assert!(path.is_file(), "the user guide is missing at {}", path.display());
     let text = read(&path);
     let mut snippets = vec![];
     let mut heading = String::new();
@@ -290,6 +290,7 @@ fn every_guide_example_is_accepted() {
             "SecurityPolicy/default-policy",
             "MCPServer/my-mcp-server",
             "Plugin/wordpress-plugin",
+            "SecurityPolicy/public-policy",
             "MCPServer/mcp-server-canary",
             "MCPServer/mcp-server-production",
             "MCPServer/mcp-server-a",
@@ -507,6 +508,54 @@ fn committed_crds_match_the_generated_ones() {
         for (file, yaml) in &generated {
             let on_disk = read(&dir_path.join(file));
             assert!(on_disk == *yaml, "{dir}/{file} differs from src/api: run `just generate`");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The guide's commands, as the e2e suite runs them
+// ---------------------------------------------------------------------------------------------
+
+#[path = "../e2e/src/guide.rs"]
+#[allow(dead_code)]
+mod e2e_guide;
+
+#[test]
+fn every_command_the_e2e_suite_runs_is_in_the_guide_verbatim() {
+    let guide = read(&guide_path());
+    let commands = [
+        e2e_guide::INSTALL_HELM,
+        e2e_guide::INSTALL_KUBECTL,
+        e2e_guide::CHECK_PODS,
+        e2e_guide::CHECK_CRDS,
+        e2e_guide::DEPLOY,
+        e2e_guide::STATUS,
+        e2e_guide::ADD_PLUGIN,
+        e2e_guide::PATCH_PLUGIN,
+        e2e_guide::APPLY_EXAMPLES,
+        e2e_guide::PATCH_POLICY,
+        e2e_guide::SCALE,
+        e2e_guide::OPERATOR_LOGS,
+        e2e_guide::SERVER_LOGS,
+        e2e_guide::PORT_FORWARD,
+        e2e_guide::UPGRADE_HELM,
+        e2e_guide::UPGRADE_KUBECTL,
+        e2e_guide::UNINSTALL_HELM,
+        e2e_guide::UNINSTALL_KUBECTL,
+        e2e_guide::DELETE_CRDS,
+        e2e_guide::TROUBLE_OPERATOR,
+        e2e_guide::CAN_I,
+        e2e_guide::EXPLAIN,
+        e2e_guide::CANARY,
+    ];
+    for c in commands {
+        assert!(guide.contains(c), "not in docs/operator-guide.ja.md verbatim:\n{c}");
+    }
+    // The English guide carries the same commands (comments may be translated).
+    let en = read(&repo().join("docs/operator-guide.en.md"));
+    for c in commands {
+        for line in c.lines().filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty()) {
+            assert!(en.contains(line), "not in docs/operator-guide.en.md: {line}");
         }
     }
 }

@@ -5,8 +5,9 @@ usage: mcp_call.py TRANSPORT URL [TOKEN] [TOOL]
   TRANSPORT  http (Streamable HTTP, also for stdio servers behind the bridge) or websocket
   TOKEN      a bearer token, or "-" for none
   TOOL       the tool to call (default echo, with {"message": "hello from e2e"})
-Prints one JSON object: {"server", "tools", "result"} or {"status": HTTP status} when the
-gateway refused (the SDK raises an HTTP error out of the session), or {"error": text}.
+Prints one JSON object: {"server", "tools", "result"}; with {"rpcError": code} when the call was
+refused in-band (WebSocket), {"status": HTTP status} when the gateway refused over HTTP (the SDK
+raises that out of the session), or {"error": text}.
 """
 
 import asyncio
@@ -19,6 +20,7 @@ import httpx
 from mcp import ClientSession
 from mcp.client.streamable_http import streamablehttp_client
 import mcp.client.websocket as mcp_ws
+from mcp.shared.exceptions import McpError
 
 
 def http_status(e: BaseException):
@@ -41,7 +43,11 @@ async def session(read, write, tool, out):
         tools = await s.list_tools()
         out["tools"] = sorted(t.name for t in tools.tools)
         args = {"message": "hello from e2e"} if tool == "echo" else {}
-        res = await s.call_tool(tool, args)
+        try:
+            res = await s.call_tool(tool, args)
+        except McpError as e:  # refused in-band (WebSocket): a JSON-RPC error for the call
+            out["rpcError"] = e.error.code
+            return
         out["isError"] = bool(res.isError)
         out["result"] = [getattr(c, "text", "") for c in res.content]
 

@@ -1,5 +1,5 @@
 //! Cluster providers: k3s in a container (testcontainers), the local kwok control plane built by
-//! hack/, or an existing cluster from a kubeconfig.
+//! hack/ (simulated nodes only, or with a real node), or an existing cluster from a kubeconfig.
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -17,18 +17,25 @@ pub enum Provider {
     /// The local kwok cluster (hack/cluster-up.sh); the operator runs as a local process that
     /// impersonates the chart's ServiceAccount.
     Local,
+    /// The local cluster with a real node (MCP_CLUSTER_MODE=both: containerd, kubelet, CNI,
+    /// kube-proxy, DNS, NetworkPolicy) and simulated ones; images from hack/images.sh; the
+    /// operator runs in-cluster from the chart, on the real node, as do the data-plane tests'
+    /// servers; the other tests' namespaces go to the simulated nodes.
+    Node,
     /// The cluster of $KUBECONFIG; the operator runs in-cluster (E2E_OPERATOR=local: as for local).
     Existing,
 }
 
 impl Provider {
-    /// From `E2E_CLUSTER`, else k3s where a Docker engine answers, else local.
+    /// From `E2E_CLUSTER` (hack/e2e.sh chooses it), else k3s where a Docker engine answers, else
+    /// local.
     pub fn choose() -> Result<Self> {
         match std::env::var("E2E_CLUSTER").as_deref() {
             Ok("k3s") => Ok(Self::K3s),
             Ok("local") => Ok(Self::Local),
+            Ok("node") => Ok(Self::Node),
             Ok("existing") => Ok(Self::Existing),
-            Ok(other) if !other.is_empty() => bail!("E2E_CLUSTER={other:?}: use k3s, local or existing"),
+            Ok(other) if !other.is_empty() => bail!("E2E_CLUSTER={other:?}: use k3s, node, local or existing"),
             _ => Ok(if docker_answers() { Self::K3s } else { Self::Local }),
         }
     }
@@ -37,10 +44,20 @@ impl Provider {
     /// existing cluster (e.g. Tilt's) unless `E2E_OPERATOR=local`.
     pub fn operator_in_cluster(self) -> bool {
         match self {
-            Self::K3s => true,
+            Self::K3s | Self::Node => true,
             Self::Local => false,
             Self::Existing => std::env::var("E2E_OPERATOR").as_deref() != Ok("local"),
         }
+    }
+
+    /// Whether pods run for real (containers, network, DNS): not on the simulated nodes alone.
+    pub fn real_pods(self) -> bool {
+        !matches!(self, Self::Local)
+    }
+
+    /// Whether test namespaces must be marked for the simulated nodes (mode both).
+    pub fn has_simulated_nodes(self) -> bool {
+        matches!(self, Self::Node)
     }
 }
 
@@ -81,9 +98,10 @@ impl Cluster {
     /// Starts (or finds) the cluster of `provider`.
     pub async fn start(provider: Provider, repo: &Path, work: &Path) -> Result<Self> {
         match provider {
-            Provider::Local => {
-                run(Command::new(repo.join("hack/cluster-up.sh")).current_dir(repo))
-                    .context("the local cluster did not start (hack/cluster-up.sh)")?;
+            Provider::Local | Provider::Node => {
+                let mode = if provider == Provider::Node { "both" } else { "simulated" };
+                run(Command::new(repo.join("hack/cluster-up.sh")).env("MCP_CLUSTER_MODE", mode).current_dir(repo))
+                    .with_context(|| format!("the local cluster (mode {mode}) did not start (hack/cluster-up.sh)"))?;
                 let path = run(Command::new(repo.join("hack/kubeconfig.sh")).current_dir(repo))?;
                 Ok(Self { provider, kubeconfig: PathBuf::from(path.trim()), _k3s: None })
             }

@@ -232,7 +232,8 @@ impl Env {
             }
             Ok(())
         } else {
-            self.admin_sh("kubectl scale deployment mcp-operator -n mcp-system --replicas=0 && kubectl wait --for=delete pod -n mcp-system -l app.kubernetes.io/name=mcp-operator --timeout=120s")?;
+            // Nothing to stop before the first install (or after an uninstall).
+            self.admin_sh("kubectl get deployment mcp-operator -n mcp-system >/dev/null 2>&1 || exit 0; kubectl scale deployment mcp-operator -n mcp-system --replicas=0 && kubectl wait --for=delete pod -n mcp-system -l app.kubernetes.io/name=mcp-operator --timeout=120s")?;
             Ok(())
         }
     }
@@ -272,10 +273,31 @@ impl Env {
         Ok(path)
     }
 
-    /// A fresh namespace for one test, deleted when the returned value drops.
+    /// A fresh namespace for one test, deleted when the returned value drops. With a real node
+    /// and simulated ones (provider node), its pods go to the simulated nodes: most scenarios
+    /// check the operator, not the containers, and images the guide names exist nowhere.
     pub async fn namespace(&'static self, prefix: &str) -> Result<TestNamespace> {
+        self.new_namespace(prefix, self.cluster.provider.has_simulated_nodes()).await
+    }
+
+    /// A fresh namespace whose pods run for real (providers node, k3s, existing): the data-plane
+    /// scenarios. None on the local provider, whose pods are all simulated.
+    pub async fn real_namespace(&'static self, prefix: &str) -> Result<Option<TestNamespace>> {
+        if !self.cluster.provider.real_pods() {
+            eprintln!(
+                "[e2e] SKIPPED {prefix}: needs real pods; run with E2E_CLUSTER=node (root, Linux) or k3s (Docker)"
+            );
+            return Ok(None);
+        }
+        Ok(Some(self.new_namespace(prefix, false).await?))
+    }
+
+    async fn new_namespace(&'static self, prefix: &str, simulated: bool) -> Result<TestNamespace> {
         let name = format!("{prefix}-{}", unique_suffix());
         self.admin_sh(&format!("kubectl create namespace {name}"))?;
+        if simulated {
+            self.admin_sh(&format!("hack/simulated-namespace.sh {name}"))?;
+        }
         let mut cfg: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&self.cluster.kubeconfig)?)?;
         for ctx in cfg["contexts"].as_sequence_mut().context("kubeconfig contexts")? {
             ctx["context"]["namespace"] = name.clone().into();

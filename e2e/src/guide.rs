@@ -1,5 +1,5 @@
-//! The user guide's commands, verbatim (../shared/reference/operator-guide.ja.md). The tests run
-//! exactly these strings with real kubectl and helm.
+//! The user guide's commands, verbatim (docs/operator-guide.ja.md; `tests/examples.rs` checks that
+//! each of them is in the guide). The tests run exactly these strings with real kubectl and helm.
 
 /// インストール, 方法 1: Helm.
 pub const INSTALL_HELM: &str = "# CRD をインストール

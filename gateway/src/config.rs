@@ -55,8 +55,10 @@ pub struct Args {
     #[arg(long)]
     pub path: Option<String>,
     /// How long `/drain` (the pod's preStop hooks) waits before answering: readiness is off from
-    /// the call, so this is the time the Service has to stop routing to the pod before SIGTERM.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    /// the call, so this is the time the endpoint controllers and every node's proxy have to stop
+    /// routing to the pod before SIGTERM (seconds on a busy cluster; 10 s is what ingress
+    /// controllers commonly wait too).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub drain_delay: Duration,
     /// How often readiness re-runs the MCP handshake with the server.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]

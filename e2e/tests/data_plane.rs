@@ -398,7 +398,9 @@ kubectl wait --for=condition=Ready pod/client --timeout=60s",
     let plugins: Value =
         serde_json::from_str(&ns.sh_ok("kubectl get configmap s-config -o jsonpath='{.data.plugins\\.json}'")?)?;
     let endpoint = plugins[0]["endpoint"].as_str().context("plugin endpoint")?.to_string();
-    ns.sh_ok(&format!("kubectl rollout status deployment -l mcp.n-takatsu.dev/plugin=tool-plugin --timeout=120s || kubectl wait --for=condition=Ready pod -l mcp.n-takatsu.dev/plugin=tool-plugin --timeout=120s"))?;
+    ns.sh_ok(
+        "kubectl wait --for=condition=Available deployment -l mcp.n-takatsu.dev/plugin=tool-plugin --timeout=120s",
+    )?;
     let from_server = format!(
         "kubectl exec deploy/s -c server -- /usr/bin/node -e \"fetch('{endpoint}').then(r => r.text()).then(t => console.log(t), e => {{ console.error(e.message); process.exit(1) }})\""
     );

@@ -41,6 +41,20 @@ fn mcp_call(ns: &TestNamespace, transport: &str, url: &str, token: Option<&str>,
     serde_json::from_str(out.trim()).with_context(|| format!("client output: {out}"))
 }
 
+/// Waits until the gateway behind `ip:3000` answers HTTP at all (any status): a new pod's
+/// NetworkPolicy (an enforced policy admits only the gateway) takes the policy controller a moment
+/// to program, and a connection refused meanwhile says nothing about the policy.
+async fn answering(ns: &TestNamespace, ip: &str) -> Result<()> {
+    let probe = format!("curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 http://{ip}:3000/mcp");
+    eventually(&format!("{ip}:3000 to answer HTTP"), || {
+        let out = ns.sh(&probe);
+        async move {
+            Ok(out.ok().filter(|o| !matches!(String::from_utf8_lossy(&o.stdout).trim(), "" | "000")).map(|_| ()))
+        }
+    })
+    .await
+}
+
 async fn cluster_ip(ns: &TestNamespace, name: &str) -> Result<String> {
     ns.api::<Service>().get(name).await?.spec.and_then(|s| s.cluster_ip).context("clusterIP")
 }
@@ -123,7 +137,9 @@ async fn real_pods_every_transport_answers_the_python_sdk_through_the_service(
     let st = s.status.context("status")?;
     ensure!(st.server_info.as_ref().and_then(|i| i.name.as_deref()) == Some("mcp-servers/everything"), "{st:?}");
     ensure!(st.tools.contains(&"get-env".to_string()) && st.tool_count == Some(st.tools.len() as i32));
-    let url = format!("{scheme}://{}:3000/mcp", cluster_ip(&ns, "open").await?);
+    let ip = cluster_ip(&ns, "open").await?;
+    answering(&ns, &ip).await?;
+    let url = format!("{scheme}://{ip}:3000/mcp");
     let r = mcp_call(&ns, transport, &url, None, "echo")?;
     ensure!(r["server"] == "mcp-servers/everything", "{r}");
     ensure!(r["result"][0] == "Echo: hello from e2e", "{r}");
@@ -131,7 +147,9 @@ async fn real_pods_every_transport_answers_the_python_sdk_through_the_service(
 
     // With the policy: no token 401, the developer's tools only, a denied tool refused.
     serving(&ns, "guarded", 1).await?;
-    let url = format!("{scheme}://{}:3000/mcp", cluster_ip(&ns, "guarded").await?);
+    let ip = cluster_ip(&ns, "guarded").await?;
+    answering(&ns, &ip).await?;
+    let url = format!("{scheme}://{ip}:3000/mcp");
     let anonymous = mcp_call(&ns, transport, &url, None, "echo")?;
     ensure!(anonymous["status"] == 401, "no token: {anonymous}");
     let dev = token(&["developer"])?;
@@ -241,6 +259,7 @@ EOF",
     serving(&ns, "roll", 2).await?;
     let before: BTreeSet<String> = pod_ips(&ns, "roll").await?.into_iter().map(|(n, _)| n).collect();
     let ip = cluster_ip(&ns, "roll").await?;
+    answering(&ns, &ip).await?;
     let script = env.work.join(format!("exchange-{}.py", ns.name));
     std::fs::write(&script, EXCHANGE)?;
     let (stop, ok, failed) =

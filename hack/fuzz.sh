@@ -13,8 +13,9 @@ targets=("$@")
 [[ ${#targets[@]} -gt 0 ]] || targets=(admission jsonrpc sse)
 
 if [[ ! -x "$TOOLS_BIN/cargo-fuzz" ]] || ! output_has "$CARGO_FUZZ_VERSION" "$TOOLS_BIN/cargo-fuzz" --version; then
+  # A debug build of the tool (the fuzz targets themselves are optimized): it installs faster.
   log "cargo-fuzz $CARGO_FUZZ_VERSION: cargo install"
-  cargo install --locked --quiet --root "$TOOLS_DIR" cargo-fuzz --version "$CARGO_FUZZ_VERSION"
+  cargo install --debug --locked --quiet --root "$TOOLS_DIR" cargo-fuzz --version "$CARGO_FUZZ_VERSION"
 fi
 # libFuzzer needs nightly's -Z flags: the nightly toolchain when there is one, else stable told
 # to accept them (same compiler features, no download).

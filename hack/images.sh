@@ -20,7 +20,8 @@
 #   mcp-rs    mcp-rs:latest and mcp-everything:<MCP_EVERYTHING_VERSION>: /usr/bin/node with its
 #             libraries, npm @modelcontextprotocol/server-everything and hack/node/launch.mjs
 #             (MCP_TRANSPORT http|websocket|stdio, MCP_PORT; npm ws for the WebSocket one), user 65532
-# operator and gateway are release builds linked statically with glibc (-C target-feature=+crt-static)
+# operator and gateway are optimized builds (profile `image`: release without LTO, for build time on
+# small machines; the published images are `--release`) linked statically with glibc (-C target-feature=+crt-static)
 # in a target directory of their own outside the checkout ($MCP_IMAGE_TARGET_DIR, default
 # $TOOLS_DIR/../image-target), so they never wait on the checkout's target/ lock.
 # The Dockerfile at the repository root stays the way to build them where base images can be pulled.
@@ -84,20 +85,20 @@ RUST_BUILT=false
 build_rust() {
   $RUST_BUILT && return
   command -v cargo >/dev/null || die "cargo is required for the operator and gateway images"
-  log "images: cargo build --release (static glibc, $RUST_TARGET) in $IMAGE_TARGET_DIR"
+  log "images: cargo build --profile image (static glibc, $RUST_TARGET) in $IMAGE_TARGET_DIR"
   (cd "$REPO_ROOT" && RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="$IMAGE_TARGET_DIR" \
-    cargo build --quiet --release --locked --target "$RUST_TARGET" \
+    cargo build --quiet --profile image --locked --target "$RUST_TARGET" \
     -p mcp-operator -p mcp-gateway --bin mcp-operator --bin mcp-gateway)
   local b
   for b in mcp-operator mcp-gateway; do
-    output_has "statically linked" file -L "$IMAGE_TARGET_DIR/$RUST_TARGET/release/$b" ||
-      output_has "static-pie linked" file -L "$IMAGE_TARGET_DIR/$RUST_TARGET/release/$b" ||
-      die "$b is not statically linked: $(file -L "$IMAGE_TARGET_DIR/$RUST_TARGET/release/$b")"
+    output_has "statically linked" file -L "$IMAGE_TARGET_DIR/$RUST_TARGET/image/$b" ||
+      output_has "static-pie linked" file -L "$IMAGE_TARGET_DIR/$RUST_TARGET/image/$b" ||
+      die "$b is not statically linked: $(file -L "$IMAGE_TARGET_DIR/$RUST_TARGET/image/$b")"
   done
   RUST_BUILT=true
 }
-prepare_operator() { build_rust; echo "mcp-operator $(sha "$IMAGE_TARGET_DIR/$RUST_TARGET/release/mcp-operator")"; }
-prepare_gateway() { build_rust; echo "mcp-gateway $(sha "$IMAGE_TARGET_DIR/$RUST_TARGET/release/mcp-gateway")"; }
+prepare_operator() { build_rust; echo "mcp-operator $(sha "$IMAGE_TARGET_DIR/$RUST_TARGET/image/mcp-operator")"; }
+prepare_gateway() { build_rust; echo "mcp-gateway $(sha "$IMAGE_TARGET_DIR/$RUST_TARGET/image/mcp-gateway")"; }
 
 # node and the shared libraries it loads (ldd), as the image's paths.
 node_files() { # -> "path" lines: /usr/bin/node, then each library as ldd names it
@@ -163,12 +164,12 @@ context_coredns() {
 }
 context_operator() {
   base_files layers/1-base
-  install -D -m755 "$IMAGE_TARGET_DIR/$RUST_TARGET/release/mcp-operator" layers/2-bin/mcp-operator
+  install -D -m755 "$IMAGE_TARGET_DIR/$RUST_TARGET/image/mcp-operator" layers/2-bin/mcp-operator
   dockerfile 65532:65532 '["/mcp-operator"]' 'EXPOSE 8080'
 }
 context_gateway() {
   base_files layers/1-base
-  install -D -m755 "$IMAGE_TARGET_DIR/$RUST_TARGET/release/mcp-gateway" layers/2-bin/mcp-gateway
+  install -D -m755 "$IMAGE_TARGET_DIR/$RUST_TARGET/image/mcp-gateway" layers/2-bin/mcp-gateway
   dockerfile 65532:65532 '["/mcp-gateway"]' 'EXPOSE 8443 9090'
 }
 context_mcp-rs() {

@@ -292,10 +292,16 @@ impl Env {
         Ok(Some(self.new_namespace(prefix, false).await?))
     }
 
+    /// A namespace whose pods are real where the provider has real pods (for guide commands that
+    /// read what containers do: logs, port-forward), else a simulated one.
+    pub async fn pods_namespace(&'static self, prefix: &str) -> Result<TestNamespace> {
+        self.new_namespace(prefix, !self.cluster.provider.real_pods()).await
+    }
+
     async fn new_namespace(&'static self, prefix: &str, simulated: bool) -> Result<TestNamespace> {
         let name = format!("{prefix}-{}", unique_suffix());
         self.admin_sh(&format!("kubectl create namespace {name}"))?;
-        if simulated {
+        if simulated && self.cluster.provider.has_simulated_nodes() {
             self.admin_sh(&format!("hack/simulated-namespace.sh {name}"))?;
         }
         let mut cfg: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&self.cluster.kubeconfig)?)?;

@@ -807,7 +807,8 @@ async fn stuck_finalizer_not_stuck_with_operator_pods_go_first() -> Result<()> {
 async fn troubleshooting_commands_answer() -> Result<()> {
     let env = env();
     let _g = env.shared().await;
-    let ns = env.namespace("trouble").await?;
+    // Real pods where there are any: the guide reads the server's logs.
+    let ns = env.pods_namespace("trouble").await?;
     ensure!(ns.sh_ok(guide::CAN_I)?.trim() == "yes");
     let explain = ns.sh_ok(guide::EXPLAIN)?;
     for field in ["replicas", "transport", "securityPolicy", "plugins"] {
@@ -1026,7 +1027,7 @@ fn mcp_initialize(ns: &TestNamespace, url: &str, token: Option<&str>) -> Result<
 async fn gateway_real_mcp_call_with_a_token_follows_the_rendered_policy() -> Result<()> {
     let env = env();
     let _g = env.shared().await;
-    let ns = env.namespace("gw-call").await?;
+    let ns = env.pods_namespace("gw-call").await?;
     let secret = "e2e-hs256-secret-for-the-gateway-0123456789";
     ns.sh_ok(&format!(
         "kubectl create secret generic jwt-key --from-literal=hs256={secret} && kubectl apply -f - <<EOF
@@ -1117,7 +1118,7 @@ EOF"
         .await?;
         format!("http://127.0.0.1:{listen}/mcp")
     } else {
-        // k3s: through the Service, with the guide's kind of command.
+        // Real pods (node, k3s): through the Service, with the guide's kind of command.
         let port = 18000 + (std::process::id() % 1000) as u16;
         _processes.push(Child(
             std::process::Command::new("kubectl")

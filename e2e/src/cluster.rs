@@ -147,8 +147,21 @@ impl Cluster {
         let conf = work.join("k3s-conf");
         std::fs::create_dir_all(&conf)?;
         let tag = std::env::var("E2E_K3S_TAG").unwrap_or_else(|_| "v1.33.5-k3s1".to_string());
-        let container = K3s::default()
-            .with_conf_mount(&conf)
+        // E2E_K3S_IMAGE=NAME[:TAG]: a k3s image loaded locally (no registry needed), e.g. on a
+        // machine that reaches none; default rancher/k3s:E2E_K3S_TAG.
+        let (name, tag) = match std::env::var("E2E_K3S_IMAGE") {
+            Ok(image) => match image.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
+                Some((n, t)) => (Some(n.to_string()), t.to_string()),
+                None => (Some(image), tag),
+            },
+            Err(_) => (None, tag),
+        };
+        let k3s = K3s::default().with_conf_mount(&conf);
+        let request: testcontainers::ContainerRequest<K3s> = match name {
+            Some(n) => k3s.with_name(n),
+            None => k3s.into(),
+        };
+        let container = request
             .with_tag(tag)
             .with_privileged(true)
             .with_userns_mode("host")

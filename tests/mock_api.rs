@@ -597,6 +597,7 @@ async fn first_reconcile_applies_every_child_then_status_and_event() {
                 ("Available", "False", "NoReplicasReady"),
                 ("Progressing", "True", "RolloutInProgress"),
                 ("Degraded", "True", "InsufficientReplicas"),
+                ("Ready", "False", "ReplicasNotReady"),
                 ("McpReady", "Unknown", "StatusNotRead"),
             ])
         );
@@ -702,6 +703,7 @@ async fn missing_policy_starts_nothing_and_says_why() {
                 ("Available", "False", "NoReplicasReady"),
                 ("Progressing", "False", "NoWorkload"),
                 ("Degraded", "True", "ReferencesUnresolved"),
+                ("Ready", "False", "PolicyNotFound"),
                 ("McpReady", "Unknown", "StatusNotRead"),
             ])
         );
@@ -782,6 +784,7 @@ async fn invalid_policy_leaves_the_running_deployment_alone() {
                 ("Available", "True", "MinimumReplicasAvailable"),
                 ("Progressing", "True", "RolloutComplete"),
                 ("Degraded", "True", "ReferencesUnresolved"),
+                ("Ready", "False", "PolicyInvalid"),
                 ("McpReady", "Unknown", "StatusNotRead"),
             ])
         );
@@ -790,6 +793,102 @@ async fn invalid_policy_leaves_the_running_deployment_alone() {
         assert_ne!(resolved["lastTransitionTime"], "2024-01-01T00:00:00Z", "the condition changed");
         assert_eq!(cond(status, "Available")["lastTransitionTime"], "2024-01-01T00:00:00Z", "unchanged: kept");
 
+        api.event("Warning", "PolicyInvalid", "Resolve", message).await;
+        api.done().await;
+    });
+    let result = within(mcpserver::reconcile(typed(&server), ctx)).await;
+    finish(script).await;
+    assert_eq!(result.expect("reconcile"), Action::requeue(Duration::from_secs(30)));
+}
+
+#[tokio::test]
+async fn held_back_server_still_scales_its_running_deployment() {
+    let (ctx, mut api) = testbed();
+    let mut server = server_json();
+    server["spec"]["securityPolicy"] = json!("default-policy");
+    // `kubectl scale mcpserver my-mcp-server --replicas=5` while its policy is invalid.
+    server["spec"]["replicas"] = json!(5);
+    server["status"] = json!({
+        "phase": "Running", "replicas": 2, "readyReplicas": 2, "ready": "2/2",
+        "selector": SERVER_PODS, "url": "https://my-mcp-server.default.svc:3000/mcp", "observedGeneration": 1,
+        "conditions": [
+            {"type": "SecurityPolicyResolved", "status": "True", "reason": "PolicyValid", "message": "SecurityPolicy \"default-policy\" (generation 1) is enforced", "lastTransitionTime": "2024-01-01T00:00:00Z", "observedGeneration": 1},
+            {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable", "message": "2 of 2 replicas ready", "lastTransitionTime": "2024-01-01T00:00:00Z", "observedGeneration": 1},
+        ],
+    });
+    let policy = json!({
+        "apiVersion": API_VERSION,
+        "kind": "SecurityPolicy",
+        "metadata": {"name": "default-policy", "namespace": NS, "uid": "uid-policy", "resourceVersion": "300", "generation": 1},
+        "spec": {
+            "enabled": true,
+            "authentication": {
+                "required": true,
+                "methods": ["jwt", "oauth2"],
+                "jwt": {"issuer": "https://auth.example.com", "audiences": ["mcp"], "jwksUri": "https://auth.example.com/.well-known/jwks.json"},
+                "oauth2": {"introspectionUrl": "https://auth.example.com/oauth2/introspect", "clientSecretRef": {"name": "oauth2-client"}},
+            },
+            "authorization": {"mode": "rbac", "allowedRoles": ["admin", "developer"]},
+            "rateLimiting": {"enabled": true, "requestsPerMinute": 100, "burstSize": 200},
+            "encryption": {"tlsEnabled": true, "tlsVersion": "1.3", "certSecretName": "tls-cert-secret"},
+            "audit": {"enabled": true, "logLevel": "info", "retentionDays": 30},
+        },
+    });
+    let obj = server.clone();
+    let script = tokio::spawn(async move {
+        api.get(&format!("{POLICIES}/default-policy"), policy).await;
+        // Referenced Secrets, by name.
+        api.get(
+            &format!("{SECRETS}/oauth2-client"),
+            json!({
+                "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                "metadata": {"name": "oauth2-client", "namespace": NS, "resourceVersion": "77"},
+                "data": {"client-id": "bWNw", "client-secret": "c2VjcmV0"},
+            }),
+        )
+        .await;
+        api.get_not_found(&format!("{SECRETS}/tls-cert-secret")).await;
+        api.get(&format!("{DEPLOYMENTS}/{NAME}"), running_deployment(2, 2, 1)).await;
+        // No apply of the held-back template, no prune: only the replica count, through the
+        // scale subresource.
+        let scale = api.expect(Method::PATCH, &format!("{DEPLOYMENTS}/{NAME}/scale"), &[]).await;
+        assert_eq!(scale.content_type.as_deref(), Some("application/merge-patch+json"));
+        assert_eq!(scale.body, json!({"spec": {"replicas": 5}}), "nothing but the replicas");
+        scale.ok(json!({"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": NAME, "namespace": NS}, "spec": {"replicas": 5}, "status": {"replicas": 2}}));
+        let pods = api.expect(Method::GET, PODS, &[("labelSelector", SERVER_PODS)]).await;
+        pods.ok(list("PodList", vec![running_pod("my-mcp-server-a"), running_pod("my-mcp-server-b")]));
+
+        let message = "SecurityPolicy \"default-policy\" is invalid: spec.encryption.certSecretName: Secret \"tls-cert-secret\" not found";
+        let body = api.apply_status(&format!("{MCPSERVERS}/{NAME}"), stored(obj)).await;
+        let status = &body["status"];
+        assert_json_include!(
+            actual: status.clone(),
+            expected: json!({"phase": "Failed", "replicas": 5, "readyReplicas": 2, "ready": "2/5"})
+        );
+        assert_eq!(
+            conditions(status),
+            triples(&[
+                ("SecurityPolicyResolved", "False", "PolicyInvalid"),
+                ("PluginsResolved", "True", "NoPlugins"),
+                ("Available", "True", "MinimumReplicasAvailable"),
+                ("Progressing", "True", "RolloutInProgress"),
+                ("Degraded", "True", "ReferencesUnresolved"),
+                ("Ready", "False", "PolicyInvalid"),
+                ("McpReady", "Unknown", "StatusNotRead"),
+            ])
+        );
+        let resolved = cond(status, "SecurityPolicyResolved");
+        assert_eq!(resolved["message"], message);
+        assert_ne!(resolved["lastTransitionTime"], "2024-01-01T00:00:00Z", "the condition changed");
+        assert_eq!(cond(status, "Available")["lastTransitionTime"], "2024-01-01T00:00:00Z", "unchanged: kept");
+
+        api.event(
+            "Normal",
+            "Scaled",
+            "Scale",
+            "Scaled from 2 to 5 replicas (the running pod template; other changes are held back)",
+        )
+        .await;
         api.event("Warning", "PolicyInvalid", "Resolve", message).await;
         api.done().await;
     });

@@ -270,4 +270,7 @@ pub mod condition_types {
     pub const PLUGINS_RESOLVED: &str = "PluginsResolved";
     /// The gateway completes an MCP initialize handshake with the server.
     pub const MCP_READY: &str = "McpReady";
+    /// The server runs as specified: references resolved (nothing held back) and every desired
+    /// replica ready (`kubectl wait --for=condition=Ready mcpserver/NAME`).
+    pub const READY: &str = "Ready";
 }

@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{DeleteParams, ListParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
@@ -257,8 +257,9 @@ async fn apply_server(server: &McpServer, ctx: &Context) -> Result<Action> {
         };
         Some(apply_children(ctx, &ns, &name, &build_children(&inputs)).await?)
     } else {
-        // Fail closed: nothing is created, and a running workload is left exactly as it is.
-        existing.clone()
+        // Fail closed: nothing new is created and a running workload keeps its admitted pod
+        // template; only the replica count follows the spec (scaling changes no configuration).
+        scale_held_back(&deployments, existing.clone(), server.spec.replicas).await?
     };
     let pods = api::<Pod>(ctx, &ns)
         .list(&ListParams::default().labels(&selector_string(&server_selector(&name))))
@@ -289,6 +290,22 @@ async fn apply_server(server: &McpServer, ctx: &Context) -> Result<Action> {
     Ok(next_check(&resolved, &status, ctx.gateway_status))
 }
 
+/// A held-back server's running Deployment, scaled to `replicas` through the scale subresource
+/// (nothing of its admitted pod template changes).
+async fn scale_held_back(
+    api: &Api<Deployment>,
+    existing: Option<Deployment>,
+    replicas: i32,
+) -> Result<Option<Deployment>> {
+    let Some(mut deployment) = existing else { return Ok(None) };
+    if deployment.spec.replicas != Some(replicas) {
+        let patch = serde_json::json!({"spec": {"replicas": replicas}});
+        api.patch_scale(&deployment.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        deployment.spec.replicas = Some(replicas);
+    }
+    Ok(Some(deployment))
+}
+
 /// When to look again without a watch event: soon while something is wrong or rolling (Secrets
 /// are not watched), rarely once steady.
 fn next_check(resolved: &Resolved, status: &McpServerStatus, gateway_status: bool) -> Action {
@@ -315,18 +332,17 @@ async fn publish_transitions(
     status: &McpServerStatus,
 ) {
     let name = server.name_any();
-    if resolved.ok() {
-        match existing.and_then(|d| d.spec.replicas) {
-            None => {
-                let note = format!("Created Deployment, Service, ServiceAccount and ConfigMap {name}-config");
-                ctx.event(server, EventType::Normal, "Created", "Create", note).await;
-            }
-            Some(old) if old != server.spec.replicas => {
-                let note = format!("Scaled from {old} to {} replicas", server.spec.replicas);
-                ctx.event(server, EventType::Normal, "Scaled", "Scale", note).await;
-            }
-            _ => {}
+    match existing.and_then(|d| d.spec.replicas) {
+        None if resolved.ok() => {
+            let note = format!("Created Deployment, Service, ServiceAccount and ConfigMap {name}-config");
+            ctx.event(server, EventType::Normal, "Created", "Create", note).await;
         }
+        Some(old) if old != server.spec.replicas => {
+            let held = if resolved.ok() { "" } else { " (the running pod template; other changes are held back)" };
+            let note = format!("Scaled from {old} to {} replicas{held}", server.spec.replicas);
+            ctx.event(server, EventType::Normal, "Scaled", "Scale", note).await;
+        }
+        _ => {}
     }
     for type_ in [SECURITY_POLICY_RESOLVED, PLUGINS_RESOLVED] {
         let (Some(new), old) = (condition(status, type_), condition(previous, type_)) else { continue };

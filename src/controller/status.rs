@@ -145,6 +145,20 @@ pub fn server_status(server: &McpServer, obs: &Observation<'_>) -> McpServerStat
         condition(DEGRADED, false, "AsExpected", format!("{ready} of {replicas} replicas ready"), generation)
     });
 
+    // Ready: what the spec asks for runs; False names the first thing that does not hold.
+    let held_back = [obs.policy, obs.plugins].into_iter().find(|r| !r.ok);
+    set(if let Some(r) = held_back {
+        condition(READY, false, &r.reason, format!("changes are held back: {}", r.message), generation)
+    } else if deadline_exceeded {
+        condition(READY, false, "ProgressDeadlineExceeded", "the rollout exceeded its progress deadline", generation)
+    } else if crashing > 0 {
+        condition(READY, false, "CrashLoopBackOff", format!("{crashing} pod(s) are crash-looping"), generation)
+    } else if ready < replicas || replicas == 0 {
+        condition(READY, false, "ReplicasNotReady", format!("{ready} of {replicas} replicas ready"), generation)
+    } else {
+        condition(READY, true, "AllReplicasReady", format!("{ready} of {replicas} replicas ready"), generation)
+    });
+
     let phase = if server.metadata.deletion_timestamp.is_some() {
         McpServerPhase::Terminating
     } else if !obs.policy.ok || !obs.plugins.ok || deadline_exceeded || all_crashing {

@@ -9,9 +9,10 @@ pub const CATEGORY: &str = "mcp-all";
 
 /// Server-side apply field manager for every object and status the operator writes.
 pub const FIELD_MANAGER: &str = "mcp-operator";
-/// Finalizer on MCPServer: tear the workload down before the object goes.
+/// Finalizer earlier versions put on MCPServers; released wherever found (no finalizers now: the
+/// children go with their server through owner references).
 pub const FINALIZER: &str = "mcp.n-takatsu.dev/finalizer";
-/// Finalizer on Plugin and SecurityPolicy while an MCPServer names them (like PVC protection).
+/// Finalizer earlier versions put on Plugins and SecurityPolicies in use; released wherever found.
 pub const IN_USE_FINALIZER: &str = "mcp.n-takatsu.dev/in-use-protection";
 
 /// `app.kubernetes.io/name` of everything built for an MCPServer.

@@ -60,6 +60,11 @@ pub struct Args {
     /// Namespace of the leader Lease (defaults to the pod's namespace).
     #[arg(long, env = "POD_NAMESPACE", default_value = "mcp-system")]
     pub leader_election_namespace: String,
+    /// Deployment that owns the leader Lease (the operator's own, in the Lease's namespace): the
+    /// garbage collector then removes the Lease with the operator, by `helm uninstall` or
+    /// `kubectl delete`. Without it the Lease outlives the operator.
+    #[arg(long, env = "MCP_LEADER_ELECTION_OWNER")]
+    pub leader_election_owner: Option<String>,
     /// Address of the health, readiness and metrics server.
     #[arg(long, env = "MCP_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
@@ -269,6 +274,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .build()
             .await
             .context("leader election Lease")?;
+        if let Some(owner) = &args.leader_election_owner {
+            // Not fatal: an orphaned Lease is only clutter; the operator still elects.
+            if let Err(e) = own_lease(&client, &args.leader_election_namespace, owner).await {
+                tracing::warn!(error = %e, deployment = %owner, "could not make the Deployment own the leader Lease");
+            }
+        }
         let (mut leader, lease_task) = manager.watch().await;
         tracing::info!(%identity, lease = LEADER_LEASE, namespace = %args.leader_election_namespace, "waiting to become leader");
         loop {
@@ -298,6 +309,30 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     server.abort();
     tracing::info!("shut down");
     Ok(())
+}
+
+/// Makes the Deployment `owner` (in `namespace`) the owner of the leader Lease.
+async fn own_lease(client: &kube::Client, namespace: &str, owner: &str) -> anyhow::Result<()> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::coordination::v1::Lease;
+    use kube::api::{Api, Patch, PatchParams};
+    let deployment = Api::<Deployment>::namespaced(client.clone(), namespace).get(owner).await?;
+    let patch = serde_json::json!({"metadata": {"ownerReferences": [lease_owner(&deployment)]}});
+    Api::<Lease>::namespaced(client.clone(), namespace)
+        .patch(LEADER_LEASE, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+/// The owner reference of the leader Lease: the operator's Deployment, not as controller and
+/// without blocking its deletion (that would need permission on `deployments/finalizers`).
+fn lease_owner(deployment: &k8s_openapi::api::apps::v1::Deployment) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": deployment.metadata.name,
+        "uid": deployment.metadata.uid,
+    })
 }
 
 #[cfg(test)]

@@ -49,7 +49,6 @@ const SERVER_PODS: &str =
 const JSON: &str = "application/json";
 const APPLY: &str = "application/apply-patch+yaml";
 const MERGE: &str = "application/merge-patch+json";
-const JSON_PATCH: &str = "application/json-patch+json";
 const METADATA_LIST: &str = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1";
 
 // ---------------------------------------------------------------------------------------------
@@ -325,7 +324,7 @@ async fn within<T>(fut: impl std::future::Future<Output = T>) -> T {
 // Objects
 // ---------------------------------------------------------------------------------------------
 
-/// The guide's my-mcp-server as stored: finalizer set, generation 1.
+/// The guide's my-mcp-server as stored: no finalizer, generation 1.
 fn server_json() -> Value {
     json!({
         "apiVersion": API_VERSION,
@@ -337,7 +336,6 @@ fn server_json() -> Value {
             "resourceVersion": "500",
             "generation": 1,
             "creationTimestamp": "2024-01-01T00:00:00Z",
-            "finalizers": [FINALIZER],
         },
         "spec": {"replicas": 2, "image": "mcp-rs:latest", "transport": "http", "port": 3000},
     })
@@ -463,29 +461,27 @@ fn triples(v: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
-async fn new_server_gets_the_finalizer_and_nothing_else() {
+async fn an_earlier_versions_finalizer_is_released_and_nothing_else() {
     let (ctx, mut api) = testbed();
     let mut server = server_json();
-    server["metadata"].as_object_mut().unwrap().remove("finalizers");
+    server["metadata"]["finalizers"] = json!(["example.com/other", FINALIZER]);
     let obj = server.clone();
     let script = tokio::spawn(async move {
         let call = api.expect(Method::PATCH, &format!("{MCPSERVERS}/{NAME}"), &[]).await;
-        assert_eq!(call.content_type.as_deref(), Some(JSON_PATCH));
+        assert_eq!(call.content_type.as_deref(), Some(MERGE));
         assert_eq!(
             call.body,
-            json!([
-                {"op": "test", "path": "/metadata/finalizers", "value": null},
-                {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
-            ])
+            json!({"metadata": {"resourceVersion": "500", "finalizers": ["example.com/other"]}}),
+            "only the operator's finalizer goes, optimistically locked"
         );
-        let mut with_finalizer = stored(obj);
-        with_finalizer["metadata"]["finalizers"] = json!([FINALIZER]);
-        call.ok(with_finalizer);
+        let mut released = stored(obj);
+        released["metadata"]["finalizers"] = json!(["example.com/other"]);
+        call.ok(released);
         api.done().await;
     });
     let result = within(mcpserver::reconcile(typed(&server), ctx)).await;
     finish(script).await;
-    assert_eq!(result.expect("reconcile"), Action::await_change(), "the finalizer patch triggers the next reconcile");
+    assert_eq!(result.expect("reconcile"), Action::await_change(), "the patch triggers the next reconcile");
 }
 
 /// The full apply of my-mcp-server without policy and plugins, from the first GET to the Event.
@@ -906,67 +902,27 @@ fn deleting_server(status: Value) -> Value {
 }
 
 #[tokio::test]
-async fn deletion_waits_while_pods_terminate() {
-    let (ctx, mut api) = testbed();
-    let previous = json!({
-        "phase": "Running", "replicas": 2, "readyReplicas": 2, "ready": "2/2", "selector": SERVER_PODS,
-        "url": "http://my-mcp-server.default.svc:3000/mcp", "observedGeneration": 1, "conditions": [],
-    });
-    let server = deleting_server(previous.clone());
-    let obj = server.clone();
-    let script = tokio::spawn(async move {
-        let body = api.apply_status(&format!("{MCPSERVERS}/{NAME}"), obj).await;
-        let mut terminating = previous;
-        terminating["phase"] = json!("Terminating");
-        assert_eq!(body, json!({"apiVersion": API_VERSION, "kind": "MCPServer", "status": terminating}));
-        api.event("Normal", "Deleting", "Delete", "Tearing down the workload").await;
-
-        let plugin_workload = format!("{NAME}-wordpress-plugin");
-        api.list_metadata(DEPLOYMENTS, OWNED, vec![meta(NAME), meta(&plugin_workload)]).await;
-        for name in [NAME, plugin_workload.as_str()] {
-            let call = api.expect(Method::DELETE, &format!("{DEPLOYMENTS}/{name}"), &[]).await;
-            assert_eq!(call.content_type.as_deref(), Some(JSON));
-            assert_eq!(call.body, json!({"propagationPolicy": "Foreground"}), "pods go before the Deployment");
-            let mut gone = running_deployment(2, 2, 1);
-            gone["metadata"]["name"] = json!(name);
-            gone["metadata"]["deletionTimestamp"] = json!("2024-01-02T00:00:01Z");
-            gone["metadata"]["finalizers"] = json!(["foregroundDeletion"]);
-            call.ok(gone);
-        }
-        api.list_metadata(PODS, OWNED, vec![meta("my-mcp-server-a"), deleting_meta("my-mcp-server-b")]).await;
-        api.done().await;
-    });
-    let server: Arc<mcp_operator::api::McpServer> = typed(&server);
-    let result = within(mcpserver::reconcile(server.clone(), ctx.clone())).await;
-    let requeue = result.as_ref().err().map(|err| mcpserver::error_policy(server, err, ctx.clone()));
-    drop(ctx); // the last client: the script sees the end of the requests
+async fn a_deleted_server_is_left_to_the_garbage_collector() {
+    // No finalizer: the children carry owner references; nothing to do, nothing to wait for.
+    let (ctx, api) = testbed();
+    let server = deleting_server(json!({"phase": "Running", "replicas": 2, "readyReplicas": 2, "conditions": []}));
+    let script = tokio::spawn(api.done());
+    let result = within(mcpserver::reconcile(typed(&server), ctx)).await;
     finish(script).await;
-    let err = result.expect_err("the finalizer stays while pods remain");
-    assert_eq!(err.metric_label(), "PodsTerminating");
-    assert!(err.to_string().contains("waiting for 2 pod(s) to terminate"), "{err}");
-    assert_eq!(requeue, Some(Action::requeue(Duration::from_secs(2))), "polls the pods every 2s");
+    assert_eq!(result.expect("reconcile"), Action::await_change());
 }
 
 #[tokio::test]
-async fn deletion_removes_the_finalizer_once_pods_are_gone() {
+async fn a_deleted_server_with_an_earlier_versions_finalizer_goes_at_once() {
     let (ctx, mut api) = testbed();
-    // A later pass: Terminating was already reported, so neither status nor Deleting repeats.
-    let server = deleting_server(json!({"phase": "Terminating", "replicas": 2, "readyReplicas": 0, "conditions": []}));
+    let mut server =
+        deleting_server(json!({"phase": "Terminating", "replicas": 2, "readyReplicas": 2, "conditions": []}));
+    server["metadata"]["finalizers"] = json!([FINALIZER]);
     let obj = server.clone();
     let script = tokio::spawn(async move {
-        // Already being deleted (foreground): not deleted again.
-        api.list_metadata(DEPLOYMENTS, OWNED, vec![deleting_meta(NAME)]).await;
-        api.list_metadata(PODS, OWNED, vec![]).await;
-        api.event("Normal", "Deleted", "Delete", "Workload torn down; usage of policy and plugins released").await;
+        // Pods or not: released straight away.
         let call = api.expect(Method::PATCH, &format!("{MCPSERVERS}/{NAME}"), &[]).await;
-        assert_eq!(call.content_type.as_deref(), Some(JSON_PATCH));
-        assert_eq!(
-            call.body,
-            json!([
-                {"op": "test", "path": "/metadata/finalizers/0", "value": FINALIZER},
-                {"op": "remove", "path": "/metadata/finalizers/0"},
-            ])
-        );
+        assert_eq!(call.body, json!({"metadata": {"resourceVersion": "500", "finalizers": []}}));
         let mut released = obj;
         released["metadata"]["finalizers"] = json!([]);
         call.ok(released);
@@ -978,7 +934,7 @@ async fn deletion_removes_the_finalizer_once_pods_are_gone() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Plugin and SecurityPolicy: in-use protection
+// Plugin and SecurityPolicy: usage, no finalizers
 // ---------------------------------------------------------------------------------------------
 
 fn server_named(name: &str, spec: Value) -> Value {
@@ -992,7 +948,7 @@ fn server_named(name: &str, spec: Value) -> Value {
 }
 
 #[tokio::test]
-async fn plugin_in_use_gets_protected_and_reports_its_users() {
+async fn plugin_in_use_reports_its_users_and_gets_no_finalizer() {
     let (ctx, mut api) = testbed();
     let plugin = json!({
         "apiVersion": API_VERSION,
@@ -1010,20 +966,8 @@ async fn plugin_in_use_gets_protected_and_reports_its_users() {
         ];
         api.list(MCPSERVERS, "MCPServerList", servers).await;
         api.list(PLUGINS, "PluginList", vec![obj.clone()]).await;
-
-        let call = api.expect(Method::PATCH, &format!("{PLUGINS}/wordpress-plugin"), &[]).await;
-        assert_eq!(call.content_type.as_deref(), Some(MERGE));
-        assert_eq!(
-            call.body,
-            json!({"metadata": {"resourceVersion": "100", "finalizers": [IN_USE_FINALIZER]}}),
-            "optimistically locked on the resourceVersion read"
-        );
-        let mut protected = obj.clone();
-        protected["metadata"]["finalizers"] = json!([IN_USE_FINALIZER]);
-        protected["metadata"]["resourceVersion"] = json!("101");
-        call.ok(protected.clone());
-
-        let body = api.apply_status(&format!("{PLUGINS}/wordpress-plugin"), protected).await;
+        // In use, yet no finalizer: straight to the status.
+        let body = api.apply_status(&format!("{PLUGINS}/wordpress-plugin"), obj.clone()).await;
         let status = &body["status"];
         assert_json_include!(
             actual: status.clone(),

@@ -185,6 +185,7 @@ impl Env {
                 .arg(script)
                 .arg(&bin)
                 .args(["--leader-election=true", "--leader-election-namespace", OPERATOR_NAMESPACE])
+                .args(["--leader-election-owner", "mcp-operator"])
                 .args(["--metrics-addr", &self.metrics_addr, "--identity", "e2e-local"])
                 // Service-proxy reads would dial simulated pod addresses on the local cluster.
                 .args(["--gateway-status", if self.cluster.provider == Provider::Local { "false" } else { "true" }])
@@ -219,6 +220,14 @@ impl Env {
         } else {
             self.admin_sh("kubectl scale deployment mcp-operator -n mcp-system --replicas=1 && kubectl rollout status deployment mcp-operator -n mcp-system --timeout=120s")?;
             Ok(())
+        }
+    }
+
+    /// Stops the local operator process (local and existing providers), which stands for the
+    /// chart's pod that an uninstall removes; an in-cluster operator is left to the uninstall.
+    pub fn stop_operator_process(&self) {
+        if self.operator_is_local() {
+            let _ = self.stop_operator();
         }
     }
 

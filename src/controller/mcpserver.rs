@@ -1,7 +1,9 @@
 //! MCPServer controller: resolve references → validate → build children (pure) → server-side
-//! apply → status. The finalizer is the top-level action: Apply or Cleanup.
+//! apply → status. No finalizer: the children carry owner references and go with the server
+//! through the garbage collector, so a server never waits for the operator to be deleted.
 
 use super::status::{server_status, Observation, Resolution};
+use super::usage::release_finalizer;
 use super::{apply, apply_status, Context, Error, Guarded, Result, Scope};
 use crate::api::condition_types::*;
 use crate::api::{McpServer, McpServerPhase, McpServerStatus, Plugin, SecurityPolicy};
@@ -18,7 +20,6 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{watcher, Controller};
 use kube::{Api, Resource, ResourceExt};
@@ -36,25 +37,15 @@ pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Acti
     let _timer = ctx.metrics.reconcile_started(CONTROLLER);
     let ns = server.namespace().ok_or(Error::MissingNamespace)?;
     let api: Api<McpServer> = Api::namespaced(ctx.client.clone(), &ns);
-    finalizer(&api, FINALIZER, server, |event| async {
-        match event {
-            Finalizer::Apply(s) => apply_server(&s, &ctx).await,
-            Finalizer::Cleanup(s) => cleanup_server(&s, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    // A finalizer of an earlier version is released: a deleted server then goes at once.
+    if release_finalizer(&api, &*server, FINALIZER).await? || server.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    apply_server(&server, &ctx).await
 }
 
 /// Requeue policy after a failed reconcile.
 pub fn error_policy<K: Resource<DynamicType = ()>>(server: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
-    let waiting_for_pods = matches!(err, Error::PodsTerminating(_))
-        || matches!(err, Error::Finalizer(e) if matches!(e.as_ref(), kube::runtime::finalizer::Error::CleanupFailed(Error::PodsTerminating(_))));
-    if waiting_for_pods {
-        // Not a failure: deletion waits for the pods, checked again shortly.
-        ctx.metrics.reconcile_failed(CONTROLLER, err.metric_label());
-        return Action::requeue(Duration::from_secs(2));
-    }
     ctx.retry_after(CONTROLLER, &*server, err)
 }
 
@@ -373,37 +364,6 @@ async fn publish_transitions(
         let msg = condition(status, DEGRADED).map(|c| c.message.clone()).unwrap_or_default();
         ctx.event(server, EventType::Warning, "RolloutFailed", "Rollout", msg).await;
     }
-}
-
-async fn cleanup_server(server: &McpServer, ctx: &Context) -> Result<Action> {
-    let ns = server.namespace().ok_or(Error::MissingNamespace)?;
-    let name = server.name_any();
-    let mut status = server.status.clone().unwrap_or_default();
-    if status.phase != McpServerPhase::Terminating {
-        status.phase = McpServerPhase::Terminating;
-        apply_status(&api::<McpServer>(ctx, &ns), &name, &status).await?;
-        ctx.event(server, EventType::Normal, "Deleting", "Delete", "Tearing down the workload".into()).await;
-    }
-    // Foreground: the Deployments go only once their ReplicaSets and pods are gone.
-    let deployments = api::<Deployment>(ctx, &ns);
-    for d in deployments.list_metadata(&ListParams::default().labels(&owned_selector(&name))).await?.items {
-        if d.metadata.deletion_timestamp.is_none() {
-            deployments.delete(&d.name_any(), &DeleteParams::foreground()).await?;
-        }
-    }
-    let pods = api::<Pod>(ctx, &ns).list_metadata(&ListParams::default().labels(&owned_selector(&name))).await?;
-    if !pods.items.is_empty() {
-        return Err(Error::PodsTerminating(pods.items.len()));
-    }
-    ctx.event(
-        server,
-        EventType::Normal,
-        "Deleted",
-        "Delete",
-        "Workload torn down; usage of policy and plugins released".into(),
-    )
-    .await;
-    Ok(Action::await_change())
 }
 
 /// Runs the MCPServer controller in `scope` until shutdown. Returns its store for metrics.

@@ -1,10 +1,12 @@
-//! Plugin controller: dependency closure, usedBy, RuntimeClass check and in-use protection.
+//! Plugin controller: dependency closure, usedBy and the RuntimeClass check (no finalizer: see
+//! `usage`).
 //! The workloads themselves are built per MCP server by the MCPServer controller.
 
-use super::usage::{protect, Protection};
+use super::usage::release_finalizer;
 use super::{apply_status, Context, Error, Result, Scope};
 use crate::api::plugin_condition_types::*;
 use crate::api::{condition, set_condition, IsolationLevel, McpServer, Plugin, PluginPhase, PluginStatus};
+use crate::consts::IN_USE_FINALIZER;
 use crate::plugins::{describe, index, reachable, resolve_plugins, PluginProblem};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use kube::runtime::controller::Action;
@@ -91,9 +93,7 @@ pub async fn reconcile(plugin: Arc<Plugin>, ctx: Arc<Context>) -> Result<Action>
     } else {
         None
     };
-    if protect(&ctx, &api, &plugin, &users).await? == Protection::Released
-        && plugin.metadata.deletion_timestamp.is_some()
-    {
+    if release_finalizer(&api, &*plugin, IN_USE_FINALIZER).await? && plugin.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
     let status = plugin_status(&plugin, &dependencies, users, runtime_class_problem);

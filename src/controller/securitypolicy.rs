@@ -1,12 +1,13 @@
-//! SecurityPolicy controller: validates referenced Secrets and settings, reports phase and usedBy,
-//! and holds in-use protection. Rendering into each server's config is done by the MCPServer
+//! SecurityPolicy controller: validates referenced Secrets and settings, reports phase and usedBy
+//! (no finalizer: see `usage`). Rendering into each server's config is done by the MCPServer
 //! controller, which watches policies.
 
 use super::mcpserver::fetch_secrets;
-use super::usage::{protect, Protection};
+use super::usage::release_finalizer;
 use super::{apply_status, Context, Error, Result, Scope};
 use crate::api::policy_condition_types::VALID;
 use crate::api::{condition, set_condition, McpServer, SecurityPolicy, SecurityPolicyPhase, SecurityPolicyStatus};
+use crate::consts::IN_USE_FINALIZER;
 use crate::policy::validate_policy;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -65,9 +66,7 @@ pub async fn reconcile(policy: Arc<SecurityPolicy>, ctx: Arc<Context>) -> Result
     let api: Api<SecurityPolicy> = Api::namespaced(ctx.client.clone(), &ns);
     let servers = super::list_readable::<McpServer>(&ctx, &ns).await?;
     let users = used_by(&name, &servers);
-    if protect(&ctx, &api, &policy, &users).await? == Protection::Released
-        && policy.metadata.deletion_timestamp.is_some()
-    {
+    if release_finalizer(&api, &*policy, IN_USE_FINALIZER).await? && policy.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
     let secrets = fetch_secrets(&ctx, &policy).await?;

@@ -489,6 +489,38 @@ fn conversion_keeps_free_form_config_and_allows_null() {
     assert_valid("server with int-or-string quantities", &object_schema("MCPServer"), &server);
 }
 
+/// What the pod would refuse is refused by the schema already, naming the field.
+#[test]
+fn quantities_and_env_names_the_pod_would_refuse_are_refused() {
+    let schema = object_schema("MCPServer");
+    for good in [json!("500m"), json!("1.5Gi"), json!("2"), json!(1), json!("1e3"), json!(".5")] {
+        let mut server = valid_server();
+        server["spec"]["resources"] = json!({"limits": {"cpu": good}, "requests": {"memory": good}});
+        assert_valid(&format!("quantity {good}"), &schema, &server);
+    }
+    for bad in ["1.5.5", "500 m", "1GB", "lots", ""] {
+        let mut server = valid_server();
+        server["spec"]["resources"] = json!({"requests": {"cpu": bad}});
+        let errors = violations(&schema, &server);
+        assert!(errors.iter().any(|e| e.starts_with("/spec/resources/requests/cpu")), "{bad:?}: {errors:?}");
+    }
+    for good in ["MCP_PORT", "a.b-c", "_x", "LOG_LEVEL2"] {
+        let mut server = valid_server();
+        server["spec"]["env"] = json!([{"name": good, "value": "v"}]);
+        assert_valid(&format!("env name {good}"), &schema, &server);
+    }
+    for bad in ["", "1ABC", "A=B", "with space"] {
+        let mut server = valid_server();
+        server["spec"]["env"] = json!([{"name": bad, "value": "v"}]);
+        let errors = violations(&schema, &server);
+        assert!(errors.iter().any(|e| e.starts_with("/spec/env/0/name")), "{bad:?}: {errors:?}");
+    }
+    let mut plugin = valid_plugin();
+    plugin["spec"]["resources"] = json!({"limits": {"memory": "1.5.5"}});
+    let errors = violations(&object_schema("Plugin"), &plugin);
+    assert!(errors.iter().any(|e| e.starts_with("/spec/resources/limits/memory")), "{errors:?}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Generated files
 // ---------------------------------------------------------------------------------------------

@@ -484,6 +484,48 @@ async fn an_earlier_versions_finalizer_is_released_and_nothing_else() {
     assert_eq!(result.expect("reconcile"), Action::await_change(), "the patch triggers the next reconcile");
 }
 
+/// The API server refuses the Deployment (422): the running workload stays, the status says
+/// Ready=False ApplyFailed quoting the API's field error, a Warning Event says the same, and the
+/// reconcile fails so that the controller retries with backoff.
+#[tokio::test]
+async fn a_refused_child_is_reported_with_the_api_field_error_and_what_runs_stays() {
+    let (ctx, mut api) = testbed();
+    let server = server_json();
+    let obj = server.clone();
+    let refusal = "Deployment.apps \"my-mcp-server\" is invalid: spec.template.spec.containers[0].env[0].name: Invalid value: \"\": a valid environment variable name must consist of alphabetic characters";
+    let script = tokio::spawn(async move {
+        api.get(&format!("{DEPLOYMENTS}/{NAME}"), running_deployment(2, 2, 1)).await;
+        api.apply(&format!("{SERVICE_ACCOUNTS}/{NAME}")).await;
+        api.apply(&format!("{CONFIG_MAPS}/{NAME}-config")).await;
+        api.apply(&format!("{SERVICES}/{NAME}")).await;
+        let call = api.expect(Method::PATCH, &format!("{DEPLOYMENTS}/{NAME}"), SSA).await;
+        call.respond(
+            422,
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                   "message": refusal, "reason": "Invalid", "code": 422}),
+        );
+        // Nothing else is applied or deleted; the running Deployment already has 2 replicas.
+        let pods = api.expect(Method::GET, PODS, &[("labelSelector", SERVER_PODS)]).await;
+        pods.ok(list("PodList", vec![running_pod("a"), running_pod("b")]));
+        let body = api.apply_status(&format!("{MCPSERVERS}/{NAME}"), stored(obj)).await;
+        let status = &body["status"];
+        assert_eq!(status["phase"], "Failed");
+        assert_eq!(status["ready"], "2/2", "what runs keeps running");
+        let ready = cond(status, "Ready");
+        assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some("ApplyFailed")));
+        let message = ready["message"].as_str().unwrap();
+        assert!(message.contains("env[0].name: Invalid value"), "quotes the API's field error: {message}");
+        assert_eq!(cond(status, "Degraded")["reason"], "ApplyFailed");
+        let note = format!("changes are held back: the API server refused a child object (Invalid): {refusal}");
+        api.event("Warning", "ApplyFailed", "Apply", &note).await;
+        api.done().await;
+    });
+    let result = within(mcpserver::reconcile(typed(&server), ctx)).await;
+    finish(script).await;
+    let err = result.expect_err("a refused apply is retried with backoff");
+    assert_eq!(err.metric_label(), "Refused");
+}
+
 /// The full apply of my-mcp-server without policy and plugins, from the first GET to the Event.
 #[tokio::test]
 async fn first_reconcile_applies_every_child_then_status_and_event() {

@@ -1002,6 +1002,10 @@ async fn multi_tenant_policy_per_tenant_namespace() -> Result<()> {
 #[case::stdio_without_command("transport: stdio", "spec.command is required when spec.transport is stdio")]
 #[case::duplicate_plugins("plugins: [a, a]", "spec.plugins")]
 #[case::bad_path("path: no-slash", "spec.path")]
+#[case::bad_quantity("resources: {limits: {cpu: 1.5.5}}", "spec.resources.limits.cpu")]
+#[case::bad_request_quantity("resources: {requests: {memory: 1GB}}", "spec.resources.requests.memory")]
+#[case::empty_env_name("env: [{name: \"\", value: x}]", "spec.env[0].name")]
+#[case::env_name_with_digit_first("env: [{name: 1ABC, value: x}]", "spec.env[0].name")]
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_mcpserver_is_rejected_naming_the_field(#[case] spec: &str, #[case] field: &str) -> Result<()> {
     let env = env();
@@ -1021,6 +1025,26 @@ async fn bad_input_mcpserver_is_rejected_naming_the_field(#[case] spec: &str, #[
     "spec.isolation.level"
 )]
 #[case::plugin_without_image("kind: Plugin\nmetadata: {name: p}\nspec: {name: p}", "spec.image")]
+#[case::plugin_bad_quantity(
+    "kind: Plugin\nmetadata: {name: p}\nspec: {name: p, image: x, resources: {limits: {memory: lots}}}",
+    "spec.resources.limits.memory"
+)]
+#[case::plugin_dotted_name(
+    "kind: Plugin\nmetadata: {name: dotted.plugin}\nspec: {name: p, image: x}",
+    "metadata.name must be a DNS-1123 label"
+)]
+#[case::server_dotted_name(
+    "kind: MCPServer\nmetadata: {name: dotted.name}\nspec: {}",
+    "metadata.name must be a DNS-1035 label"
+)]
+#[case::server_name_of_64(
+    "kind: MCPServer\nmetadata: {name: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa}\nspec: {}",
+    "metadata.name must be a DNS-1035 label"
+)]
+#[case::server_name_starting_with_a_digit(
+    "kind: MCPServer\nmetadata: {name: 1server}\nspec: {}",
+    "metadata.name must be a DNS-1035 label"
+)]
 #[case::tls_without_cert(
     "kind: SecurityPolicy\nmetadata: {name: p}\nspec: {encryption: {tlsEnabled: true}}",
     "spec.encryption.certSecretName is required"
@@ -1242,5 +1266,57 @@ EOF"
     ensure!(code == 403, "role not allowed: {code} {body}");
     let (code, body) = mcp_initialize(&ns, &url, Some(&developer))?;
     ensure!(code == 200 && body.contains("serverInfo"), "allowed: {code} {body}");
+    Ok(())
+}
+
+/// What the schema cannot see (the ConfigMap a server's plugins fill must stay under 1 MiB) is
+/// a Ready=False condition and a Warning Event naming the field; what runs stays; the server is
+/// still deletable; a neighbour is untouched.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_plugin_config_over_a_configmap_is_reported_and_nothing_running_is_lost() -> Result<()> {
+    let env = env();
+    let _g = env.shared().await;
+    let ns = env.namespace("bad-config").await?;
+    ns.sh_ok(
+        "kubectl apply -f - <<EOF
+apiVersion: mcp.n-takatsu.dev/v1alpha1
+kind: Plugin
+metadata: {name: big}
+spec: {name: big, image: mcp-rs:latest, isolation: {level: None}, config: {}}
+---
+apiVersion: mcp.n-takatsu.dev/v1alpha1
+kind: MCPServer
+metadata: {name: s}
+spec: {plugins: [big]}
+---
+apiVersion: mcp.n-takatsu.dev/v1alpha1
+kind: MCPServer
+metadata: {name: neighbour}
+spec: {}
+EOF",
+    )?;
+    running(&ns, "s", 1).await?;
+    running(&ns, "neighbour", 1).await?;
+    let pods = pod_uids(&ns, "app=s").await?;
+    let neighbour = pod_uids(&ns, "app=neighbour").await?;
+    // 600 KiB of config: the Plugin itself is storable, the server's ConfigMap (which holds it
+    // twice) is not. (`kubectl apply` would also keep a copy in an annotation: patch instead.)
+    let blob = "x".repeat(600 * 1024);
+    let patch = serde_json::json!({"spec": {"config": {"blob": blob}}});
+    ns.api::<Plugin>().patch("big", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await?;
+    let s = wait_for(&ns.api::<McpServer>(), "s", "Ready False ConfigTooLarge", |s: Option<&McpServer>| {
+        s.and_then(|s| s.status.as_ref())
+            .is_some_and(|st| st.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == "ConfigTooLarge"))
+    })
+    .await?;
+    let (_, _, message) = condition(&s, "Ready");
+    ensure!(message.contains("spec.config of Plugin \"big\""), "names the field: {message}");
+    ensure!(s.status.as_ref().unwrap().phase == McpServerPhase::Failed);
+    let events = ns.sh_ok("kubectl get events --field-selector involvedObject.name=s,type=Warning")?;
+    ensure!(events.contains("ConfigTooLarge"), "{events}");
+    ensure!(pod_uids(&ns, "app=s").await? == pods, "what runs stays");
+    ensure!(pod_uids(&ns, "app=neighbour").await? == neighbour, "a neighbour is untouched");
+    ns.sh_ok("kubectl delete mcpserver s --timeout=60s")?;
+    wait_gone(&ns.api::<Deployment>(), "s").await?;
     Ok(())
 }

@@ -23,6 +23,8 @@ use serde::{Deserialize, Serialize};
     namespaced,
     status = "McpServerStatus",
     derive = "PartialEq",
+    validation = kube::core::Rule::new("size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
+        .message("metadata.name must be a DNS-1035 label (at most 63 characters: lower-case letters, digits and '-', starting with a letter and ending with a letter or digit): it names the server's Service and labels its pods"),
     doc = "MCPServer runs a Model Context Protocol server: a Deployment, a Service and the MCP gateway in front of it, protected by an optional SecurityPolicy and extended by Plugins.",
     scale(
         spec_replicas_path = ".spec.replicas",
@@ -111,6 +113,7 @@ pub struct McpServerSpec {
 
     /// Compute resources of the server container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::resources")]
     pub resources: Option<ResourceRequirements>,
 
     /// Name of a SecurityPolicy in the same namespace. The server never runs without it: if it
@@ -126,6 +129,7 @@ pub struct McpServerSpec {
 
     /// Environment variables of the server container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::env_vars")]
     pub env: Option<Vec<EnvVar>>,
 }
 

@@ -38,6 +38,54 @@ pub(crate) fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::S
     })
 }
 
+/// Syntax of a resource quantity (`resource.Quantity`), so that the API server refuses a
+/// malformed one with the field named instead of the Deployment failing later.
+const QUANTITY_PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
+
+/// Environment variable names every supported Kubernetes accepts (1.25+: a C identifier with
+/// `-` and `.`; newer versions accept more, which older ones would refuse in the pod).
+const ENV_NAME_PATTERN: &str = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$";
+
+/// Compute resources whose quantities must parse.
+pub(crate) fn resources(gen: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    use k8s_openapi::api::core::v1::ResourceRequirements;
+    let mut schema = <ResourceRequirements as schemars::JsonSchema>::json_schema(gen);
+    for key in ["limits", "requests"] {
+        let quantity = schema
+            .as_object_mut()
+            .and_then(|o| o.get_mut("properties"))
+            .and_then(|p| p.get_mut(key))
+            .and_then(|l| l.get_mut("additionalProperties"))
+            .and_then(|q| q.as_object_mut())
+            .expect("ResourceRequirements has limits and requests of quantities");
+        quantity.insert("pattern".into(), QUANTITY_PATTERN.into());
+    }
+    schema.insert("nullable".into(), true.into());
+    schema
+}
+
+/// Environment variables whose names a container accepts.
+pub(crate) fn env_vars(gen: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    use k8s_openapi::api::core::v1::EnvVar;
+    let mut schema = <Vec<EnvVar> as schemars::JsonSchema>::json_schema(gen);
+    let name = schema
+        .as_object_mut()
+        .and_then(|o| o.get_mut("items"))
+        .and_then(|i| i.get_mut("properties"))
+        .and_then(|p| p.get_mut("name"))
+        .and_then(|n| n.as_object_mut())
+        .expect("EnvVar has a name");
+    name.insert("pattern".into(), ENV_NAME_PATTERN.into());
+    name.insert("minLength".into(), 1.into());
+    name.insert("maxLength".into(), 253.into());
+    name.insert(
+        "description".into(),
+        "Name of the environment variable: letters, digits, '_', '-' and '.', not starting with a digit.".into(),
+    );
+    schema.insert("nullable".into(), true.into());
+    schema
+}
+
 /// A list that is a set of unique strings (`x-kubernetes-list-type: set`).
 pub(crate) fn string_set(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({

@@ -21,6 +21,8 @@ use serde::{Deserialize, Serialize};
     namespaced,
     status = "PluginStatus",
     derive = "PartialEq",
+    validation = kube::core::Rule::new("size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')")
+        .message("metadata.name must be a DNS-1123 label (at most 63 characters: lower-case letters, digits and '-', starting and ending with a letter or digit): it names the plugin's container and labels its workload"),
     doc = "Plugin adds a capability to the MCP servers that name it, run as a sidecar (None, Process) or as its own workload per server (Container, VM).",
     printcolumn(
         name = "Phase",
@@ -69,6 +71,7 @@ pub struct PluginSpec {
 
     /// Compute resources of the plugin container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::resources")]
     pub resources: Option<ResourceRequirements>,
 
     /// Free-form configuration, delivered to the plugin as the JSON file

@@ -18,7 +18,12 @@ pub fn config_map_name(server: &str) -> String {
 /// Name of a plugin workload of a server: `SERVER-PLUGIN`, shortened with a hash suffix when it
 /// would not fit a DNS label.
 pub fn plugin_workload_name(server: &str, plugin: &str) -> String {
-    let name = format!("{server}-{plugin}");
+    fit_dns_label(format!("{server}-{plugin}"))
+}
+
+/// `name` when it fits a DNS label (63 characters), else its first characters and a hash of the
+/// whole, so that distinct long names stay distinct. (`name` is ASCII: built from object names.)
+pub fn fit_dns_label(name: String) -> String {
     if name.len() <= MAX_NAME {
         return name;
     }
@@ -110,6 +115,7 @@ mod tests {
         let long = plugin_workload_name(&"s".repeat(50), &"p".repeat(30));
         assert_eq!(long.len(), 63);
         assert_ne!(long, plugin_workload_name(&"s".repeat(50), &"p".repeat(31)), "hash keeps names apart");
+        assert_eq!(fit_dns_label("a".repeat(63)), "a".repeat(63), "a fitting name stays");
     }
 
     #[test]

@@ -35,9 +35,9 @@ pub fn plugin_config_key(plugin: &Plugin) -> String {
     format!("plugin-{}.json", plugin.name_any())
 }
 
+/// `plugin-NAME`, hash-shortened to a DNS label: two long plugin names never collide.
 fn container_name(plugin: &Plugin) -> String {
-    let name = format!("plugin-{}", plugin.name_any());
-    name.chars().take(63).collect::<String>().trim_end_matches('-').to_string()
+    fit_dns_label(format!("plugin-{}", plugin.name_any()))
 }
 
 /// A volume holding only this plugin's config.json, from the server's ConfigMap.

@@ -72,6 +72,40 @@ pub fn build_config_map(inputs: &BuildInputs<'_>) -> ConfigMap {
     }
 }
 
+/// Most a ConfigMap may hold: its keys and values together (the API server's limit).
+pub const CONFIG_MAP_LIMIT: usize = 1024 * 1024;
+
+/// Why the ConfigMap cannot be stored, naming the fields that make it large: None when it fits.
+/// Checked before anything is applied, so a too-large config changes nothing that runs.
+pub fn config_map_too_large(inputs: &BuildInputs<'_>, config_map: &ConfigMap) -> Option<String> {
+    let size: usize = config_map.data.iter().flatten().map(|(k, v)| k.len() + v.len()).sum();
+    if size <= CONFIG_MAP_LIMIT {
+        return None;
+    }
+    let mut parts: Vec<(usize, String)> = inputs
+        .plugins
+        .iter()
+        .map(|p| {
+            let bytes = p.spec.config.as_ref().map(|c| pretty(c).len()).unwrap_or(0);
+            (bytes, format!("spec.config of Plugin {:?} is {bytes} bytes", p.name_any()))
+        })
+        .filter(|(bytes, _)| *bytes > 0)
+        .collect();
+    parts.sort_by_key(|p| std::cmp::Reverse(p.0));
+    let detail = if parts.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " ({}; each plugin's config is stored twice)",
+            parts.into_iter().map(|(_, p)| p).collect::<Vec<_>>().join(", ")
+        )
+    };
+    Some(format!(
+        "the configuration ConfigMap {} would hold {size} bytes, more than the {CONFIG_MAP_LIMIT} bytes a ConfigMap may hold{detail}",
+        config_map.metadata.name.as_deref().unwrap_or_default()
+    ))
+}
+
 fn pretty(v: &impl serde::Serialize) -> String {
     serde_json::to_string_pretty(v).expect("documents serialize") + "\n"
 }

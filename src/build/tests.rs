@@ -425,3 +425,33 @@ fn build_is_deterministic() {
     let b = serde_json::to_string(&build(&guide_server(), None, &[&p]).deployment).unwrap();
     assert_eq!(a, b);
 }
+
+#[test]
+fn a_config_map_over_the_limit_is_refused_before_apply_naming_the_plugin_config() {
+    let small = plugin("small", "None", "config: {a: 1}");
+    let big = plugin("big", "None", &format!("config: {{blob: \"{}\"}}", "x".repeat(600 * 1024)));
+    let server = guide_server();
+    let defaults = Defaults::default();
+    fn inputs<'a>(server: &'a McpServer, defaults: &'a Defaults, plugins: Vec<&'a Plugin>) -> BuildInputs<'a> {
+        BuildInputs { server, policy: None, secret_versions: Default::default(), plugins, defaults }
+    }
+    let fits = inputs(&server, &defaults, vec![&small]);
+    assert_eq!(config_map_too_large(&fits, &build_config_map(&fits)), None);
+    // 600 KiB is stored twice (plugins.json and the plugin's own file): over 1 MiB.
+    let over = inputs(&server, &defaults, vec![&small, &big]);
+    let problem = config_map_too_large(&over, &build_config_map(&over)).expect("too large");
+    assert!(problem.contains("my-mcp-server-config"), "{problem}");
+    assert!(problem.contains("spec.config of Plugin \"big\""), "{problem}");
+    assert!(problem.find("\"big\"") < problem.find("\"small\""), "largest first: {problem}");
+}
+
+#[test]
+fn plugin_container_names_fit_and_stay_distinct() {
+    let a = plugin(&format!("{}-a", "p".repeat(60)), "None", "");
+    let b = plugin(&format!("{}-b", "p".repeat(60)), "None", "");
+    let c = build(&guide_server(), None, &[&a, &b]);
+    let names: Vec<String> = pod_spec(&c.deployment).containers.iter().map(|c| c.name.clone()).collect();
+    assert!(names.iter().all(|n| n.len() <= 63), "{names:?}");
+    let unique: std::collections::BTreeSet<_> = names.iter().collect();
+    assert_eq!(unique.len(), names.len(), "{names:?}");
+}

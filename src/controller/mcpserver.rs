@@ -7,7 +7,9 @@ use super::usage::release_finalizer;
 use super::{apply, apply_status, Context, Error, Guarded, Result, Scope};
 use crate::api::condition_types::*;
 use crate::api::{McpServer, McpServerPhase, McpServerStatus, Plugin, SecurityPolicy};
-use crate::build::{build_children, owned_selector, selector_string, server_selector, BuildInputs, Children};
+use crate::build::{
+    build_children, config_map_too_large, owned_selector, selector_string, server_selector, BuildInputs, Children,
+};
 use crate::consts::*;
 use crate::plugins::{check_sidecar_ports, describe, index, resolve_plugins};
 use crate::policy::{required_secrets, validate_policy};
@@ -238,6 +240,7 @@ async fn apply_server(server: &McpServer, ctx: &Context) -> Result<Action> {
     let resolved = resolve(server, ctx).await?;
     let deployments = api::<Deployment>(ctx, &ns);
     let existing = deployments.get_opt(&name).await?;
+    let mut applied = Resolution::ok("Applied", "every child object is applied");
     let deployment = if resolved.ok() {
         let inputs = BuildInputs {
             server,
@@ -246,7 +249,26 @@ async fn apply_server(server: &McpServer, ctx: &Context) -> Result<Action> {
             plugins: resolved.plugins.iter().collect(),
             defaults: &ctx.defaults,
         };
-        Some(apply_children(ctx, &ns, &name, &build_children(&inputs)).await?)
+        let children = build_children(&inputs);
+        let outcome = match config_map_too_large(&inputs, &children.config_map) {
+            Some(problem) => Err(Resolution::failed("ConfigTooLarge", problem)),
+            None => match apply_children(ctx, &ns, &name, &children).await {
+                Ok(deployment) => Ok(deployment),
+                Err(Error::Kube(kube::Error::Api(e))) if refused(&e) => Err(Resolution::failed(
+                    "ApplyFailed",
+                    format!("the API server refused a child object ({}): {}", e.reason, e.message),
+                )),
+                Err(e) => return Err(e),
+            },
+        };
+        match outcome {
+            Ok(deployment) => Some(deployment),
+            Err(problem) => {
+                // Held back like an unresolved reference: what runs keeps running.
+                applied = problem;
+                scale_held_back(&deployments, existing.clone(), server.spec.replicas).await?
+            }
+        }
     } else {
         // Fail closed: nothing new is created and a running workload keeps its admitted pod
         // template; only the replica count follows the spec (scaling changes no configuration).
@@ -261,6 +283,7 @@ async fn apply_server(server: &McpServer, ctx: &Context) -> Result<Action> {
         &Observation {
             policy: &resolved.policy_resolution,
             plugins: &resolved.plugins_resolution,
+            applied: &applied,
             deployment: deployment.as_ref(),
             pods: &pods,
             tls: resolved.tls(),
@@ -278,7 +301,17 @@ async fn apply_server(server: &McpServer, ctx: &Context) -> Result<Action> {
         apply_status(&api::<McpServer>(ctx, &ns), &name, &status).await?;
     }
     publish_transitions(ctx, server, &resolved, existing.as_ref(), &previous, &status).await;
+    if !applied.ok {
+        // Retried with the controller's backoff: the condition and Event say why meanwhile.
+        return Err(Error::Refused(applied.message));
+    }
     Ok(next_check(&resolved, &status, ctx.gateway_status))
+}
+
+/// Whether the API server refused an object as invalid (retrying the same object cannot help
+/// until the spec or the cluster changes): 400 Bad Request, 413 too large, 422 Invalid.
+fn refused(e: &kube::core::Status) -> bool {
+    matches!(e.code, 400 | 413 | 422)
 }
 
 /// A held-back server's running Deployment, scaled to `replicas` through the scale subresource
@@ -334,6 +367,14 @@ async fn publish_transitions(
             ctx.event(server, EventType::Normal, "Scaled", "Scale", note).await;
         }
         _ => {}
+    }
+    let refusal = |s: &McpServerStatus| {
+        condition(s, READY).filter(|c| matches!(c.reason.as_str(), "ApplyFailed" | "ConfigTooLarge")).cloned()
+    };
+    if let Some(new) = refusal(status) {
+        if refusal(previous).is_none_or(|old| old.message != new.message) {
+            ctx.event(server, EventType::Warning, &new.reason, "Apply", new.message.clone()).await;
+        }
     }
     for type_ in [SECURITY_POLICY_RESOLVED, PLUGINS_RESOLVED] {
         let (Some(new), old) = (condition(status, type_), condition(previous, type_)) else { continue };

@@ -35,6 +35,8 @@ pub struct Observation<'a> {
     pub policy: &'a Resolution,
     /// The plugin references.
     pub plugins: &'a Resolution,
+    /// Applying the children: refused by the API server (or too large to store) is not ok.
+    pub applied: &'a Resolution,
     /// The server Deployment as the API server holds it (after apply, when applied).
     pub deployment: Option<&'a Deployment>,
     /// The server pods.
@@ -90,7 +92,8 @@ pub fn server_status(server: &McpServer, obs: &Observation<'_>) -> McpServerStat
     let crashing = crash_looping(obs.pods);
     let all_crashing = crashing > 0 && ready == 0 && crashing == obs.pods.len();
     // When the workload is held back (fail closed), report what actually runs.
-    let replicas = if obs.policy.ok && obs.plugins.ok { desired } else { dep_replicas.unwrap_or(0) };
+    let held_back = [obs.policy, obs.plugins, obs.applied].into_iter().find(|r| !r.ok);
+    let replicas = if held_back.is_none() { desired } else { dep_replicas.unwrap_or(0) };
 
     let mut conditions = vec![];
     let mut set = |c| set_condition(&mut conditions, &previous.conditions, c);
@@ -139,6 +142,8 @@ pub fn server_status(server: &McpServer, obs: &Observation<'_>) -> McpServerStat
             "changes are held back until every reference resolves",
             generation,
         )
+    } else if !obs.applied.ok {
+        condition(DEGRADED, true, &obs.applied.reason, obs.applied.message.clone(), generation)
     } else if ready < replicas {
         condition(DEGRADED, true, "InsufficientReplicas", format!("{ready} of {replicas} replicas ready"), generation)
     } else {
@@ -146,7 +151,6 @@ pub fn server_status(server: &McpServer, obs: &Observation<'_>) -> McpServerStat
     });
 
     // Ready: what the spec asks for runs; False names the first thing that does not hold.
-    let held_back = [obs.policy, obs.plugins].into_iter().find(|r| !r.ok);
     set(if let Some(r) = held_back {
         condition(READY, false, &r.reason, format!("changes are held back: {}", r.message), generation)
     } else if deadline_exceeded {
@@ -161,7 +165,7 @@ pub fn server_status(server: &McpServer, obs: &Observation<'_>) -> McpServerStat
 
     let phase = if server.metadata.deletion_timestamp.is_some() {
         McpServerPhase::Terminating
-    } else if !obs.policy.ok || !obs.plugins.ok || deadline_exceeded || all_crashing {
+    } else if held_back.is_some() || deadline_exceeded || all_crashing {
         McpServerPhase::Failed
     } else if ready >= 1 {
         McpServerPhase::Running
@@ -238,7 +242,7 @@ mod tests {
     fn status(dep: Option<&Deployment>, pods: &[Pod], policy: &Resolution) -> McpServerStatus {
         let mut s = guide_server();
         s.metadata.generation = Some(3);
-        server_status(&s, &Observation { policy, plugins: &ok(), deployment: dep, pods, tls: false })
+        server_status(&s, &Observation { policy, plugins: &ok(), applied: &ok(), deployment: dep, pods, tls: false })
     }
 
     fn cond<'a>(s: &'a McpServerStatus, t: &str) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
@@ -310,6 +314,33 @@ mod tests {
     }
 
     #[test]
+    fn refused_apply_is_ready_false_naming_the_api_error_and_keeps_what_runs() {
+        let mut s = guide_server();
+        s.metadata.generation = Some(3);
+        let refused =
+            Resolution::failed("ApplyFailed", "Deployment.apps \"x\" is invalid: spec.template...: Invalid value");
+        let running = deployment(2, 2, 2, false);
+        let st = server_status(
+            &s,
+            &Observation {
+                policy: &ok(),
+                plugins: &ok(),
+                applied: &refused,
+                deployment: Some(&running),
+                pods: &[],
+                tls: false,
+            },
+        );
+        assert_eq!(st.phase, McpServerPhase::Failed);
+        assert_eq!(st.replicas, 2, "what runs, not what the spec asks");
+        let ready = cond(&st, READY);
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "ApplyFailed"));
+        assert!(ready.message.contains("is invalid: spec.template"), "{}", ready.message);
+        assert_eq!(cond(&st, DEGRADED).reason, "ApplyFailed");
+        assert_eq!(cond(&st, AVAILABLE).status, "True", "the running workload still serves");
+    }
+
+    #[test]
     fn held_back_server_keeps_the_url_of_what_runs() {
         let mut s = guide_server();
         s.status = Some(McpServerStatus {
@@ -319,7 +350,7 @@ mod tests {
         let invalid = Resolution::failed("PolicyInvalid", "x");
         let st = server_status(
             &s,
-            &Observation { policy: &invalid, plugins: &ok(), deployment: None, pods: &[], tls: false },
+            &Observation { policy: &invalid, plugins: &ok(), applied: &ok(), deployment: None, pods: &[], tls: false },
         );
         assert_eq!(st.url.as_deref(), Some("https://my-mcp-server.default.svc:3000/mcp"));
     }
@@ -329,8 +360,10 @@ mod tests {
         let mut s = guide_server();
         s.metadata.deletion_timestamp =
             Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()));
-        let st =
-            server_status(&s, &Observation { policy: &ok(), plugins: &ok(), deployment: None, pods: &[], tls: false });
+        let st = server_status(
+            &s,
+            &Observation { policy: &ok(), plugins: &ok(), applied: &ok(), deployment: None, pods: &[], tls: false },
+        );
         assert_eq!(st.phase, McpServerPhase::Terminating);
     }
 
@@ -338,7 +371,8 @@ mod tests {
     fn steady_state_keeps_transition_times() {
         let d = deployment(2, 2, 2, false);
         let mut s = guide_server();
-        let obs = Observation { policy: &ok(), plugins: &ok(), deployment: Some(&d), pods: &[], tls: false };
+        let obs =
+            Observation { policy: &ok(), plugins: &ok(), applied: &ok(), deployment: Some(&d), pods: &[], tls: false };
         let first = server_status(&s, &obs);
         s.status = Some(first.clone());
         std::thread::sleep(std::time::Duration::from_millis(5));

@@ -431,13 +431,20 @@ fn cel_rules_are_in_the_crds() {
     );
     let jwt =
         validations(&policy, "/properties/spec/properties/authentication/properties/jwt/x-kubernetes-validations");
+    let jwt: Vec<String> = jwt.into_iter().map(|(_, m)| m).collect();
     assert_eq!(
         jwt,
-        [(
-            "has(self.jwksUri) || has(self.secretRef)".to_string(),
-            "spec.authentication.jwt needs jwksUri or secretRef".to_string()
-        )]
+        [
+            "spec.authentication.jwt needs jwksUri or secretRef",
+            "spec.authentication.jwt.generateSecret needs spec.authentication.jwt.secretRef (the Secret to create)"
+        ]
     );
+    for (kind, label) in [("MCPServer", "DNS-1035"), ("Plugin", "DNS-1123")] {
+        let root = validations(&crd_schema(kind), "/x-kubernetes-validations");
+        assert_eq!(root.len(), 1, "{kind}: {root:?}");
+        assert!(root[0].0.contains("self.metadata.name"), "{kind}: {root:?}");
+        assert!(root[0].1.starts_with(&format!("metadata.name must be a {label} label")), "{kind}: {root:?}");
+    }
 }
 
 /// `format`s the API server knows; others (uint32, double, ...) make it log a warning per CRD.

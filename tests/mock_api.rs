@@ -1138,6 +1138,97 @@ async fn unused_policy_being_deleted_is_released() {
     assert_eq!(result.expect("reconcile"), Action::await_change());
 }
 
+/// A policy that asks for a self-signed certificate and a generated JWT key: both missing
+/// Secrets are created (owned by the policy, marked as issued) and announced, then the policy
+/// validates against them and is Active.
+#[tokio::test]
+async fn missing_secrets_a_policy_asks_for_are_issued_then_it_validates() {
+    let (ctx, mut api) = testbed();
+    let policy = json!({
+        "apiVersion": API_VERSION,
+        "kind": "SecurityPolicy",
+        "metadata": {"name": "default-policy", "namespace": NS, "uid": "uid-policy", "resourceVersion": "200", "generation": 1},
+        "spec": {
+            "enabled": true,
+            "authentication": {"required": true, "methods": ["jwt"],
+                               "jwt": {"secretRef": {"name": "jwt-key", "key": "hs256"}, "generateSecret": true}},
+            "encryption": {"tlsEnabled": true, "tlsVersion": "1.3", "certSecretName": "tls", "selfSigned": true},
+        },
+    });
+    let obj = policy.clone();
+    let script = tokio::spawn(async move {
+        api.list(MCPSERVERS, "MCPServerList", vec![]).await;
+        let mut issued = BTreeMap::new();
+        for (name, type_, keys) in
+            [("tls", "kubernetes.io/tls", vec!["tls.crt", "tls.key"]), ("jwt-key", "Opaque", vec!["hs256"])]
+        {
+            api.get_not_found(&format!("{SECRETS}/{name}")).await;
+            let call = api.expect(Method::POST, SECRETS, &[]).await;
+            let body = call.body.clone();
+            assert_eq!(body["metadata"]["name"], name);
+            assert_eq!(body["type"], type_);
+            assert_eq!(body["metadata"]["ownerReferences"][0]["name"], "default-policy", "owned by the policy");
+            assert!(body["metadata"]["annotations"]["mcp.n-takatsu.dev/issued"].is_string(), "marked as issued");
+            let data = body["data"].as_object().expect("data");
+            assert_eq!(data.keys().map(String::as_str).collect::<Vec<_>>(), keys);
+            call.respond(201, stored(body.clone()));
+            let (what, reason) = if name == "tls" {
+                (
+                    "a self-signed certificate for the namespace's Services (spec.encryption.selfSigned)",
+                    "CertificateIssued",
+                )
+            } else {
+                ("a random HS256 key (spec.authentication.jwt.generateSecret)", "JwtKeyIssued")
+            };
+            let policy_ref = json!({"apiVersion": API_VERSION, "kind": "SecurityPolicy", "name": "default-policy", "namespace": NS, "uid": "uid-policy"});
+            let note = format!("Issued Secret {name:?} with {what}");
+            api.event_about(policy_ref, "Normal", reason, "Issue", &note).await;
+            issued.insert(name, stored(body));
+        }
+        // Validation reads them back (in name order) and finds every key.
+        for name in ["jwt-key", "tls"] {
+            api.get(&format!("{SECRETS}/{name}"), issued[name].clone()).await;
+        }
+        let body = api.apply_status(&format!("{POLICIES}/default-policy"), stored(obj)).await;
+        assert_eq!(body["status"]["phase"], "Active", "{body}");
+        let policy_ref = json!({"apiVersion": API_VERSION, "kind": "SecurityPolicy", "name": "default-policy", "namespace": NS, "uid": "uid-policy"});
+        api.event_about(policy_ref, "Normal", "Active", "Validate", "SecurityPolicy is Active").await;
+        api.done().await;
+    });
+    let result = within(securitypolicy::reconcile(typed(&policy), ctx)).await;
+    finish(script).await;
+    result.expect("reconcile");
+}
+
+/// A Secret that exists is used as it is, whoever made it: nothing is created or replaced.
+#[tokio::test]
+async fn an_existing_secret_is_never_replaced_by_an_issued_one() {
+    let (ctx, mut api) = testbed();
+    let policy = json!({
+        "apiVersion": API_VERSION,
+        "kind": "SecurityPolicy",
+        "metadata": {"name": "p", "namespace": NS, "uid": "uid-p", "resourceVersion": "200", "generation": 1},
+        "spec": {"enabled": true, "encryption": {"tlsEnabled": true, "certSecretName": "tls", "selfSigned": true}},
+        "status": {"phase": "Active", "usedBy": [], "usedByCount": 0, "tls": "1.3", "observedGeneration": 1,
+                   "conditions": [{"type": "Valid", "status": "True", "reason": "Valid", "observedGeneration": 1,
+                                   "message": "every referenced Secret exists and holds its keys",
+                                   "lastTransitionTime": "2024-01-01T00:00:00Z"}]},
+    });
+    let mine = json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+                      "metadata": {"name": "tls", "namespace": NS, "resourceVersion": "5"},
+                      "data": {"tls.crt": "Y3J0", "tls.key": "a2V5"}});
+    let script = tokio::spawn(async move {
+        api.list(MCPSERVERS, "MCPServerList", vec![]).await;
+        api.get(&format!("{SECRETS}/tls"), mine.clone()).await;
+        api.get(&format!("{SECRETS}/tls"), mine).await;
+        // Valid and unchanged: no status write, no Event.
+        api.done().await;
+    });
+    let result = within(securitypolicy::reconcile(typed(&policy), ctx)).await;
+    finish(script).await;
+    result.expect("reconcile");
+}
+
 #[tokio::test]
 async fn gateway_status_is_read_through_the_service_proxy_and_tool_changes_are_announced() {
     let (ctx, mut api) = testbed();

@@ -152,7 +152,9 @@ impl AuthMethod {
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "has(self.jwksUri) || has(self.secretRef)",
-     "message": "spec.authentication.jwt needs jwksUri or secretRef"}
+     "message": "spec.authentication.jwt needs jwksUri or secretRef"},
+    {"rule": "!has(self.generateSecret) || !self.generateSecret || has(self.secretRef)",
+     "message": "spec.authentication.jwt.generateSecret needs spec.authentication.jwt.secretRef (the Secret to create)"}
 ]))]
 pub struct JwtAuth {
     /// Required `iss` claim.
@@ -168,6 +170,11 @@ pub struct JwtAuth {
     /// Secret key holding the HS* shared secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretKeyRef>,
+    /// When the Secret of `secretRef` does not exist, the operator creates it holding a random
+    /// 256-bit HS256 key (64 hex characters) under `secretRef.key`, so that tokens can be signed
+    /// without an identity provider. A Secret the operator did not create is never changed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub generate_secret: bool,
 }
 
 /// OAuth2 token introspection (RFC 7662).
@@ -301,6 +308,13 @@ pub struct Encryption {
     /// kubernetes.io/tls Secret (tls.crt, tls.key) in the policy's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert_secret_name: Option<String>,
+    /// When the Secret `certSecretName` does not exist, the operator creates it: a self-signed
+    /// certificate (ECDSA P-256, one year) for the Services of the policy's namespace
+    /// (`*.NAMESPACE.svc`, `*.NAMESPACE.svc.cluster.local`, `localhost`), renewed 30 days before it
+    /// expires. Clients must then skip verification or trust that certificate; use a certificate
+    /// from your CA otherwise. A Secret the operator did not create is never changed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub self_signed: bool,
 }
 
 /// Minimum TLS version.

@@ -8,7 +8,10 @@ use super::{apply_status, Context, Error, Result, Scope};
 use crate::api::policy_condition_types::VALID;
 use crate::api::{condition, set_condition, McpServer, SecurityPolicy, SecurityPolicyPhase, SecurityPolicyStatus};
 use crate::consts::IN_USE_FINALIZER;
+use crate::issue::{due_for_renewal, issued_secret, secrets_to_issue, Issue};
 use crate::policy::validate_policy;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::PostParams;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::Store;
@@ -69,6 +72,7 @@ pub async fn reconcile(policy: Arc<SecurityPolicy>, ctx: Arc<Context>) -> Result
     if release_finalizer(&api, &*policy, IN_USE_FINALIZER).await? && policy.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
+    issue_secrets(&ctx, &policy).await?;
     let secrets = fetch_secrets(&ctx, &policy).await?;
     let problems = validate_policy(&policy.spec, &secrets);
     let status = policy_status(&policy, &problems, users);
@@ -91,6 +95,50 @@ pub async fn reconcile(policy: Arc<SecurityPolicy>, ctx: Arc<Context>) -> Result
     // Secrets are not watched (no cluster-wide Secret watch): look again on a timer.
     let wait = if problems.is_empty() { 120 } else { 15 };
     Ok(Action::requeue(Duration::from_secs(wait)))
+}
+
+/// Creates the Secrets the policy asks the operator to issue when they are missing, and renews
+/// an issued certificate before it expires. Never touches a Secret the operator did not issue.
+async fn issue_secrets(ctx: &Context, policy: &SecurityPolicy) -> Result<()> {
+    let ns = policy.namespace().ok_or(Error::MissingNamespace)?;
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let now = jiff::Timestamp::now();
+    for issue in secrets_to_issue(&policy.spec) {
+        let name = issue.secret();
+        let (verb, version) = match api.get_opt(name).await? {
+            None => ("Issued", None),
+            Some(existing) if due_for_renewal(&existing, now) => ("Renewed", existing.resource_version()),
+            Some(_) => continue,
+        };
+        let mut secret =
+            issued_secret(policy, &issue, now).map_err(|e| Error::Refused(format!("{}: {e:#}", issue.field())))?;
+        // Optimistically locked: a renewal never overwrites a change made meanwhile.
+        secret.metadata.resource_version = version;
+        let written = if verb == "Issued" {
+            api.create(&PostParams::default(), &secret).await.map(|_| ())
+        } else {
+            api.replace(name, &PostParams::default(), &secret).await.map(|_| ())
+        };
+        match written {
+            Ok(()) => {}
+            // Another policy issued it meanwhile: theirs is as good.
+            Err(kube::Error::Api(e)) if e.code == 409 => continue,
+            Err(e) => return Err(e.into()),
+        }
+        // One reason per kind: the event recorder folds Events of equal reason into one series.
+        let (what, reason) = match (&issue, verb) {
+            (Issue::SelfSignedTls { .. }, "Issued") => {
+                ("a self-signed certificate for the namespace's Services", "CertificateIssued")
+            }
+            (Issue::SelfSignedTls { .. }, _) => {
+                ("a self-signed certificate for the namespace's Services", "CertificateRenewed")
+            }
+            (Issue::JwtKey { .. }, _) => ("a random HS256 key", "JwtKeyIssued"),
+        };
+        let note = format!("{verb} Secret {name:?} with {what} ({})", issue.field());
+        ctx.event(policy, EventType::Normal, reason, "Issue", note).await;
+    }
+    Ok(())
 }
 
 /// Requeue policy after a failed reconcile.

@@ -66,10 +66,12 @@ server-side apply (patch), so it never needs update on them; Secrets are only re
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list"]
-# Referenced Secrets are read one by one; never listed or watched.
+# Referenced Secrets are read one by one; never listed or watched. create/update only for what a
+# SecurityPolicy asks the operator to issue (selfSigned, generateSecret): a missing Secret is
+# created, and only a certificate it issued itself is ever replaced.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get"]
+  verbs: ["get", "create", "update"]
 # The gateway's status document (server info, tools), read through the API server proxy.
 - apiGroups: [""]
   resources: ["services/proxy"]

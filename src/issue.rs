@@ -90,6 +90,25 @@ pub fn due_for_renewal(secret: &Secret, now: jiff::Timestamp) -> bool {
     }
 }
 
+/// An issued Secret that `policy` also uses, with `policy` added to its owners (not as
+/// controller): the garbage collector removes it only when every policy using it is gone. None
+/// when it was not issued by the operator or `policy` already owns it.
+pub fn co_owned(secret: &Secret, policy: &SecurityPolicy) -> Option<Secret> {
+    if !secret.annotations().contains_key(ANNOTATION_ISSUED) {
+        return None;
+    }
+    let uid = policy.uid()?;
+    if secret.owner_references().iter().any(|o| o.uid == uid) {
+        return None;
+    }
+    let mut owner = policy.controller_owner_ref(&())?;
+    owner.controller = None;
+    owner.block_owner_deletion = None;
+    let mut out = secret.clone();
+    out.metadata.owner_references.get_or_insert_with(Vec::new).push(owner);
+    Some(out)
+}
+
 /// The Secret for `issue`, owned by `policy`. `now` dates a certificate.
 pub fn issued_secret(policy: &SecurityPolicy, issue: &Issue, now: jiff::Timestamp) -> anyhow::Result<Secret> {
     let ns = policy.namespace().unwrap_or_default();
@@ -213,6 +232,22 @@ mod tests {
         assert!(!due_for_renewal(&s, now()));
         assert!(!due_for_renewal(&s, "2026-12-01T00:00:00Z".parse().unwrap()), "31 days left");
         assert!(due_for_renewal(&s, "2026-12-03T00:00:00Z".parse().unwrap()), "29 days left");
+    }
+
+    #[test]
+    fn a_shared_issued_secret_gets_every_user_as_owner_once() {
+        let first = owned(policy("{}"));
+        let mut second = policy("{}");
+        second.metadata.name = Some("production-policy".into());
+        second.metadata.uid = Some("uid-second".into());
+        let issued = issued_secret(&first, &Issue::JwtKey { secret: "k".into(), key: "x".into() }, now()).unwrap();
+        assert_eq!(co_owned(&issued, &first), None, "already owned");
+        let shared = co_owned(&issued, &second).expect("second owner added");
+        let owners = shared.metadata.owner_references.as_ref().unwrap();
+        assert_eq!(owners.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(), ["default-policy", "production-policy"]);
+        assert_eq!(owners.iter().filter(|o| o.controller == Some(true)).count(), 1, "one controller at most");
+        assert_eq!(co_owned(&shared, &second), None, "added once");
+        assert_eq!(co_owned(&Secret::default(), &second), None, "a Secret it did not issue is left alone");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use super::{apply_status, Context, Error, Result, Scope};
 use crate::api::policy_condition_types::VALID;
 use crate::api::{condition, set_condition, McpServer, SecurityPolicy, SecurityPolicyPhase, SecurityPolicyStatus};
 use crate::consts::IN_USE_FINALIZER;
-use crate::issue::{due_for_renewal, issued_secret, secrets_to_issue, Issue};
+use crate::issue::{co_owned, due_for_renewal, issued_secret, secrets_to_issue, Issue};
 use crate::policy::validate_policy;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::PostParams;
@@ -105,15 +105,33 @@ async fn issue_secrets(ctx: &Context, policy: &SecurityPolicy) -> Result<()> {
     let now = jiff::Timestamp::now();
     for issue in secrets_to_issue(&policy.spec) {
         let name = issue.secret();
-        let (verb, version) = match api.get_opt(name).await? {
-            None => ("Issued", None),
-            Some(existing) if due_for_renewal(&existing, now) => ("Renewed", existing.resource_version()),
-            Some(_) => continue,
+        let existing = api.get_opt(name).await?;
+        let verb = match &existing {
+            None => "Issued",
+            Some(existing) if due_for_renewal(existing, now) => "Renewed",
+            Some(existing) => {
+                // Shared by several policies (the examples share theirs): each one owns it.
+                if let Some(shared) = co_owned(existing, policy) {
+                    api.replace(name, &PostParams::default(), &shared).await?;
+                }
+                continue;
+            }
         };
         let mut secret =
             issued_secret(policy, &issue, now).map_err(|e| Error::Refused(format!("{}: {e:#}", issue.field())))?;
-        // Optimistically locked: a renewal never overwrites a change made meanwhile.
-        secret.metadata.resource_version = version;
+        if let Some(existing) = existing {
+            // Optimistically locked: a renewal never overwrites a change made meanwhile; the
+            // other policies sharing it keep owning it.
+            secret.metadata.resource_version = existing.resource_version();
+            let mine = secret.metadata.owner_references.take().unwrap_or_default();
+            let mut owners = existing.metadata.owner_references.unwrap_or_default();
+            owners.retain(|o| !mine.iter().any(|m| m.uid == o.uid));
+            for o in owners.iter_mut() {
+                o.controller = None;
+            }
+            owners.extend(mine);
+            secret.metadata.owner_references = Some(owners);
+        }
         let written = if verb == "Issued" {
             api.create(&PostParams::default(), &secret).await.map(|_| ())
         } else {

@@ -594,6 +594,32 @@ async fn scale_with_kubectl_scale_follows_through() -> Result<()> {
     Ok(())
 }
 
+/// The guide's order: deploy, plugin, examples and policy, then scale, then edit. Each replica
+/// change lands on the Deployment (the examples run as shipped, so nothing is held back; the
+/// held-back case is `apply_policy_deleting_an_in_use_policy_holds_the_server_back`).
+#[tokio::test(flavor = "multi_thread")]
+async fn scale_and_edit_after_the_guides_policy_steps_land() -> Result<()> {
+    let env = env();
+    let _g = env.shared().await;
+    let ns = env.namespace("scale-order").await?;
+    deploy_guide_server(&ns).await?;
+    ns.sh_ok(guide::ADD_PLUGIN)?;
+    ns.sh_ok(guide::PATCH_PLUGIN)?;
+    ns.sh_ok(guide::APPLY_EXAMPLES)?;
+    ns.sh_ok(guide::PATCH_POLICY)?;
+    ns.sh_ok(guide::SCALE)?;
+    let replicas = |n: i32| move |d: Option<&Deployment>| d.is_some_and(|d| d.spec.replicas == Some(n));
+    wait_for(&ns.api::<Deployment>(), "my-mcp-server", "5 replicas", replicas(5)).await?;
+    // `kubectl edit` as the guide has it, with an editor that changes replicas to 4.
+    ns.sh_ok("KUBE_EDITOR=\"sed -i -e 's/^  replicas: 5$/  replicas: 4/'\" kubectl edit mcpserver my-mcp-server")?;
+    wait_for(&ns.api::<Deployment>(), "my-mcp-server", "4 replicas", replicas(4)).await?;
+    let s = running(&ns, "my-mcp-server", 4).await?;
+    ensure!(condition(&s, "Ready").0 == "True", "{:?}", condition(&s, "Ready"));
+    let shown = ns.sh_ok("kubectl get mcpserver my-mcp-server")?;
+    ensure!(shown.contains("4/4") && shown.contains("Running"), "{shown}");
+    Ok(())
+}
+
 #[rstest]
 #[case::too_many("--replicas=11", "spec.replicas")]
 #[case::zero("--replicas=0", "spec.replicas")]

@@ -23,13 +23,7 @@ const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","param
 const SECRET: &str = "e2e-hs256-secret-for-the-data-plane-0123456789";
 
 fn token(roles: &[&str]) -> Result<String> {
-    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() + 600;
-    let claims = serde_json::json!({"iss": "e2e", "aud": "mcp", "sub": "alice", "exp": exp, "roles": roles});
-    Ok(jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes())?,
-    )?)
+    mcp_operator_e2e::hs256_token(SECRET, "e2e", "mcp", roles)
 }
 
 /// The Python SDK client (e2e/py/mcp_call.py) against `url`; its JSON report.
@@ -489,15 +483,7 @@ async fn real_pods_the_guides_examples_work_as_shipped() -> Result<()> {
     let dir = env.work.join(format!("examples-{}", ns.name));
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("ca.crt"), data(secrets.get("mcp-example-tls").await?, "tls.crt")?)?;
-    let mint = |roles: &[&str]| -> Result<String> {
-        let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() + 600;
-        let claims = serde_json::json!({"iss": "mcp-operator-example", "aud": "mcp", "sub": "alice", "exp": exp, "roles": roles});
-        Ok(jsonwebtoken::encode(
-            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-            &claims,
-            &jsonwebtoken::EncodingKey::from_secret(key.as_bytes())?,
-        )?)
-    };
+    let mint = |roles: &[&str]| mcp_operator_e2e::hs256_token(&key, "mcp-operator-example", "mcp", roles);
     let ip = cluster_ip(&ns, "my-mcp-server").await?;
     let host = format!("my-mcp-server.{}.svc", ns.name);
     let call = |auth: String| {

@@ -10,7 +10,7 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use mcp_operator::api::{McpServer, McpServerPhase, Plugin, PluginPhase, SecurityPolicy, SecurityPolicyPhase};
 use mcp_operator_e2e::wait::eventually;
-use mcp_operator_e2e::{env, guide, wait_for, wait_gone, TestNamespace};
+use mcp_operator_e2e::{env, guide, hs256_token, wait_for, wait_gone, TestNamespace};
 use rstest::rstest;
 use std::collections::BTreeSet;
 
@@ -1167,16 +1167,6 @@ impl Drop for Child {
     }
 }
 
-fn hs256_token(secret: &str, roles: &[&str]) -> Result<String> {
-    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() + 300;
-    let claims = serde_json::json!({"iss": "e2e", "aud": "mcp", "sub": "alice", "exp": exp, "roles": roles});
-    Ok(jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes())?,
-    )?)
-}
-
 const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"e2e","version":"1"}}}"#;
 
 /// POSTs an MCP initialize to `url`; returns the HTTP status (0: no answer) and body.
@@ -1213,8 +1203,8 @@ spec: {{securityPolicy: p, port: 3000}}
 EOF"
     ))?;
     running(&ns, "s", 1).await?;
-    let developer = hs256_token(secret, &["developer"])?;
-    let guest = hs256_token(secret, &["guest"])?;
+    let developer = hs256_token(secret, "e2e", "mcp", &["developer"])?;
+    let guest = hs256_token(secret, "e2e", "mcp", &["guest"])?;
     // Keep the processes of the local path alive for the whole test.
     let mut _processes: Vec<Child> = vec![];
     let url = if env.operator_is_local() {

@@ -251,7 +251,7 @@ fn every_guide_example_is_accepted() {
     let mut skipped = vec![];
     for snippet in guide_snippets() {
         let what = snippet.what();
-        let doc: Value = serde_yaml::from_str(&snippet.text).unwrap_or_else(|e| panic!("{what}: not YAML: {e}"));
+        let doc: Value = serde_norway::from_str(&snippet.text).unwrap_or_else(|e| panic!("{what}: not YAML: {e}"));
         let obj = doc.as_object().unwrap_or_else(|| panic!("{what}: not a YAML mapping"));
         match obj.get("apiVersion").and_then(Value::as_str) {
             Some(API_VERSION) => {
@@ -307,7 +307,7 @@ fn guide_patches_and_scale_give_valid_objects() {
     // `kubectl patch --type=json` adds to /spec/plugins/- on my-mcp-server, whose YAML has no
     // plugins: that only works because the API server defaults the list to [].
     assert_eq!(schema["properties"]["spec"]["properties"]["plugins"]["default"], json!([]));
-    let mut server: Value = serde_yaml::from_str(
+    let mut server: Value = serde_norway::from_str(
         "apiVersion: mcp.n-takatsu.dev/v1alpha1\nkind: MCPServer\nmetadata: {name: my-mcp-server}\n\
          spec: {replicas: 2, image: \"mcp-rs:latest\", transport: http, port: 3000}\n",
     )
@@ -331,7 +331,7 @@ fn every_manifest_example_is_accepted() {
     let path = repo().join("k8s/manifests/examples.yaml");
     let text = read(&path);
     let mut names = vec![];
-    for (i, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+    for (i, document) in serde_norway::Deserializer::from_str(&text).enumerate() {
         let doc = <Value as serde::Deserialize>::deserialize(document)
             .unwrap_or_else(|e| panic!("examples.yaml document {i}: {e}"));
         if doc.is_null() {
@@ -597,4 +597,33 @@ fn every_command_the_e2e_suite_runs_is_in_the_guide_verbatim() {
             assert!(en.contains(line), "not in docs/operator-guide.en.md: {line}");
         }
     }
+}
+
+/// Conditions are a list keyed by `type` on every kind (server-side apply merges them per type,
+/// and a duplicate type is refused), as on the built-in kinds.
+#[rstest]
+#[case("MCPServer")]
+#[case("Plugin")]
+#[case("SecurityPolicy")]
+fn conditions_are_a_list_keyed_by_type(#[case] kind: &str) {
+    let conditions = crd_schema(kind).pointer("/properties/status/properties/conditions").cloned().expect("conditions");
+    assert_eq!(conditions["x-kubernetes-list-type"], "map", "{kind}: {conditions}");
+    assert_eq!(conditions["x-kubernetes-list-map-keys"], json!(["type"]), "{kind}");
+    let item = &conditions["items"];
+    for field in ["type", "status", "reason", "message", "lastTransitionTime"] {
+        assert!(item["properties"].get(field).is_some(), "{kind}: condition field {field}");
+    }
+    let required: BTreeSet<&str> = item["required"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert!(required.contains("type"), "{kind}: a map key must be required: {required:?}");
+}
+
+/// `kubectl get mcpservers` shows the tool count next to the phase.
+#[test]
+fn mcpserver_columns_include_tools() {
+    let crd = crds().into_iter().find(|c| c.spec.names.kind == "MCPServer").unwrap();
+    let columns = crd.spec.versions[0].additional_printer_columns.clone().unwrap_or_default();
+    let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["Phase", "Ready", "Transport", "Policy", "Tools", "URL", "Age"]);
+    let tools = columns.iter().find(|c| c.name == "Tools").unwrap();
+    assert_eq!((tools.type_.as_str(), tools.json_path.as_str()), ("integer", ".status.toolCount"));
 }

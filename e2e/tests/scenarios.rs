@@ -128,7 +128,7 @@ async fn deploy_basic_mcpserver_creates_children_and_status() -> Result<()> {
 
     let out = ns.sh_ok(guide::STATUS)?;
     let header = out.lines().next().unwrap_or_default();
-    for col in ["NAME", "PHASE", "READY", "TRANSPORT", "POLICY", "URL", "AGE"] {
+    for col in ["NAME", "PHASE", "READY", "TRANSPORT", "POLICY", "TOOLS", "URL", "AGE"] {
         ensure!(header.contains(col), "column {col} in {header}");
     }
     ensure!(
@@ -138,6 +138,12 @@ async fn deploy_basic_mcpserver_creates_children_and_status() -> Result<()> {
     ensure!(out.contains("Available") && out.contains("Created"), "describe shows conditions and events:\n{out}");
     let all = ns.sh_ok("kubectl get mcp-all")?;
     ensure!(all.contains("mcpserver.mcp.n-takatsu.dev/my-mcp-server"), "{all}");
+    // As on other operators: wait on the Ready condition, by plain or fully qualified kind.
+    let waited = ns.sh_ok(
+        "kubectl wait --for=condition=Ready mcpserver/my-mcp-server --timeout=60s && \
+         kubectl wait --for=condition=Ready mcpservers.mcp.n-takatsu.dev/my-mcp-server --timeout=60s",
+    )?;
+    ensure!(waited.matches("condition met").count() == 2, "{waited}");
     Ok(())
 }
 

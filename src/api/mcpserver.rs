@@ -56,6 +56,12 @@ use serde::{Deserialize, Serialize};
         description = "SecurityPolicy in force"
     ),
     printcolumn(
+        name = "Tools",
+        type_ = "integer",
+        json_path = ".status.toolCount",
+        description = "Tools the server offers (from its gateway's tools/list)"
+    ),
+    printcolumn(
         name = "URL",
         type_ = "string",
         json_path = ".status.url",
@@ -239,6 +245,7 @@ pub struct McpServerStatus {
     pub tools: Vec<String>,
     /// Available, Progressing, Degraded, SecurityPolicyResolved, PluginsResolved, McpReady.
     #[serde(default)]
+    #[schemars(schema_with = "super::conditions")]
     pub conditions: Vec<Condition>,
 }
 

@@ -174,6 +174,7 @@ pub struct PluginStatus {
     pub observed_generation: Option<i64>,
     /// DependenciesResolved, Ready.
     #[serde(default)]
+    #[schemars(schema_with = "super::conditions")]
     pub conditions: Vec<Condition>,
 }
 

@@ -428,6 +428,7 @@ pub struct SecurityPolicyStatus {
     pub observed_generation: Option<i64>,
     /// Valid.
     #[serde(default)]
+    #[schemars(schema_with = "super::conditions")]
     pub conditions: Vec<Condition>,
 }
 

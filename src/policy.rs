@@ -196,7 +196,7 @@ mod tests {
     use k8s_openapi::ByteString;
 
     fn guide_policy() -> SecurityPolicy {
-        serde_yaml::from_str(
+        serde_norway::from_str(
             r#"
 apiVersion: mcp.n-takatsu.dev/v1alpha1
 kind: SecurityPolicy

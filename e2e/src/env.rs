@@ -51,8 +51,8 @@ pub fn env() -> &'static Env {
 pub fn chart_image(repo: &Path) -> Result<String> {
     let chart = std::fs::read_to_string(repo.join("charts/mcp-operator/Chart.yaml"))?;
     let values = std::fs::read_to_string(repo.join("charts/mcp-operator/values.yaml"))?;
-    let chart: serde_yaml::Value = serde_yaml::from_str(&chart)?;
-    let values: serde_yaml::Value = serde_yaml::from_str(&values)?;
+    let chart: serde_norway::Value = serde_norway::from_str(&chart)?;
+    let values: serde_norway::Value = serde_norway::from_str(&values)?;
     let repo_name = values["image"]["repository"].as_str().context("values.image.repository")?;
     let tag = chart["appVersion"].as_str().context("Chart appVersion")?;
     Ok(format!("{repo_name}:{tag}"))
@@ -60,10 +60,10 @@ pub fn chart_image(repo: &Path) -> Result<String> {
 
 /// The gateway image the chart's operator uses by default (`gateway.image.repository:appVersion`).
 pub fn chart_gateway_image(repo: &Path) -> Result<String> {
-    let chart: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(repo.join("charts/mcp-operator/Chart.yaml"))?)?;
-    let values: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(repo.join("charts/mcp-operator/values.yaml"))?)?;
+    let chart: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(repo.join("charts/mcp-operator/Chart.yaml"))?)?;
+    let values: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(repo.join("charts/mcp-operator/values.yaml"))?)?;
     let repo_name = values["gateway"]["image"]["repository"].as_str().context("values.gateway.image.repository")?;
     let tag = chart["appVersion"].as_str().context("Chart appVersion")?;
     Ok(format!("{repo_name}:{tag}"))
@@ -268,17 +268,17 @@ impl Env {
     /// A kubeconfig whose user impersonates the chart's ServiceAccount, so that the local
     /// operator is held to the chart's RBAC.
     pub fn impersonating_kubeconfig(&self) -> Result<PathBuf> {
-        let mut cfg: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&self.cluster.kubeconfig)?)?;
+        let mut cfg: serde_norway::Value = serde_norway::from_str(&std::fs::read_to_string(&self.cluster.kubeconfig)?)?;
         for user in cfg["users"].as_sequence_mut().context("kubeconfig users")? {
             user["user"]["as"] = OPERATOR_SA.into();
-            user["user"]["as-groups"] = serde_yaml::to_value([
+            user["user"]["as-groups"] = serde_norway::to_value([
                 "system:serviceaccounts",
                 "system:serviceaccounts:mcp-system",
                 "system:authenticated",
             ])?;
         }
         let path = self.work.join("operator.kubeconfig");
-        std::fs::write(&path, serde_yaml::to_string(&cfg)?)?;
+        std::fs::write(&path, serde_norway::to_string(&cfg)?)?;
         Ok(path)
     }
 
@@ -313,12 +313,12 @@ impl Env {
         if simulated && self.cluster.provider.has_simulated_nodes() {
             self.admin_sh(&format!("hack/simulated-namespace.sh {name}"))?;
         }
-        let mut cfg: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&self.cluster.kubeconfig)?)?;
+        let mut cfg: serde_norway::Value = serde_norway::from_str(&std::fs::read_to_string(&self.cluster.kubeconfig)?)?;
         for ctx in cfg["contexts"].as_sequence_mut().context("kubeconfig contexts")? {
             ctx["context"]["namespace"] = name.clone().into();
         }
         let kubeconfig = self.work.join(format!("{name}.kubeconfig"));
-        std::fs::write(&kubeconfig, serde_yaml::to_string(&cfg)?)?;
+        std::fs::write(&kubeconfig, serde_norway::to_string(&cfg)?)?;
         let client = client_for(&kubeconfig).await?;
         Ok(TestNamespace { name, kubeconfig, client, env: self })
     }

@@ -8,7 +8,7 @@ use rstest::rstest;
 use serde_json::Value;
 
 pub(crate) fn server(yaml: &str) -> McpServer {
-    let mut s: McpServer = serde_yaml::from_str(yaml).expect("valid MCPServer YAML");
+    let mut s: McpServer = serde_norway::from_str(yaml).expect("valid MCPServer YAML");
     s.metadata.namespace.get_or_insert_with(|| "default".into());
     s.metadata.uid = Some("uid-1".into());
     s
@@ -26,7 +26,7 @@ spec: {replicas: 2, image: "mcp-rs:latest", transport: http, port: 3000}
 }
 
 pub(crate) fn plugin(name: &str, level: &str, extra: &str) -> Plugin {
-    let mut p: Plugin = serde_yaml::from_str(&format!(
+    let mut p: Plugin = serde_norway::from_str(&format!(
         r#"
 apiVersion: mcp.n-takatsu.dev/v1alpha1
 kind: Plugin
@@ -45,7 +45,7 @@ spec:
 }
 
 pub(crate) fn policy(yaml_spec: &str) -> SecurityPolicy {
-    serde_yaml::from_str(&format!(
+    serde_norway::from_str(&format!(
         "apiVersion: mcp.n-takatsu.dev/v1alpha1\nkind: SecurityPolicy\nmetadata: {{name: default-policy, namespace: default}}\nspec: {yaml_spec}\n"
     ))
     .expect("valid SecurityPolicy YAML")

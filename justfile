@@ -57,12 +57,14 @@ up:
 down:
     hack/down.sh
 
-# fmt, clippy, cargo-deny, helm lint, generated-file drift, manifest validation, workflow lint.
+# fmt, clippy, cargo-deny, helm lint, chart unit tests, generated-file drift, manifest validation,
+# workflow lint.
 lint: (tools "helm" "actionlint")
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
     helm lint --strict charts/mcp-operator
     helm lint --strict charts/mcp-operator --set watchNamespaces='{a,b}' --set replicaCount=2 --set serviceMonitor.enabled=true --set networkPolicy.enabled=true
+    cargo test --quiet -p mcp-operator-e2e --test chart
     hack/render-manifests.sh --check
     hack/check-generated.sh
     actionlint

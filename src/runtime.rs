@@ -60,6 +60,10 @@ pub struct Args {
     /// Namespace of the leader Lease (defaults to the pod's namespace).
     #[arg(long, env = "POD_NAMESPACE", default_value = "mcp-system")]
     pub leader_election_namespace: String,
+    /// Name of the leader Lease: two operators elect separately only with different Leases (the
+    /// chart names it after the release: `<fullname>-leader`).
+    #[arg(long, env = "MCP_LEADER_ELECTION_LEASE", default_value = LEADER_LEASE)]
+    pub leader_election_lease: String,
     /// Deployment that owns the leader Lease (the operator's own, in the Lease's namespace): the
     /// garbage collector then removes the Lease with the operator, by `helm uninstall` or
     /// `kubectl delete`. Without it the Lease outlives the operator.
@@ -265,7 +269,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
 
     if args.leader_election {
-        let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), LEADER_LEASE)
+        let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.leader_election_lease)
             .with_namespace(&args.leader_election_namespace)
             .with_identity(&identity)
             .with_field_manager(FIELD_MANAGER)
@@ -276,12 +280,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .context("leader election Lease")?;
         if let Some(owner) = &args.leader_election_owner {
             // Not fatal: an orphaned Lease is only clutter; the operator still elects.
-            if let Err(e) = own_lease(&client, &args.leader_election_namespace, owner).await {
+            if let Err(e) =
+                own_lease(&client, &args.leader_election_namespace, &args.leader_election_lease, owner).await
+            {
                 tracing::warn!(error = %e, deployment = %owner, "could not make the Deployment own the leader Lease");
             }
         }
         let (mut leader, lease_task) = manager.watch().await;
-        tracing::info!(%identity, lease = LEADER_LEASE, namespace = %args.leader_election_namespace, "waiting to become leader");
+        tracing::info!(%identity, lease = %args.leader_election_lease, namespace = %args.leader_election_namespace, "waiting to become leader");
         loop {
             if *leader.borrow_and_update() {
                 break;
@@ -311,15 +317,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Makes the Deployment `owner` (in `namespace`) the owner of the leader Lease.
-async fn own_lease(client: &kube::Client, namespace: &str, owner: &str) -> anyhow::Result<()> {
+/// Makes the Deployment `owner` (in `namespace`) the owner of the leader Lease `lease`.
+async fn own_lease(client: &kube::Client, namespace: &str, lease: &str, owner: &str) -> anyhow::Result<()> {
     use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::api::coordination::v1::Lease;
     use kube::api::{Api, Patch, PatchParams};
     let deployment = Api::<Deployment>::namespaced(client.clone(), namespace).get(owner).await?;
     let patch = serde_json::json!({"metadata": {"ownerReferences": [lease_owner(&deployment)]}});
     Api::<Lease>::namespaced(client.clone(), namespace)
-        .patch(LEADER_LEASE, &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(lease, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
     Ok(())
 }

@@ -73,6 +73,43 @@ async fn install_helm_registers_crds_and_runs_operator() -> Result<()> {
     Ok(())
 }
 
+/// A second release (a namespace-scoped tenant) rendered with `helm template` applies next to the
+/// guide's release without touching it: cluster-scoped names of its own, its own Lease.
+#[tokio::test(flavor = "multi_thread")]
+async fn install_a_second_release_in_another_namespace_applies_beside_the_first() -> Result<()> {
+    let env = env();
+    let _g = env.shared().await;
+    let ns = env.namespace("tenant").await?;
+    let release = &ns.name;
+    let template = format!(
+        "helm template {release} charts/mcp-operator --namespace {release} --set 'watchNamespaces={{{release}}}'"
+    );
+    let before = env.admin_sh("kubectl get clusterrole mcp-operator -o jsonpath='{.metadata.resourceVersion}'")?;
+    let result = async {
+        let applied = String::from_utf8_lossy(&env.admin_sh(&format!("{template} | kubectl apply -f -"))?.stdout).into_owned();
+        ensure!(applied.contains(&format!("clusterrole.rbac.authorization.k8s.io/{release}-mcp-operator created")), "{applied}");
+        ensure!(!applied.contains("configured"), "nothing of the first release is changed: {applied}");
+        let after = env.admin_sh("kubectl get clusterrole mcp-operator -o jsonpath='{.metadata.resourceVersion}'")?;
+        ensure!(before.stdout == after.stdout, "the first release's ClusterRole is untouched");
+        let sa = format!("system:serviceaccount:{release}:{release}-mcp-operator");
+        let can = |verb_ns: &str| -> Result<String> {
+            let out = env.sh_with(&env.cluster.kubeconfig, &format!("kubectl auth can-i patch mcpservers --as={sa} -n {verb_ns}"))?;
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        };
+        ensure!(can(release)? == "yes", "the tenant's operator may work in its namespace");
+        ensure!(can("default")? == "no", "and nowhere else");
+        let args = String::from_utf8_lossy(
+            &env.admin_sh(&format!("kubectl get deployment {release}-mcp-operator -n {release} -o jsonpath='{{.spec.template.spec.containers[0].args}}'"))?.stdout,
+        )
+        .into_owned();
+        ensure!(args.contains(&format!("--leader-election-lease={release}-mcp-operator-leader")), "{args}");
+        Ok(())
+    }
+    .await;
+    env.admin_sh(&format!("{template} | kubectl delete --ignore-not-found -f -"))?;
+    result
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn install_kubectl_manifests_runs_operator() -> Result<()> {
     let env = env();

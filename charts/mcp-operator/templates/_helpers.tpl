@@ -1,13 +1,30 @@
 {{/*
-Object names are fixed, not derived from the release name: the user guide and the plain
-manifests refer to them (svc/mcp-operator-metrics, serviceaccount mcp-operator).
+Names. The app name (label app.kubernetes.io/name) is the chart name unless nameOverride is set.
+Object names follow Helm's convention: the release name when it already contains the app name,
+otherwise "<release>-<app name>", unless fullnameOverride is set. The guide's release
+`mcp-operator` therefore keeps the names the guide and the plain manifests use
+(svc/mcp-operator-metrics, serviceaccount mcp-operator), and a second release (say `tenant-b`)
+gets its own cluster-scoped names (ClusterRole tenant-b-mcp-operator).
 */}}
 {{- define "mcp-operator.name" -}}
-mcp-operator
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "mcp-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := include "mcp-operator.name" . }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{- define "mcp-operator.serviceAccountName" -}}
-mcp-operator
+{{ include "mcp-operator.fullname" . }}
 {{- end }}
 
 {{- define "mcp-operator.chart" -}}

@@ -1,0 +1,214 @@
+//! Chart unit tests: `helm template` (the real helm from the tools cache, no cluster) with the
+//! values a platform team sets, asserting on the rendered objects. Run by `just lint`.
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn chart() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/mcp-operator")
+}
+
+/// `helm template RELEASE chart -n NAMESPACE ARGS...`, as objects.
+fn render(release: &str, namespace: &str, args: &[&str]) -> Result<Vec<Value>> {
+    let out = Command::new("helm")
+        .args(["template", release])
+        .arg(chart())
+        .args(["--namespace", namespace])
+        .args(args)
+        .output()
+        .context("run helm (hack/tools.sh helm puts it on PATH)")?;
+    if !out.status.success() {
+        bail!("helm template failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8(out.stdout)?;
+    let mut objects = Vec::new();
+    for doc in serde_norway::Deserializer::from_str(&text) {
+        let v = Value::deserialize(doc)?;
+        if !v.is_null() {
+            objects.push(v);
+        }
+    }
+    Ok(objects)
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+fn one<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
+    let found = find(objects, kind);
+    assert_eq!(found.len(), 1, "one {kind}: {found:?}");
+    found[0]
+}
+
+fn names(objects: &[Value], kinds: &[&str]) -> BTreeSet<String> {
+    objects
+        .iter()
+        .filter(|o| kinds.contains(&o["kind"].as_str().unwrap_or_default()))
+        .map(|o| format!("{}/{}", o["kind"].as_str().unwrap(), o["metadata"]["name"].as_str().unwrap()))
+        .collect()
+}
+
+fn container(objects: &[Value]) -> Value {
+    one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0].clone()
+}
+
+fn args(objects: &[Value]) -> Vec<String> {
+    container(objects)["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect()
+}
+
+const CLUSTER_SCOPED: &[&str] = &["ClusterRole", "ClusterRoleBinding"];
+
+#[test]
+fn the_guides_release_keeps_the_names_the_guide_uses() -> Result<()> {
+    let objects = render("mcp-operator", "mcp-system", &[])?;
+    assert_eq!(
+        names(&objects, &["Deployment", "Service", "ServiceAccount", "ClusterRole", "ClusterRoleBinding"]),
+        BTreeSet::from(
+            [
+                "Deployment/mcp-operator",
+                "Service/mcp-operator-metrics",
+                "ServiceAccount/mcp-operator",
+                "ClusterRole/mcp-operator",
+                "ClusterRoleBinding/mcp-operator"
+            ]
+            .map(String::from)
+        )
+    );
+    let labels = &one(&objects, "Deployment")["spec"]["template"]["metadata"]["labels"];
+    assert_eq!(labels["app.kubernetes.io/name"], "mcp-operator", "the guide's kubectl logs -l selector");
+    let args = args(&objects);
+    assert!(args.contains(&"--leader-election-lease=mcp-operator-leader".into()), "{args:?}");
+    assert!(args.contains(&"--leader-election-owner=mcp-operator".into()), "{args:?}");
+    // Default image tags are the chart's appVersion, for the operator and the gateway alike.
+    let chart: Value = serde_norway::from_str(&std::fs::read_to_string(chart().join("Chart.yaml"))?)?;
+    let app = chart["appVersion"].as_str().context("appVersion")?;
+    assert_eq!(container(&objects)["image"], format!("ghcr.io/n-takatsu/mcp-operator:{app}"));
+    assert!(args.contains(&format!("--gateway-image=ghcr.io/n-takatsu/mcp-gateway:{app}")), "{args:?}");
+    Ok(())
+}
+
+#[test]
+fn a_second_release_in_another_namespace_has_names_of_its_own() -> Result<()> {
+    let first = render("mcp-operator", "mcp-system", &[])?;
+    let second = render("tenant-b", "tenant-b", &["--set", "watchNamespaces={tenant-b}"])?;
+    let (a, b) = (names(&first, CLUSTER_SCOPED), names(&second, CLUSTER_SCOPED));
+    assert!(a.is_disjoint(&b), "cluster-scoped names collide: {a:?} / {b:?}");
+    assert!(b.contains("ClusterRole/tenant-b-mcp-operator"), "{b:?}");
+    for o in &second {
+        if !CLUSTER_SCOPED.contains(&o["kind"].as_str().unwrap()) {
+            assert_eq!(o["metadata"]["namespace"], "tenant-b", "{}", o["metadata"]["name"]);
+        }
+    }
+    let args = args(&second);
+    assert!(args.contains(&"--leader-election-lease=tenant-b-mcp-operator-leader".into()), "{args:?}");
+    assert!(args.contains(&"--namespaces=tenant-b".into()), "{args:?}");
+    // The binding names the second release's own ServiceAccount.
+    let binding = one(&second, "ClusterRoleBinding");
+    assert_eq!(
+        binding["subjects"][0],
+        json!({"kind": "ServiceAccount", "name": "tenant-b-mcp-operator", "namespace": "tenant-b"})
+    );
+    Ok(())
+}
+
+#[test]
+fn name_overrides() -> Result<()> {
+    let objects = render("x", "ns", &["--set", "fullnameOverride=ops", "--set", "nameOverride=mcp"])?;
+    assert!(names(&objects, &["Deployment", "Service", "ClusterRole"])
+        .is_superset(&BTreeSet::from(["Deployment/ops", "Service/ops-metrics", "ClusterRole/ops"].map(String::from))));
+    assert_eq!(one(&objects, "Deployment")["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"], "mcp");
+    let over = render("x", "ns", &["--set", "fullnameOverride=not_a_name"]);
+    assert!(over.is_err_and(|e| e.to_string().contains("fullnameOverride")), "schema refuses a bad name");
+    Ok(())
+}
+
+#[test]
+fn pod_disruption_budget_is_configurable() -> Result<()> {
+    let pdb = |args: &[&str]| -> Result<Option<Value>> {
+        Ok(find(&render("mcp-operator", "mcp-system", args)?, "PodDisruptionBudget").first().map(|p| p["spec"].clone()))
+    };
+    assert_eq!(pdb(&[])?, None, "one replica: no PDB by default");
+    assert_eq!(pdb(&["--set", "replicaCount=2"])?.unwrap()["maxUnavailable"], 1);
+    assert_eq!(pdb(&["--set", "replicaCount=2", "--set", "podDisruptionBudget.enabled=false"])?, None);
+    let forced = pdb(&["--set", "podDisruptionBudget.enabled=true", "--set", "podDisruptionBudget.minAvailable=1"])?;
+    let forced = forced.unwrap();
+    assert_eq!((forced["minAvailable"].clone(), forced.get("maxUnavailable")), (json!(1), None));
+    Ok(())
+}
+
+#[test]
+fn network_policy_egress_is_dns_and_the_api_server_only() -> Result<()> {
+    let objects = render("mcp-operator", "mcp-system", &["--set", "networkPolicy.enabled=true"])?;
+    let spec = &one(&objects, "NetworkPolicy")["spec"];
+    let egress = spec["egress"].as_array().unwrap();
+    assert!(egress.iter().all(|r| r.get("ports").is_some()), "no allow-all egress rule: {egress:?}");
+    let ports: BTreeSet<(i64, String)> = egress
+        .iter()
+        .flat_map(|r| r["ports"].as_array().unwrap().iter())
+        .map(|p| (p["port"].as_i64().unwrap(), p["protocol"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(
+        ports,
+        BTreeSet::from([(53, "UDP".into()), (53, "TCP".into()), (443, "TCP".into()), (6443, "TCP".into())])
+    );
+    assert_eq!(spec["ingress"][0]["ports"], json!([{"port": 8080, "protocol": "TCP"}]));
+
+    let pinned = render(
+        "mcp-operator",
+        "mcp-system",
+        &[
+            "--set",
+            "networkPolicy.enabled=true",
+            "--set",
+            "networkPolicy.apiServer.cidrs={10.0.0.1/32}",
+            "--set",
+            "networkPolicy.apiServer.ports={6443}",
+        ],
+    )?;
+    let api = &one(&pinned, "NetworkPolicy")["spec"]["egress"][1];
+    assert_eq!(api["to"], json!([{"ipBlock": {"cidr": "10.0.0.1/32"}}]));
+    assert_eq!(api["ports"], json!([{"port": 6443, "protocol": "TCP"}]));
+    Ok(())
+}
+
+#[test]
+fn extra_args_env_volumes_and_scheduling_reach_the_pod() -> Result<()> {
+    let values = r#"
+extraArgs: ["--log-format=text"]
+extraEnv: [{name: HTTPS_PROXY, value: "http://proxy:3128"}]
+extraVolumes: [{name: ca, configMap: {name: corp-ca}}]
+extraVolumeMounts: [{name: ca, mountPath: /etc/corp-ca, readOnly: true}]
+tolerations: [{key: dedicated, operator: Equal, value: ops, effect: NoSchedule}]
+affinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: [{matchExpressions: [{key: ops, operator: Exists}]}]}}}
+topologySpreadConstraints: [{maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app.kubernetes.io/name: mcp-operator}}}]
+"#;
+    let file = std::env::temp_dir().join(format!("mcp-chart-values-{}.yaml", std::process::id()));
+    std::fs::write(&file, values)?;
+    let objects = render("mcp-operator", "mcp-system", &["-f", file.to_str().unwrap()]);
+    std::fs::remove_file(&file)?;
+    let objects = objects?;
+    let pod = &one(&objects, "Deployment")["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    assert!(args(&objects).contains(&"--log-format=text".into()));
+    assert!(c["env"].as_array().unwrap().iter().any(|e| e["name"] == "HTTPS_PROXY"));
+    assert!(pod["volumes"].as_array().unwrap().iter().any(|v| v["name"] == "ca"));
+    assert!(pod["volumes"].as_array().unwrap().iter().any(|v| v["name"] == "tmp"), "the chart's own volume stays");
+    assert!(c["volumeMounts"].as_array().unwrap().iter().any(|m| m["mountPath"] == "/etc/corp-ca"));
+    assert_eq!(pod["tolerations"][0]["key"], "dedicated");
+    assert!(pod["affinity"]["nodeAffinity"].is_object());
+    assert_eq!(pod["topologySpreadConstraints"][0]["topologyKey"], "kubernetes.io/hostname");
+    Ok(())
+}
+
+#[test]
+fn misspelt_values_are_refused() {
+    for set in ["nmeOverride=x", "podDisruptionBudget.maxUnavalable=1", "networkPolicy.apiserver.ports={443}"] {
+        let r = render("mcp-operator", "mcp-system", &["--set", set]);
+        assert!(r.is_err(), "--set {set} must be refused by values.schema.json");
+    }
+}

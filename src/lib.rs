@@ -5,6 +5,7 @@ pub mod api;
 pub mod build;
 pub mod consts;
 pub mod controller;
+pub mod crds;
 pub mod issue;
 pub mod metrics;
 pub mod plugins;

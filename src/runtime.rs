@@ -69,6 +69,11 @@ pub struct Args {
     /// `kubectl delete`. Without it the Lease outlives the operator.
     #[arg(long, env = "MCP_LEADER_ELECTION_OWNER")]
     pub leader_election_owner: Option<String>,
+    /// Upgrade the installed CRDs of this operator to its version when it starts leading (only
+    /// forward, never create or delete): `helm upgrade` and `kubectl apply -f k8s/manifests/` do
+    /// not touch CRDs, so this is how a schema change lands.
+    #[arg(long, env = "MCP_UPGRADE_CRDS", default_value_t = true, action = ArgAction::Set)]
+    pub upgrade_crds: bool,
     /// Address of the health, readiness and metrics server.
     #[arg(long, env = "MCP_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
@@ -299,6 +304,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         tracing::info!(%identity, "became leader");
         metrics.leader.set(1);
+        if args.upgrade_crds {
+            upgrade_crds(&client).await;
+        }
         let run = controllers(ctx, &args, &admin);
         tokio::select! {
             _ = run => tracing::info!("controllers stopped"),
@@ -310,11 +318,35 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         drop(leader);
         let _ = tokio::time::timeout(Duration::from_secs(5), lease_task).await;
     } else {
+        if args.upgrade_crds {
+            upgrade_crds(&client).await;
+        }
         controllers(ctx, &args, &admin).await;
     }
     server.abort();
     tracing::info!("shut down");
     Ok(())
+}
+
+/// Upgrades this operator's installed CRDs (`crate::crds`) and logs what was done. Not fatal: the
+/// controllers work with the installed schema, and an install whose RBAC predates this (no
+/// `update` on the CRDs) says so in the log.
+async fn upgrade_crds(client: &kube::Client) {
+    use crate::crds::CrdPlan;
+    let ours = env!("CARGO_PKG_VERSION");
+    for (crd, result) in crate::crds::upgrade(client).await {
+        match result {
+            Ok(CrdPlan::Upgrade(from)) => {
+                tracing::info!(%crd, from = from.as_deref().unwrap_or("unversioned"), to = ours, "upgraded the CRD")
+            }
+            Ok(CrdPlan::Newer(v)) => {
+                tracing::warn!(%crd, installed = %v, ours, "the installed CRD is newer than this operator: left as it is")
+            }
+            Ok(CrdPlan::Missing) => tracing::warn!(%crd, "the CRD is not installed (kubectl apply -f k8s/crds/)"),
+            Ok(CrdPlan::Current) => tracing::debug!(%crd, "the CRD is current"),
+            Err(e) => tracing::warn!(%crd, error = %e, "could not upgrade the CRD"),
+        }
+    }
 }
 
 /// Makes the Deployment `owner` (in `namespace`) the owner of the leader Lease `lease`.

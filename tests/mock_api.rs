@@ -1276,3 +1276,52 @@ async fn gateway_status_is_read_through_the_service_proxy_and_tool_changes_are_a
     finish(script).await;
     assert_eq!(result.expect("reconcile"), Action::requeue(Duration::from_secs(60)), "tools refresh every minute");
 }
+
+// ---------------------------------------------------------------------------------------------
+// CRD upgrades
+// ---------------------------------------------------------------------------------------------
+
+/// Starting with older CRDs installed: an older MCPServer CRD is replaced by ours (optimistically,
+/// its labels kept), a newer Plugin CRD is left alone, a missing SecurityPolicy CRD is not created.
+#[tokio::test]
+async fn older_crds_are_upgraded_newer_and_missing_ones_left_alone() {
+    use mcp_operator::api::{crds, CRD_VERSION_ANNOTATION};
+    use mcp_operator::crds::{upgrade, CrdPlan};
+    const CRDS: &str = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
+    let (ctx, mut api) = testbed();
+    let shipped: Vec<Value> = crds().iter().map(|c| serde_json::to_value(c).unwrap()).collect();
+    let installed = |i: usize, version: &str| {
+        let mut v = shipped[i].clone();
+        v["metadata"]["annotations"] = json!({CRD_VERSION_ANNOTATION: version});
+        v["metadata"]["labels"] = json!({"team": "platform"});
+        v["metadata"]["resourceVersion"] = json!("77");
+        v["spec"]["versions"][0]["additionalPrinterColumns"] = json!([]);
+        v
+    };
+    let expected = shipped.clone();
+    let old = installed(0, "0.0.1");
+    let newer = installed(1, "999.0.0");
+    let script = tokio::spawn(async move {
+        api.get(&format!("{CRDS}/mcpservers.mcp.n-takatsu.dev"), old).await;
+        let put = api.expect(Method::PUT, &format!("{CRDS}/mcpservers.mcp.n-takatsu.dev"), &[]).await;
+        assert_eq!(put.body["spec"], expected[0]["spec"], "the shipped schema");
+        assert_eq!(put.body["metadata"]["resourceVersion"], "77", "optimistic");
+        assert_eq!(put.body["metadata"]["labels"], json!({"team": "platform"}));
+        assert_eq!(put.body["metadata"]["annotations"][CRD_VERSION_ANNOTATION], env!("CARGO_PKG_VERSION"));
+        let body = put.body.clone();
+        put.ok(body);
+        api.get(&format!("{CRDS}/plugins.mcp.n-takatsu.dev"), newer).await;
+        api.get_not_found(&format!("{CRDS}/securitypolicies.mcp.n-takatsu.dev")).await;
+    });
+    let done = within(upgrade(&ctx.client)).await;
+    finish(script).await;
+    let plans: Vec<(String, CrdPlan)> = done.into_iter().map(|(n, r)| (n, r.unwrap())).collect();
+    assert_eq!(
+        plans,
+        [
+            ("mcpservers.mcp.n-takatsu.dev".to_string(), CrdPlan::Upgrade(Some("0.0.1".into()))),
+            ("plugins.mcp.n-takatsu.dev".to_string(), CrdPlan::Newer("999.0.0".into())),
+            ("securitypolicies.mcp.n-takatsu.dev".to_string(), CrdPlan::Missing),
+        ]
+    );
+}

@@ -212,3 +212,30 @@ fn misspelt_values_are_refused() {
         assert!(r.is_err(), "--set {set} must be refused by values.schema.json");
     }
 }
+
+#[test]
+fn crd_upgrades_are_granted_by_name_and_only_when_enabled() -> Result<()> {
+    let crd_rules = |objects: &[Value]| -> Vec<Value> {
+        one(objects, "ClusterRole")["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["resources"] == json!(["customresourcedefinitions"]))
+            .cloned()
+            .collect()
+    };
+    let on = render("mcp-operator", "mcp-system", &[])?;
+    let names =
+        json!(["mcpservers.mcp.n-takatsu.dev", "plugins.mcp.n-takatsu.dev", "securitypolicies.mcp.n-takatsu.dev"]);
+    let rules = crd_rules(&on);
+    assert!(rules.iter().any(|r| r["verbs"] == json!(["update"]) && r["resourceNames"] == names), "{rules:?}");
+    assert!(rules
+        .iter()
+        .all(|r| !r["verbs"].to_string().contains("create") && !r["verbs"].to_string().contains("delete")));
+    assert!(args(&on).contains(&"--upgrade-crds=true".into()));
+
+    let off = render("mcp-operator", "mcp-system", &["--set", "crds.upgrade=false"])?;
+    assert!(crd_rules(&off).iter().all(|r| r["verbs"] == json!(["get"])), "{:?}", crd_rules(&off));
+    assert!(args(&off).contains(&"--upgrade-crds=false".into()));
+    Ok(())
+}

@@ -741,6 +741,14 @@ async fn unreadable_object_is_reported_and_the_others_go_on() -> Result<()> {
 
 // ---------------------------------------------------------------- upgrade
 
+/// The MCPServer CRD as an earlier release shipped it: an older version, no Tools column.
+const AGE_THE_CRD: &str =
+    "kubectl annotate crd mcpservers.mcp.n-takatsu.dev mcp.n-takatsu.dev/version=0.0.1 --overwrite
+kubectl patch crd mcpservers.mcp.n-takatsu.dev --type=json \\
+  -p '[{\"op\":\"remove\",\"path\":\"/spec/versions/0/additionalPrinterColumns/4\"}]'";
+const CRD_STATE: &str = "kubectl get crd mcpservers.mcp.n-takatsu.dev \\
+  -o jsonpath='{.metadata.annotations.mcp\\.n-takatsu\\.dev/version} {.spec.versions[0].additionalPrinterColumns[*].name}'";
+
 async fn upgrade_keeps_pods(upgrade: &str, before_upgrade: &str) -> Result<()> {
     let env = env();
     let _install = env.exclusive().await;
@@ -749,10 +757,22 @@ async fn upgrade_keeps_pods(upgrade: &str, before_upgrade: &str) -> Result<()> {
     let pods = pod_uids(&ns, "app=my-mcp-server").await?;
     let generation = ns.api::<Deployment>().get("my-mcp-server").await?.metadata.generation;
     env.admin_sh(before_upgrade)?;
+    env.admin_sh(AGE_THE_CRD)?;
+    let aged = String::from_utf8_lossy(&env.admin_sh(CRD_STATE)?.stdout).into_owned();
+    ensure!(aged.starts_with("0.0.1 ") && !aged.contains("Tools"), "the CRD looks older: {aged}");
     env.admin_sh(upgrade)?;
     // A new operator version starts (for the local provider, a restarted process).
     env.stop_operator()?;
     env.start_operator().await?;
+    // The schema change lands through the upgrade: the operator brought its CRD up to date.
+    let version = env!("CARGO_PKG_VERSION");
+    let state = eventually("the operator to upgrade the CRD", || async {
+        let out = String::from_utf8_lossy(&env.admin_sh(CRD_STATE)?.stdout).into_owned();
+        Ok(out.starts_with(&format!("{version} ")).then_some(out))
+    })
+    .await?;
+    ensure!(state.contains("Phase Ready Transport Policy Tools URL Age"), "{state}");
+    ensure!(ns.sh_ok("kubectl get mcpservers")?.lines().next().is_some_and(|h| h.contains("TOOLS")));
     ns.sh_ok("kubectl annotate mcpserver my-mcp-server upgraded=1")?;
     wait_for(&ns.api::<McpServer>(), "my-mcp-server", "reconciled after upgrade", |s: Option<&McpServer>| {
         s.is_some_and(|s| {

@@ -13,9 +13,20 @@ pub use securitypolicy::*;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-/// The CRDs of every kind, in the order `crdgen` prints them.
+/// The operator version that wrote a CRD: the operator upgrades older ones when it starts
+/// (`crate::crds`), and leaves newer ones alone.
+pub const CRD_VERSION_ANNOTATION: &str = "mcp.n-takatsu.dev/version";
+
+/// The CRDs of every kind, in the order `crdgen` prints them, annotated with this version.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![McpServer::crd(), Plugin::crd(), SecurityPolicy::crd()]
+    let mut crds = vec![McpServer::crd(), Plugin::crd(), SecurityPolicy::crd()];
+    for crd in &mut crds {
+        crd.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(CRD_VERSION_ANNOTATION.into(), env!("CARGO_PKG_VERSION").into());
+    }
+    crds
 }
 
 /// Each CRD as (file name, YAML), the files of k8s/crds and charts/mcp-operator/crds.

@@ -114,4 +114,11 @@ server-side apply (patch), so it never needs update on them; Secrets are only re
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["get"]
+{{- if .Values.crds.upgrade }}
+# The operator upgrades its own three CRDs when it starts leading (never creates or deletes any).
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  resourceNames: ["mcpservers.mcp.n-takatsu.dev", "plugins.mcp.n-takatsu.dev", "securitypolicies.mcp.n-takatsu.dev"]
+  verbs: ["update"]
+{{- end }}
 {{- end }}

@@ -100,12 +100,12 @@ if [[ "$MODE" == real ]]; then
   cat <<MSG
 
 The operator and the sample run in real pods on the local cluster's real node (real-0).
-  export KUBECONFIG=\$(just kubeconfig)
+  export KUBECONFIG=\$(hack/just kubeconfig)
   kubectl describe mcpserver my-mcp-server
   kubectl logs -l app=my-mcp-server
   kubectl logs -n mcp-system -l app.kubernetes.io/name=mcp-operator
   kubectl port-forward -n mcp-system svc/mcp-operator-metrics 8080:8080
-  just down      # delete the cluster and its real node
+  hack/just down # delete the cluster and its real node
 MSG
 else
   cat <<MSG
@@ -113,10 +113,10 @@ else
 The operator runs locally (metrics: http://$METRICS_ADDR/metrics, log: $STATE/operator.log);
 the chart's operator pod is a kwok fake whose logs and port 8080 are that process's. Pods are
 simulated in this mode (run as root on Linux for real ones).
-  export KUBECONFIG=\$(just kubeconfig)
+  export KUBECONFIG=\$(hack/just kubeconfig)
   kubectl describe mcpserver my-mcp-server
   kubectl logs -n mcp-system -l app.kubernetes.io/name=mcp-operator
   kubectl port-forward -n mcp-system svc/mcp-operator-metrics 8080:8080
-  just down      # stop the operator and delete the cluster
+  hack/just down # stop the operator and delete the cluster
 MSG
 fi

@@ -91,6 +91,12 @@ image-dockerfile tag="0.1.0":
     docker build -t ghcr.io/n-takatsu/mcp-operator:{{tag}} .
     docker build --target gateway -t ghcr.io/n-takatsu/mcp-gateway:{{tag}} .
 
+# The release without publishing: version checks, chart package and assets in dist/ (as the tag
+# workflow makes them), and the operator and gateway images for this machine's architecture.
+release-dry-run:
+    hack/release-assets.sh
+    hack/images.sh operator gateway
+
 # Gateway benchmark: added latency and throughput vs direct, stdio bridge vs mcp-proxy and supergateway.
 bench-gateway:
     hack/bench-gateway.sh

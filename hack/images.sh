@@ -17,6 +17,9 @@
 #   nodetool  mcp-nodetool:latest: hack/node/nodetool.go, the smoke tests' server and client
 #   operator  ghcr.io/n-takatsu/mcp-operator:<version of Cargo.toml>, user 65532
 #   gateway   ghcr.io/n-takatsu/mcp-gateway:<same version>, user 65532
+#   operator-dev  (only when named; Tilt) ${MCP_DEV_IMAGE_REF:-ghcr.io/n-takatsu/mcp-operator:dev}:
+#             the debug operator of hack/dev-binary.sh behind hack/dev/run.sh (restarts it when a
+#             live update syncs a new one to /opt/dev), with busybox-static for sh, tar and pkill
 #   mcp-rs    mcp-rs:latest and mcp-everything:<MCP_EVERYTHING_VERSION>: /usr/bin/node with its
 #             libraries, npm @modelcontextprotocol/server-everything and hack/node/launch.mjs
 #             (MCP_TRANSPORT http|websocket|stdio, MCP_PORT; npm ws for the WebSocket one), user 65532
@@ -34,6 +37,7 @@ DOCKER_DIR="$TOOLS_DIR/docker"
 IMAGE_TARGET_DIR="${MCP_IMAGE_TARGET_DIR:-$(dirname "$TOOLS_DIR")/image-target}"
 RUST_TARGET="$(uname -m)-unknown-linux-gnu"
 ALL_IMAGES=(pause coredns nodetool operator gateway mcp-rs)
+DEV_IMAGES=(operator-dev)
 NODE_IMAGES=(pause coredns nodetool)
 
 VERSION=$(sed -n '/^\[package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' "$REPO_ROOT/Cargo.toml")
@@ -50,6 +54,7 @@ tags_of() { # image -> its tags
     operator) echo "ghcr.io/n-takatsu/mcp-operator:$VERSION" ;;
     gateway) echo "ghcr.io/n-takatsu/mcp-gateway:$VERSION" ;;
     mcp-rs) echo "mcp-rs:latest mcp-everything:$MCP_EVERYTHING_VERSION" ;;
+    operator-dev) echo "${MCP_DEV_IMAGE_REF:-ghcr.io/n-takatsu/mcp-operator:dev}" ;;
   esac
 }
 
@@ -99,6 +104,14 @@ build_rust() {
 }
 prepare_operator() { build_rust; echo "mcp-operator $(sha "$IMAGE_TARGET_DIR/$RUST_TARGET/image/mcp-operator")"; }
 prepare_gateway() { build_rust; echo "mcp-gateway $(sha "$IMAGE_TARGET_DIR/$RUST_TARGET/image/mcp-gateway")"; }
+
+BUSYBOX=/bin/busybox
+prepare_operator-dev() {
+  "$HACK_DIR/dev-binary.sh"
+  output_has "statically linked" file -L "$BUSYBOX" || die "$BUSYBOX is not static: install busybox-static (hack/node-packages.sh)"
+  echo "mcp-operator $(sha "$REPO_ROOT/target/dev/mcp-operator")"
+  echo "busybox $(sha "$BUSYBOX") run.sh $(sha "$HACK_DIR/dev/run.sh")"
+}
 
 # node and the shared libraries it loads (ldd), as the image's paths.
 node_files() { # -> "path" lines: /usr/bin/node, then each library as ldd names it
@@ -171,6 +184,15 @@ context_gateway() {
   base_files layers/1-base
   install -D -m755 "$IMAGE_TARGET_DIR/$RUST_TARGET/image/mcp-gateway" layers/2-bin/mcp-gateway
   dockerfile 65532:65532 '["/mcp-gateway"]' 'EXPOSE 8443 9090'
+}
+context_operator-dev() {
+  local tool
+  base_files layers/1-base
+  install -D -m755 "$BUSYBOX" layers/2-busybox/bin/busybox
+  for tool in sh tar pkill cp mv mkdir chmod sleep ls cat ps; do ln -s busybox "layers/2-busybox/bin/$tool"; done
+  install -D -m755 "$HACK_DIR/dev/run.sh" layers/3-app/app/run.sh
+  install -D -m755 "$REPO_ROOT/target/dev/mcp-operator" layers/3-app/app/mcp-operator
+  dockerfile 65532:65532 '["/app/run.sh"]' 'EXPOSE 8080'
 }
 context_mcp-rs() {
   local f
@@ -287,7 +309,8 @@ for a in "$@"; do
     --node) node_mode=true; want+=("${NODE_IMAGES[@]}") ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *)
-      [[ " ${ALL_IMAGES[*]} " == *" $a "* ]] || die "unknown image '$a' (one of: ${ALL_IMAGES[*]})"
+      [[ " ${ALL_IMAGES[*]} ${DEV_IMAGES[*]} " == *" $a "* ]] ||
+        die "unknown image '$a' (one of: ${ALL_IMAGES[*]} ${DEV_IMAGES[*]})"
       want+=("$a") ;;
   esac
 done

@@ -23,6 +23,7 @@ wanted=(
   "socat:socat" "iproute2:ip" "util-linux:nsenter" "mount:mount" "procps:pgrep" "kmod:modprobe"
   "openssl:openssl" "curl:curl" "file:file" "ca-certificates:/etc/ssl/certs/ca-certificates.crt"
   "gcc:gcc" "libc6-dev:/usr/include/stdio.h" "nodejs:node" "npm:npm"
+  "busybox-static:/usr/share/doc/busybox-static"
 )
 missing=()
 for w in "${wanted[@]}"; do

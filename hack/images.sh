@@ -19,7 +19,7 @@
 #   gateway   ghcr.io/n-takatsu/mcp-gateway:<same version>, user 65532
 #   operator-dev  (only when named; Tilt) ${MCP_DEV_IMAGE_REF:-ghcr.io/n-takatsu/mcp-operator:dev}:
 #             the debug operator of hack/dev-binary.sh behind hack/dev/run.sh (restarts it when a
-#             live update syncs a new one to /opt/dev), with busybox-static for sh, tar and pkill
+#             live update syncs a new one to /opt/dev), with busybox-static for sh, tar and killall
 #   mcp-rs    mcp-rs:latest and mcp-everything:<MCP_EVERYTHING_VERSION>: /usr/bin/node with its
 #             libraries, npm @modelcontextprotocol/server-everything and hack/node/launch.mjs
 #             (MCP_TRANSPORT http|websocket|stdio, MCP_PORT; npm ws for the WebSocket one), user 65532
@@ -189,7 +189,7 @@ context_operator-dev() {
   local tool
   base_files layers/1-base
   install -D -m755 "$BUSYBOX" layers/2-busybox/bin/busybox
-  for tool in sh tar pkill cp mv mkdir chmod sleep ls cat ps; do ln -s busybox "layers/2-busybox/bin/$tool"; done
+  for tool in sh tar killall cp mv mkdir chmod sleep ls cat ps; do ln -s busybox "layers/2-busybox/bin/$tool"; done
   install -D -m755 "$HACK_DIR/dev/run.sh" layers/3-app/app/run.sh
   install -D -m755 "$REPO_ROOT/target/dev/mcp-operator" layers/3-app/app/mcp-operator
   dockerfile 65532:65532 '["/app/run.sh"]' 'EXPOSE 8080'

@@ -1,7 +1,7 @@
 #!/bin/sh
 # The entrypoint of the operator's dev image (Tilt): runs the operator, and runs it again whenever
 # it exits. A live update syncs a freshly compiled binary to /opt/dev/mcp-operator and stops the
-# running process (pkill -x mcp-operator); the next round copies the new binary aside (so the file
+# running process (killall mcp-operator); the next round copies the new binary aside (so the file
 # being synced is never the one running) and starts it. SIGTERM ends the loop and the operator.
 set -u
 pid=

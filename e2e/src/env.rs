@@ -79,35 +79,6 @@ fn tools_cache_bin() -> Option<PathBuf> {
     Some(base.join("bin")).filter(|b| b.join("kubectl").exists())
 }
 
-/// Waits until Kubernetes' garbage collector tracks the MCPServer kind: a ConfigMap owned by a
-/// deleted MCPServer is collected. Until the collector's discovery picks up a CRD created moments
-/// ago (its resync is 30 s), it cannot resolve owners of that kind, and if the CRD is deleted
-/// before it has, their dependents are never collected (the collector retries a kind it cannot
-/// map forever): the server workloads of an uninstall would stay behind.
-const GC_TRACKS_MCPSERVERS: &str = r#"set -e
-kubectl delete mcpserver,configmap gc-probe -n default --ignore-not-found --wait=true >/dev/null
-uid=$(kubectl create -n default -o jsonpath='{.metadata.uid}' -f - <<EOF
-apiVersion: mcp.n-takatsu.dev/v1alpha1
-kind: MCPServer
-metadata: {name: gc-probe}
-spec: {image: gc-probe}
-EOF
-)
-kubectl create -n default -f - >/dev/null <<EOF
-apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: gc-probe
-  ownerReferences: [{apiVersion: mcp.n-takatsu.dev/v1alpha1, kind: MCPServer, name: gc-probe, uid: "$uid"}]
-EOF
-kubectl delete mcpserver gc-probe -n default --wait=true >/dev/null
-for i in $(seq 180); do
-  kubectl get configmap gc-probe -n default >/dev/null 2>&1 || exit 0
-  sleep 1
-done
-echo "the garbage collector did not collect an MCPServer's dependent within 180 s" >&2
-exit 1"#;
-
 impl Env {
     async fn setup() -> Result<Self> {
         let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().context("repo root")?.to_path_buf();
@@ -134,14 +105,9 @@ impl Env {
     /// installed with the guide's command, no plain-manifest install, the operator running.
     pub async fn reset_install(&self) -> Result<()> {
         self.stop_operator()?;
-        let applied = self.admin_sh(
+        self.admin_sh(
             "kubectl apply -f k8s/crds/ && kubectl wait --for=condition=Established crd --all --timeout=60s",
         )?;
-        if String::from_utf8_lossy(&applied.stdout).contains(" created") {
-            // CRDs created again (after an uninstall scenario): a user's cluster has had them for
-            // a while, so let the garbage collector catch up before the next scenario relies on it.
-            self.admin_sh(GC_TRACKS_MCPSERVERS)?;
-        }
         let helm = self.admin_sh(&format!(
             "helm status mcp-operator -n {OPERATOR_NAMESPACE} >/dev/null 2>&1 && echo yes || echo no"
         ))?;
@@ -153,6 +119,29 @@ impl Env {
             )?;
         }
         self.start_operator().await
+    }
+
+    /// Waits until the MCPServer CRD is a minute old. Kubernetes' garbage collector picks up a new
+    /// CRD on its discovery resync (every 30 s); when the CRD is deleted before that, the collector
+    /// can never map the owners of its objects' dependents and leaves them (it retries the unknown
+    /// kind forever). A user's CRDs have been there a while; the uninstall scenarios run on CRDs
+    /// that an earlier scenario may have just re-created.
+    pub async fn wait_for_settled_crds(&self) -> Result<()> {
+        let out =
+            self.admin_sh("kubectl get crd mcpservers.mcp.n-takatsu.dev -o jsonpath='{.metadata.creationTimestamp}'")?;
+        let created = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let created: k8s_openapi::jiff::Timestamp = created.parse().context("CRD creationTimestamp")?;
+        let age = k8s_openapi::jiff::Timestamp::now().duration_since(created);
+        let settle = std::time::Duration::from_secs(60);
+        if let Some(left) = settle.checked_sub(age.unsigned_abs()) {
+            eprintln!(
+                "[e2e] the MCPServer CRD is {}s old: waiting {}s for the garbage collector",
+                age.as_secs(),
+                left.as_secs()
+            );
+            tokio::time::sleep(left).await;
+        }
+        Ok(())
     }
 
     /// Takes the install for a scenario that only touches its own namespace (many at once).

@@ -857,6 +857,7 @@ async fn uninstall_as_the_guide_writes(prefix: &str, install: &str, uninstall: &
             env.admin_sh("kubectl rollout status deployment mcp-operator -n mcp-system --timeout=120s")?;
             env.start_operator().await?;
         }
+        env.wait_for_settled_crds().await?;
         guide_objects(&ns).await?;
         let steps = if crds_first { [guide::DELETE_CRDS, uninstall] } else { [uninstall, guide::DELETE_CRDS] };
         for step in steps {

@@ -645,11 +645,7 @@ async fn scale_and_edit_after_the_guides_policy_steps_land() -> Result<()> {
     let env = env();
     let _g = env.shared().await;
     let ns = env.namespace("scale-order").await?;
-    deploy_guide_server(&ns).await?;
-    ns.sh_ok(guide::ADD_PLUGIN)?;
-    ns.sh_ok(guide::PATCH_PLUGIN)?;
-    ns.sh_ok(guide::APPLY_EXAMPLES)?;
-    ns.sh_ok(guide::PATCH_POLICY)?;
+    guide_objects(&ns).await?;
     ns.sh_ok(guide::SCALE)?;
     let replicas = |n: i32| move |d: Option<&Deployment>| d.is_some_and(|d| d.spec.replicas == Some(n));
     wait_for(&ns.api::<Deployment>(), "my-mcp-server", "5 replicas", replicas(5)).await?;

@@ -3,7 +3,8 @@
 
 use crate::build::Defaults;
 use crate::consts::*;
-use crate::controller::{mcpserver, plugin, securitypolicy, Context, Guarded, Scope};
+use crate::controller::watch::WatchHealth;
+use crate::controller::{cache, gateway_status, mcpserver, plugin, securitypolicy, Context, Guarded, Scope};
 use crate::metrics::Metrics;
 use anyhow::Context as _;
 use axum::extract::State;
@@ -83,6 +84,49 @@ pub struct Args {
     /// Identity of this replica (Events, Lease holder); defaults to the pod name or host name.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// MCPServer reconciles running at once (each applies its children concurrently).
+    #[arg(long, env = "MCP_MAX_CONCURRENT_RECONCILES", default_value_t = 16)]
+    pub max_concurrent_reconciles: u16,
+    /// How long (milliseconds) a reconcile trigger waits for more of the same server first.
+    #[arg(long, env = "MCP_RECONCILE_DEBOUNCE_MS", default_value_t = 100)]
+    pub reconcile_debounce_ms: u64,
+    /// Client-side limit of requests per second to the API server (0: none; the concurrency
+    /// above bounds the load).
+    #[arg(long, env = "MCP_KUBE_API_QPS", default_value_t = 0)]
+    pub kube_api_qps: u32,
+    /// Requests allowed in a burst above the QPS (0: twice the QPS).
+    #[arg(long, env = "MCP_KUBE_API_BURST", default_value_t = 0)]
+    pub kube_api_burst: u32,
+    /// Where gateway status is read: `pod` (the pods' admin port, in the cluster), `proxy` (the
+    /// API server's service proxy, for an operator running outside the cluster) or `auto`
+    /// (`pod` when running in a pod).
+    #[arg(long, env = "MCP_GATEWAY_STATUS_VIA", value_enum, default_value = "auto")]
+    pub gateway_status_via: GatewayStatusVia,
+    /// Gateway status reads at once.
+    #[arg(long, env = "MCP_GATEWAY_STATUS_CONCURRENCY", default_value_t = 8)]
+    pub gateway_status_concurrency: usize,
+}
+
+/// Where gateway status documents are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GatewayStatusVia {
+    /// The pods directly in the cluster, else the proxy.
+    Auto,
+    /// The pods' admin port.
+    Pod,
+    /// The API server's service proxy.
+    Proxy,
+}
+
+impl GatewayStatusVia {
+    /// Whether reads go to the pods directly; `in_cluster`: the operator runs in a pod.
+    pub fn direct(self, in_cluster: bool) -> bool {
+        match self {
+            Self::Auto => in_cluster,
+            Self::Pod => true,
+            Self::Proxy => false,
+        }
+    }
 }
 
 /// Sets up tracing; `RUST_LOG` filters (default `info`).
@@ -102,6 +146,7 @@ pub fn init_logging(format: LogFormat) {
 struct Admin {
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
+    health: Arc<WatchHealth>,
     phases: Arc<Mutex<Vec<PhaseSource>>>,
 }
 
@@ -140,14 +185,25 @@ async fn metrics_handler(State(admin): State<Admin>) -> (StatusCode, [(&'static 
 
 async fn serve_admin(addr: SocketAddr, admin: Admin) -> anyhow::Result<()> {
     let app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/healthz",
+            get(|State(a): State<Admin>| async move {
+                // A watch failing for minutes: restart (fresh connections, relists).
+                match a.health.unhealthy() {
+                    None => (StatusCode::OK, "ok".to_string()),
+                    Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+                }
+            }),
+        )
         .route(
             "/readyz",
             get(|State(a): State<Admin>| async move {
-                if a.ready.load(Ordering::Relaxed) {
-                    (StatusCode::OK, "ready")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "waiting for CRDs")
+                if !a.ready.load(Ordering::Relaxed) {
+                    return (StatusCode::SERVICE_UNAVAILABLE, "waiting for CRDs".to_string());
+                }
+                match a.health.unready() {
+                    None => (StatusCode::OK, "ready".to_string()),
+                    Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
                 }
             }),
         )
@@ -223,15 +279,26 @@ fn scopes(args: &Args) -> Vec<Scope> {
     }
 }
 
-/// Starts every controller for every scope; resolves when they have all shut down.
-fn controllers(ctx: Arc<Context>, args: &Args, admin: &Admin) -> BoxFuture<'static, ()> {
+/// Starts every controller for every scope, each scope with its own caches; resolves when they
+/// have all shut down.
+fn controllers(base: Arc<Context>, args: &Args, admin: &Admin) -> BoxFuture<'static, ()> {
     let mut futs: Vec<BoxFuture<'static, ()>> = vec![];
     let mut phases = admin.phases.lock().expect("phase sources lock");
+    let tuning = mcpserver::Tuning {
+        concurrency: args.max_concurrent_reconciles,
+        debounce: Duration::from_millis(args.reconcile_debounce_ms),
+    };
     for scope in scopes(args) {
         tracing::info!(?scope, "starting controllers");
-        let (servers, f) = mcpserver::controller(ctx.clone(), &scope);
-        phases.push(phases_of("MCPServer", servers, |s| s.status.as_ref().map(|st| format!("{:?}", st.phase))));
-        futs.push(f.boxed());
+        let (caches, writers) = cache::caches();
+        let (trigger, triggers) = futures::channel::mpsc::unbounded();
+        let mut ctx = (*base).clone().with_caches(Arc::new(caches));
+        ctx.server_trigger = Some(trigger);
+        let ctx = Arc::new(ctx);
+        phases.push(phases_of("MCPServer", ctx.caches.servers.clone(), |s| {
+            s.status.as_ref().map(|st| format!("{:?}", st.phase))
+        }));
+        futs.push(mcpserver::controller(ctx.clone(), &scope, writers, triggers, &tuning).boxed());
         let (plugins, f) = plugin::controller(ctx.clone(), &scope);
         phases.push(phases_of("Plugin", plugins, |p| p.status.as_ref().map(|st| format!("{:?}", st.phase))));
         futs.push(f.boxed());
@@ -244,17 +311,32 @@ fn controllers(ctx: Arc<Context>, args: &Args, admin: &Admin) -> BoxFuture<'stat
     join_all(futs).map(|_| ()).boxed()
 }
 
+/// The Kubernetes client, with the client-side rate limit when one is set.
+async fn client(args: &Args) -> anyhow::Result<Client> {
+    let config = kube::Config::infer().await.context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
+    if args.kube_api_qps == 0 {
+        return Client::try_from(config).context("Kubernetes client");
+    }
+    let burst = if args.kube_api_burst == 0 { args.kube_api_qps * 2 } else { args.kube_api_burst };
+    // A window of `burst` requests every burst/qps seconds: on average `qps` per second.
+    let window = Duration::from_secs_f64(f64::from(burst) / f64::from(args.kube_api_qps));
+    let limit = tower::limit::RateLimitLayer::new(u64::from(burst), window);
+    let builder = kube::client::ClientBuilder::try_from(config).context("Kubernetes client")?;
+    Ok(builder.with_layer(&limit).build())
+}
+
 /// Runs the operator until SIGTERM.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     init_logging(args.log_format);
-    let client = Client::try_default().await.context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
+    let client = client(&args).await?;
     let identity = args
         .identity
         .clone()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("mcp-operator-{}", std::process::id()));
     let metrics = Arc::new(Metrics::default());
-    let admin = Admin { metrics: metrics.clone(), ..Default::default() };
+    let health = Arc::new(WatchHealth::default());
+    let admin = Admin { metrics: metrics.clone(), health: health.clone(), ..Default::default() };
     let server = tokio::spawn(serve_admin(args.metrics_addr, admin.clone()));
 
     tokio::select! {
@@ -268,10 +350,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         vm_runtime_class: args.vm_runtime_class.clone(),
         gateway_image: args.gateway_image.clone(),
     };
-    let ctx = Arc::new(
-        Context::new(client.clone(), defaults, metrics.clone(), Some(identity.clone()))
-            .with_gateway_status(args.gateway_status),
-    );
+    let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    let direct = args.gateway_status_via.direct(in_cluster);
+    let reader = gateway_status::Reader::new(client.clone(), direct, args.gateway_status_concurrency);
+    if args.gateway_status {
+        tracing::info!(via = if direct { "pod" } else { "proxy" }, "reading gateway status");
+    }
+    let mut ctx = Context::new(client.clone(), defaults, metrics.clone(), Some(identity.clone()))
+        .with_gateway_status(args.gateway_status)
+        .with_gateway_reader(reader);
+    ctx.health = health;
+    let ctx = Arc::new(ctx);
 
     if args.leader_election {
         let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.leader_election_lease)

@@ -127,6 +127,28 @@ fn name_overrides() -> Result<()> {
     Ok(())
 }
 
+/// In the cluster the gateway status is read from the pods: no `services/proxy` (which would let
+/// the operator reach any Service through the API server); only with `gateway.statusVia=proxy`.
+#[test]
+fn services_proxy_is_granted_only_when_status_goes_through_the_proxy() -> Result<()> {
+    let grants_proxy = |objects: &[Value]| {
+        find(objects, "ClusterRole").iter().chain(find(objects, "Role").iter()).any(|role| {
+            role["rules"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|r| r["resources"].to_string().contains("services/proxy"))
+        })
+    };
+    assert!(!grants_proxy(&render("mcp-operator", "mcp-system", &[])?));
+    assert!(!grants_proxy(&render("mcp-operator", "mcp-system", &["--set", "watchNamespaces={a}"])?));
+    assert!(grants_proxy(&render("mcp-operator", "mcp-system", &["--set", "gateway.statusVia=proxy"])?));
+    let objects = render("mcp-operator", "mcp-system", &[])?;
+    let args = &one(&objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"];
+    assert!(args.as_array().unwrap().contains(&json!("--gateway-status-via=pod")), "{args}");
+    Ok(())
+}
+
 #[test]
 fn pod_disruption_budget_is_configurable() -> Result<()> {
     let pdb = |args: &[&str]| -> Result<Option<Value>> {
@@ -142,7 +164,7 @@ fn pod_disruption_budget_is_configurable() -> Result<()> {
 }
 
 #[test]
-fn network_policy_egress_is_dns_and_the_api_server_only() -> Result<()> {
+fn network_policy_egress_is_dns_the_api_server_and_gateway_admin_ports_only() -> Result<()> {
     let objects = render("mcp-operator", "mcp-system", &["--set", "networkPolicy.enabled=true"])?;
     let spec = &one(&objects, "NetworkPolicy")["spec"];
     let egress = spec["egress"].as_array().unwrap();
@@ -154,9 +176,33 @@ fn network_policy_egress_is_dns_and_the_api_server_only() -> Result<()> {
         .collect();
     assert_eq!(
         ports,
-        BTreeSet::from([(53, "UDP".into()), (53, "TCP".into()), (443, "TCP".into()), (6443, "TCP".into())])
+        BTreeSet::from([
+            (53, "UDP".into()),
+            (53, "TCP".into()),
+            (443, "TCP".into()),
+            (6443, "TCP".into()),
+            // Gateway status, read from the server pods' admin port.
+            (9090, "TCP".into()),
+            (9091, "TCP".into()),
+        ])
+    );
+    let admin = &egress[2];
+    assert_eq!(
+        admin["to"][0]["podSelector"]["matchLabels"],
+        json!({"app.kubernetes.io/name": "mcp-server", "app.kubernetes.io/component": "server"}),
+        "only to server pods"
     );
     assert_eq!(spec["ingress"][0]["ports"], json!([{"port": 8080, "protocol": "TCP"}]));
+    let proxy = render(
+        "mcp-operator",
+        "mcp-system",
+        &["--set", "networkPolicy.enabled=true", "--set", "gateway.statusVia=proxy"],
+    )?;
+    assert_eq!(
+        one(&proxy, "NetworkPolicy")["spec"]["egress"].as_array().unwrap().len(),
+        2,
+        "no pod egress via the proxy"
+    );
 
     let pinned = render(
         "mcp-operator",

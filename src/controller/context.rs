@@ -4,7 +4,7 @@ use crate::build::Defaults;
 use crate::metrics::Metrics;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::{Api, Client, Resource};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -45,8 +45,18 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     recorder: Recorder,
     failures: Arc<Mutex<HashMap<String, u32>>>,
-    /// Read each server's gateway status through the API server proxy.
+    /// Read each server's gateway status (from its pods in the cluster, else through the API
+    /// server proxy).
     pub gateway_status: bool,
+    /// What the controllers read instead of the API server.
+    pub caches: Arc<super::cache::Caches>,
+    /// Asks the MCPServer controller to reconcile a server (a Secret its policy names changed).
+    pub server_trigger:
+        Option<futures::channel::mpsc::UnboundedSender<ObjectRef<super::Guarded<crate::api::McpServer>>>>,
+    /// How gateway status documents are read.
+    pub gateway_reader: super::gateway_status::Reader,
+    /// How the watches fare (readiness and liveness).
+    pub health: Arc<super::watch::WatchHealth>,
 }
 
 fn failure_key<K: Resource<DynamicType = ()>>(controller: &str, obj: &ObjectRef<K>) -> String {
@@ -69,7 +79,41 @@ impl Context {
     pub fn new(client: Client, defaults: Defaults, metrics: Arc<Metrics>, instance: Option<String>) -> Self {
         let reporter = Reporter { controller: crate::consts::FIELD_MANAGER.into(), instance };
         let recorder = Recorder::new(client.clone(), reporter);
-        Self { client, defaults, metrics, recorder, failures: Default::default(), gateway_status: false }
+        let gateway_reader = super::gateway_status::Reader::new(client.clone(), false, 8);
+        Self {
+            client,
+            defaults,
+            metrics,
+            recorder,
+            failures: Default::default(),
+            gateway_status: false,
+            caches: Arc::new(super::cache::caches().0),
+            server_trigger: None,
+            gateway_reader,
+            health: Default::default(),
+        }
+    }
+
+    /// The same context reading `caches` (one set per watched scope).
+    pub fn with_caches(mut self, caches: Arc<super::cache::Caches>) -> Self {
+        self.caches = caches;
+        self
+    }
+
+    /// Reads gateway status documents with `reader`.
+    pub fn with_gateway_reader(mut self, reader: super::gateway_status::Reader) -> Self {
+        self.gateway_reader = reader;
+        self
+    }
+
+    /// Asks for a reconcile of every server of `ns` that names the SecurityPolicy `policy`.
+    pub fn trigger_servers_of_policy(&self, ns: &str, policy: &str) {
+        let Some(tx) = &self.server_trigger else { return };
+        for server in self.caches.servers(ns) {
+            if server.spec.security_policy.as_deref() == Some(policy) {
+                let _ = tx.unbounded_send(ObjectRef::new(&server.name_any()).within(ns));
+            }
+        }
     }
 
     /// Turns reading the gateways' status documents on or off (off by default).

@@ -2,28 +2,33 @@
 //! apply → status. No finalizer: the children carry owner references and go with the server
 //! through the garbage collector, so a server never waits for the operator to be deleted.
 
+use super::cache::{
+    children_of, deployments_of, marker, trim_deployment, trim_pod, with_applied_hash, Writers, ANNOTATION_APPLIED,
+};
 use super::status::{server_status, Observation, Resolution};
 use super::usage::release_finalizer;
+use super::watch::{self, changes, hash_of, owning_server, reflect, server_key, BoundedBackoff, WatchHealth};
 use super::{apply, apply_status, Context, Error, Guarded, Result, Scope};
 use crate::api::condition_types::*;
 use crate::api::{McpServer, McpServerPhase, McpServerStatus, Plugin, SecurityPolicy};
-use crate::build::{
-    build_children, config_map_too_large, owned_selector, selector_string, server_selector, BuildInputs, Children,
-};
+use crate::build::{build_children, config_map_too_large, server_selector, BuildInputs, Children};
 use crate::consts::*;
 use crate::plugins::{check_sidecar_ports, describe, index, resolve_plugins};
 use crate::policy::{required_secrets, validate_policy};
-use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
-use kube::runtime::controller::Action;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{self, Action};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{watcher, Controller};
+use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, BTreeSet};
@@ -83,27 +88,29 @@ impl Resolved {
     }
 }
 
-/// Reads the Secrets a policy references; missing ones are simply absent from the map.
+/// The Secrets a policy references, from the secret cache (read from the API server only the
+/// first time); missing ones are simply absent from the map.
 pub async fn fetch_secrets(ctx: &Context, policy: &SecurityPolicy) -> Result<BTreeMap<String, Secret>> {
     let ns = policy.namespace().unwrap_or_default();
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let names: BTreeSet<String> = required_secrets(&policy.spec).into_iter().map(|n| n.name).collect();
-    let mut out = BTreeMap::new();
-    for name in names {
-        if let Some(secret) = api.get_opt(&name).await? {
-            out.insert(name, secret);
-        }
-    }
-    Ok(out)
+    Ok(ctx.caches.secrets.get(&ctx.client, &ns, &names).await?)
 }
 
-/// Resolve: read the policy, its Secrets, the plugins and (for VM plugins) the RuntimeClass.
+/// Resolve: the policy, its Secrets, the plugins and (for VM plugins) the RuntimeClass, all from
+/// the caches.
 pub async fn resolve(server: &McpServer, ctx: &Context) -> Result<Resolved> {
     let ns = server.namespace().ok_or(Error::MissingNamespace)?;
     let mut secret_versions = BTreeMap::new();
     let (policy, policy_resolution) = match &server.spec.security_policy {
         None => (None, Resolution::ok("NoPolicy", "no SecurityPolicy is named: requests are not authenticated")),
-        Some(name) => match Api::<SecurityPolicy>::namespaced(ctx.client.clone(), &ns).get_opt(name).await? {
+        Some(name) => match ctx.caches.policy(&ns, name) {
+            Some(Err(problem)) => (
+                None,
+                Resolution::failed(
+                    "PolicyInvalid",
+                    format!("SecurityPolicy {name:?} cannot be read by this operator version: {problem}"),
+                ),
+            ),
             None => (
                 None,
                 Resolution::failed(
@@ -113,7 +120,7 @@ pub async fn resolve(server: &McpServer, ctx: &Context) -> Result<Resolved> {
                     ),
                 ),
             ),
-            Some(policy) => {
+            Some(Ok(policy)) => {
                 let secrets = fetch_secrets(ctx, &policy).await?;
                 secret_versions =
                     secrets.iter().map(|(k, s)| (k.clone(), s.resource_version().unwrap_or_default())).collect();
@@ -146,7 +153,7 @@ pub async fn resolve(server: &McpServer, ctx: &Context) -> Result<Resolved> {
     let (plugins, plugins_resolution) = if server.spec.plugins.is_empty() {
         (vec![], Resolution::ok("NoPlugins", "no plugins are requested"))
     } else {
-        let all = super::list_readable::<Plugin>(ctx, &ns).await?;
+        let all = ctx.caches.plugins(&ns);
         let idx = index(&all);
         match resolve_plugins(&server.spec.plugins, &idx) {
             Err(problems) => (vec![], Resolution::failed("PluginsUnresolved", describe(&problems))),
@@ -156,7 +163,7 @@ pub async fn resolve(server: &McpServer, ctx: &Context) -> Result<Resolved> {
                 let mut problems = check_sidecar_ports(server.spec.port, &refs);
                 if plugins.iter().any(|p| p.spec.isolation.level == crate::api::IsolationLevel::Vm) {
                     let class = &ctx.defaults.vm_runtime_class;
-                    if Api::<RuntimeClass>::all(ctx.client.clone()).get_opt(class).await?.is_none() {
+                    if !ctx.caches.runtime_class_exists(class) {
                         problems.push(format!("RuntimeClass {class:?} for VM isolation does not exist in the cluster"));
                     }
                 }
@@ -179,25 +186,59 @@ where
     Api::namespaced(ctx.client.clone(), ns)
 }
 
-/// Applies every child, then deletes the children this server no longer needs. Returns the
-/// server Deployment as the API server holds it.
-pub async fn apply_children(ctx: &Context, ns: &str, server: &str, children: &Children) -> Result<Deployment> {
-    apply(&api::<ServiceAccount>(ctx, ns), &children.service_account).await?;
-    apply(&api::<ConfigMap>(ctx, ns), &children.config_map).await?;
-    apply(&api::<Service>(ctx, ns), &children.service).await?;
-    let deployment = apply(&api::<Deployment>(ctx, ns), &children.deployment).await?;
-    for d in &children.plugin_deployments {
-        apply(&api::<Deployment>(ctx, ns), d).await?;
+/// Applies, concurrently, every child that is missing or differs from what was last applied
+/// (see [`super::cache::Caches::needs_apply`]), then deletes the children this server no longer
+/// needs. Returns the server Deployment: as applied, or as cached when it needed nothing.
+pub async fn apply_children(ctx: &Context, ns: &str, server: &str, children: &Children) -> Result<Option<Deployment>> {
+    let caches = &ctx.caches;
+    fn meta_of<K: Resource<DynamicType = ()> + Clone>(
+        store: &Store<PartialObjectMeta<K>>,
+        ns: &str,
+        name: &Option<String>,
+    ) -> Option<ObjectMeta> {
+        name.as_ref().and_then(|n| store.get(&ObjectRef::new(n).within(ns))).map(|o| o.metadata.clone())
     }
-    for s in &children.plugin_services {
-        apply(&api::<Service>(ctx, ns), s).await?;
+    let mut writes: Vec<BoxFuture<'_, Result<Option<Deployment>>>> = vec![];
+    let sa = &children.service_account;
+    if let Some(w) = write(ctx, ns, sa, meta_of(&caches.service_accounts, ns, &sa.metadata.name)) {
+        writes.push(w);
+    }
+    let cm = &children.config_map;
+    if let Some(w) = write(ctx, ns, cm, meta_of(&caches.config_maps, ns, &cm.metadata.name)) {
+        writes.push(w);
+    }
+    for svc in std::iter::once(&children.service).chain(&children.plugin_services) {
+        if let Some(w) = write(ctx, ns, svc, meta_of(&caches.services, ns, &svc.metadata.name)) {
+            writes.push(w);
+        }
     }
     for np in &children.network_policies {
-        apply(&api::<NetworkPolicy>(ctx, ns), np).await?;
+        if let Some(w) = write(ctx, ns, np, meta_of(&caches.network_policies, ns, &np.metadata.name)) {
+            writes.push(w);
+        }
     }
     if let Some(pdb) = &children.pdb {
-        apply(&api::<PodDisruptionBudget>(ctx, ns), pdb).await?;
+        if let Some(w) = write(ctx, ns, pdb, meta_of(&caches.pdbs, ns, &pdb.metadata.name)) {
+            writes.push(w);
+        }
     }
+    let cached_deployment = |d: &Deployment| d.metadata.name.as_ref().and_then(|n| caches.deployment(ns, n));
+    for d in &children.plugin_deployments {
+        if let Some(w) = write(ctx, ns, d, cached_deployment(d).map(|c| c.metadata)) {
+            writes.push(w);
+        }
+    }
+    let main = &children.deployment;
+    let cached_main = cached_deployment(main);
+    let main_write = write(ctx, ns, main, cached_main.as_ref().map(|c| c.metadata.clone()));
+    let main_applied = main_write.is_some();
+    if let Some(w) = main_write {
+        // Last in the list, so that its result is the last one.
+        writes.push(w);
+    }
+    let results = futures::future::try_join_all(writes).await?;
+    let deployment = if main_applied { results.into_iter().last().flatten() } else { cached_main };
+
     let names =
         |items: &mut dyn Iterator<Item = &Option<String>>| -> BTreeSet<String> { items.flatten().cloned().collect() };
     let keep_deployments = names(
@@ -210,25 +251,69 @@ pub async fn apply_children(ctx: &Context, ns: &str, server: &str, children: &Ch
     );
     let keep_policies = names(&mut children.network_policies.iter().map(|n| &n.metadata.name));
     let keep_pdbs = names(&mut children.pdb.iter().map(|p| &p.metadata.name));
-    prune::<Deployment>(ctx, ns, server, &keep_deployments).await?;
-    prune::<Service>(ctx, ns, server, &keep_services).await?;
-    prune::<NetworkPolicy>(ctx, ns, server, &keep_policies).await?;
-    prune::<PodDisruptionBudget>(ctx, ns, server, &keep_pdbs).await?;
+    prune::<Deployment>(ctx, ns, server, deployments_of(&caches.deployments, ns, server), &keep_deployments).await?;
+    prune::<Service>(ctx, ns, server, children_of(&caches.services, ns, server), &keep_services).await?;
+    prune::<NetworkPolicy>(ctx, ns, server, children_of(&caches.network_policies, ns, server), &keep_policies).await?;
+    prune::<PodDisruptionBudget>(ctx, ns, server, children_of(&caches.pdbs, ns, server), &keep_pdbs).await?;
     Ok(deployment)
 }
 
-/// Deletes the children of `server` of kind K that are not in `keep`.
-async fn prune<K>(ctx: &Context, ns: &str, server: &str, keep: &BTreeSet<String>) -> Result<()>
+/// The apply of `desired` when it needs one (None when the cached child is current); a
+/// Deployment's apply yields what the API server holds.
+fn write<'a, K>(
+    ctx: &'a Context,
+    ns: &'a str,
+    desired: &K,
+    cached: Option<ObjectMeta>,
+) -> Option<BoxFuture<'a, Result<Option<Deployment>>>>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + serde::Serialize
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (obj, hash) = with_applied_hash(desired);
+    let key = format!("{}/{ns}/{}", K::kind(&()), obj.name_any());
+    if !ctx.caches.needs_apply(&key, &hash, cached.as_ref()) {
+        return None;
+    }
+    Some(
+        async move {
+            let stored = apply(&api::<K>(ctx, ns), &obj).await?;
+            ctx.caches.applied(&key, &hash, stored.meta());
+            // Only the Deployment's answer is used (for status).
+            let value = serde_json::to_value(&stored).ok().filter(|_| K::kind(&()) == "Deployment");
+            Ok(value.and_then(|v| serde_json::from_value(v).ok()))
+        }
+        .boxed(),
+    )
+}
+
+/// Deletes the children of `server` of kind K (as cached) that are not in `keep`.
+async fn prune<K>(
+    ctx: &Context,
+    ns: &str,
+    server: &str,
+    existing: Vec<ObjectMeta>,
+    keep: &BTreeSet<String>,
+) -> Result<()>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug,
 {
-    let api = api::<K>(ctx, ns);
-    let existing = api.list_metadata(&ListParams::default().labels(&owned_selector(server))).await?;
-    for obj in existing.items {
-        let name = obj.name_any();
-        if !keep.contains(&name) && obj.metadata.deletion_timestamp.is_none() {
+    for meta in existing {
+        let name = meta.name.clone().unwrap_or_default();
+        if !keep.contains(&name) && meta.deletion_timestamp.is_none() {
             tracing::info!(%server, kind = K::kind(&()).as_ref(), %name, "deleting child no longer needed");
-            api.delete(&name, &DeleteParams::background()).await?;
+            match api::<K>(ctx, ns).delete(&name, &DeleteParams::background()).await {
+                Ok(_) => {}
+                // Already gone (the cache lags a deletion by someone else).
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     Ok(())
@@ -239,7 +324,7 @@ async fn apply_server(server: &McpServer, ctx: &Context) -> Result<Action> {
     let name = server.name_any();
     let resolved = resolve(server, ctx).await?;
     let deployments = api::<Deployment>(ctx, &ns);
-    let existing = deployments.get_opt(&name).await?;
+    let existing = ctx.caches.deployment(&ns, &name);
     let mut applied = Resolution::ok("Applied", "every child object is applied");
     let deployment = if resolved.ok() {
         let inputs = BuildInputs {
@@ -262,7 +347,7 @@ async fn apply_server(server: &McpServer, ctx: &Context) -> Result<Action> {
             },
         };
         match outcome {
-            Ok(deployment) => Some(deployment),
+            Ok(deployment) => deployment,
             Err(problem) => {
                 // Held back like an unresolved reference: what runs keeps running.
                 applied = problem;
@@ -274,10 +359,7 @@ async fn apply_server(server: &McpServer, ctx: &Context) -> Result<Action> {
         // template; only the replica count follows the spec (scaling changes no configuration).
         scale_held_back(&deployments, existing.clone(), server.spec.replicas).await?
     };
-    let pods = api::<Pod>(ctx, &ns)
-        .list(&ListParams::default().labels(&selector_string(&server_selector(&name))))
-        .await?
-        .items;
+    let pods = ctx.caches.pods(&ns, &server_selector(&name));
     let status = server_status(
         server,
         &Observation {
@@ -291,12 +373,22 @@ async fn apply_server(server: &McpServer, ctx: &Context) -> Result<Action> {
     );
     let previous = server.status.clone().unwrap_or_default();
     let mut status = status;
+    let settled = condition(&previous, MCP_READY).is_some_and(|c| c.status == "True");
     let gateway = if ctx.gateway_status && deployment.is_some() {
-        Some(super::gateway_status::read(&ctx.client, server).await)
+        if ctx.gateway_reader.due(server, &pods, settled) {
+            Some(Some(ctx.gateway_reader.read(server, &pods).await))
+        } else {
+            // Nothing changed since the last read: what it found stands.
+            Some(None)
+        }
     } else {
         None
     };
-    super::gateway_status::merge(&mut status, &previous, server.metadata.generation, gateway);
+    match gateway {
+        Some(None) => super::gateway_status::keep(&mut status, &previous, server.metadata.generation),
+        Some(Some(doc)) => super::gateway_status::merge(&mut status, &previous, server.metadata.generation, Some(doc)),
+        None => super::gateway_status::merge(&mut status, &previous, server.metadata.generation, None),
+    }
     if status != previous {
         apply_status(&api::<McpServer>(ctx, &ns), &name, &status).await?;
     }
@@ -334,9 +426,9 @@ async fn scale_held_back(
 /// are not watched), rarely once steady.
 fn next_check(resolved: &Resolved, status: &McpServerStatus, gateway_status: bool) -> Action {
     let steady = resolved.ok() && status.phase == McpServerPhase::Running && status.ready_replicas >= status.replicas;
-    // With gateway status on, the tool list is refreshed every minute.
-    let steady_wait = if gateway_status { 60 } else { 300 };
-    Action::requeue(Duration::from_secs(if steady { steady_wait } else { 30 }))
+    // With gateway status on, a handshake that does not succeed yet is retried soon.
+    let settled = !gateway_status || condition(status, MCP_READY).is_some_and(|c| c.status == "True");
+    Action::requeue(Duration::from_secs(if steady && settled { 300 } else { 30 }))
 }
 
 fn condition<'a>(
@@ -407,26 +499,143 @@ async fn publish_transitions(
     }
 }
 
-/// Runs the MCPServer controller in `scope` until shutdown. Returns its store for metrics.
+/// Tuning of the MCPServer controller.
+#[derive(Clone, Debug)]
+pub struct Tuning {
+    /// Reconciles running at once.
+    pub concurrency: u16,
+    /// How long a trigger waits for more of the same object before the reconcile starts.
+    pub debounce: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self { concurrency: 16, debounce: Duration::from_millis(100) }
+    }
+}
+
+/// What triggers a reconcile of a server from one of its children: its spec (generation, or
+/// resourceVersion for kinds without one), the applied hash, deletion, and for Deployments the
+/// status fields the server's status reports.
+fn child_key<K: Resource>(o: &K) -> u64 {
+    let m = o.meta();
+    hash_of((marker(m), o.annotations().get(ANNOTATION_APPLIED), m.deletion_timestamp.is_some()))
+}
+
+fn deployment_key(d: &Deployment) -> u64 {
+    let st = d.status.as_ref();
+    let conditions: Vec<_> = st
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|c| (c.type_.clone(), c.status.clone(), c.reason.clone()))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .collect();
+    hash_of((
+        child_key(d),
+        d.spec.replicas,
+        st.map(|s| (s.observed_generation, s.replicas, s.ready_replicas, s.available_replicas, s.updated_replicas)),
+        conditions,
+    ))
+}
+
+/// What triggers the servers naming a Plugin or SecurityPolicy: its spec, deletion, readability.
+fn referenced_key<K: Resource + Clone>(o: &Guarded<K>) -> u64 {
+    let m = o.meta();
+    hash_of((m.generation, m.deletion_timestamp.is_some(), o.0.is_ok()))
+}
+
+fn without_managed_fields<K: Resource>(o: &mut K) {
+    o.meta_mut().managed_fields = None;
+}
+
+/// Runs the MCPServer controller in `scope` until shutdown: every watch is reflected into
+/// `ctx.caches` (through `writers`), and a server is reconciled when it, one of its children,
+/// its policy or plugins, or a Secret of its policy (`triggers`) changed.
 pub fn controller(
     ctx: Arc<Context>,
     scope: &Scope,
-) -> (Store<Guarded<McpServer>>, impl std::future::Future<Output = ()>) {
+    writers: Writers,
+    triggers: futures::channel::mpsc::UnboundedReceiver<ObjectRef<Guarded<McpServer>>>,
+    tuning: &Tuning,
+) -> impl std::future::Future<Output = ()> {
     let client = ctx.client.clone();
-    let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
-    let controller = Controller::new(scope.api::<Guarded<McpServer>>(&client), watcher::Config::default());
-    let store = controller.store();
-    let by_policy = store.clone();
-    let by_plugin = store.clone();
-    let done = ctx.clone();
-    let fut = controller
-        .owns(scope.api::<Deployment>(&client), owned.clone())
-        .owns(scope.api::<Service>(&client), owned.clone())
-        .owns(scope.api::<ConfigMap>(&client), owned.clone())
-        .owns(scope.api::<ServiceAccount>(&client), owned.clone())
-        .owns(scope.api::<NetworkPolicy>(&client), owned.clone())
-        .owns(scope.api::<PodDisruptionBudget>(&client), owned)
-        .watches(scope.api::<Guarded<SecurityPolicy>>(&client), watcher::Config::default(), move |policy| {
+    let owned = watch::config(watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}")));
+    let all = watch::config(watcher::Config::default());
+    let health: Arc<WatchHealth> = ctx.health.clone();
+    let h = || health.clone();
+    let forget = ctx.clone();
+    let servers = reflect(
+        watcher(scope.api::<Guarded<McpServer>>(&client), all.clone()).modify(without_managed_fields),
+        writers.servers,
+        h(),
+        "MCPServer",
+    )
+    .inspect(move |event| {
+        if let watcher::Event::Delete(s) = event {
+            let (ns, name) = (s.namespace().unwrap_or_default(), s.name_any());
+            forget.caches.forget(&ns, &name);
+            forget.gateway_reader.forget(&ns, &name);
+        }
+    });
+    let servers = changes(servers, server_key, |s: &Guarded<McpServer>| vec![s.clone()]).map(Ok);
+    let deployments = changes(
+        reflect(
+            watcher(scope.api::<Deployment>(&client), owned.clone()).modify(trim_deployment),
+            writers.deployments,
+            h(),
+            "Deployment",
+        ),
+        deployment_key,
+        owning_server,
+    );
+    macro_rules! meta_child {
+        ($kind:ty, $writer:expr, $name:expr) => {
+            changes(
+                reflect(
+                    watcher(scope.api::<PartialObjectMeta<$kind>>(&client), owned.clone())
+                        .modify(without_managed_fields),
+                    $writer,
+                    h(),
+                    $name,
+                ),
+                child_key,
+                owning_server,
+            )
+        };
+    }
+    let services = meta_child!(Service, writers.services, "Service");
+    let config_maps = meta_child!(ConfigMap, writers.config_maps, "ConfigMap");
+    let service_accounts = meta_child!(ServiceAccount, writers.service_accounts, "ServiceAccount");
+    let network_policies = meta_child!(NetworkPolicy, writers.network_policies, "NetworkPolicy");
+    let pdbs = meta_child!(PodDisruptionBudget, writers.pdbs, "PodDisruptionBudget");
+    let pods = changes(
+        reflect(watcher(scope.api::<Pod>(&client), owned.clone()).modify(trim_pod), writers.pods, h(), "Pod"),
+        |_| 0,
+        |_: &Pod| Vec::<ObjectRef<Guarded<McpServer>>>::new(),
+    );
+    let runtime_classes = changes(
+        reflect(
+            watcher(Api::<PartialObjectMeta<RuntimeClass>>::all(client.clone()), all.clone())
+                .modify(without_managed_fields),
+            writers.runtime_classes,
+            h(),
+            "RuntimeClass",
+        ),
+        child_key,
+        |_: &PartialObjectMeta<RuntimeClass>| Vec::<ObjectRef<Guarded<McpServer>>>::new(),
+    );
+    let by_policy = ctx.caches.servers.clone();
+    let policies = changes(
+        reflect(
+            watcher(scope.api::<Guarded<SecurityPolicy>>(&client), all.clone()).modify(without_managed_fields),
+            writers.policies,
+            h(),
+            "SecurityPolicy",
+        ),
+        referenced_key,
+        move |policy: &Guarded<SecurityPolicy>| {
             let (ns, name) = (policy.namespace(), policy.name_any());
             by_policy
                 .state()
@@ -437,8 +646,18 @@ pub fn controller(
                 })
                 .map(|s| ObjectRef::from_obj(&*s))
                 .collect::<Vec<_>>()
-        })
-        .watches(scope.api::<Guarded<Plugin>>(&client), watcher::Config::default(), move |plugin| {
+        },
+    );
+    let by_plugin = ctx.caches.servers.clone();
+    let plugins = changes(
+        reflect(
+            watcher(scope.api::<Guarded<Plugin>>(&client), all).modify(without_managed_fields),
+            writers.plugins,
+            h(),
+            "Plugin",
+        ),
+        referenced_key,
+        move |plugin: &Guarded<Plugin>| {
             // Any server with plugins may reach this one through dependencies.
             let ns = plugin.namespace();
             by_plugin
@@ -447,9 +666,32 @@ pub fn controller(
                 .filter(|s| s.namespace() == ns && s.0.as_ref().is_ok_and(|s| !s.spec.plugins.is_empty()))
                 .map(|s| ObjectRef::from_obj(&*s))
                 .collect::<Vec<_>>()
-        })
+        },
+    );
+    let done = ctx.clone();
+    let config = controller::Config::default().concurrency(tuning.concurrency).debounce(tuning.debounce);
+    Controller::for_stream(servers, ctx.caches.servers.clone())
+        .with_config(config)
+        .trigger_backoff(BoundedBackoff::default())
+        .reconcile_on(deployments)
+        .reconcile_on(services)
+        .reconcile_on(config_maps)
+        .reconcile_on(service_accounts)
+        .reconcile_on(network_policies)
+        .reconcile_on(pdbs)
+        .reconcile_on(pods)
+        .reconcile_on(runtime_classes)
+        .reconcile_on(policies)
+        .reconcile_on(plugins)
+        .reconcile_on(triggers)
         .shutdown_on_signal()
-        .run(|server, ctx| super::reconcile_guarded(server, ctx, CONTROLLER, reconcile), error_policy, ctx)
-        .for_each(super::forget_failures(done, CONTROLLER));
-    (store, fut)
+        .run(
+            |server, ctx| async move {
+                ctx.caches.ready().await;
+                super::reconcile_guarded(server, ctx, CONTROLLER, reconcile).await
+            },
+            error_policy,
+            ctx,
+        )
+        .for_each(super::forget_failures(done, CONTROLLER))
 }

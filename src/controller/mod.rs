@@ -1,5 +1,6 @@
 //! The three controllers and what they share: context, errors, server-side apply, events.
 
+pub mod cache;
 mod context;
 mod error;
 pub mod gateway_status;
@@ -9,6 +10,7 @@ pub mod securitypolicy;
 mod ssa;
 pub mod status;
 pub mod usage;
+pub mod watch;
 
 pub use context::{Context, Scope};
 pub use error::{Error, Result};
@@ -86,27 +88,6 @@ where
     Ok(())
 }
 
-/// The readable objects of a kind in a namespace; the unreadable ones are logged and skipped.
-pub async fn list_readable<K>(ctx: &Context, ns: &str) -> Result<Vec<K>>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
-    let all = Api::<Guarded<K>>::namespaced(ctx.client.clone(), ns).list(&Default::default()).await?.items;
-    Ok(all
-        .into_iter()
-        .filter_map(|g| match g.0 {
-            Ok(k) => Some(k),
-            Err(e) => {
-                tracing::debug!(name = ?e.metadata.name, error = %e.error, "skipping an unreadable {}", K::kind(&()));
-                None
-            }
-        })
-        .collect())
-}
-
 /// Forgets an object's failure count once it reconciles (the end of every controller's stream).
 fn forget_failures<K, E>(
     ctx: Arc<Context>,
@@ -123,15 +104,16 @@ where
     }
 }
 
-/// The controller of a kind that MCPServers name (Plugin, SecurityPolicy): a change of any
-/// MCPServer re-reconciles every object of the kind in its namespace, since its usage (and, for
-/// a server that switched away, its former usage) may have changed.
+/// The controller of a kind that MCPServers name (Plugin, SecurityPolicy): an object is
+/// reconciled when it changes, and when the spec of a server that `uses` it (or used it, by its
+/// status) changes. Reads come from the caches the MCPServer controller fills.
 fn referenced_kind_controller<K, Fut>(
     ctx: Arc<Context>,
     scope: &Scope,
     controller: &'static str,
     reconcile: fn(Arc<K>, Arc<Context>) -> Fut,
     error_policy: fn(Arc<Guarded<K>>, &Error, Arc<Context>) -> Action,
+    uses: fn(&crate::api::McpServer, &K) -> bool,
 ) -> (Store<Guarded<K>>, futures::future::BoxFuture<'static, ()>)
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -144,21 +126,35 @@ where
     Fut: std::future::Future<Output = Result<Action>> + Send + 'static,
 {
     let client = ctx.client.clone();
-    let main = Controller::new(scope.api::<Guarded<K>>(&client), watcher::Config::default());
+    let main = Controller::new(scope.api::<Guarded<K>>(&client), watch::config(watcher::Config::default()));
     let store = main.store();
     let objects = store.clone();
+    let servers = watch::events(
+        watcher(scope.api::<Guarded<crate::api::McpServer>>(&client), watch::config(watcher::Config::default())),
+        ctx.health.clone(),
+        controller,
+    );
+    let servers = watch::changes(servers, watch::server_key, |s: &Guarded<crate::api::McpServer>| vec![s.clone()]);
     let fut = main
-        .watches(scope.api::<Guarded<crate::api::McpServer>>(&client), watcher::Config::default(), move |server| {
+        .watches_stream(servers.map(Ok), move |server| {
             let ns = server.namespace();
+            let Ok(server) = &server.0 else { return vec![] };
             objects
                 .state()
                 .into_iter()
-                .filter(|o| o.namespace() == ns)
+                .filter(|o| o.namespace() == ns && o.0.as_ref().is_ok_and(|k| uses(server, k)))
                 .map(|o| ObjectRef::from_obj(&*o))
                 .collect::<Vec<_>>()
         })
         .shutdown_on_signal()
-        .run(move |obj, ctx| reconcile_guarded(obj, ctx, controller, reconcile), error_policy, ctx.clone())
+        .run(
+            move |obj, ctx| async move {
+                ctx.caches.ready().await;
+                reconcile_guarded(obj, ctx, controller, reconcile).await
+            },
+            error_policy,
+            ctx.clone(),
+        )
         .for_each(forget_failures(ctx, controller))
         .boxed();
     (store, fut)

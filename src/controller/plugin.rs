@@ -8,7 +8,6 @@ use crate::api::plugin_condition_types::*;
 use crate::api::{condition, set_condition, IsolationLevel, McpServer, Plugin, PluginPhase, PluginStatus};
 use crate::consts::IN_USE_FINALIZER;
 use crate::plugins::{describe, index, reachable, resolve_plugins, PluginProblem};
-use k8s_openapi::api::node::v1::RuntimeClass;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::Store;
@@ -79,16 +78,13 @@ pub async fn reconcile(plugin: Arc<Plugin>, ctx: Arc<Context>) -> Result<Action>
     let ns = plugin.namespace().ok_or(Error::MissingNamespace)?;
     let name = plugin.name_any();
     let api: Api<Plugin> = Api::namespaced(ctx.client.clone(), &ns);
-    let servers = super::list_readable::<McpServer>(&ctx, &ns).await?;
-    let plugins = super::list_readable::<Plugin>(&ctx, &ns).await?;
+    let servers = ctx.caches.servers(&ns);
+    let plugins = ctx.caches.plugins(&ns);
     let users = used_by(&name, &servers, &plugins);
     let dependencies = resolve_plugins(std::slice::from_ref(&name), &index(&plugins));
     let runtime_class_problem = if plugin.spec.isolation.level == IsolationLevel::Vm {
         let class = &ctx.defaults.vm_runtime_class;
-        Api::<RuntimeClass>::all(ctx.client.clone())
-            .get_opt(class)
-            .await?
-            .is_none()
+        (!ctx.caches.runtime_class_exists(class))
             .then(|| format!("RuntimeClass {class:?} for VM isolation does not exist in the cluster"))
     } else {
         None
@@ -121,7 +117,14 @@ pub fn controller(
     ctx: Arc<Context>,
     scope: &Scope,
 ) -> (Store<super::Guarded<Plugin>>, impl std::future::Future<Output = ()>) {
-    super::referenced_kind_controller(ctx, scope, CONTROLLER, reconcile, error_policy)
+    super::referenced_kind_controller(ctx, scope, CONTROLLER, reconcile, error_policy, uses)
+}
+
+/// Whether `server` may use `plugin` (to reconcile the plugin when the server changes): it
+/// names plugins (any may be reached through dependencies) or the plugin lists it as a user.
+fn uses(server: &McpServer, plugin: &Plugin) -> bool {
+    !server.spec.plugins.is_empty()
+        || plugin.status.as_ref().is_some_and(|s| s.used_by.iter().any(|u| *u == server.name_any()))
 }
 
 #[cfg(test)]

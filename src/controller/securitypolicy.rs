@@ -2,20 +2,20 @@
 //! (no finalizer: see `usage`). Rendering into each server's config is done by the MCPServer
 //! controller, which watches policies.
 
-use super::mcpserver::fetch_secrets;
 use super::usage::release_finalizer;
 use super::{apply_status, Context, Error, Result, Scope};
 use crate::api::policy_condition_types::VALID;
 use crate::api::{condition, set_condition, McpServer, SecurityPolicy, SecurityPolicyPhase, SecurityPolicyStatus};
 use crate::consts::IN_USE_FINALIZER;
 use crate::issue::{co_owned, due_for_renewal, issued_secret, secrets_to_issue, Issue};
-use crate::policy::validate_policy;
+use crate::policy::{required_secrets, validate_policy};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::PostParams;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::Store;
 use kube::{Api, ResourceExt};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,13 +67,24 @@ pub async fn reconcile(policy: Arc<SecurityPolicy>, ctx: Arc<Context>) -> Result
     let ns = policy.namespace().ok_or(Error::MissingNamespace)?;
     let name = policy.name_any();
     let api: Api<SecurityPolicy> = Api::namespaced(ctx.client.clone(), &ns);
-    let servers = super::list_readable::<McpServer>(&ctx, &ns).await?;
+    let servers = ctx.caches.servers(&ns);
     let users = used_by(&name, &servers);
     if release_finalizer(&api, &*policy, IN_USE_FINALIZER).await? && policy.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    issue_secrets(&ctx, &policy).await?;
-    let secrets = fetch_secrets(&ctx, &policy).await?;
+    // The one place Secrets are read: each named one with `get`, on every policy reconcile (they
+    // are not watched). The servers read them from the cache; a change is passed on to them.
+    let names: BTreeSet<String> = required_secrets(&policy.spec)
+        .into_iter()
+        .map(|n| n.name)
+        .chain(secrets_to_issue(&policy.spec).iter().map(|i| i.secret().to_string()))
+        .collect();
+    let mut changed = ctx.caches.secrets.refresh(&ctx.client, &ns, &names).await?;
+    changed |= issue_secrets(&ctx, &policy, &ctx.caches.secrets.get(&ctx.client, &ns, &names).await?).await?;
+    let secrets = ctx.caches.secrets.get(&ctx.client, &ns, &names).await?;
+    if changed {
+        ctx.trigger_servers_of_policy(&ns, &name);
+    }
     let problems = validate_policy(&policy.spec, &secrets);
     let status = policy_status(&policy, &problems, users);
     let previous = policy.status.clone().unwrap_or_default();
@@ -98,21 +109,24 @@ pub async fn reconcile(policy: Arc<SecurityPolicy>, ctx: Arc<Context>) -> Result
 }
 
 /// Creates the Secrets the policy asks the operator to issue when they are missing, and renews
-/// an issued certificate before it expires. Never touches a Secret the operator did not issue.
-async fn issue_secrets(ctx: &Context, policy: &SecurityPolicy) -> Result<()> {
+/// an issued certificate before it expires (`known`: the Secrets as just read). Never touches a
+/// Secret the operator did not issue. True when it wrote one.
+async fn issue_secrets(ctx: &Context, policy: &SecurityPolicy, known: &BTreeMap<String, Secret>) -> Result<bool> {
     let ns = policy.namespace().ok_or(Error::MissingNamespace)?;
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let now = jiff::Timestamp::now();
+    let mut wrote = false;
     for issue in secrets_to_issue(&policy.spec) {
         let name = issue.secret();
-        let existing = api.get_opt(name).await?;
+        let existing = known.get(name).cloned();
         let verb = match &existing {
             None => "Issued",
             Some(existing) if due_for_renewal(existing, now) => "Renewed",
             Some(existing) => {
                 // Shared by several policies (the examples share theirs): each one owns it.
                 if let Some(shared) = co_owned(existing, policy) {
-                    api.replace(name, &PostParams::default(), &shared).await?;
+                    let stored = api.replace(name, &PostParams::default(), &shared).await?;
+                    wrote |= ctx.caches.secrets.put(&ns, name, Some(stored));
                 }
                 continue;
             }
@@ -133,12 +147,15 @@ async fn issue_secrets(ctx: &Context, policy: &SecurityPolicy) -> Result<()> {
             secret.metadata.owner_references = Some(owners);
         }
         let written = if verb == "Issued" {
-            api.create(&PostParams::default(), &secret).await.map(|_| ())
+            api.create(&PostParams::default(), &secret).await
         } else {
-            api.replace(name, &PostParams::default(), &secret).await.map(|_| ())
+            api.replace(name, &PostParams::default(), &secret).await
         };
         match written {
-            Ok(()) => {}
+            Ok(stored) => {
+                ctx.caches.secrets.put(&ns, name, Some(stored));
+                wrote = true;
+            }
             // Another policy issued it meanwhile: theirs is as good.
             Err(kube::Error::Api(e)) if e.code == 409 => continue,
             Err(e) => return Err(e.into()),
@@ -156,7 +173,7 @@ async fn issue_secrets(ctx: &Context, policy: &SecurityPolicy) -> Result<()> {
         let note = format!("{verb} Secret {name:?} with {what} ({})", issue.field());
         ctx.event(policy, EventType::Normal, reason, "Issue", note).await;
     }
-    Ok(())
+    Ok(wrote)
 }
 
 /// Requeue policy after a failed reconcile.
@@ -169,7 +186,13 @@ pub fn controller(
     ctx: Arc<Context>,
     scope: &Scope,
 ) -> (Store<super::Guarded<SecurityPolicy>>, impl std::future::Future<Output = ()>) {
-    super::referenced_kind_controller(ctx, scope, CONTROLLER, reconcile, error_policy)
+    super::referenced_kind_controller(ctx, scope, CONTROLLER, reconcile, error_policy, uses)
+}
+
+/// Whether `server` uses `policy` now (it names it) or did (the policy lists it as a user).
+fn uses(server: &McpServer, policy: &SecurityPolicy) -> bool {
+    server.spec.security_policy.as_deref() == Some(policy.name_any().as_str())
+        || policy.status.as_ref().is_some_and(|s| s.used_by.iter().any(|u| *u == server.name_any()))
 }
 
 #[cfg(test)]

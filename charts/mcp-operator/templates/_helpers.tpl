@@ -80,19 +80,22 @@ server-side apply (patch), so it never needs update on them; Secrets are only re
 - apiGroups: [""]
   resources: ["serviceaccounts", "configmaps"]
   verbs: ["list", "watch", "create", "patch"]
+# Pods are cached (status, and the gateway status read from their admin port).
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list"]
+  verbs: ["list", "watch"]
 # Referenced Secrets are read one by one; never listed or watched. create/update only for what a
 # SecurityPolicy asks the operator to issue (selfSigned, generateSecret): a missing Secret is
 # created, and only a certificate it issued itself is ever replaced.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create", "update"]
-# The gateway's status document (server info, tools), read through the API server proxy.
+{{- if and .Values.gateway.status (eq .Values.gateway.statusVia "proxy") }}
+# The gateway's status document, read through the API server's service proxy.
 - apiGroups: [""]
   resources: ["services/proxy"]
   verbs: ["get"]
+{{- end }}
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
@@ -106,10 +109,10 @@ server-side apply (patch), so it never needs update on them; Secrets are only re
 
 {{/* RBAC rules for cluster-scoped reads (always granted cluster-wide). */}}
 {{- define "mcp-operator.clusterRules" -}}
-# VM isolation checks that the configured RuntimeClass exists.
+# VM isolation checks that the configured RuntimeClass exists (from a cache of RuntimeClasses).
 - apiGroups: ["node.k8s.io"]
   resources: ["runtimeclasses"]
-  verbs: ["get"]
+  verbs: ["list", "watch"]
 # The controllers start only once their CRDs are established.
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]

@@ -1,0 +1,518 @@
+//! What the controllers read, from reflector caches instead of the API server: the MCPServers,
+//! the Plugins and SecurityPolicies they name, the RuntimeClasses, every kind of child (metadata
+//! only where nothing else is needed) and the server pods. Secrets are never listed or watched:
+//! each one a policy names is read with `get` by the SecurityPolicy controller and kept here, so
+//! a server reconcile reads none.
+//!
+//! With these, a reconcile of a server whose inputs and children did not change makes no API
+//! call at all; [`Caches::needs_apply`] decides which children must be applied.
+
+use super::Guarded;
+use crate::api::{McpServer, Plugin, SecurityPolicy};
+use crate::consts::{LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodSpec, PodStatus, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::node::v1::RuntimeClass;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::{Api, Resource, ResourceExt};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
+
+/// The annotation on every child that records the hash of the object the operator applied.
+pub const ANNOTATION_APPLIED: &str = "mcp.n-takatsu.dev/applied-hash";
+
+/// The reflector stores the controllers read.
+pub struct Caches {
+    /// MCPServers (the MCPServer controller's own store).
+    pub servers: Store<Guarded<McpServer>>,
+    /// SecurityPolicies.
+    pub policies: Store<Guarded<SecurityPolicy>>,
+    /// Plugins.
+    pub plugins: Store<Guarded<Plugin>>,
+    /// RuntimeClasses (names only).
+    pub runtime_classes: Store<PartialObjectMeta<RuntimeClass>>,
+    /// Deployments the operator manages (trimmed: no pod template).
+    pub deployments: Store<Deployment>,
+    /// Services the operator manages (metadata).
+    pub services: Store<PartialObjectMeta<Service>>,
+    /// ConfigMaps the operator manages (metadata).
+    pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
+    /// ServiceAccounts the operator manages (metadata).
+    pub service_accounts: Store<PartialObjectMeta<ServiceAccount>>,
+    /// NetworkPolicies the operator manages (metadata).
+    pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
+    /// PodDisruptionBudgets the operator manages (metadata).
+    pub pdbs: Store<PartialObjectMeta<PodDisruptionBudget>>,
+    /// Pods of the servers and plugins (trimmed: labels, readiness, address, container states).
+    pub pods: Store<Pod>,
+    /// Secrets named by policies, as last read.
+    pub secrets: SecretCache,
+    /// Per child: the applied hash and the version marker the API server returned for it.
+    applied: Mutex<HashMap<String, (String, String)>>,
+}
+
+/// The writing ends of the stores, fed by the controllers' watches.
+pub struct Writers {
+    /// Feeds [`Caches::servers`].
+    pub servers: reflector::store::Writer<Guarded<McpServer>>,
+    /// Feeds [`Caches::policies`].
+    pub policies: reflector::store::Writer<Guarded<SecurityPolicy>>,
+    /// Feeds [`Caches::plugins`].
+    pub plugins: reflector::store::Writer<Guarded<Plugin>>,
+    /// Feeds [`Caches::runtime_classes`].
+    pub runtime_classes: reflector::store::Writer<PartialObjectMeta<RuntimeClass>>,
+    /// Feeds [`Caches::deployments`].
+    pub deployments: reflector::store::Writer<Deployment>,
+    /// Feeds [`Caches::services`].
+    pub services: reflector::store::Writer<PartialObjectMeta<Service>>,
+    /// Feeds [`Caches::config_maps`].
+    pub config_maps: reflector::store::Writer<PartialObjectMeta<ConfigMap>>,
+    /// Feeds [`Caches::service_accounts`].
+    pub service_accounts: reflector::store::Writer<PartialObjectMeta<ServiceAccount>>,
+    /// Feeds [`Caches::network_policies`].
+    pub network_policies: reflector::store::Writer<PartialObjectMeta<NetworkPolicy>>,
+    /// Feeds [`Caches::pdbs`].
+    pub pdbs: reflector::store::Writer<PartialObjectMeta<PodDisruptionBudget>>,
+    /// Feeds [`Caches::pods`].
+    pub pods: reflector::store::Writer<Pod>,
+}
+
+/// Empty caches and their writers.
+pub fn caches() -> (Caches, Writers) {
+    let (servers, w_servers) = reflector::store();
+    let (policies, w_policies) = reflector::store();
+    let (plugins, w_plugins) = reflector::store();
+    let (runtime_classes, w_runtime_classes) = reflector::store();
+    let (deployments, w_deployments) = reflector::store();
+    let (services, w_services) = reflector::store();
+    let (config_maps, w_config_maps) = reflector::store();
+    let (service_accounts, w_service_accounts) = reflector::store();
+    let (network_policies, w_network_policies) = reflector::store();
+    let (pdbs, w_pdbs) = reflector::store();
+    let (pods, w_pods) = reflector::store();
+    let caches = Caches {
+        servers,
+        policies,
+        plugins,
+        runtime_classes,
+        deployments,
+        services,
+        config_maps,
+        service_accounts,
+        network_policies,
+        pdbs,
+        pods,
+        secrets: SecretCache::default(),
+        applied: Default::default(),
+    };
+    let writers = Writers {
+        servers: w_servers,
+        policies: w_policies,
+        plugins: w_plugins,
+        runtime_classes: w_runtime_classes,
+        deployments: w_deployments,
+        services: w_services,
+        config_maps: w_config_maps,
+        service_accounts: w_service_accounts,
+        network_policies: w_network_policies,
+        pdbs: w_pdbs,
+        pods: w_pods,
+    };
+    (caches, writers)
+}
+
+/// A readable object of a guarded store; an unreadable one as its error message.
+fn readable<K: Clone>(obj: &Guarded<K>) -> Result<K, String> {
+    obj.0.as_ref().cloned().map_err(|e| e.error.clone())
+}
+
+impl Caches {
+    /// Resolves once every store has been filled by its first list.
+    pub async fn ready(&self) {
+        // A store whose writer is gone (shutdown) never fills: nothing left to wait for.
+        let _ = futures::join!(
+            self.servers.wait_until_ready(),
+            self.policies.wait_until_ready(),
+            self.plugins.wait_until_ready(),
+            self.runtime_classes.wait_until_ready(),
+            self.deployments.wait_until_ready(),
+            self.services.wait_until_ready(),
+            self.config_maps.wait_until_ready(),
+            self.service_accounts.wait_until_ready(),
+            self.network_policies.wait_until_ready(),
+            self.pdbs.wait_until_ready(),
+            self.pods.wait_until_ready(),
+        );
+    }
+
+    /// The policy `name` in `ns`: None when absent, Err when this operator cannot read it.
+    pub fn policy(&self, ns: &str, name: &str) -> Option<Result<SecurityPolicy, String>> {
+        self.policies.get(&ObjectRef::new(name).within(ns)).map(|p| readable(&p))
+    }
+
+    /// The readable plugins of `ns`.
+    pub fn plugins(&self, ns: &str) -> Vec<Plugin> {
+        self.plugins
+            .state()
+            .iter()
+            .filter(|p| p.namespace().as_deref() == Some(ns))
+            .filter_map(|p| readable(p).ok())
+            .collect()
+    }
+
+    /// The readable servers of `ns`.
+    pub fn servers(&self, ns: &str) -> Vec<McpServer> {
+        self.servers
+            .state()
+            .iter()
+            .filter(|s| s.namespace().as_deref() == Some(ns))
+            .filter_map(|s| readable(s).ok())
+            .collect()
+    }
+
+    /// Whether the RuntimeClass `name` exists.
+    pub fn runtime_class_exists(&self, name: &str) -> bool {
+        self.runtime_classes.get(&ObjectRef::new(name)).is_some()
+    }
+
+    /// The Deployment `name` in `ns`, as cached.
+    pub fn deployment(&self, ns: &str, name: &str) -> Option<Deployment> {
+        self.deployments.get(&ObjectRef::new(name).within(ns)).map(|d| (*d).clone())
+    }
+
+    /// The pods of `ns` whose labels include every one of `selector`.
+    pub fn pods(&self, ns: &str, selector: &BTreeMap<String, String>) -> Vec<Pod> {
+        self.pods
+            .state()
+            .iter()
+            .filter(|p| p.namespace().as_deref() == Some(ns) && selects(selector, p.labels()))
+            .map(|p| (**p).clone())
+            .collect()
+    }
+
+    /// Decides whether `desired` (carrying its applied-hash annotation) must be applied, given
+    /// the cached child's metadata. Records the cached child as the baseline when it already
+    /// carries the desired hash, so that a later change by someone else is noticed.
+    pub fn needs_apply(&self, key: &str, desired_hash: &str, cached: Option<&ObjectMeta>) -> bool {
+        let mut applied = self.applied.lock().expect("applied lock");
+        let decision = apply_decision(desired_hash, cached, applied.get(key));
+        if let (Decision::Skip, Some(meta)) = (&decision, cached) {
+            applied.entry(key.to_string()).or_insert_with(|| (desired_hash.to_string(), marker(meta)));
+        }
+        decision == Decision::Apply
+    }
+
+    /// Records what the API server returned for an applied child.
+    pub fn applied(&self, key: &str, hash: &str, stored: &ObjectMeta) {
+        self.applied.lock().expect("applied lock").insert(key.to_string(), (hash.to_string(), marker(stored)));
+    }
+
+    /// Forgets every child of a deleted server.
+    pub fn forget(&self, ns: &str, server: &str) {
+        let prefix = format!("/{ns}/");
+        self.applied.lock().expect("applied lock").retain(|k, _| {
+            !(k.contains(&prefix)
+                && k.rsplit('/').next().is_some_and(|n| n == server || n.starts_with(&format!("{server}-"))))
+        });
+    }
+}
+
+/// Whether `labels` include every key and value of `selector`.
+fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// Names of the cached children of `server` (by the managed-by and instance labels) in `ns`.
+pub fn children_of<K>(store: &Store<PartialObjectMeta<K>>, ns: &str, server: &str) -> Vec<ObjectMeta>
+where
+    K: Resource<DynamicType = ()> + Clone,
+{
+    let want = BTreeMap::from([
+        (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
+        (LABEL_INSTANCE.to_string(), server.to_string()),
+    ]);
+    store
+        .state()
+        .iter()
+        .filter(|o| o.namespace().as_deref() == Some(ns) && selects(&want, o.labels()))
+        .map(|o| o.metadata.clone())
+        .collect()
+}
+
+/// Same as [`children_of`] for the full Deployment store.
+pub fn deployments_of(store: &Store<Deployment>, ns: &str, server: &str) -> Vec<ObjectMeta> {
+    let want = BTreeMap::from([
+        (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
+        (LABEL_INSTANCE.to_string(), server.to_string()),
+    ]);
+    store
+        .state()
+        .iter()
+        .filter(|o| o.namespace().as_deref() == Some(ns) && selects(&want, o.labels()))
+        .map(|o| o.metadata.clone())
+        .collect()
+}
+
+/// What to do with a desired child.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Apply it.
+    Apply,
+    /// The cached child is what was applied and nobody changed it since: skip.
+    Skip,
+}
+
+/// The version of a child that changes when its desired state does: the generation where the
+/// kind has one (a Deployment's status updates do not count), else the resourceVersion.
+pub fn marker(meta: &ObjectMeta) -> String {
+    match meta.generation {
+        Some(g) => format!("g{g}"),
+        None => format!("rv{}", meta.resource_version.as_deref().unwrap_or("")),
+    }
+}
+
+/// The pure decision behind [`Caches::needs_apply`].
+pub fn apply_decision(
+    desired_hash: &str,
+    cached: Option<&ObjectMeta>,
+    baseline: Option<&(String, String)>,
+) -> Decision {
+    let Some(meta) = cached else { return Decision::Apply };
+    if meta.deletion_timestamp.is_some() {
+        // Going away: its deletion brings the server back here, and it is applied anew.
+        return Decision::Skip;
+    }
+    let recorded = meta.annotations.as_ref().and_then(|a| a.get(ANNOTATION_APPLIED));
+    if recorded.map(String::as_str) != Some(desired_hash) {
+        return Decision::Apply;
+    }
+    match baseline {
+        // Someone else changed what the operator applied (an edit, a `kubectl scale` of the
+        // Deployment): the operator's fields are applied again.
+        Some((hash, seen)) if hash == desired_hash && *seen != marker(meta) => Decision::Apply,
+        _ => Decision::Skip,
+    }
+}
+
+/// The hash recorded on a child: of the object as it will be applied, without the annotation.
+pub fn applied_hash<K: serde::Serialize>(obj: &K) -> String {
+    let bytes = serde_json::to_vec(obj).expect("objects serialize");
+    crate::build::hex(&Sha256::digest(&bytes))[..16].to_string()
+}
+
+/// `obj` with its applied-hash annotation set; returns the hash too.
+pub fn with_applied_hash<K: Resource + Clone + serde::Serialize>(obj: &K) -> (K, String) {
+    let mut obj = obj.clone();
+    if let Some(a) = obj.meta_mut().annotations.as_mut() {
+        a.remove(ANNOTATION_APPLIED);
+        if a.is_empty() {
+            obj.meta_mut().annotations = None;
+        }
+    }
+    let hash = applied_hash(&obj);
+    obj.annotations_mut().insert(ANNOTATION_APPLIED.into(), hash.clone());
+    (obj, hash)
+}
+
+/// Drops what the controllers never read from a cached Deployment (pod template, managed fields).
+pub fn trim_deployment(d: &mut Deployment) {
+    d.metadata.managed_fields = None;
+    d.spec.template = Default::default();
+}
+
+/// Drops what the controllers never read from a cached pod: the spec, managed fields and most
+/// of the status (kept: phase, address, conditions, container states).
+pub fn trim_pod(p: &mut Pod) {
+    p.metadata.managed_fields = None;
+    p.metadata.annotations = None;
+    p.metadata.owner_references = None;
+    p.spec = Some(PodSpec::default());
+    if let Some(s) = p.status.take() {
+        p.status = Some(PodStatus {
+            phase: s.phase,
+            pod_ip: s.pod_ip,
+            conditions: s.conditions,
+            container_statuses: s.container_statuses.map(|cs| {
+                cs.into_iter()
+                    .map(|mut c| {
+                        c.image_id = String::new();
+                        c.last_state = None;
+                        c
+                    })
+                    .collect()
+            }),
+            ..Default::default()
+        });
+    }
+}
+
+/// The Secrets named by SecurityPolicies, as last read (with `get`): absent ones as `None`.
+#[derive(Default)]
+pub struct SecretCache {
+    entries: Mutex<HashMap<(String, String), Option<Secret>>>,
+}
+
+impl SecretCache {
+    /// The Secrets `names` in `ns`, reading from the API server only those never read yet.
+    pub async fn get(
+        &self,
+        client: &kube::Client,
+        ns: &str,
+        names: &BTreeSet<String>,
+    ) -> kube::Result<BTreeMap<String, Secret>> {
+        let missing: Vec<String> = {
+            let entries = self.entries.lock().expect("secret cache lock");
+            names.iter().filter(|n| !entries.contains_key(&(ns.to_string(), (*n).clone()))).cloned().collect()
+        };
+        if !missing.is_empty() {
+            self.read(client, ns, &missing).await?;
+        }
+        let entries = self.entries.lock().expect("secret cache lock");
+        Ok(names
+            .iter()
+            .filter_map(|n| entries.get(&(ns.to_string(), n.clone())).cloned().flatten().map(|s| (n.clone(), s)))
+            .collect())
+    }
+
+    /// Reads `names` from the API server; true when any of them changed (resourceVersion,
+    /// appeared or disappeared) since it was last read.
+    pub async fn refresh(&self, client: &kube::Client, ns: &str, names: &BTreeSet<String>) -> kube::Result<bool> {
+        let names: Vec<String> = names.iter().cloned().collect();
+        self.read(client, ns, &names).await
+    }
+
+    async fn read(&self, client: &kube::Client, ns: &str, names: &[String]) -> kube::Result<bool> {
+        let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+        let mut changed = false;
+        for name in names {
+            let secret = api.get_opt(name).await?;
+            changed |= self.put(ns, name, secret);
+        }
+        Ok(changed)
+    }
+
+    /// Records what is known of a Secret (read or written); true when it differs from before.
+    pub fn put(&self, ns: &str, name: &str, secret: Option<Secret>) -> bool {
+        let mut entries = self.entries.lock().expect("secret cache lock");
+        let key = (ns.to_string(), name.to_string());
+        let version = |s: &Option<Secret>| s.as_ref().map(|s| s.resource_version());
+        let changed = entries.get(&key).is_some_and(|old| version(old) != version(&secret));
+        entries.insert(key, secret);
+        changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(hash: Option<&str>, generation: Option<i64>, rv: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some("s".into()),
+            annotations: hash.map(|h| BTreeMap::from([(ANNOTATION_APPLIED.to_string(), h.to_string())])),
+            generation,
+            resource_version: Some(rv.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_missing_or_different_child_is_applied() {
+        assert_eq!(apply_decision("h1", None, None), Decision::Apply);
+        assert_eq!(apply_decision("h1", Some(&meta(None, Some(1), "5")), None), Decision::Apply);
+        assert_eq!(apply_decision("h1", Some(&meta(Some("h0"), Some(1), "5")), None), Decision::Apply);
+    }
+
+    #[test]
+    fn an_unchanged_child_is_skipped_until_someone_else_changes_it() {
+        let cached = meta(Some("h1"), Some(3), "5");
+        assert_eq!(apply_decision("h1", Some(&cached), None), Decision::Skip, "first sight: trusted");
+        let baseline = ("h1".to_string(), "g3".to_string());
+        assert_eq!(apply_decision("h1", Some(&cached), Some(&baseline)), Decision::Skip);
+        // A status update changes the resourceVersion, not the generation.
+        assert_eq!(apply_decision("h1", Some(&meta(Some("h1"), Some(3), "9")), Some(&baseline)), Decision::Skip);
+        // `kubectl scale deployment` or an edit: the generation moved.
+        assert_eq!(apply_decision("h1", Some(&meta(Some("h1"), Some(4), "9")), Some(&baseline)), Decision::Apply);
+        // Kinds without a generation compare resourceVersions.
+        let cm = ("h1".to_string(), "rv5".to_string());
+        assert_eq!(apply_decision("h1", Some(&meta(Some("h1"), None, "5")), Some(&cm)), Decision::Skip);
+        assert_eq!(apply_decision("h1", Some(&meta(Some("h1"), None, "6")), Some(&cm)), Decision::Apply);
+    }
+
+    #[test]
+    fn a_child_being_deleted_is_left_to_its_deletion() {
+        let mut m = meta(Some("h0"), Some(1), "5");
+        m.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()));
+        assert_eq!(apply_decision("h1", Some(&m), None), Decision::Skip);
+    }
+
+    #[test]
+    fn the_cache_records_baselines_and_what_was_applied() {
+        let (caches, _writers) = caches();
+        let cached = meta(Some("h1"), Some(3), "5");
+        assert!(!caches.needs_apply("Deployment/ns/a", "h1", Some(&cached)));
+        // Someone scaled it: generation 4 with the same annotation.
+        assert!(caches.needs_apply("Deployment/ns/a", "h1", Some(&meta(Some("h1"), Some(4), "6"))));
+        caches.applied("Deployment/ns/a", "h1", &meta(Some("h1"), Some(5), "7"));
+        assert!(!caches.needs_apply("Deployment/ns/a", "h1", Some(&meta(Some("h1"), Some(5), "8"))));
+        caches.forget("ns", "a");
+        assert!(!caches.needs_apply("Deployment/ns/a", "h1", Some(&meta(Some("h1"), Some(9), "9"))), "forgotten");
+    }
+
+    #[test]
+    fn the_hash_ignores_its_own_annotation_and_follows_the_object() {
+        let cm = ConfigMap {
+            metadata: ObjectMeta { name: Some("c".into()), ..Default::default() },
+            data: Some(BTreeMap::from([("k".to_string(), "v".to_string())])),
+            ..Default::default()
+        };
+        let (annotated, hash) = with_applied_hash(&cm);
+        assert_eq!(annotated.annotations()[ANNOTATION_APPLIED], hash);
+        assert_eq!(with_applied_hash(&annotated).1, hash, "re-hashing an annotated object is stable");
+        let mut other = cm.clone();
+        other.data.as_mut().unwrap().insert("k".into(), "w".into());
+        assert_ne!(with_applied_hash(&other).1, hash);
+    }
+
+    #[test]
+    fn secret_versions_changes_are_reported() {
+        let cache = SecretCache::default();
+        let s = |rv: &str| Secret {
+            metadata: ObjectMeta { name: Some("x".into()), resource_version: Some(rv.into()), ..Default::default() },
+            ..Default::default()
+        };
+        assert!(!cache.put("ns", "x", Some(s("1"))), "first read is not a change");
+        assert!(!cache.put("ns", "x", Some(s("1"))));
+        assert!(cache.put("ns", "x", Some(s("2"))));
+        assert!(cache.put("ns", "x", None), "deleted");
+        assert!(cache.put("ns", "x", Some(s("3"))), "back");
+    }
+
+    #[test]
+    fn trimmed_pods_keep_what_status_and_gateway_reads_need() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "labels": {"a": "b"}, "annotations": {"x": "y"}},
+            "spec": {"containers": [{"name": "c", "image": "i"}]},
+            "status": {"phase": "Running", "podIP": "10.0.0.5", "hostIP": "1.2.3.4",
+                       "conditions": [{"type": "Ready", "status": "True"}],
+                       "containerStatuses": [{"name": "c", "ready": false, "restartCount": 3, "image": "i", "imageID": "sha",
+                          "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}
+        }))
+        .unwrap();
+        let mut trimmed = pod.clone();
+        trim_pod(&mut trimmed);
+        let st = trimmed.status.as_ref().unwrap();
+        assert_eq!(
+            (st.phase.as_deref(), st.pod_ip.as_deref(), st.host_ip.as_deref()),
+            (Some("Running"), Some("10.0.0.5"), None)
+        );
+        assert_eq!(super::super::status::crash_looping(&[trimmed.clone()]), 1);
+        assert_eq!(trimmed.labels()["a"], "b");
+        assert!(trimmed.spec.unwrap().containers.is_empty());
+    }
+}

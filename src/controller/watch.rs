@@ -1,0 +1,324 @@
+//! The controllers' watches: reflected into the caches, with a bounded backoff (an API server
+//! that comes back is watched again within seconds), a server-side timeout that also bounds
+//! how long a silently broken watch can go unnoticed, a health record that readiness and
+//! liveness report, and triggers that fire only when something the reconcile reads changed.
+
+use super::Guarded;
+use crate::api::McpServer;
+use crate::consts::LABEL_INSTANCE;
+use futures::{stream, Stream, StreamExt};
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::utils::Backoff;
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Resource, ResourceExt};
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Server-side timeout of every watch request (seconds). A watch that stops delivering without
+/// an error (a connection lost without a reset) is noticed after this plus kube's 5 s margin.
+pub const WATCH_TIMEOUT_SECS: u32 = 55;
+
+/// Exponential backoff from 250 ms to 5 s with jitter, reset by every successful event: a watch
+/// retries often enough to resume within seconds of the API server's return, and no faster
+/// than a handful of requests per second per watch while it is away.
+#[derive(Debug, Clone)]
+pub struct BoundedBackoff {
+    current: Duration,
+    min: Duration,
+    max: Duration,
+}
+
+impl Default for BoundedBackoff {
+    fn default() -> Self {
+        Self::new(Duration::from_millis(250), Duration::from_secs(5))
+    }
+}
+
+impl BoundedBackoff {
+    /// From `min`, doubling up to `max`.
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Self { current: min, min, max }
+    }
+}
+
+impl Iterator for BoundedBackoff {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        let base = self.current;
+        self.current = (self.current * 2).min(self.max);
+        // Up to a quarter less, so that many watches do not retry in lockstep.
+        let random = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
+        let jitter = base.mul_f64((random % 1000) as f64 / 4000.0);
+        Some(base - jitter)
+    }
+}
+
+impl Backoff for BoundedBackoff {
+    fn reset(&mut self) {
+        self.current = self.min;
+    }
+}
+
+/// How the watches fare, for `/readyz` and `/healthz`.
+#[derive(Default)]
+pub struct WatchHealth {
+    /// Per watch: when its current run of errors began and its last error.
+    failing: Mutex<HashMap<&'static str, (Instant, Instant, String)>>,
+}
+
+/// A watch whose last error is older than this is taken to have recovered (a watch that works
+/// emits no error; one that fails errs at least every [`BoundedBackoff`] maximum).
+const RECOVERED_AFTER: Duration = Duration::from_secs(15);
+/// Failing this long makes the process unhealthy (restarted by its liveness probe).
+pub const UNHEALTHY_AFTER: Duration = Duration::from_secs(180);
+
+impl WatchHealth {
+    /// Records an error of the watch `kind`.
+    pub fn error(&self, kind: &'static str, err: &watcher::Error) {
+        let now = Instant::now();
+        let mut failing = self.failing.lock().expect("watch health lock");
+        let entry = failing.entry(kind).or_insert((now, now, String::new()));
+        if now.duration_since(entry.1) > RECOVERED_AFTER {
+            entry.0 = now;
+        }
+        entry.1 = now;
+        entry.2 = err.to_string();
+        tracing::warn!(watch = kind, error = %err, "watch failed; retrying");
+    }
+
+    /// Records that the watch `kind` delivered.
+    pub fn ok(&self, kind: &'static str) {
+        let mut failing = self.failing.lock().expect("watch health lock");
+        if failing.remove(kind).is_some() {
+            tracing::info!(watch = kind, "watch recovered");
+        }
+    }
+
+    /// Why the operator is not ready: a watch failed within the last seconds.
+    pub fn unready(&self) -> Option<String> {
+        self.report(Instant::now(), Duration::ZERO)
+    }
+
+    /// Why the operator is not alive: a watch has been failing for minutes.
+    pub fn unhealthy(&self) -> Option<String> {
+        self.report(Instant::now(), UNHEALTHY_AFTER)
+    }
+
+    fn report(&self, now: Instant, at_least: Duration) -> Option<String> {
+        let failing = self.failing.lock().expect("watch health lock");
+        let mut bad: Vec<String> = failing
+            .iter()
+            .filter(|(_, (first, last, _))| {
+                now.duration_since(*last) <= RECOVERED_AFTER && last.duration_since(*first) >= at_least
+            })
+            .map(|(kind, (first, _, err))| {
+                format!("{kind} watch failing for {}s: {err}", now.duration_since(*first).as_secs())
+            })
+            .collect();
+        bad.sort();
+        (!bad.is_empty()).then(|| bad.join("; "))
+    }
+}
+
+/// A watcher configuration with the operator's timeout.
+pub fn config(base: watcher::Config) -> watcher::Config {
+    base.timeout(WATCH_TIMEOUT_SECS)
+}
+
+/// `source` (a watcher stream) with the bounded backoff, reflected into `writer`, errors
+/// recorded in `health` and dropped: the events, for triggers.
+pub fn reflect<K, S>(
+    source: S,
+    writer: Writer<K>,
+    health: std::sync::Arc<WatchHealth>,
+    kind: &'static str,
+) -> impl Stream<Item = watcher::Event<K>> + Send
+where
+    K: Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone + Send + Sync,
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
+    events(source.reflect(writer), health, kind)
+}
+
+/// `source` (a watcher stream) with the bounded backoff, errors recorded in `health` and
+/// dropped.
+pub fn events<K, S>(
+    source: S,
+    health: std::sync::Arc<WatchHealth>,
+    kind: &'static str,
+) -> impl Stream<Item = watcher::Event<K>> + Send
+where
+    K: Send + 'static,
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
+    source.backoff(BoundedBackoff::default()).filter_map(move |event| {
+        let out = match event {
+            Ok(e) => {
+                health.ok(kind);
+                Some(e)
+            }
+            Err(e) => {
+                health.error(kind, &e);
+                None
+            }
+        };
+        futures::future::ready(out)
+    })
+}
+
+/// What triggers a reconcile from a server itself: spec, deletion, finalizers, readability (not
+/// its status, which the reconcile writes).
+pub fn server_key(s: &Guarded<McpServer>) -> u64 {
+    let m = s.meta();
+    hash_of((m.generation, m.deletion_timestamp.is_some(), &m.finalizers, s.0.is_ok()))
+}
+
+/// Turns watch events into the objects whose `key` changed (and every deletion; and, after a
+/// relist, the objects that vanished while the watch was away), each mapped by `to` to what
+/// should be reconciled. Unchanged objects, including the whole relist after a reconnect, are
+/// dropped: the reconciles that follow are only those with something to do.
+pub fn changes<K, T, S>(
+    events: S,
+    key: fn(&K) -> u64,
+    to: impl Fn(&K) -> Vec<T> + Send + 'static,
+) -> impl Stream<Item = T> + Send
+where
+    K: Resource + Send + 'static,
+    T: Send + Clone + 'static,
+    S: Stream<Item = watcher::Event<K>> + Send + 'static,
+{
+    let mut seen: HashMap<String, (u64, Vec<T>)> = HashMap::new();
+    let mut relisted: HashSet<String> = HashSet::new();
+    events.flat_map(move |event| {
+        let id = |o: &K| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any());
+        let mut out: Vec<T> = vec![];
+        let mut observe = |o: &K, seen: &mut HashMap<String, (u64, Vec<T>)>| {
+            let k = key(o);
+            let targets = to(o);
+            let changed = seen.get(&id(o)).is_none_or(|(old, _)| *old != k);
+            if changed {
+                out.extend(targets.iter().cloned());
+            }
+            seen.insert(id(o), (k, targets));
+        };
+        match &event {
+            watcher::Event::Apply(o) => observe(o, &mut seen),
+            watcher::Event::InitApply(o) => {
+                relisted.insert(id(o));
+                observe(o, &mut seen);
+            }
+            watcher::Event::Delete(o) => {
+                seen.remove(&id(o));
+                out.extend(to(o));
+            }
+            watcher::Event::Init => relisted.clear(),
+            watcher::Event::InitDone => {
+                let gone: Vec<String> = seen.keys().filter(|k| !relisted.contains(*k)).cloned().collect();
+                for k in gone {
+                    if let Some((_, targets)) = seen.remove(&k) {
+                        out.extend(targets);
+                    }
+                }
+                relisted.clear();
+            }
+        }
+        stream::iter(out)
+    })
+}
+
+/// Hash of the parts of an object that matter, for [`changes`].
+pub fn hash_of(parts: impl Hash) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    parts.hash(&mut h);
+    h.finish()
+}
+
+/// The server a child belongs to (its instance label), to reconcile when the child changes.
+pub fn owning_server<K: Resource>(child: &K) -> Vec<ObjectRef<Guarded<McpServer>>> {
+    match (child.labels().get(LABEL_INSTANCE), child.namespace()) {
+        (Some(server), Some(ns)) => vec![ObjectRef::new(server).within(&ns)],
+        _ => vec![],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+
+    fn cm(name: &str, server: &str, data: &str) -> ConfigMap {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "ns", "labels": {LABEL_INSTANCE: server}},
+            "data": {"k": data}
+        }))
+        .unwrap()
+    }
+
+    fn key(c: &ConfigMap) -> u64 {
+        hash_of(c.data.as_ref().map(|d| d["k"].clone()))
+    }
+
+    async fn run(events: Vec<watcher::Event<ConfigMap>>) -> Vec<String> {
+        changes(stream::iter(events), key, |c: &ConfigMap| {
+            owning_server(c).into_iter().map(|r| r.name).collect::<Vec<_>>()
+        })
+        .collect()
+        .await
+    }
+
+    #[tokio::test]
+    async fn only_changes_deletions_and_vanished_objects_trigger() {
+        use watcher::Event::*;
+        let got = run(vec![
+            Init,
+            InitApply(cm("a", "s1", "1")),
+            InitApply(cm("b", "s2", "1")),
+            InitDone,
+            // A status-only update (same key) and a change.
+            Apply(cm("a", "s1", "1")),
+            Apply(cm("b", "s2", "2")),
+            // Reconnect: the relist repeats a unchanged, and b is gone.
+            Init,
+            InitApply(cm("a", "s1", "1")),
+            InitDone,
+            Apply(cm("c", "s3", "1")),
+            Delete(cm("c", "s3", "1")),
+        ])
+        .await;
+        assert_eq!(got, vec!["s1", "s2", "s2", "s2", "s3", "s3"]);
+    }
+
+    #[test]
+    fn backoff_is_bounded_jittered_and_resets() {
+        let mut b = BoundedBackoff::default();
+        let delays: Vec<Duration> = (0..8).map(|_| b.next().unwrap()).collect();
+        assert!(delays[0] <= Duration::from_millis(250) && delays[0] >= Duration::from_millis(187));
+        assert!(delays.iter().all(|d| *d <= Duration::from_secs(5)));
+        assert!(delays[7] >= Duration::from_millis(3750), "reaches the maximum: {delays:?}");
+        b.reset();
+        assert!(b.next().unwrap() <= Duration::from_millis(250));
+    }
+
+    #[test]
+    fn health_reports_recent_failures_and_long_ones() {
+        let h = WatchHealth::default();
+        assert_eq!(h.unready(), None);
+        let now = Instant::now();
+        h.failing.lock().unwrap().insert("Deployment", (now - Duration::from_secs(200), now, "connect".into()));
+        assert!(h.unready().unwrap().contains("Deployment watch failing"));
+        assert!(h.unhealthy().is_some(), "failing for 200s");
+        h.failing.lock().unwrap().insert("Deployment", (now - Duration::from_secs(20), now, "connect".into()));
+        assert!(h.unhealthy().is_none(), "failing for 20s only");
+        h.failing
+            .lock()
+            .unwrap()
+            .insert("Deployment", (now - Duration::from_secs(300), now - Duration::from_secs(30), "x".into()));
+        assert_eq!(h.unready(), None, "no error for 30s: the watch is back");
+        h.ok("Deployment");
+        assert!(h.failing.lock().unwrap().is_empty());
+    }
+}

@@ -102,8 +102,13 @@ bench-gateway:
     hack/bench-gateway.sh
 
 # Operator benchmark: reconcile latency vs the API round trip, a burst, memory per object, quiet writes.
-bench-operator:
-    hack/bench-operator.sh
+bench-operator n="200":
+    hack/bench-operator.sh {{n}}
+
+# Recovery benchmark: kill -9 of the operator during creation/update/deletion, API server
+# outages (stopped and killed), leader failover; the time until everything converged.
+bench-recovery:
+    hack/bench-recovery.sh
 
 # The MCP conformance suite directly, through the gateway, and through the stdio bridge.
 conformance:

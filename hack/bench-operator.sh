@@ -1,20 +1,30 @@
 #!/usr/bin/env bash
-# The operator benchmark (for `just bench-operator`; e2e/benches/operator.rs): reconcile latency
-# against the API round trip, a burst of BENCH_SERVERS MCPServers (default 200), memory per
-# object, writes in a quiet window. On the local kwok cluster by default (a cluster of its own,
-# mcp-bench, deleted afterwards), or E2E_CLUSTER=k3s|existing as for the e2e suite; an optimized
-# operator build. Prints a markdown table. Extra arguments go to cargo.
+# The operator benchmark (for `just bench-operator [N]`; e2e/benches/operator.rs): reconcile
+# latency against the API round trip, a burst of N MCPServers (default 200; 1000 and 5000 are
+# the scale modes) to all Deployments and all Running, memory, CPU, the operator's API requests
+# by verb during the burst and in a quiet window (no write allowed). On the local kwok cluster by
+# default (a cluster of its own, mcp-bench, with one simulated node per 100 servers and the
+# controller manager's client limits raised, deleted afterwards), or E2E_CLUSTER=k3s|existing as
+# for the e2e suite; an optimized operator build. Prints a markdown table. Extra arguments go to
+# cargo.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
 
+if [[ "${1:-}" =~ ^[0-9]+$ ]]; then
+  export BENCH_SERVERS="$1"
+  shift
+fi
+export BENCH_SERVERS="${BENCH_SERVERS:-200}"
 export E2E_CLUSTER="${E2E_CLUSTER:-local}"
 export MCP_CLUSTER_NAME="${MCP_CLUSTER_NAME:-mcp-bench}"
 export E2E_OPERATOR_PROFILE=release
 if [[ "$E2E_CLUSTER" == local ]]; then
   "$HACK_DIR/tools.sh" kubernetes etcd kwok helm
   "$HACK_DIR/cluster-down.sh"
-  "$HACK_DIR/cluster-up.sh"
+  # kwok's nodes hold 110 pods each: room for every server pod, and the simulator's own limits
+  # out of the way.
+  MCP_CLUSTER_NODES="${MCP_CLUSTER_NODES:-$((BENCH_SERVERS / 100 + 3))}" MCP_CLUSTER_FAST=1 "$HACK_DIR/cluster-up.sh"
   trap '"$HACK_DIR/cluster-down.sh"' EXIT
 fi
 cargo build --quiet --release --bin mcp-operator

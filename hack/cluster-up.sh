@@ -101,8 +101,8 @@ componentsPatches:
   extraArgs:
   - {key: service-cluster-ip-range, value: '$SERVICE_CIDR'}
 EOF
-  [[ "$CLUSTER_MODE" != simulated ]] || return 0
-  cat <<EOF
+  if [[ "$CLUSTER_MODE" != simulated ]]; then
+    cat <<EOF
   - {key: bind-address, value: 0.0.0.0, override: true}
   - {key: advertise-address, value: '$NODE_IP'}
   - {key: enable-admission-plugins, value: 'PodNodeSelector,PodTolerationRestriction'}
@@ -113,6 +113,25 @@ EOF
   - {key: manage-all-nodes, value: 'false', override: true}
   - {key: manage-nodes-with-annotation-selector, value: 'kwok.x-k8s.io/node=fake'}
 EOF
+  fi
+  # Benchmarks (MCP_CLUSTER_FAST=1): the controller manager and scheduler get client limits and
+  # worker counts high enough that the figures measure the operator, not the simulator.
+  if [[ "${MCP_CLUSTER_FAST:-}" == 1 ]]; then
+    cat <<EOF
+- name: kube-controller-manager
+  extraArgs:
+  - {key: kube-api-qps, value: '1000'}
+  - {key: kube-api-burst, value: '2000'}
+  - {key: concurrent-deployment-syncs, value: '50'}
+  - {key: concurrent-replicaset-syncs, value: '50'}
+  - {key: concurrent-service-endpoint-syncs, value: '50'}
+  - {key: concurrent-gc-syncs, value: '50'}
+- name: kube-scheduler
+  extraArgs:
+  - {key: kube-api-qps, value: '1000'}
+  - {key: kube-api-burst, value: '2000'}
+EOF
+  fi
 }
 
 # Whether the cluster was made from the configuration this run would make (kwokctl fixes the

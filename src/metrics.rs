@@ -33,6 +33,40 @@ pub struct PhaseLabels {
     pub phase: String,
 }
 
+/// Labels of an API request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerbLabels {
+    /// get, list, watch, create, update, patch, delete (Kubernetes' verbs).
+    pub verb: String,
+}
+
+/// The Kubernetes verb of a request to the API server, from its method and path.
+pub fn verb_of(method: &http::Method, uri: &http::Uri) -> &'static str {
+    match *method {
+        http::Method::POST => "create",
+        http::Method::PUT => "update",
+        http::Method::PATCH => "patch",
+        http::Method::DELETE => "delete",
+        http::Method::GET if uri.query().is_some_and(|q| q.split('&').any(|p| p == "watch=true")) => "watch",
+        http::Method::GET => {
+            // /api/v1/... or /apis/GROUP/VERSION/..., then [namespaces/NS/]RESOURCE[/NAME[/SUB]].
+            let segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
+            let rest = match segments.first() {
+                Some(&"api") => segments.get(2..),
+                Some(&"apis") => segments.get(3..),
+                _ => None,
+            };
+            match rest.unwrap_or_default() {
+                ["namespaces", _, _resource] => "list",
+                ["namespaces", _, _resource, _name, ..] => "get",
+                [_resource] => "list",
+                _ => "get",
+            }
+        }
+        _ => "other",
+    }
+}
+
 /// All metrics, registered under the `mcp_operator` prefix.
 #[derive(Debug)]
 pub struct Metrics {
@@ -46,6 +80,8 @@ pub struct Metrics {
     pub objects: Family<PhaseLabels, Gauge>,
     /// 1 while this replica holds the leader lease.
     pub leader: Gauge,
+    /// Requests made to the API server, by verb.
+    pub kube_requests: Family<VerbLabels, Counter>,
     registry: Registry,
 }
 
@@ -64,7 +100,13 @@ impl Default for Metrics {
         registry.register("reconcile_duration_seconds", "Reconcile duration", duration.clone());
         registry.register("objects", "Objects by kind and phase", objects.clone());
         registry.register("leader", "1 while this replica is the leader", leader.clone());
-        Self { reconciles, failures, duration, objects, leader, registry }
+        let kube_requests = Family::<VerbLabels, Counter>::default();
+        registry.register(
+            "kube_requests",
+            "Requests made to the Kubernetes API server, by verb",
+            kube_requests.clone(),
+        );
+        Self { reconciles, failures, duration, objects, leader, kube_requests, registry }
     }
 }
 
@@ -91,6 +133,11 @@ impl Metrics {
         }
     }
 
+    /// Counts a request to the API server.
+    pub fn kube_request(&self, verb: &str) {
+        self.kube_requests.get_or_create(&VerbLabels { verb: verb.to_string() }).inc();
+    }
+
     /// The text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -112,9 +159,61 @@ impl Drop for ReconcileTimer<'_> {
     }
 }
 
+/// A tower layer that counts every request of the Kubernetes client in [`Metrics::kube_requests`].
+#[derive(Clone)]
+pub struct CountRequestsLayer(pub std::sync::Arc<Metrics>);
+
+impl<S> tower::Layer<S> for CountRequestsLayer {
+    type Service = CountRequests<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        CountRequests { inner, metrics: self.0.clone() }
+    }
+}
+
+/// See [`CountRequestsLayer`].
+#[derive(Clone)]
+pub struct CountRequests<S> {
+    inner: S,
+    metrics: std::sync::Arc<Metrics>,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for CountRequests<S>
+where
+    S: tower::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        self.metrics.kube_request(verb_of(request.method(), request.uri()));
+        self.inner.call(request)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_are_classified_by_kubernetes_verb() {
+        let verb = |m: &str, u: &str| verb_of(&m.parse().unwrap(), &u.parse().unwrap());
+        assert_eq!(verb("GET", "/apis/apps/v1/namespaces/default/deployments?labelSelector=a%3Db"), "list");
+        assert_eq!(verb("GET", "/apis/apps/v1/deployments?watch=true&resourceVersion=5"), "watch");
+        assert_eq!(verb("GET", "/apis/apps/v1/namespaces/default/deployments/web"), "get");
+        assert_eq!(verb("GET", "/api/v1/namespaces/default/services/web:admin/proxy/status"), "get");
+        assert_eq!(verb("GET", "/api/v1/namespaces/default"), "get");
+        assert_eq!(verb("GET", "/apis/node.k8s.io/v1/runtimeclasses"), "list");
+        assert_eq!(verb("GET", "/apis/node.k8s.io/v1/runtimeclasses/kata"), "get");
+        assert_eq!(verb("PATCH", "/apis/apps/v1/namespaces/default/deployments/web"), "patch");
+        assert_eq!(verb("POST", "/apis/events.k8s.io/v1/namespaces/default/events"), "create");
+        assert_eq!(verb("PUT", "/apis/coordination.k8s.io/v1/namespaces/x/leases/l"), "update");
+        assert_eq!(verb("DELETE", "/api/v1/namespaces/default/services/web"), "delete");
+    }
 
     #[test]
     fn exposes_counters_histograms_and_phases() {

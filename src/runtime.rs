@@ -311,30 +311,33 @@ fn controllers(base: Arc<Context>, args: &Args, admin: &Admin) -> BoxFuture<'sta
     join_all(futs).map(|_| ()).boxed()
 }
 
-/// The Kubernetes client, with the client-side rate limit when one is set.
-async fn client(args: &Args) -> anyhow::Result<Client> {
+/// The Kubernetes client: its requests counted by verb in `metrics`, and with the client-side
+/// rate limit when one is set.
+async fn client(args: &Args, metrics: &Arc<Metrics>) -> anyhow::Result<Client> {
     let config = kube::Config::infer().await.context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
+    let builder = kube::client::ClientBuilder::try_from(config)
+        .context("Kubernetes client")?
+        .with_layer(&crate::metrics::CountRequestsLayer(metrics.clone()));
     if args.kube_api_qps == 0 {
-        return Client::try_from(config).context("Kubernetes client");
+        return Ok(builder.build());
     }
     let burst = if args.kube_api_burst == 0 { args.kube_api_qps * 2 } else { args.kube_api_burst };
     // A window of `burst` requests every burst/qps seconds: on average `qps` per second.
     let window = Duration::from_secs_f64(f64::from(burst) / f64::from(args.kube_api_qps));
     let limit = tower::limit::RateLimitLayer::new(u64::from(burst), window);
-    let builder = kube::client::ClientBuilder::try_from(config).context("Kubernetes client")?;
     Ok(builder.with_layer(&limit).build())
 }
 
 /// Runs the operator until SIGTERM.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     init_logging(args.log_format);
-    let client = client(&args).await?;
+    let metrics = Arc::new(Metrics::default());
+    let client = client(&args, &metrics).await?;
     let identity = args
         .identity
         .clone()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("mcp-operator-{}", std::process::id()));
-    let metrics = Arc::new(Metrics::default());
     let health = Arc::new(WatchHealth::default());
     let admin = Admin { metrics: metrics.clone(), health: health.clone(), ..Default::default() };
     let server = tokio::spawn(serve_admin(args.metrics_addr, admin.clone()));

@@ -3,11 +3,13 @@
 //!
 //! - reconcile latency: from creating an MCPServer to its Deployment arriving on a watch, one
 //!   server at a time, against the round trip of a plain create (a ConfigMap) in the same run;
-//! - a burst: BENCH_SERVERS MCPServers (default 200) applied in two halves, 8 creates in flight:
-//!   create-to-Deployment latency under load and the time until every one is Running;
-//! - the operator's resident memory per MCPServer, for each half (flat: about equal);
-//! - a quiet window (BENCH_QUIET_SECS, default 60) after: objects the operator rewrote (their
-//!   resourceVersion changed; the budget is none) and reconciles it ran.
+//! - a burst: BENCH_SERVERS MCPServers (default 200; `just bench-operator 1000` or 5000) created
+//!   32 at a time: the time until every one has its Deployment and until every one is Running,
+//!   create-to-Deployment latency under load (p50/p99);
+//! - the operator's resident memory (idle, after, peak) and CPU seconds for the burst;
+//! - the operator's requests to the API server by verb (its `mcp_operator_kube_requests_total`)
+//!   during the burst and during a quiet window after (BENCH_QUIET_SECS, default 120), where the
+//!   budget is none at all; and objects rewritten in the quiet window (resourceVersion changed).
 //!
 //! Timings on a shared machine are noisy: compare the ratios, not the absolute figures.
 
@@ -29,8 +31,57 @@ fn setting(name: &str, default: u64) -> u64 {
 
 /// Resident memory of a process in KiB (Linux).
 fn rss_kib(pid: Option<u32>) -> Option<u64> {
+    proc_status_kib(pid, "VmRSS:")
+}
+
+/// Peak resident memory of a process in KiB (Linux).
+fn peak_rss_kib(pid: Option<u32>) -> Option<u64> {
+    proc_status_kib(pid, "VmHWM:")
+}
+
+fn proc_status_kib(pid: Option<u32>, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
+    status.lines().find_map(|l| l.strip_prefix(field)).and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// CPU seconds (user + system) a process has used (Linux, 100 ticks per second).
+fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid?)).ok()?;
+    // Fields after the command (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
+/// The operator's requests to the API server so far, by verb.
+async fn requests() -> BTreeMap<String, f64> {
+    let url = format!("http://{}/metrics", env().metrics_addr);
+    let body = mcp_operator_e2e::env::http_get(&url).await.unwrap_or_default();
+    body.lines()
+        .filter_map(|l| l.strip_prefix("mcp_operator_kube_requests_total{verb=\""))
+        .filter_map(|l| {
+            let (verb, rest) = l.split_once('"')?;
+            Some((verb.to_string(), rest.rsplit(' ').next()?.parse::<f64>().ok()?))
+        })
+        .collect()
+}
+
+/// What changed between two readings of [`requests`], as "verb n, ..." and the total of writes.
+fn delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> (String, f64, f64) {
+    let mut parts = vec![];
+    let (mut reads, mut writes) = (0.0, 0.0);
+    for (verb, n) in after {
+        let d = n - before.get(verb).copied().unwrap_or(0.0);
+        if d > 0.0 {
+            parts.push(format!("{verb} {d}"));
+            if matches!(verb.as_str(), "get" | "list" | "watch") {
+                reads += d;
+            } else {
+                writes += d;
+            }
+        }
+    }
+    (if parts.is_empty() { "none".into() } else { parts.join(", ") }, reads, writes)
 }
 
 fn server(name: &str) -> McpServer {
@@ -84,7 +135,7 @@ async fn wait_running(api: &Api<McpServer>, n: usize) {
     }
 }
 
-/// Creates `names` (8 in flight); returns create-to-Deployment latencies in ms.
+/// Creates `names` (32 in flight); returns create-to-Deployment latencies in ms.
 async fn burst(api: &Api<McpServer>, seen: &Mutex<HashMap<String, Instant>>, names: Vec<String>) -> Vec<f64> {
     let created: Vec<(String, Instant)> = futures::stream::iter(names)
         .map(|name| async move {
@@ -92,7 +143,7 @@ async fn burst(api: &Api<McpServer>, seen: &Mutex<HashMap<String, Instant>>, nam
             api.create(&PostParams::default(), &server(&name)).await.expect("create");
             (name, t)
         })
-        .buffer_unordered(8)
+        .buffer_unordered(32)
         .collect()
         .await;
     let mut out = vec![];
@@ -134,7 +185,7 @@ async fn reconciles() -> Option<f64> {
 #[tokio::test(flavor = "multi_thread")]
 async fn bench_operator() {
     let total = setting("BENCH_SERVERS", 200) as usize;
-    let quiet = Duration::from_secs(setting("BENCH_QUIET_SECS", 60));
+    let quiet = Duration::from_secs(setting("BENCH_QUIET_SECS", 120));
     let env = env();
     let _install = env.exclusive().await;
     let ns = env.namespace("bench").await.expect("namespace");
@@ -160,34 +211,41 @@ async fn bench_operator() {
     }
     wait_running(&servers, 20).await;
 
-    // The burst, in two halves.
-    let half = total / 2;
+    // The burst.
+    let (cpu0, req0) = (cpu_seconds(pid), requests().await);
+    let names: Vec<String> = (0..total).map(|i| format!("b-{i}")).collect();
     let t = Instant::now();
-    let mut loaded = burst(&servers, &seen, (0..half).map(|i| format!("a-{i}")).collect()).await;
-    wait_running(&servers, 20 + half).await;
-    let first_half = t.elapsed();
+    let loaded = burst(&servers, &seen, names.clone()).await;
+    let all_deployments = names
+        .iter()
+        .filter_map(|n| seen.lock().unwrap().get(n).copied())
+        .max()
+        .map(|last| last.duration_since(t))
+        .unwrap_or_default();
+    wait_running(&servers, 20 + total).await;
+    let all_running = t.elapsed();
+    let (cpu1, req1) = (cpu_seconds(pid), requests().await);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss1 = rss_kib(pid);
-    let t = Instant::now();
-    loaded.extend(burst(&servers, &seen, (0..total - half).map(|i| format!("b-{i}")).collect()).await);
-    wait_running(&servers, 20 + total).await;
-    let second_half = t.elapsed();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss2 = rss_kib(pid);
+    let peak = peak_rss_kib(pid);
+    let (converge_requests, converge_reads, converge_writes) = delta(&req0, &req1);
 
-    // Quiet: nothing changes, so nothing should be written.
+    // Quiet: nothing changes, so nothing should be written, nor even read.
     let before = versions(&ns).await;
     let r0 = reconciles().await;
+    let q0 = requests().await;
     tokio::time::sleep(quiet).await;
+    let q1 = requests().await;
     let after = versions(&ns).await;
     let r1 = reconciles().await;
     let rewritten: Vec<&String> =
         before.iter().filter(|(k, v)| after.get(*k).is_some_and(|a| a != *v)).map(|(k, _)| k).collect();
+    let (quiet_requests, _, quiet_writes) = delta(&q0, &q1);
 
-    let per = |a: Option<u64>, b: Option<u64>, n: usize| match (a, b) {
-        (Some(a), Some(b)) => format!("{:.1} KiB", (b as f64 - a as f64) / n as f64),
-        _ => "n/a (operator not a local process)".into(),
+    let kib = |v: Option<u64>| {
+        v.map_or("n/a (operator not a local process)".to_string(), |v| format!("{:.1} MiB", v as f64 / 1024.0))
     };
+    let n = total as f64;
     println!("\n## mcp-operator benchmark ({:?}, {total} + 20 MCPServers)\n", env.cluster.provider);
     println!("| measure | value |");
     println!("|---|---:|");
@@ -199,26 +257,33 @@ async fn bench_operator() {
         pct(&single, 50.0) / pct(&rtt, 50.0)
     );
     println!(
-        "| create to Deployment, burst of {total} (8 in flight), p50 / p99 | {:.0} / {:.0} ms |",
+        "| burst of {total} (32 creates in flight): all Deployments / all Running | {:.1} s / {:.1} s |",
+        all_deployments.as_secs_f64(),
+        all_running.as_secs_f64()
+    );
+    println!(
+        "| create to Deployment in the burst, p50 / p99 | {:.0} / {:.0} ms |",
         pct(&loaded, 50.0),
         pct(&loaded, 99.0)
     );
+    println!("| operator memory: idle / after the burst / peak | {} / {} / {} |", kib(rss0), kib(rss1), kib(peak));
     println!(
-        "| all Running: first {half} / next {} | {:.1} s / {:.1} s |",
-        total - half,
-        first_half.as_secs_f64(),
-        second_half.as_secs_f64()
+        "| operator CPU for the burst | {} |",
+        match (cpu0, cpu1) {
+            (Some(a), Some(b)) => format!("{:.1} s ({:.1} ms per server)", b - a, (b - a) * 1e3 / n),
+            _ => "n/a".into(),
+        }
     );
     println!(
-        "| operator memory per MCPServer: first half / second half | {} / {} |",
-        per(rss0, rss1, half),
-        per(rss1, rss2, total - half)
+        "| operator API requests for the burst | {converge_requests} ({:.1} reads and {:.1} writes per server) |",
+        converge_reads / n,
+        converge_writes / n
     );
-    println!("| operator resident memory idle / with {} servers | {:?} / {:?} KiB |", total + 20, rss0, rss2);
     println!(
-        "| quiet {} s: objects rewritten (of {}) / reconciles | {} / {} |",
+        "| quiet {} s: operator API requests / objects rewritten (of {}) / reconciles | {} / {} / {} |",
         quiet.as_secs(),
         before.len(),
+        quiet_requests,
         rewritten.len(),
         match (r0, r1) {
             (Some(a), Some(b)) => format!("{}", b - a),
@@ -229,4 +294,5 @@ async fn bench_operator() {
         println!("\nrewritten while quiet: {rewritten:?}");
     }
     assert!(rewritten.is_empty(), "a steady cluster causes no writes: {rewritten:?}");
+    assert_eq!(quiet_writes, 0.0, "no write requests while quiet: {quiet_requests}");
 }

@@ -246,6 +246,24 @@ impl Env {
         }
     }
 
+    /// Starts a second local operator replica (a standby: it waits for the leader Lease) with
+    /// `identity`, serving its metrics on `metrics_addr`. The caller stops it.
+    pub fn spawn_standby(&self, identity: &str, metrics_addr: &str) -> Result<std::process::Child> {
+        let bin = operator_binary(&self.repo)?;
+        let log = std::fs::File::create(self.work.join(format!("operator-{identity}.log")))?;
+        Command::new(&bin)
+            .args(["--leader-election=true", "--leader-election-namespace", OPERATOR_NAMESPACE])
+            .args(["--leader-election-owner", "mcp-operator"])
+            .args(["--metrics-addr", metrics_addr, "--identity", identity])
+            .args(["--gateway-status", if self.cluster.provider == Provider::Local { "false" } else { "true" }])
+            .env("KUBECONFIG", self.impersonating_kubeconfig()?)
+            .env("RUST_LOG", "info,kube=warn")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting a standby operator")
+    }
+
     /// Stops the local operator process (local and existing providers), which stands for the
     /// chart's pod that an uninstall removes; an in-cluster operator is left to the uninstall.
     pub fn stop_operator_process(&self) {

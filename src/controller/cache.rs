@@ -22,6 +22,7 @@ use kube::{Api, Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// The annotation on every child that records the hash of the object the operator applied.
 pub const ANNOTATION_APPLIED: &str = "mcp.n-takatsu.dev/applied-hash";
@@ -52,9 +53,26 @@ pub struct Caches {
     pub pods: Store<Pod>,
     /// Secrets named by policies, as last read.
     pub secrets: SecretCache,
-    /// Per child: the applied hash and the version marker the API server returned for it.
-    applied: Mutex<HashMap<String, (String, String)>>,
+    /// Per child: the applied hash, the version marker the API server returned for it, and when.
+    applied: Mutex<HashMap<String, Baseline>>,
+    /// Per server: the resourceVersion of its last status write (a cached server older than
+    /// that has not caught up with the operator's own write yet).
+    status_written: Mutex<HashMap<String, u64>>,
 }
+
+/// What the operator knows it applied to a child.
+#[derive(Clone, Debug)]
+pub struct Baseline {
+    /// The applied hash.
+    pub hash: String,
+    /// The child's version marker (see [`marker`]) then.
+    pub marker: String,
+    /// When (None: seen in the cache, not applied by this process).
+    pub applied_at: Option<Instant>,
+}
+
+/// How long an applied child may be missing from its cache before it counts as gone.
+pub const CACHE_LAG: Duration = Duration::from_secs(10);
 
 /// The writing ends of the stores, fed by the controllers' watches.
 pub struct Writers {
@@ -109,6 +127,7 @@ pub fn caches() -> (Caches, Writers) {
         pods,
         secrets: SecretCache::default(),
         applied: Default::default(),
+        status_written: Default::default(),
     };
     let writers = Writers {
         servers: w_servers,
@@ -198,18 +217,23 @@ impl Caches {
     /// Decides whether `desired` (carrying its applied-hash annotation) must be applied, given
     /// the cached child's metadata. Records the cached child as the baseline when it already
     /// carries the desired hash, so that a later change by someone else is noticed.
-    pub fn needs_apply(&self, key: &str, desired_hash: &str, cached: Option<&ObjectMeta>) -> bool {
+    pub fn needs_apply(&self, key: &str, desired_hash: &str, cached: Option<&ObjectMeta>) -> Decision {
         let mut applied = self.applied.lock().expect("applied lock");
-        let decision = apply_decision(desired_hash, cached, applied.get(key));
+        let decision = apply_decision(desired_hash, cached, applied.get(key), Instant::now());
         if let (Decision::Skip, Some(meta)) = (&decision, cached) {
-            applied.entry(key.to_string()).or_insert_with(|| (desired_hash.to_string(), marker(meta)));
+            applied.entry(key.to_string()).or_insert_with(|| Baseline {
+                hash: desired_hash.to_string(),
+                marker: marker(meta),
+                applied_at: None,
+            });
         }
-        decision == Decision::Apply
+        decision
     }
 
     /// Records what the API server returned for an applied child.
     pub fn applied(&self, key: &str, hash: &str, stored: &ObjectMeta) {
-        self.applied.lock().expect("applied lock").insert(key.to_string(), (hash.to_string(), marker(stored)));
+        let baseline = Baseline { hash: hash.to_string(), marker: marker(stored), applied_at: Some(Instant::now()) };
+        self.applied.lock().expect("applied lock").insert(key.to_string(), baseline);
     }
 
     /// Forgets every child of a deleted server.
@@ -219,6 +243,23 @@ impl Caches {
             !(k.contains(&prefix)
                 && k.rsplit('/').next().is_some_and(|n| n == server || n.starts_with(&format!("{server}-"))))
         });
+        self.status_written.lock().expect("status lock").remove(&format!("{ns}/{server}"));
+    }
+
+    /// Records the resourceVersion of a server after its status was written.
+    pub fn status_written(&self, ns: &str, name: &str, resource_version: Option<String>) {
+        if let Some(rv) = resource_version.and_then(|v| v.parse().ok()) {
+            self.status_written.lock().expect("status lock").insert(format!("{ns}/{name}"), rv);
+        }
+    }
+
+    /// Whether the cached `server` predates the operator's own last status write (its watch
+    /// event is on the way; a reconcile now would compare against an outdated status).
+    pub fn server_is_stale(&self, server: &McpServer) -> bool {
+        let key = format!("{}/{}", server.namespace().unwrap_or_default(), server.name_any());
+        let written = self.status_written.lock().expect("status lock").get(&key).copied();
+        let cached = server.resource_version().and_then(|v| v.parse::<u64>().ok());
+        matches!((written, cached), (Some(w), Some(c)) if c < w)
     }
 }
 
@@ -265,6 +306,8 @@ pub enum Decision {
     Apply,
     /// The cached child is what was applied and nobody changed it since: skip.
     Skip,
+    /// Applied moments ago and not in the cache yet: skip, and look again shortly.
+    Lagging,
 }
 
 /// The version of a child that changes when its desired state does: the generation where the
@@ -280,12 +323,28 @@ pub fn marker(meta: &ObjectMeta) -> String {
 pub fn apply_decision(
     desired_hash: &str,
     cached: Option<&ObjectMeta>,
-    baseline: Option<&(String, String)>,
+    baseline: Option<&Baseline>,
+    now: Instant,
 ) -> Decision {
-    let Some(meta) = cached else { return Decision::Apply };
+    let Some(meta) = cached else {
+        // Just applied with this very hash: the cache has not caught up yet. Missing for longer
+        // (deleted by someone): applied again.
+        let recent = baseline
+            .is_some_and(|b| b.hash == desired_hash && b.applied_at.is_some_and(|t| now.duration_since(t) < CACHE_LAG));
+        return if recent { Decision::Lagging } else { Decision::Apply };
+    };
     if meta.deletion_timestamp.is_some() {
         // Going away: its deletion brings the server back here, and it is applied anew.
         return Decision::Skip;
+    }
+    // The cache still holds the version from before the operator's own apply of moments ago.
+    let lagging = baseline.is_some_and(|b| {
+        b.hash == desired_hash
+            && b.applied_at.is_some_and(|t| now.duration_since(t) < CACHE_LAG)
+            && version_number(&b.marker) > version_number(&marker(meta))
+    });
+    if lagging {
+        return Decision::Lagging;
     }
     let recorded = meta.annotations.as_ref().and_then(|a| a.get(ANNOTATION_APPLIED));
     if recorded.map(String::as_str) != Some(desired_hash) {
@@ -294,9 +353,13 @@ pub fn apply_decision(
     match baseline {
         // Someone else changed what the operator applied (an edit, a `kubectl scale` of the
         // Deployment): the operator's fields are applied again.
-        Some((hash, seen)) if hash == desired_hash && *seen != marker(meta) => Decision::Apply,
+        Some(b) if b.hash == desired_hash && b.marker != marker(meta) => Decision::Apply,
         _ => Decision::Skip,
     }
+}
+
+fn version_number(marker: &str) -> u64 {
+    marker.trim_start_matches(['g', 'r', 'v']).parse().unwrap_or(0)
 }
 
 /// The hash recorded on a child: of the object as it will be applied, without the annotation.
@@ -421,47 +484,94 @@ mod tests {
         }
     }
 
+    fn seen(hash: &str, marker: &str) -> Baseline {
+        Baseline { hash: hash.into(), marker: marker.into(), applied_at: None }
+    }
+
+    fn applied_at(hash: &str, marker: &str, at: Instant) -> Baseline {
+        Baseline { hash: hash.into(), marker: marker.into(), applied_at: Some(at) }
+    }
+
     #[test]
     fn a_missing_or_different_child_is_applied() {
-        assert_eq!(apply_decision("h1", None, None), Decision::Apply);
-        assert_eq!(apply_decision("h1", Some(&meta(None, Some(1), "5")), None), Decision::Apply);
-        assert_eq!(apply_decision("h1", Some(&meta(Some("h0"), Some(1), "5")), None), Decision::Apply);
+        let now = Instant::now();
+        assert_eq!(apply_decision("h1", None, None, now), Decision::Apply);
+        assert_eq!(apply_decision("h1", Some(&meta(None, Some(1), "5")), None, now), Decision::Apply);
+        assert_eq!(apply_decision("h1", Some(&meta(Some("h0"), Some(1), "5")), None, now), Decision::Apply);
     }
 
     #[test]
     fn an_unchanged_child_is_skipped_until_someone_else_changes_it() {
+        let now = Instant::now();
         let cached = meta(Some("h1"), Some(3), "5");
-        assert_eq!(apply_decision("h1", Some(&cached), None), Decision::Skip, "first sight: trusted");
-        let baseline = ("h1".to_string(), "g3".to_string());
-        assert_eq!(apply_decision("h1", Some(&cached), Some(&baseline)), Decision::Skip);
+        assert_eq!(apply_decision("h1", Some(&cached), None, now), Decision::Skip, "first sight: trusted");
+        let baseline = seen("h1", "g3");
+        assert_eq!(apply_decision("h1", Some(&cached), Some(&baseline), now), Decision::Skip);
         // A status update changes the resourceVersion, not the generation.
-        assert_eq!(apply_decision("h1", Some(&meta(Some("h1"), Some(3), "9")), Some(&baseline)), Decision::Skip);
+        let status_update = meta(Some("h1"), Some(3), "9");
+        assert_eq!(apply_decision("h1", Some(&status_update), Some(&baseline), now), Decision::Skip);
         // `kubectl scale deployment` or an edit: the generation moved.
-        assert_eq!(apply_decision("h1", Some(&meta(Some("h1"), Some(4), "9")), Some(&baseline)), Decision::Apply);
+        let scaled = meta(Some("h1"), Some(4), "9");
+        assert_eq!(apply_decision("h1", Some(&scaled), Some(&baseline), now), Decision::Apply);
         // Kinds without a generation compare resourceVersions.
-        let cm = ("h1".to_string(), "rv5".to_string());
-        assert_eq!(apply_decision("h1", Some(&meta(Some("h1"), None, "5")), Some(&cm)), Decision::Skip);
-        assert_eq!(apply_decision("h1", Some(&meta(Some("h1"), None, "6")), Some(&cm)), Decision::Apply);
+        let cm = seen("h1", "rv5");
+        assert_eq!(apply_decision("h1", Some(&meta(Some("h1"), None, "5")), Some(&cm), now), Decision::Skip);
+        assert_eq!(apply_decision("h1", Some(&meta(Some("h1"), None, "6")), Some(&cm), now), Decision::Apply);
+    }
+
+    #[test]
+    fn a_cache_behind_the_operators_own_apply_is_waited_for_briefly() {
+        let now = Instant::now();
+        let just = applied_at("h2", "g4", now);
+        // Not in the cache yet, or still the version before the apply (old hash, older generation).
+        assert_eq!(apply_decision("h2", None, Some(&just), now), Decision::Lagging);
+        assert_eq!(apply_decision("h2", Some(&meta(Some("h1"), Some(3), "5")), Some(&just), now), Decision::Lagging);
+        assert_eq!(apply_decision("h2", Some(&meta(Some("h2"), Some(4), "7")), Some(&just), now), Decision::Skip);
+        // Still missing long after: deleted by someone, applied again.
+        let later = now + CACHE_LAG;
+        assert_eq!(apply_decision("h2", None, Some(&just), later), Decision::Apply);
+        // A different desired object is applied whatever the cache holds.
+        assert_eq!(apply_decision("h3", None, Some(&just), now), Decision::Apply);
     }
 
     #[test]
     fn a_child_being_deleted_is_left_to_its_deletion() {
         let mut m = meta(Some("h0"), Some(1), "5");
         m.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()));
-        assert_eq!(apply_decision("h1", Some(&m), None), Decision::Skip);
+        assert_eq!(apply_decision("h1", Some(&m), None, Instant::now()), Decision::Skip);
     }
 
     #[test]
     fn the_cache_records_baselines_and_what_was_applied() {
         let (caches, _writers) = caches();
         let cached = meta(Some("h1"), Some(3), "5");
-        assert!(!caches.needs_apply("Deployment/ns/a", "h1", Some(&cached)));
+        assert_eq!(caches.needs_apply("Deployment/ns/a", "h1", Some(&cached)), Decision::Skip);
         // Someone scaled it: generation 4 with the same annotation.
-        assert!(caches.needs_apply("Deployment/ns/a", "h1", Some(&meta(Some("h1"), Some(4), "6"))));
+        let scaled = meta(Some("h1"), Some(4), "6");
+        assert_eq!(caches.needs_apply("Deployment/ns/a", "h1", Some(&scaled)), Decision::Apply);
         caches.applied("Deployment/ns/a", "h1", &meta(Some("h1"), Some(5), "7"));
-        assert!(!caches.needs_apply("Deployment/ns/a", "h1", Some(&meta(Some("h1"), Some(5), "8"))));
+        let now_cached = meta(Some("h1"), Some(5), "8");
+        assert_eq!(caches.needs_apply("Deployment/ns/a", "h1", Some(&now_cached)), Decision::Skip);
         caches.forget("ns", "a");
-        assert!(!caches.needs_apply("Deployment/ns/a", "h1", Some(&meta(Some("h1"), Some(9), "9"))), "forgotten");
+        let moved = meta(Some("h1"), Some(9), "9");
+        assert_eq!(caches.needs_apply("Deployment/ns/a", "h1", Some(&moved)), Decision::Skip, "forgotten");
+    }
+
+    #[test]
+    fn a_cached_server_older_than_the_last_status_write_is_stale() {
+        let (caches, _writers) = caches();
+        let server = |rv: &str| -> McpServer {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "mcp.n-takatsu.dev/v1alpha1", "kind": "MCPServer",
+                "metadata": {"name": "s", "namespace": "ns", "resourceVersion": rv}, "spec": {}
+            }))
+            .unwrap()
+        };
+        assert!(!caches.server_is_stale(&server("10")), "nothing written yet");
+        caches.status_written("ns", "s", Some("12".into()));
+        assert!(caches.server_is_stale(&server("10")));
+        assert!(!caches.server_is_stale(&server("12")));
+        assert!(!caches.server_is_stale(&server("15")), "changed since by someone: reconcile");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! through the garbage collector, so a server never waits for the operator to be deleted.
 
 use super::cache::{
-    children_of, deployments_of, marker, trim_deployment, trim_pod, with_applied_hash, Writers, ANNOTATION_APPLIED,
+    children_of, deployments_of, marker, trim_deployment, trim_pod, with_applied_hash, Decision, Writers,
+    ANNOTATION_APPLIED,
 };
 use super::status::{server_status, Observation, Resolution};
 use super::usage::release_finalizer;
@@ -186,10 +187,43 @@ where
     Api::namespaced(ctx.client.clone(), ns)
 }
 
+/// What [`apply_children`] did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// The server Deployment: as applied, or as cached when it needed nothing.
+    pub deployment: Option<Deployment>,
+    /// A child applied moments ago is not in its cache yet (look again shortly).
+    pub lagging: bool,
+}
+
+/// The writes of one reconcile, run concurrently.
+#[derive(Default)]
+struct Writes<'a> {
+    futures: Vec<BoxFuture<'a, Result<Option<Deployment>>>>,
+    lagging: bool,
+}
+
+impl<'a> Writes<'a> {
+    /// Adds a write; true when it applies.
+    fn add(&mut self, write: Write<'a>) -> bool {
+        match write {
+            Write::Skip => false,
+            Write::Lagging => {
+                self.lagging = true;
+                false
+            }
+            Write::Apply(f) => {
+                self.futures.push(f);
+                true
+            }
+        }
+    }
+}
+
 /// Applies, concurrently, every child that is missing or differs from what was last applied
 /// (see [`super::cache::Caches::needs_apply`]), then deletes the children this server no longer
-/// needs. Returns the server Deployment: as applied, or as cached when it needed nothing.
-pub async fn apply_children(ctx: &Context, ns: &str, server: &str, children: &Children) -> Result<Option<Deployment>> {
+/// needs.
+pub async fn apply_children(ctx: &Context, ns: &str, server: &str, children: &Children) -> Result<Applied> {
     let caches = &ctx.caches;
     fn meta_of<K: Resource<DynamicType = ()> + Clone>(
         store: &Store<PartialObjectMeta<K>>,
@@ -198,45 +232,30 @@ pub async fn apply_children(ctx: &Context, ns: &str, server: &str, children: &Ch
     ) -> Option<ObjectMeta> {
         name.as_ref().and_then(|n| store.get(&ObjectRef::new(n).within(ns))).map(|o| o.metadata.clone())
     }
-    let mut writes: Vec<BoxFuture<'_, Result<Option<Deployment>>>> = vec![];
+    let mut writes = Writes::default();
     let sa = &children.service_account;
-    if let Some(w) = write(ctx, ns, sa, meta_of(&caches.service_accounts, ns, &sa.metadata.name)) {
-        writes.push(w);
-    }
+    writes.add(write(ctx, ns, sa, meta_of(&caches.service_accounts, ns, &sa.metadata.name)));
     let cm = &children.config_map;
-    if let Some(w) = write(ctx, ns, cm, meta_of(&caches.config_maps, ns, &cm.metadata.name)) {
-        writes.push(w);
-    }
+    writes.add(write(ctx, ns, cm, meta_of(&caches.config_maps, ns, &cm.metadata.name)));
     for svc in std::iter::once(&children.service).chain(&children.plugin_services) {
-        if let Some(w) = write(ctx, ns, svc, meta_of(&caches.services, ns, &svc.metadata.name)) {
-            writes.push(w);
-        }
+        writes.add(write(ctx, ns, svc, meta_of(&caches.services, ns, &svc.metadata.name)));
     }
     for np in &children.network_policies {
-        if let Some(w) = write(ctx, ns, np, meta_of(&caches.network_policies, ns, &np.metadata.name)) {
-            writes.push(w);
-        }
+        writes.add(write(ctx, ns, np, meta_of(&caches.network_policies, ns, &np.metadata.name)));
     }
     if let Some(pdb) = &children.pdb {
-        if let Some(w) = write(ctx, ns, pdb, meta_of(&caches.pdbs, ns, &pdb.metadata.name)) {
-            writes.push(w);
-        }
+        writes.add(write(ctx, ns, pdb, meta_of(&caches.pdbs, ns, &pdb.metadata.name)));
     }
     let cached_deployment = |d: &Deployment| d.metadata.name.as_ref().and_then(|n| caches.deployment(ns, n));
     for d in &children.plugin_deployments {
-        if let Some(w) = write(ctx, ns, d, cached_deployment(d).map(|c| c.metadata)) {
-            writes.push(w);
-        }
+        writes.add(write(ctx, ns, d, cached_deployment(d).map(|c| c.metadata)));
     }
     let main = &children.deployment;
     let cached_main = cached_deployment(main);
-    let main_write = write(ctx, ns, main, cached_main.as_ref().map(|c| c.metadata.clone()));
-    let main_applied = main_write.is_some();
-    if let Some(w) = main_write {
-        // Last in the list, so that its result is the last one.
-        writes.push(w);
-    }
-    let results = futures::future::try_join_all(writes).await?;
+    // Last in the list, so that its result is the last one.
+    let main_applied = writes.add(write(ctx, ns, main, cached_main.as_ref().map(|c| c.metadata.clone())));
+    let lagging = writes.lagging;
+    let results = futures::future::try_join_all(writes.futures).await?;
     let deployment = if main_applied { results.into_iter().last().flatten() } else { cached_main };
 
     let names =
@@ -255,17 +274,19 @@ pub async fn apply_children(ctx: &Context, ns: &str, server: &str, children: &Ch
     prune::<Service>(ctx, ns, server, children_of(&caches.services, ns, server), &keep_services).await?;
     prune::<NetworkPolicy>(ctx, ns, server, children_of(&caches.network_policies, ns, server), &keep_policies).await?;
     prune::<PodDisruptionBudget>(ctx, ns, server, children_of(&caches.pdbs, ns, server), &keep_pdbs).await?;
-    Ok(deployment)
+    Ok(Applied { deployment, lagging })
 }
 
-/// The apply of `desired` when it needs one (None when the cached child is current); a
-/// Deployment's apply yields what the API server holds.
-fn write<'a, K>(
-    ctx: &'a Context,
-    ns: &'a str,
-    desired: &K,
-    cached: Option<ObjectMeta>,
-) -> Option<BoxFuture<'a, Result<Option<Deployment>>>>
+/// One child's write: none, none yet (the cache lags the operator's own apply), or an apply.
+enum Write<'a> {
+    Skip,
+    Lagging,
+    Apply(BoxFuture<'a, Result<Option<Deployment>>>),
+}
+
+/// The apply of `desired` when it needs one (see [`Write`]); a Deployment's apply yields what
+/// the API server holds.
+fn write<'a, K>(ctx: &'a Context, ns: &'a str, desired: &K, cached: Option<ObjectMeta>) -> Write<'a>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -278,19 +299,20 @@ where
 {
     let (obj, hash) = with_applied_hash(desired);
     let key = format!("{}/{ns}/{}", K::kind(&()), obj.name_any());
-    if !ctx.caches.needs_apply(&key, &hash, cached.as_ref()) {
-        return None;
+    match ctx.caches.needs_apply(&key, &hash, cached.as_ref()) {
+        Decision::Skip => Write::Skip,
+        Decision::Lagging => Write::Lagging,
+        Decision::Apply => Write::Apply(
+            async move {
+                let stored = apply(&api::<K>(ctx, ns), &obj).await?;
+                ctx.caches.applied(&key, &hash, stored.meta());
+                // Only the Deployment's answer is used (for status).
+                let value = serde_json::to_value(&stored).ok().filter(|_| K::kind(&()) == "Deployment");
+                Ok(value.and_then(|v| serde_json::from_value(v).ok()))
+            }
+            .boxed(),
+        ),
     }
-    Some(
-        async move {
-            let stored = apply(&api::<K>(ctx, ns), &obj).await?;
-            ctx.caches.applied(&key, &hash, stored.meta());
-            // Only the Deployment's answer is used (for status).
-            let value = serde_json::to_value(&stored).ok().filter(|_| K::kind(&()) == "Deployment");
-            Ok(value.and_then(|v| serde_json::from_value(v).ok()))
-        }
-        .boxed(),
-    )
 }
 
 /// Deletes the children of `server` of kind K (as cached) that are not in `keep`.
@@ -319,10 +341,18 @@ where
     Ok(())
 }
 
+/// How soon to look again when a cache has not caught up with the operator's own writes.
+const CATCH_UP: Duration = Duration::from_secs(2);
+
 async fn apply_server(server: &McpServer, ctx: &Context) -> Result<Action> {
     let ns = server.namespace().ok_or(Error::MissingNamespace)?;
     let name = server.name_any();
+    if ctx.caches.server_is_stale(server) {
+        // Its own status write is not in the cache yet; that watch event reconciles it again.
+        return Ok(Action::requeue(CATCH_UP));
+    }
     let resolved = resolve(server, ctx).await?;
+    let mut lagging = false;
     let deployments = api::<Deployment>(ctx, &ns);
     let existing = ctx.caches.deployment(&ns, &name);
     let mut applied = Resolution::ok("Applied", "every child object is applied");
@@ -338,7 +368,12 @@ async fn apply_server(server: &McpServer, ctx: &Context) -> Result<Action> {
         let outcome = match config_map_too_large(&inputs, &children.config_map) {
             Some(problem) => Err(Resolution::failed("ConfigTooLarge", problem)),
             None => match apply_children(ctx, &ns, &name, &children).await {
-                Ok(deployment) => Ok(deployment),
+                // The Deployment was applied moments ago and is not cached yet: nothing to report.
+                Ok(done) if done.lagging && done.deployment.is_none() => return Ok(Action::requeue(CATCH_UP)),
+                Ok(done) => {
+                    lagging = done.lagging;
+                    Ok(done.deployment)
+                }
                 Err(Error::Kube(kube::Error::Api(e))) if refused(&e) => Err(Resolution::failed(
                     "ApplyFailed",
                     format!("the API server refused a child object ({}): {}", e.reason, e.message),
@@ -390,12 +425,16 @@ async fn apply_server(server: &McpServer, ctx: &Context) -> Result<Action> {
         None => super::gateway_status::merge(&mut status, &previous, server.metadata.generation, None),
     }
     if status != previous {
-        apply_status(&api::<McpServer>(ctx, &ns), &name, &status).await?;
+        let stored = apply_status(&api::<McpServer>(ctx, &ns), &name, &status).await?;
+        ctx.caches.status_written(&ns, &name, stored.resource_version());
     }
     publish_transitions(ctx, server, &resolved, existing.as_ref(), &previous, &status).await;
     if !applied.ok {
         // Retried with the controller's backoff: the condition and Event say why meanwhile.
         return Err(Error::Refused(applied.message));
+    }
+    if lagging {
+        return Ok(Action::requeue(CATCH_UP));
     }
     Ok(next_check(&resolved, &status, ctx.gateway_status))
 }

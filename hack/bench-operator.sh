@@ -27,6 +27,12 @@ if [[ "$E2E_CLUSTER" == local ]]; then
   MCP_CLUSTER_NODES="${MCP_CLUSTER_NODES:-$((BENCH_SERVERS / 100 + 3))}" MCP_CLUSTER_FAST=1 "$HACK_DIR/cluster-up.sh"
   trap '"$HACK_DIR/cluster-down.sh"' EXIT
 fi
+# BENCH_TOOLHIVE=1: the same burst against ToolHive's operator, built with hack/toolhive.sh.
+if [[ "${BENCH_TOOLHIVE:-}" == 1 ]]; then
+  BENCH_TOOLHIVE="$("$HACK_DIR/toolhive.sh")"
+  BENCH_TOOLHIVE_CRDS="$("$HACK_DIR/toolhive.sh" crds)"
+  export BENCH_TOOLHIVE BENCH_TOOLHIVE_CRDS
+fi
 cargo build --quiet --release --bin mcp-operator
 # libtest harness (Cargo's default for benches): the benchmark is a #[test], run with --test. The
 # measuring client is built like the e2e suite (dev profile, shared with `just test`): it times

@@ -9,7 +9,10 @@
 //! - the operator's resident memory (idle, after, peak) and CPU seconds for the burst;
 //! - the operator's requests to the API server by verb (its `mcp_operator_kube_requests_total`)
 //!   during the burst and during a quiet window after (BENCH_QUIET_SECS, default 120), where the
-//!   budget is none at all; and objects rewritten in the quiet window (resourceVersion changed).
+//!   budget is none at all; and objects rewritten in the quiet window (resourceVersion changed);
+//! - with BENCH_TOOLHIVE (a thv-operator binary, hack/toolhive.sh) and BENCH_TOOLHIVE_CRDS (its
+//!   CRDs): the same burst of ToolHive MCPServers against ToolHive's operator, on the same
+//!   cluster right after (ours stopped), and the ratios.
 //!
 //! Timings on a shared machine are noisy: compare the ratios, not the absolute figures.
 
@@ -295,4 +298,169 @@ async fn bench_operator() {
     }
     assert!(rewritten.is_empty(), "a steady cluster causes no writes: {rewritten:?}");
     assert_eq!(quiet_writes, 0.0, "no write requests while quiet: {quiet_requests}");
+
+    if let (Ok(bin), Ok(crds)) = (std::env::var("BENCH_TOOLHIVE"), std::env::var("BENCH_TOOLHIVE_CRDS")) {
+        env.stop_operator().expect("stopping our operator");
+        let thv = toolhive(&bin, &crds, total, quiet).await;
+        let ours = Figures {
+            all_deployments,
+            p50: pct(&loaded, 50.0),
+            p99: pct(&loaded, 99.0),
+            cpu: cpu0.zip(cpu1).map(|(a, b)| b - a),
+            peak_kib: peak,
+            quiet: quiet_requests.clone(),
+        };
+        println!(
+            "\n## Side by side: ToolHive's operator ({}), the same burst of {total}\n",
+            bin.rsplit('/').next().unwrap_or(&bin)
+        );
+        println!("| measure | mcp-operator | ToolHive | ToolHive / ours |");
+        println!("|---|---:|---:|---:|");
+        let ratio = |a: f64, b: f64| if a > 0.0 { format!("{:.1}x", b / a) } else { "n/a".into() };
+        println!(
+            "| all Deployments | {:.1} s | {:.1} s | {} |",
+            ours.all_deployments.as_secs_f64(),
+            thv.all_deployments.as_secs_f64(),
+            ratio(ours.all_deployments.as_secs_f64(), thv.all_deployments.as_secs_f64())
+        );
+        println!(
+            "| create to Deployment p50 | {:.0} ms | {:.0} ms | {} |",
+            ours.p50,
+            thv.p50,
+            ratio(ours.p50, thv.p50)
+        );
+        println!(
+            "| create to Deployment p99 | {:.0} ms | {:.0} ms | {} |",
+            ours.p99,
+            thv.p99,
+            ratio(ours.p99, thv.p99)
+        );
+        let cpu = |c: Option<f64>| c.map_or("n/a".into(), |c| format!("{c:.1} s"));
+        println!(
+            "| CPU for the burst | {} | {} | {} |",
+            cpu(ours.cpu),
+            cpu(thv.cpu),
+            ours.cpu.zip(thv.cpu).map_or("n/a".into(), |(a, b)| ratio(a, b))
+        );
+        let mib = |k: Option<u64>| k.map_or("n/a".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+        println!("| peak memory | {} | {} | |", mib(ours.peak_kib), mib(thv.peak_kib));
+        println!("| quiet {} s: API requests | {} | {} | |", quiet.as_secs(), ours.quiet, thv.quiet);
+    }
+}
+
+/// One operator's figures for a burst.
+struct Figures {
+    all_deployments: Duration,
+    p50: f64,
+    p99: f64,
+    cpu: Option<f64>,
+    peak_kib: Option<u64>,
+    quiet: String,
+}
+
+/// The API requests of a controller-runtime operator so far, by method
+/// (`rest_client_requests_total{code,host,method}` on its metrics endpoint).
+async fn rest_client_requests(metrics: &str) -> BTreeMap<String, f64> {
+    let body = mcp_operator_e2e::env::http_get(&format!("http://{metrics}/metrics")).await.unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for line in body.lines().filter(|l| l.starts_with("rest_client_requests_total{")) {
+        let Some(method) = line.split("method=\"").nth(1).and_then(|m| m.split('"').next()) else { continue };
+        let Some(n) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else { continue };
+        *out.entry(method.to_lowercase()).or_insert(0.0) += n;
+    }
+    out
+}
+
+/// The same burst against ToolHive's operator: its CRDs applied, its binary run as a local
+/// process with the admin kubeconfig, `total` ToolHive MCPServers created 32 at a time.
+async fn toolhive(bin: &str, crds: &str, total: usize, quiet: Duration) -> Figures {
+    use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+    let env = env();
+    let out = env.admin_sh(&format!("kubectl apply --server-side -f '{crds}' >/dev/null")).expect("ToolHive CRDs");
+    assert!(out.status.success(), "ToolHive CRDs: {}", String::from_utf8_lossy(&out.stderr));
+    env.admin_sh("kubectl wait --for=condition=Established crd/mcpservers.toolhive.stacklok.dev --timeout=60s")
+        .expect("CRD established");
+    let port = |_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (metrics, probes) = (format!("127.0.0.1:{}", port(0)), format!("127.0.0.1:{}", port(1)));
+    let log = std::fs::File::create(env.work.join("thv-operator.log")).expect("log");
+    let mut child = std::process::Command::new(bin)
+        .args([format!("--metrics-bind-address={metrics}"), format!("--health-probe-bind-address={probes}")])
+        .env("KUBECONFIG", &env.cluster.kubeconfig)
+        .env("POD_NAMESPACE", "default")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("starting thv-operator");
+    let pid = Some(child.id());
+    let started = Instant::now();
+    while mcp_operator_e2e::env::http_get(&format!("http://{probes}/readyz")).await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(120), "thv-operator did not get ready (see thv-operator.log)");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let ns = env.namespace("thv").await.expect("namespace");
+    let gvk = GroupVersionKind::gvk("toolhive.stacklok.dev", "v1beta1", "MCPServer");
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(env.client().await.unwrap(), &ns.name, &ApiResource::from_gvk(&gvk));
+    // Deployments by the MCPServer that owns them.
+    let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let (deployments, s) = (ns.api::<Deployment>(), seen.clone());
+    tokio::spawn(async move {
+        let mut stream = watcher(deployments, watcher::Config::default()).applied_objects().boxed();
+        while let Some(Ok(d)) = stream.next().await {
+            for o in d.owner_references().iter().filter(|o| o.kind == "MCPServer") {
+                s.lock().unwrap().entry(o.name.clone()).or_insert_with(Instant::now);
+            }
+        }
+    });
+    let (cpu0, req0) = (cpu_seconds(pid), rest_client_requests(&metrics).await);
+    let t = Instant::now();
+    let created: Vec<(String, Instant)> = futures::stream::iter((0..total).map(|i| format!("t-{i}")))
+        .map(|name| {
+            let api = api.clone();
+            async move {
+                let obj: DynamicObject = serde_json::from_value(serde_json::json!({
+                    "apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPServer",
+                    "metadata": {"name": name}, "spec": {"image": "mcp-rs:latest", "transport": "stdio"},
+                }))
+                .unwrap();
+                let c = Instant::now();
+                api.create(&PostParams::default(), &obj).await.expect("create a ToolHive MCPServer");
+                (name, c)
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let mut latencies = vec![];
+    for (name, c) in &created {
+        let deadline = Instant::now() + Duration::from_secs(1800);
+        let at = loop {
+            if let Some(at) = seen.lock().unwrap().get(name).copied() {
+                break at;
+            }
+            assert!(Instant::now() < deadline, "ToolHive made no Deployment for {name}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        latencies.push(at.duration_since(*c).as_secs_f64() * 1e3);
+    }
+    let all = seen.lock().unwrap().values().max().map(|m| m.duration_since(t)).unwrap_or_default();
+    let (cpu1, req1) = (cpu_seconds(pid), rest_client_requests(&metrics).await);
+    let peak = peak_rss_kib(pid);
+    let (burst_requests, _, _) = delta(&req0, &req1);
+    println!("\nToolHive's API requests for the burst: {burst_requests}");
+    let q0 = rest_client_requests(&metrics).await;
+    tokio::time::sleep(quiet).await;
+    let (quiet_requests, _, _) = delta(&q0, &rest_client_requests(&metrics).await);
+    let _ = child.kill();
+    let _ = child.wait();
+    Figures {
+        all_deployments: all,
+        p50: pct(&latencies, 50.0),
+        p99: pct(&latencies, 99.0),
+        cpu: cpu0.zip(cpu1).map(|(a, b)| b - a),
+        peak_kib: peak,
+        quiet: quiet_requests,
+    }
 }

@@ -24,7 +24,9 @@ if [[ "$E2E_CLUSTER" == local ]]; then
   "$HACK_DIR/cluster-down.sh"
   # kwok's nodes hold 110 pods each: room for every server pod, and the simulator's own limits
   # out of the way.
-  MCP_CLUSTER_NODES="${MCP_CLUSTER_NODES:-$((BENCH_SERVERS / 100 + 3))}" MCP_CLUSTER_FAST=1 "$HACK_DIR/cluster-up.sh"
+  # Exported: the benchmark's harness runs hack/cluster-up.sh again, which must not scale back.
+  export MCP_CLUSTER_NODES="${MCP_CLUSTER_NODES:-$((BENCH_SERVERS / 100 + 3))}" MCP_CLUSTER_FAST=1
+  "$HACK_DIR/cluster-up.sh"
   trap '"$HACK_DIR/cluster-down.sh"' EXIT
 fi
 # BENCH_TOOLHIVE=1: the same burst against ToolHive's operator, built with hack/toolhive.sh.

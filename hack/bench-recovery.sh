@@ -15,7 +15,9 @@ export E2E_OPERATOR_PROFILE=release
 export BENCH_RECOVERY_SERVERS="${BENCH_RECOVERY_SERVERS:-300}"
 "$HACK_DIR/tools.sh" kubernetes etcd kwok helm
 "$HACK_DIR/cluster-down.sh"
-MCP_CLUSTER_NODES="${MCP_CLUSTER_NODES:-$((BENCH_RECOVERY_SERVERS * 2 / 100 + 3))}" MCP_CLUSTER_FAST=1 "$HACK_DIR/cluster-up.sh"
+# Exported: the benchmark's harness runs hack/cluster-up.sh again, which must not scale back.
+export MCP_CLUSTER_NODES="${MCP_CLUSTER_NODES:-$((BENCH_RECOVERY_SERVERS * 2 / 100 + 3))}" MCP_CLUSTER_FAST=1
+"$HACK_DIR/cluster-up.sh"
 # The benchmark restarts the API server itself: whatever kwokctl no longer tracks goes too.
 trap '"$HACK_DIR/cluster-down.sh"; pkill -f "kwok/clusters/$MCP_CLUSTER_NAME/" || true' EXIT
 cargo build --quiet --release --bin mcp-operator

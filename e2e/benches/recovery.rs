@@ -112,7 +112,7 @@ async fn converge(ns: &TestNamespace, want: &BTreeMap<String, i32>, what: &str) 
         match problems(ns, want).await {
             None => return t.elapsed(),
             Some(p) if Instant::now() > deadline => panic!("{what}: not converged after 900 s: {p}"),
-            Some(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Some(_) => tokio::time::sleep(Duration::from_secs(1)).await,
         }
     }
 }

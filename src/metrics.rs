@@ -38,6 +38,24 @@ pub struct PhaseLabels {
 pub struct VerbLabels {
     /// get, list, watch, create, update, patch, delete (Kubernetes' verbs).
     pub verb: String,
+    /// The resource (plural, e.g. deployments, leases, mcpservers; "" when none).
+    pub resource: String,
+}
+
+/// The resource a request is about, from its path (`/api/v1/...` or `/apis/GROUP/VERSION/...`,
+/// then `[namespaces/NS/]RESOURCE[/NAME[/SUB]]`); "" when none.
+pub fn resource_of(uri: &http::Uri) -> String {
+    let segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
+    let rest = match segments.first() {
+        Some(&"api") => segments.get(2..),
+        Some(&"apis") => segments.get(3..),
+        _ => None,
+    };
+    match rest.unwrap_or_default() {
+        ["namespaces", _, resource, ..] => resource.to_string(),
+        [resource, ..] => resource.to_string(),
+        [] => String::new(),
+    }
 }
 
 /// The Kubernetes verb of a request to the API server, from its method and path.
@@ -134,8 +152,8 @@ impl Metrics {
     }
 
     /// Counts a request to the API server.
-    pub fn kube_request(&self, verb: &str) {
-        self.kube_requests.get_or_create(&VerbLabels { verb: verb.to_string() }).inc();
+    pub fn kube_request(&self, verb: &str, resource: String) {
+        self.kube_requests.get_or_create(&VerbLabels { verb: verb.to_string(), resource }).inc();
     }
 
     /// The text exposition of every metric.
@@ -190,7 +208,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        self.metrics.kube_request(verb_of(request.method(), request.uri()));
+        self.metrics.kube_request(verb_of(request.method(), request.uri()), resource_of(request.uri()));
         self.inner.call(request)
     }
 }
@@ -213,6 +231,12 @@ mod tests {
         assert_eq!(verb("POST", "/apis/events.k8s.io/v1/namespaces/default/events"), "create");
         assert_eq!(verb("PUT", "/apis/coordination.k8s.io/v1/namespaces/x/leases/l"), "update");
         assert_eq!(verb("DELETE", "/api/v1/namespaces/default/services/web"), "delete");
+        let resource = |u: &str| resource_of(&u.parse().unwrap());
+        assert_eq!(resource("/apis/coordination.k8s.io/v1/namespaces/x/leases/l"), "leases");
+        assert_eq!(resource("/apis/apps/v1/deployments?watch=true"), "deployments");
+        assert_eq!(resource("/api/v1/namespaces/default/services/web:admin/proxy/status"), "services");
+        assert_eq!(resource("/api/v1/namespaces/default"), "namespaces");
+        assert_eq!(resource("/version"), "");
     }
 
     #[test]

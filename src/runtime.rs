@@ -85,10 +85,11 @@ pub struct Args {
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
     /// MCPServer reconciles running at once (each applies its children concurrently).
-    #[arg(long, env = "MCP_MAX_CONCURRENT_RECONCILES", default_value_t = 16)]
+    #[arg(long, env = "MCP_MAX_CONCURRENT_RECONCILES", default_value_t = 32)]
     pub max_concurrent_reconciles: u16,
-    /// How long (milliseconds) a reconcile trigger waits for more of the same server first.
-    #[arg(long, env = "MCP_RECONCILE_DEBOUNCE_MS", default_value_t = 100)]
+    /// How long (milliseconds) a reconcile trigger waits for more of the same server first (0:
+    /// none; triggers already fire only when something the reconcile reads changed).
+    #[arg(long, env = "MCP_RECONCILE_DEBOUNCE_MS", default_value_t = 0)]
     pub reconcile_debounce_ms: u64,
     /// Client-side limit of requests per second to the API server (0: none; the concurrency
     /// above bounds the load).

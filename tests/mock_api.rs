@@ -62,6 +62,9 @@ type Responder = tower_test::mock::SendResponse<Response<Body>>;
 struct ApiServer {
     handle: Handle,
     seen: usize,
+    /// Requests read while looking for an Event (published without waiting, so it may come
+    /// after requests made later), handed out first.
+    stash: std::collections::VecDeque<Call>,
 }
 
 /// One request the client made, decoded, with the means to answer it.
@@ -107,6 +110,27 @@ fn decode_query(query: &str) -> Vec<(String, String)> {
 
 impl ApiServer {
     async fn next(&mut self) -> Call {
+        if let Some(call) = self.stash.pop_front() {
+            return call;
+        }
+        self.read().await
+    }
+
+    /// The next Event publication, wherever it comes among the requests.
+    async fn next_event(&mut self) -> Call {
+        if let Some(i) = self.stash.iter().position(|c| c.method == Method::POST && c.path == EVENTS) {
+            return self.stash.remove(i).expect("stashed");
+        }
+        loop {
+            let call = self.read().await;
+            if call.method == Method::POST && call.path == EVENTS {
+                return call;
+            }
+            self.stash.push_back(call);
+        }
+    }
+
+    async fn read(&mut self) -> Call {
         let number = self.seen + 1;
         let (request, responder) = self
             .handle
@@ -218,7 +242,7 @@ impl ApiServer {
     }
 
     async fn event_about(&mut self, regarding: Value, type_: &str, reason: &str, action: &str, note: &str) {
-        let call = self.expect(Method::POST, EVENTS, &[]).await;
+        let call = self.next_event().await;
         assert_eq!(call.content_type.as_deref(), Some(JSON));
         let body = call.body.clone();
         assert_json_include!(
@@ -243,6 +267,9 @@ impl ApiServer {
 
     /// No request may follow.
     async fn done(mut self) {
+        if let Some(call) = self.stash.pop_front() {
+            panic!("unexpected request #{}: {} {}", call.number, call.method, call.path);
+        }
         if let Some((request, _)) = self.handle.next_request().await {
             panic!("unexpected request #{}: {} {}", self.seen + 1, request.method(), request.uri());
         }
@@ -314,7 +341,7 @@ fn testbed_writers() -> (Arc<Context>, ApiServer, Writers) {
     let (caches, writers) = caches();
     let ctx = Context::new(client, Defaults::default(), Arc::new(Metrics::default()), Some("test".into()))
         .with_caches(Arc::new(caches));
-    (Arc::new(ctx), ApiServer { handle, seen: 0 }, writers)
+    (Arc::new(ctx), ApiServer { handle, seen: 0, stash: Default::default() }, writers)
 }
 
 /// Puts `obj` in a cache.

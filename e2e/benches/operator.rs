@@ -56,35 +56,62 @@ fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
     Some(ticks as f64 / 100.0)
 }
 
-/// The operator's requests to the API server so far, by verb.
+/// The operator's requests to the API server so far, by "verb resource".
 async fn requests() -> BTreeMap<String, f64> {
     let url = format!("http://{}/metrics", env().metrics_addr);
     let body = mcp_operator_e2e::env::http_get(&url).await.unwrap_or_default();
     body.lines()
-        .filter_map(|l| l.strip_prefix("mcp_operator_kube_requests_total{verb=\""))
+        .filter_map(|l| l.strip_prefix("mcp_operator_kube_requests_total{"))
         .filter_map(|l| {
-            let (verb, rest) = l.split_once('"')?;
-            Some((verb.to_string(), rest.rsplit(' ').next()?.parse::<f64>().ok()?))
+            let (labels, value) = l.split_once("} ")?;
+            let label = |name: &str| labels.split(&format!("{name}=\"")).nth(1)?.split('"').next();
+            Some((format!("{} {}", label("verb")?, label("resource")?), value.parse::<f64>().ok()?))
         })
         .collect()
 }
 
-/// What changed between two readings of [`requests`], as "verb n, ..." and the total of writes.
-fn delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> (String, f64, f64) {
+/// Requests between two readings of [`requests`] (or a controller-runtime operator's, keyed by
+/// method only), in three groups: reconcile traffic (everything but what follows), the leader
+/// Lease's renewals, and watch renewals (a watch that ended and resumes, no relist).
+struct Delta {
+    reads: f64,
+    writes: f64,
+    lease: f64,
+    watches: f64,
+    detail: String,
+}
+
+fn delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> Delta {
+    let mut d = Delta { reads: 0.0, writes: 0.0, lease: 0.0, watches: 0.0, detail: String::new() };
     let mut parts = vec![];
-    let (mut reads, mut writes) = (0.0, 0.0);
-    for (verb, n) in after {
-        let d = n - before.get(verb).copied().unwrap_or(0.0);
-        if d > 0.0 {
-            parts.push(format!("{verb} {d}"));
-            if matches!(verb.as_str(), "get" | "list" | "watch") {
-                reads += d;
-            } else {
-                writes += d;
-            }
+    for (key, n) in after {
+        let n = n - before.get(key).copied().unwrap_or(0.0);
+        if n <= 0.0 {
+            continue;
+        }
+        parts.push(format!("{key} {n}"));
+        let verb = key.split(' ').next().unwrap_or_default();
+        if key.ends_with(" leases") {
+            d.lease += n;
+        } else if verb == "watch" {
+            d.watches += n;
+        } else if matches!(verb, "get" | "list") {
+            d.reads += n;
+        } else {
+            d.writes += n;
         }
     }
-    (if parts.is_empty() { "none".into() } else { parts.join(", ") }, reads, writes)
+    d.detail = if parts.is_empty() { "none".into() } else { parts.join(", ") };
+    d
+}
+
+impl Delta {
+    fn summary(&self) -> String {
+        format!(
+            "{} reads, {} writes (+ leader Lease {}, watch renewals {})",
+            self.reads, self.writes, self.lease, self.watches
+        )
+    }
 }
 
 fn server(name: &str) -> McpServer {
@@ -243,7 +270,7 @@ async fn bench_operator() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss1 = rss_kib(pid);
     let peak = peak_rss_kib(pid);
-    let (converge_requests, converge_reads, converge_writes) = delta(&req0, &req1);
+    let converge = delta(&req0, &req1);
 
     // Quiet: nothing changes, so nothing should be written, nor even read.
     let before = versions(&ns).await;
@@ -255,7 +282,7 @@ async fn bench_operator() {
     let r1 = reconciles().await;
     let rewritten: Vec<&String> =
         before.iter().filter(|(k, v)| after.get(*k).is_some_and(|a| a != *v)).map(|(k, _)| k).collect();
-    let (quiet_requests, _, quiet_writes) = delta(&q0, &q1);
+    let quiet_delta = delta(&q0, &q1);
 
     let kib = |v: Option<u64>| {
         v.map_or("n/a (operator not a local process)".to_string(), |v| format!("{:.1} MiB", v as f64 / 1024.0))
@@ -290,15 +317,16 @@ async fn bench_operator() {
         }
     );
     println!(
-        "| operator API requests for the burst | {converge_requests} ({:.1} reads and {:.1} writes per server) |",
-        converge_reads / n,
-        converge_writes / n
+        "| operator API requests for the burst | {:.1} reads and {:.1} writes per server ({}) |",
+        converge.reads / n,
+        converge.writes / n,
+        converge.detail
     );
     println!(
         "| quiet {} s: operator API requests / objects rewritten (of {}) / reconciles | {} / {} / {} |",
         quiet.as_secs(),
         before.len(),
-        quiet_requests,
+        quiet_delta.summary(),
         rewritten.len(),
         match (r0, r1) {
             (Some(a), Some(b)) => format!("{}", b - a),
@@ -309,7 +337,8 @@ async fn bench_operator() {
         println!("\nrewritten while quiet: {rewritten:?}");
     }
     assert!(rewritten.is_empty(), "a steady cluster causes no writes: {rewritten:?}");
-    assert_eq!(quiet_writes, 0.0, "no write requests while quiet: {quiet_requests}");
+    assert_eq!(quiet_delta.writes, 0.0, "no write requests while quiet: {}", quiet_delta.detail);
+    assert_eq!(quiet_delta.reads, 0.0, "no read requests while quiet: {}", quiet_delta.detail);
 
     if let (Ok(bin), Ok(crds)) = (std::env::var("BENCH_TOOLHIVE"), std::env::var("BENCH_TOOLHIVE_CRDS")) {
         env.stop_operator().expect("stopping our operator");
@@ -320,7 +349,7 @@ async fn bench_operator() {
             p99: pct(&loaded, 99.0),
             cpu: cpu0.zip(cpu1).map(|(a, b)| b - a),
             peak_kib: peak,
-            quiet: quiet_requests.clone(),
+            quiet: quiet_delta.summary(),
         };
         println!(
             "\n## Side by side: ToolHive's operator ({}), the same burst of {total}\n",
@@ -378,7 +407,15 @@ async fn rest_client_requests(metrics: &str) -> BTreeMap<String, f64> {
     for line in body.lines().filter(|l| l.starts_with("rest_client_requests_total{")) {
         let Some(method) = line.split("method=\"").nth(1).and_then(|m| m.split('"').next()) else { continue };
         let Some(n) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else { continue };
-        *out.entry(method.to_lowercase()).or_insert(0.0) += n;
+        let verb = match method {
+            "GET" => "get",
+            "POST" => "create",
+            "PUT" => "update",
+            "PATCH" => "patch",
+            "DELETE" => "delete",
+            other => other,
+        };
+        *out.entry(format!("{verb} any")).or_insert(0.0) += n;
     }
     out
 }
@@ -460,11 +497,10 @@ async fn toolhive(bin: &str, crds: &str, total: usize, quiet: Duration) -> Figur
     let all = seen.lock().unwrap().values().max().map(|m| m.duration_since(t)).unwrap_or_default();
     let (cpu1, req1) = (cpu_seconds(pid), rest_client_requests(&metrics).await);
     let peak = peak_rss_kib(pid);
-    let (burst_requests, _, _) = delta(&req0, &req1);
-    println!("\nToolHive's API requests for the burst: {burst_requests}");
+    println!("\nToolHive's API requests for the burst: {}", delta(&req0, &req1).detail);
     let q0 = rest_client_requests(&metrics).await;
     tokio::time::sleep(quiet).await;
-    let (quiet_requests, _, _) = delta(&q0, &rest_client_requests(&metrics).await);
+    let quiet_requests = delta(&q0, &rest_client_requests(&metrics).await).summary();
     let _ = child.kill();
     let _ = child.wait();
     Figures {

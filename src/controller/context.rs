@@ -148,7 +148,8 @@ impl Context {
         self.failures.lock().expect("backoff lock").remove(&failure_key(controller, obj));
     }
 
-    /// Publishes an Event on `obj`; failures are logged, never fatal.
+    /// Publishes an Event on `obj` without waiting for it (a reconcile does not spend a round
+    /// trip on it); failures are logged, never fatal.
     pub async fn event<K: Resource<DynamicType = ()>>(
         &self,
         obj: &K,
@@ -158,9 +159,12 @@ impl Context {
         note: String,
     ) {
         let ev = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
-        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
-            tracing::warn!(error = %e, reason, "could not publish Event");
-        }
+        let (recorder, reference, reason) = (self.recorder.clone(), obj.object_ref(&()), reason.to_string());
+        tokio::spawn(async move {
+            if let Err(e) = recorder.publish(&ev, &reference).await {
+                tracing::warn!(error = %e, reason, "could not publish Event");
+            }
+        });
     }
 }
 

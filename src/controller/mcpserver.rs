@@ -549,7 +549,7 @@ pub struct Tuning {
 
 impl Default for Tuning {
     fn default() -> Self {
-        Self { concurrency: 16, debounce: Duration::from_millis(100) }
+        Self { concurrency: 32, debounce: Duration::ZERO }
     }
 }
 

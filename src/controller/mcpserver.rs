@@ -8,7 +8,9 @@ use super::cache::{
 };
 use super::status::{server_status, Observation, Resolution};
 use super::usage::release_finalizer;
-use super::watch::{self, changes, hash_of, owning_server, reflect, server_key, BoundedBackoff, WatchHealth};
+use super::watch::{
+    self, changed_objects, changes, hash_of, owning_server, reflect, server_key, BoundedBackoff, WatchHealth,
+};
 use super::{apply, apply_status, Context, Error, Guarded, Result, Scope};
 use crate::api::condition_types::*;
 use crate::api::{McpServer, McpServerPhase, McpServerStatus, Plugin, SecurityPolicy};
@@ -618,7 +620,7 @@ pub fn controller(
             forget.gateway_reader.forget(&ns, &name);
         }
     });
-    let servers = changes(servers, server_key, |s: &Guarded<McpServer>| vec![s.clone()]).map(Ok);
+    let servers = changed_objects(servers, server_key).map(Ok);
     let deployments = changes(
         reflect(
             watcher(scope.api::<Deployment>(&client), owned.clone()).modify(trim_deployment),

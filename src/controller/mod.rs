@@ -134,7 +134,7 @@ where
         ctx.health.clone(),
         controller,
     );
-    let servers = watch::changes(servers, watch::server_key, |s: &Guarded<crate::api::McpServer>| vec![s.clone()]);
+    let servers = watch::changed_objects(servers, watch::server_key);
     let fut = main
         .watches_stream(servers.map(Ok), move |server| {
             let ns = server.namespace();

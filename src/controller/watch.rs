@@ -230,6 +230,42 @@ where
     })
 }
 
+/// The objects whose `key` changed, and every deletion, from watch events; unlike [`changes`]
+/// it keeps only a hash per object (for the watched kind itself, whose vanished objects need no
+/// trigger: the controller finds them gone from its store).
+pub fn changed_objects<K, S>(events: S, key: fn(&K) -> u64) -> impl Stream<Item = K> + Send
+where
+    K: Resource + Send + 'static,
+    S: Stream<Item = watcher::Event<K>> + Send + 'static,
+{
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    let mut relisted: HashSet<String> = HashSet::new();
+    events.flat_map(move |event| {
+        let id = |o: &K| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any());
+        let out = match event {
+            watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
+                let (i, k) = (id(&o), key(&o));
+                relisted.insert(i.clone());
+                (seen.insert(i, k) != Some(k)).then_some(o)
+            }
+            watcher::Event::Delete(o) => {
+                seen.remove(&id(&o));
+                Some(o)
+            }
+            watcher::Event::Init => {
+                relisted.clear();
+                None
+            }
+            watcher::Event::InitDone => {
+                seen.retain(|k, _| relisted.contains(k));
+                relisted.clear();
+                None
+            }
+        };
+        stream::iter(out)
+    })
+}
+
 /// Hash of the parts of an object that matter, for [`changes`].
 pub fn hash_of(parts: impl Hash) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -290,6 +326,29 @@ mod tests {
         ])
         .await;
         assert_eq!(got, vec!["s1", "s2", "s2", "s2", "s3", "s3"]);
+    }
+
+    #[tokio::test]
+    async fn changed_objects_pass_only_changes_and_deletions() {
+        use watcher::Event::*;
+        let got: Vec<String> = changed_objects(
+            stream::iter(vec![
+                Init,
+                InitApply(cm("a", "s1", "1")),
+                InitDone,
+                Apply(cm("a", "s1", "1")),
+                Apply(cm("a", "s1", "2")),
+                Init,
+                InitApply(cm("a", "s1", "2")),
+                InitDone,
+                Delete(cm("a", "s1", "2")),
+            ]),
+            key,
+        )
+        .map(|c| format!("{}={}", c.name_any(), c.data.unwrap()["k"]))
+        .collect()
+        .await;
+        assert_eq!(got, vec!["a=1", "a=2", "a=2"]);
     }
 
     #[test]

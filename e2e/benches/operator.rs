@@ -133,16 +133,19 @@ fn watch_deployments(ns: &TestNamespace) -> Arc<Mutex<HashMap<String, Instant>>>
     let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let (api, s) = (ns.api::<Deployment>(), seen.clone());
     tokio::spawn(async move {
-        let mut stream = watcher(api, watcher::Config::default()).applied_objects().boxed();
-        while let Some(Ok(d)) = stream.next().await {
-            s.lock().unwrap().entry(d.name_any()).or_insert_with(Instant::now);
+        let mut stream = watcher(api, watcher::Config::default()).default_backoff().applied_objects().boxed();
+        while let Some(d) = stream.next().await {
+            if let Ok(d) = d {
+                s.lock().unwrap().entry(d.name_any()).or_insert_with(Instant::now);
+            }
         }
     });
     seen
 }
 
 async fn deployment_seen(seen: &Mutex<HashMap<String, Instant>>, name: &str) -> Instant {
-    let deadline = Instant::now() + Duration::from_secs(120);
+    // A burst of thousands is worked through in no particular order.
+    let deadline = Instant::now() + Duration::from_secs(1800);
     loop {
         if let Some(t) = seen.lock().unwrap().get(name) {
             return *t;
@@ -158,8 +161,9 @@ fn watch_running(ns: &TestNamespace) -> Arc<Mutex<HashMap<String, Instant>>> {
     let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let (api, s) = (ns.api::<McpServer>(), seen.clone());
     tokio::spawn(async move {
-        let mut stream = watcher(api, watcher::Config::default()).applied_objects().boxed();
-        while let Some(Ok(server)) = stream.next().await {
+        let mut stream = watcher(api, watcher::Config::default()).default_backoff().applied_objects().boxed();
+        while let Some(server) = stream.next().await {
+            let Ok(server) = server else { continue };
             if server.status.as_ref().is_some_and(|st| st.phase == McpServerPhase::Running) {
                 s.lock().unwrap().entry(server.name_any()).or_insert_with(Instant::now);
             }
@@ -464,8 +468,9 @@ async fn toolhive(bin: &str, crds: &str, total: usize, quiet: Duration) -> Figur
     let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let (deployments, s) = (ns.api::<Deployment>(), seen.clone());
     tokio::spawn(async move {
-        let mut stream = watcher(deployments, watcher::Config::default()).applied_objects().boxed();
-        while let Some(Ok(d)) = stream.next().await {
+        let mut stream = watcher(deployments, watcher::Config::default()).default_backoff().applied_objects().boxed();
+        while let Some(d) = stream.next().await {
+            let Ok(d) = d else { continue };
             for o in d.owner_references().iter().filter(|o| o.kind == "MCPServer") {
                 s.lock().unwrap().entry(o.name.clone()).or_insert_with(Instant::now);
             }

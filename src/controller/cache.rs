@@ -11,7 +11,10 @@ use super::Guarded;
 use crate::api::{McpServer, Plugin, SecurityPolicy};
 use crate::consts::{LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodSpec, PodStatus, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ContainerState, ContainerStateWaiting, ContainerStatus, Pod, PodCondition, PodSpec, PodStatus, Secret,
+    Service, ServiceAccount,
+};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -382,30 +385,72 @@ pub fn with_applied_hash<K: Resource + Clone + serde::Serialize>(obj: &K) -> (K,
     (obj, hash)
 }
 
-/// Drops what the controllers never read from a cached Deployment (pod template, managed fields).
-pub fn trim_deployment(d: &mut Deployment) {
-    d.metadata.managed_fields = None;
-    d.spec.template = Default::default();
+/// Keeps of a cached child's metadata only what the controllers read: name, namespace, labels,
+/// the applied hash, generation, resourceVersion and deletion (a child's cache then costs a
+/// few hundred bytes).
+pub fn trim_meta(meta: &mut ObjectMeta) {
+    let annotations = meta.annotations.take().and_then(|mut a| {
+        let hash = a.remove(ANNOTATION_APPLIED)?;
+        Some(BTreeMap::from([(ANNOTATION_APPLIED.to_string(), hash)]))
+    });
+    *meta = ObjectMeta {
+        name: meta.name.take(),
+        namespace: meta.namespace.take(),
+        labels: meta.labels.take(),
+        annotations,
+        generation: meta.generation,
+        resource_version: meta.resource_version.take(),
+        deletion_timestamp: meta.deletion_timestamp.take(),
+        ..Default::default()
+    };
 }
 
-/// Drops what the controllers never read from a cached pod: the spec, managed fields and most
-/// of the status (kept: phase, address, conditions, container states).
+/// [`trim_meta`] for any object.
+pub fn trim_child<K: Resource>(obj: &mut K) {
+    trim_meta(obj.meta_mut());
+}
+
+/// Drops what the controllers never read from a cached Deployment: the pod template, most of
+/// the metadata ([`trim_meta`]) and the conditions' messages and times.
+pub fn trim_deployment(d: &mut Deployment) {
+    trim_meta(&mut d.metadata);
+    d.spec.template = Default::default();
+    if let Some(conditions) = d.status.as_mut().and_then(|s| s.conditions.as_mut()) {
+        for c in conditions {
+            c.message = None;
+            c.last_transition_time = None;
+            c.last_update_time = None;
+        }
+    }
+}
+
+/// Drops what the controllers never read from a cached pod: the spec, most of the metadata
+/// ([`trim_meta`]) and most of the status (kept: phase, address, the Ready condition, each
+/// container's readiness and waiting reason).
 pub fn trim_pod(p: &mut Pod) {
-    p.metadata.managed_fields = None;
-    p.metadata.annotations = None;
-    p.metadata.owner_references = None;
+    trim_meta(&mut p.metadata);
     p.spec = Some(PodSpec::default());
     if let Some(s) = p.status.take() {
         p.status = Some(PodStatus {
             phase: s.phase,
             pod_ip: s.pod_ip,
-            conditions: s.conditions,
+            conditions: s.conditions.map(|cs| {
+                cs.into_iter()
+                    .filter(|c| c.type_ == "Ready")
+                    .map(|c| PodCondition { type_: c.type_, status: c.status, ..Default::default() })
+                    .collect()
+            }),
             container_statuses: s.container_statuses.map(|cs| {
                 cs.into_iter()
-                    .map(|mut c| {
-                        c.image_id = String::new();
-                        c.last_state = None;
-                        c
+                    .map(|c| ContainerStatus {
+                        name: c.name,
+                        ready: c.ready,
+                        restart_count: c.restart_count,
+                        state: c.state.map(|st| ContainerState {
+                            waiting: st.waiting.map(|w| ContainerStateWaiting { reason: w.reason, message: None }),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
                     })
                     .collect()
             }),
@@ -590,6 +635,28 @@ mod tests {
     }
 
     #[test]
+    fn trimmed_metadata_keeps_what_the_decisions_read() {
+        let mut m = ObjectMeta {
+            name: Some("a".into()),
+            namespace: Some("ns".into()),
+            uid: Some("u".into()),
+            labels: Some(BTreeMap::from([("l".to_string(), "v".to_string())])),
+            annotations: Some(BTreeMap::from([
+                (ANNOTATION_APPLIED.to_string(), "h1".to_string()),
+                ("deployment.kubernetes.io/revision".to_string(), "3".to_string()),
+            ])),
+            generation: Some(4),
+            resource_version: Some("77".into()),
+            ..Default::default()
+        };
+        let before = (marker(&m), apply_decision("h1", Some(&m), None, Instant::now()));
+        trim_meta(&mut m);
+        assert_eq!((marker(&m), apply_decision("h1", Some(&m), None, Instant::now())), before);
+        assert_eq!(m.annotations.as_ref().unwrap().len(), 1);
+        assert_eq!((m.uid, m.labels.unwrap()["l"].as_str()), (None, "v"));
+    }
+
+    #[test]
     fn secret_versions_changes_are_reported() {
         let cache = SecretCache::default();
         let s = |rv: &str| Secret {
@@ -623,6 +690,8 @@ mod tests {
         );
         assert_eq!(super::super::status::crash_looping(&[trimmed.clone()]), 1);
         assert_eq!(trimmed.labels()["a"], "b");
+        assert!(trimmed.annotations().is_empty());
+        assert_eq!(super::super::gateway_status::pick_pod(&[trimmed.clone()]).as_deref(), Some("10.0.0.5"));
         assert!(trimmed.spec.unwrap().containers.is_empty());
     }
 }

@@ -3,7 +3,7 @@
 //! through the garbage collector, so a server never waits for the operator to be deleted.
 
 use super::cache::{
-    children_of, deployments_of, marker, trim_deployment, trim_pod, with_applied_hash, Decision, Writers,
+    children_of, deployments_of, marker, trim_child, trim_deployment, trim_pod, with_applied_hash, Decision, Writers,
     ANNOTATION_APPLIED,
 };
 use super::status::{server_status, Observation, Resolution};
@@ -635,8 +635,7 @@ pub fn controller(
         ($kind:ty, $writer:expr, $name:expr) => {
             changes(
                 reflect(
-                    watcher(scope.api::<PartialObjectMeta<$kind>>(&client), owned.clone())
-                        .modify(without_managed_fields),
+                    watcher(scope.api::<PartialObjectMeta<$kind>>(&client), owned.clone()).modify(trim_child),
                     $writer,
                     h(),
                     $name,

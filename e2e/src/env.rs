@@ -214,8 +214,6 @@ impl Env {
                 .args(["--gateway-status", if self.cluster.provider == Provider::Local { "false" } else { "true" }])
                 .env("KUBECONFIG", kubeconfig)
                 .env("RUST_LOG", "info,mcp_operator=debug,kube=warn")
-                // As the chart sets it: glibc's per-thread malloc arenas only fragment memory here.
-                .env("MALLOC_ARENA_MAX", "2")
                 .stdout(log.try_clone()?)
                 .stderr(log)
                 .spawn()
@@ -260,7 +258,6 @@ impl Env {
             .args(["--gateway-status", if self.cluster.provider == Provider::Local { "false" } else { "true" }])
             .env("KUBECONFIG", self.impersonating_kubeconfig()?)
             .env("RUST_LOG", "info,kube=warn")
-            .env("MALLOC_ARENA_MAX", "2")
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()

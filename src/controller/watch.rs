@@ -193,10 +193,13 @@ where
 {
     let mut seen: HashMap<String, (u64, Vec<T>)> = HashMap::new();
     let mut relisted: HashSet<String> = HashSet::new();
+    // Triggers from a relist wait for its end: the reflector fills its store only then, and a
+    // reconcile started earlier would find the object missing from the store.
+    let mut pending: Vec<T> = vec![];
     events.flat_map(move |event| {
         let id = |o: &K| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any());
         let mut out: Vec<T> = vec![];
-        let mut observe = |o: &K, seen: &mut HashMap<String, (u64, Vec<T>)>| {
+        let observe = |o: &K, seen: &mut HashMap<String, (u64, Vec<T>)>, out: &mut Vec<T>| {
             let k = key(o);
             let targets = to(o);
             let changed = seen.get(&id(o)).is_none_or(|(old, _)| *old != k);
@@ -206,17 +209,21 @@ where
             seen.insert(id(o), (k, targets));
         };
         match &event {
-            watcher::Event::Apply(o) => observe(o, &mut seen),
+            watcher::Event::Apply(o) => observe(o, &mut seen, &mut out),
             watcher::Event::InitApply(o) => {
                 relisted.insert(id(o));
-                observe(o, &mut seen);
+                observe(o, &mut seen, &mut pending);
             }
             watcher::Event::Delete(o) => {
                 seen.remove(&id(o));
                 out.extend(to(o));
             }
-            watcher::Event::Init => relisted.clear(),
+            watcher::Event::Init => {
+                relisted.clear();
+                pending.clear();
+            }
             watcher::Event::InitDone => {
+                out.append(&mut pending);
                 let gone: Vec<String> = seen.keys().filter(|k| !relisted.contains(*k)).cloned().collect();
                 for k in gone {
                     if let Some((_, targets)) = seen.remove(&k) {
@@ -240,26 +247,40 @@ where
 {
     let mut seen: HashMap<String, u64> = HashMap::new();
     let mut relisted: HashSet<String> = HashSet::new();
+    // Objects from a relist are passed on at its end, once the reflector's store holds them.
+    let mut pending: Vec<K> = vec![];
     events.flat_map(move |event| {
         let id = |o: &K| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any());
-        let out = match event {
-            watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
+        let out: Vec<K> = match event {
+            watcher::Event::Apply(o) => {
+                let (i, k) = (id(&o), key(&o));
+                if seen.insert(i, k) != Some(k) {
+                    vec![o]
+                } else {
+                    vec![]
+                }
+            }
+            watcher::Event::InitApply(o) => {
                 let (i, k) = (id(&o), key(&o));
                 relisted.insert(i.clone());
-                (seen.insert(i, k) != Some(k)).then_some(o)
+                if seen.insert(i, k) != Some(k) {
+                    pending.push(o);
+                }
+                vec![]
             }
             watcher::Event::Delete(o) => {
                 seen.remove(&id(&o));
-                Some(o)
+                vec![o]
             }
             watcher::Event::Init => {
                 relisted.clear();
-                None
+                pending.clear();
+                vec![]
             }
             watcher::Event::InitDone => {
                 seen.retain(|k, _| relisted.contains(k));
                 relisted.clear();
-                None
+                std::mem::take(&mut pending)
             }
         };
         stream::iter(out)
@@ -325,6 +346,7 @@ mod tests {
             Delete(cm("c", "s3", "1")),
         ])
         .await;
+        // The relist's triggers come at its end (InitDone), when the store holds the objects.
         assert_eq!(got, vec!["s1", "s2", "s2", "s2", "s3", "s3"]);
     }
 
@@ -349,6 +371,27 @@ mod tests {
         .collect()
         .await;
         assert_eq!(got, vec!["a=1", "a=2", "a=2"]);
+    }
+
+    /// A reconcile triggered by a relist before its end would find its object missing from the
+    /// reflector's store (filled at InitDone) and be dropped: found by the recovery benchmark
+    /// (servers being created when the operator was killed were never reconciled after it).
+    #[tokio::test]
+    async fn relisted_objects_are_passed_on_only_when_the_relist_ends() {
+        use watcher::Event::*;
+        let unfinished: Vec<ConfigMap> =
+            changed_objects(stream::iter(vec![Init, InitApply(cm("a", "s1", "1"))]), key).collect().await;
+        assert!(unfinished.is_empty());
+        let targets: Vec<String> =
+            changes(stream::iter(vec![Init, InitApply(cm("a", "s1", "1"))]), key, |c: &ConfigMap| {
+                owning_server(c).into_iter().map(|r| r.name).collect::<Vec<_>>()
+            })
+            .collect()
+            .await;
+        assert!(targets.is_empty());
+        let done: Vec<ConfigMap> =
+            changed_objects(stream::iter(vec![Init, InitApply(cm("a", "s1", "1")), InitDone]), key).collect().await;
+        assert_eq!(done.len(), 1);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use super::cache::{
 use super::status::{server_status, Observation, Resolution};
 use super::usage::release_finalizer;
 use super::watch::{
-    self, changed_objects, changes, hash_of, owning_server, reflect, server_key, BoundedBackoff, WatchHealth,
+    self, changed_objects, changes, detach, hash_of, owning_server, reflect, server_key, BoundedBackoff, WatchHealth,
 };
 use super::{apply, apply_status, Context, Error, Guarded, Result, Scope};
 use crate::api::condition_types::*;
@@ -713,16 +713,16 @@ pub fn controller(
     Controller::for_stream(servers, ctx.caches.servers.clone())
         .with_config(config)
         .trigger_backoff(BoundedBackoff::default())
-        .reconcile_on(deployments)
-        .reconcile_on(services)
-        .reconcile_on(config_maps)
-        .reconcile_on(service_accounts)
-        .reconcile_on(network_policies)
-        .reconcile_on(pdbs)
-        .reconcile_on(pods)
-        .reconcile_on(runtime_classes)
-        .reconcile_on(policies)
-        .reconcile_on(plugins)
+        .reconcile_on(detach(deployments))
+        .reconcile_on(detach(services))
+        .reconcile_on(detach(config_maps))
+        .reconcile_on(detach(service_accounts))
+        .reconcile_on(detach(network_policies))
+        .reconcile_on(detach(pdbs))
+        .reconcile_on(detach(pods))
+        .reconcile_on(detach(runtime_classes))
+        .reconcile_on(detach(policies))
+        .reconcile_on(detach(plugins))
         .reconcile_on(triggers)
         .shutdown_on_signal()
         .run(

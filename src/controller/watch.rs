@@ -287,6 +287,18 @@ where
     })
 }
 
+/// Runs `stream` in a task of its own and hands its items over through a channel. The watches
+/// that fill the caches must make progress whatever the controller does: a controller stops
+/// polling its trigger streams while all its reconciles run, and reconciles wait for the caches
+/// to be filled, so a watch polled only by the controller could wait for itself (found by the
+/// recovery benchmark: after a restart with hundreds of servers relisted at once, the operator
+/// stopped reconciling altogether).
+pub fn detach<T: Send + 'static>(stream: impl Stream<Item = T> + Send + 'static) -> impl Stream<Item = T> + Send {
+    let (tx, rx) = futures::channel::mpsc::unbounded();
+    tokio::spawn(stream.map(Ok).forward(tx));
+    rx
+}
+
 /// Hash of the parts of an object that matter, for [`changes`].
 pub fn hash_of(parts: impl Hash) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -392,6 +404,20 @@ mod tests {
         let done: Vec<ConfigMap> =
             changed_objects(stream::iter(vec![Init, InitApply(cm("a", "s1", "1")), InitDone]), key).collect().await;
         assert_eq!(done.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_detached_stream_runs_without_being_polled() {
+        let (tx, rx) = futures::channel::oneshot::channel::<()>();
+        let mut tx = Some(tx);
+        let stream = detach(stream::iter(vec![1, 2, 3]).inspect(move |i| {
+            if *i == 3 {
+                let _ = tx.take().map(|t| t.send(()));
+            }
+        }));
+        // Nobody polls `stream`, and the source still runs to its end.
+        tokio::time::timeout(std::time::Duration::from_secs(5), rx).await.expect("ran").expect("sent");
+        assert_eq!(stream.collect::<Vec<_>>().await, vec![1, 2, 3]);
     }
 
     #[test]

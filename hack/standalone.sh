@@ -9,10 +9,13 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
 
-base=$(mktemp -d "${TMPDIR:-/tmp}/mcp-standalone.XXXXXX")
-trap 'rm -rf "$base"' EXIT
+# A fixed place (under target/, which git ignores): test binaries bake in their crate's path, and
+# cargo does not rebuild them when only that path changes, so a fresh temporary copy per run left
+# a second run's tests pointing into the first run's deleted copy.
+base="$REPO_ROOT/target/standalone"
+rm -rf "$base"
 copy="$base/mcp-operator"
-mkdir "$copy"
+mkdir -p "$copy"
 git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
   [[ -e "$f" ]] && printf '%s\0' "$f"
 done | tar --null -T - -cf - | tar -xf - -C "$copy"

@@ -9,16 +9,16 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
 
-# A fixed place (under target/, which git ignores): test binaries bake in their crate's path, and
-# cargo does not rebuild them when only that path changes, so a fresh temporary copy per run left
-# a second run's tests pointing into the first run's deleted copy.
+# A fixed place (under target/, which git ignores), extracted with fresh mtimes (tar -m): test
+# binaries bake in their crate's path, and cargo rebuilt nothing for a new copy whose files kept
+# their mtimes, so a second run's tests pointed into the first run's deleted temporary copy.
 base="$REPO_ROOT/target/standalone"
 rm -rf "$base"
 copy="$base/mcp-operator"
 mkdir -p "$copy"
 git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
   [[ -e "$f" ]] && printf '%s\0' "$f"
-done | tar --null -T - -cf - | tar -xf - -C "$copy"
+done | tar --null -T - -cf - | tar -xmf - -C "$copy"
 log "standalone copy: $copy ($(find "$copy" -type f | wc -l) files; siblings: $(ls -A "$base" | tr '\n' ' '))"
 
 if refs=$(grep -rnI --exclude-dir=.git -e '\.\./shared' "$copy"); then

@@ -45,17 +45,22 @@ pub struct VerbLabels {
 /// The resource a request is about, from its path (`/api/v1/...` or `/apis/GROUP/VERSION/...`,
 /// then `[namespaces/NS/]RESOURCE[/NAME[/SUB]]`); "" when none.
 pub fn resource_of(uri: &http::Uri) -> String {
-    let segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
-    let rest = match segments.first() {
-        Some(&"api") => segments.get(2..),
-        Some(&"apis") => segments.get(3..),
-        _ => None,
-    };
-    match rest.unwrap_or_default() {
+    match resource_path(uri).as_slice() {
         ["namespaces", _, resource, ..] => resource.to_string(),
         [resource, ..] => resource.to_string(),
         [] => String::new(),
     }
+}
+
+/// The path segments after `/api/v1` or `/apis/GROUP/VERSION`: `[namespaces/NS/]RESOURCE[/NAME[/SUB]]`.
+fn resource_path(uri: &http::Uri) -> Vec<&str> {
+    let segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
+    let skip = match segments.first() {
+        Some(&"api") => 2,
+        Some(&"apis") => 3,
+        _ => return vec![],
+    };
+    segments.get(skip..).unwrap_or_default().to_vec()
 }
 
 /// The Kubernetes verb of a request to the API server, from its method and path.
@@ -66,21 +71,12 @@ pub fn verb_of(method: &http::Method, uri: &http::Uri) -> &'static str {
         http::Method::PATCH => "patch",
         http::Method::DELETE => "delete",
         http::Method::GET if uri.query().is_some_and(|q| q.split('&').any(|p| p == "watch=true")) => "watch",
-        http::Method::GET => {
-            // /api/v1/... or /apis/GROUP/VERSION/..., then [namespaces/NS/]RESOURCE[/NAME[/SUB]].
-            let segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
-            let rest = match segments.first() {
-                Some(&"api") => segments.get(2..),
-                Some(&"apis") => segments.get(3..),
-                _ => None,
-            };
-            match rest.unwrap_or_default() {
-                ["namespaces", _, _resource] => "list",
-                ["namespaces", _, _resource, _name, ..] => "get",
-                [_resource] => "list",
-                _ => "get",
-            }
-        }
+        http::Method::GET => match resource_path(uri).as_slice() {
+            ["namespaces", _, _resource] => "list",
+            ["namespaces", _, _resource, _name, ..] => "get",
+            [_resource] => "list",
+            _ => "get",
+        },
         _ => "other",
     }
 }

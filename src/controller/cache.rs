@@ -271,35 +271,30 @@ fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
-/// Names of the cached children of `server` (by the managed-by and instance labels) in `ns`.
+/// The metadata of the cached children of `server` (by the managed-by and instance labels) in
+/// `ns`, out of any store's objects.
+fn owned_by<'a, K: Resource + 'a>(objects: impl Iterator<Item = &'a K>, ns: &str, server: &str) -> Vec<ObjectMeta> {
+    let want = BTreeMap::from([
+        (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
+        (LABEL_INSTANCE.to_string(), server.to_string()),
+    ]);
+    objects
+        .filter(|o| o.namespace().as_deref() == Some(ns) && selects(&want, o.labels()))
+        .map(|o| o.meta().clone())
+        .collect()
+}
+
+/// The cached children of `server` in `ns`, from a metadata-only store.
 pub fn children_of<K>(store: &Store<PartialObjectMeta<K>>, ns: &str, server: &str) -> Vec<ObjectMeta>
 where
     K: Resource<DynamicType = ()> + Clone,
 {
-    let want = BTreeMap::from([
-        (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
-        (LABEL_INSTANCE.to_string(), server.to_string()),
-    ]);
-    store
-        .state()
-        .iter()
-        .filter(|o| o.namespace().as_deref() == Some(ns) && selects(&want, o.labels()))
-        .map(|o| o.metadata.clone())
-        .collect()
+    owned_by(store.state().iter().map(|o| &**o), ns, server)
 }
 
 /// Same as [`children_of`] for the full Deployment store.
 pub fn deployments_of(store: &Store<Deployment>, ns: &str, server: &str) -> Vec<ObjectMeta> {
-    let want = BTreeMap::from([
-        (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
-        (LABEL_INSTANCE.to_string(), server.to_string()),
-    ]);
-    store
-        .state()
-        .iter()
-        .filter(|o| o.namespace().as_deref() == Some(ns) && selects(&want, o.labels()))
-        .map(|o| o.metadata.clone())
-        .collect()
+    owned_by(store.state().iter().map(|o| &**o), ns, server)
 }
 
 /// What to do with a desired child.

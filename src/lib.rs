@@ -7,6 +7,7 @@ pub mod consts;
 pub mod controller;
 pub mod crds;
 pub mod issue;
+pub mod leader;
 pub mod metrics;
 pub mod plugins;
 pub mod policy;

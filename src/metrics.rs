@@ -92,7 +92,7 @@ pub struct Metrics {
     pub duration: Family<ControllerLabels, Histogram, fn() -> Histogram>,
     /// Objects by kind and phase, refreshed on every scrape.
     pub objects: Family<PhaseLabels, Gauge>,
-    /// 1 while this replica holds the leader lease.
+    /// 1 while this replica leads: elected, and its Lease seen renewed recently (the fence is open).
     pub leader: Gauge,
     /// Requests made to the API server, by verb.
     pub kube_requests: Family<VerbLabels, Counter>,
@@ -113,7 +113,7 @@ impl Default for Metrics {
         registry.register("reconcile_failures", "Reconciles that failed, by reason", failures.clone());
         registry.register("reconcile_duration_seconds", "Reconcile duration", duration.clone());
         registry.register("objects", "Objects by kind and phase", objects.clone());
-        registry.register("leader", "1 while this replica is the leader", leader.clone());
+        registry.register("leader", "1 while this replica is the leader and its Lease is current", leader.clone());
         let kube_requests = Family::<VerbLabels, Counter>::default();
         registry.register(
             "kube_requests",

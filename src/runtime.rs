@@ -363,16 +363,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut ctx = Context::new(client.clone(), defaults, metrics.clone(), Some(identity.clone()))
         .with_gateway_status(args.gateway_status)
         .with_gateway_reader(reader);
-    ctx.health = health;
-    let ctx = Arc::new(ctx);
+    ctx.health = health.clone();
 
     if args.leader_election {
         let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.leader_election_lease)
             .with_namespace(&args.leader_election_namespace)
             .with_identity(&identity)
             .with_field_manager(FIELD_MANAGER)
-            .with_duration(15)
-            .with_grace(5)
+            .with_duration(crate::leader::LEASE_SECONDS)
+            .with_grace(crate::leader::RENEW_BEFORE_SECONDS)
             .build()
             .await
             .context("leader election Lease")?;
@@ -384,37 +383,45 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 tracing::warn!(error = %e, deployment = %owner, "could not make the Deployment own the leader Lease");
             }
         }
-        let (mut leader, lease_task) = manager.watch().await;
+        let leader = metrics.leader.clone();
+        let election = crate::leader::Election::start(
+            client.clone(),
+            manager,
+            &args.leader_election_namespace,
+            &args.leader_election_lease,
+            &identity,
+            health,
+            move |open| {
+                leader.set(i64::from(open));
+            },
+        );
         tracing::info!(%identity, lease = %args.leader_election_lease, namespace = %args.leader_election_namespace, "waiting to become leader");
-        loop {
-            if *leader.borrow_and_update() {
-                break;
-            }
-            tokio::select! {
-                changed = leader.changed() => changed.context("leader election stopped")?,
-                _ = shutdown_signal() => return Ok(()),
+        ctx.fence = election.fence();
+        tokio::select! {
+            _ = ctx.fence.wait() => {}
+            _ = shutdown_signal() => {
+                election.release(Duration::from_secs(5)).await;
+                return Ok(());
             }
         }
         tracing::info!(%identity, "became leader");
-        metrics.leader.set(1);
         if args.upgrade_crds {
             upgrade_crds(&client).await;
         }
-        let run = controllers(ctx, &args, &admin);
+        let run = controllers(Arc::new(ctx), &args, &admin);
         tokio::select! {
             _ = run => tracing::info!("controllers stopped"),
-            _ = async { while leader.changed().await.is_ok() { if !*leader.borrow() { break; } } } => {
-                // Another replica may already reconcile: stop at once and let Kubernetes restart us.
+            _ = election.lost() => {
+                // Another replica reconciles now: stop at once and let Kubernetes restart us.
                 anyhow::bail!("lost the leader Lease");
             }
         }
-        drop(leader);
-        let _ = tokio::time::timeout(Duration::from_secs(5), lease_task).await;
+        election.release(Duration::from_secs(5)).await;
     } else {
         if args.upgrade_crds {
             upgrade_crds(&client).await;
         }
-        controllers(ctx, &args, &admin).await;
+        controllers(Arc::new(ctx), &args, &admin).await;
     }
     server.abort();
     tracing::info!("shut down");

@@ -1005,6 +1005,122 @@ async fn deleting_a_server_removes_its_workload() -> Result<()> {
     Ok(())
 }
 
+// ---------------------------------------------------------------- leader election
+
+const LEASE: &str = "mcp-operator-leader";
+
+fn lease_holder(env: &mcp_operator_e2e::Env) -> Result<String> {
+    let out = env.admin_sh(&format!(
+        "kubectl get lease {LEASE} -n mcp-system -o jsonpath='{{.spec.holderIdentity}}' 2>/dev/null || true"
+    ))?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Another holder takes the Lease for an hour (as a replica that acquired it would).
+fn take_lease(env: &mcp_operator_e2e::Env) -> Result<()> {
+    let now = k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+    let patch =
+        format!(r#"{{"spec":{{"holderIdentity":"intruder","renewTime":"{now}","leaseDurationSeconds":3600}}}}"#);
+    env.admin_sh(&format!("kubectl patch lease {LEASE} -n mcp-system --type=merge -p '{patch}'"))?;
+    Ok(())
+}
+
+/// Two replicas: when the leader goes, the other one leads and reconciles; a leader that sees
+/// another holder on its Lease stops (it exits, and waits as a standby when restarted) instead
+/// of reconciling beside it.
+#[tokio::test(flavor = "multi_thread")]
+async fn leader_failover_and_a_taken_lease_stop_the_old_leader() -> Result<()> {
+    let env = env();
+    let _x = env.exclusive().await;
+    let result = if env.operator_is_local() { failover_local(env).await } else { failover_in_cluster(env).await };
+    // Whatever happened, the next scenario starts from one leading operator.
+    env.admin_sh(&format!("kubectl delete lease {LEASE} -n mcp-system --ignore-not-found"))?;
+    if !env.operator_is_local() {
+        env.admin_sh("kubectl scale deployment mcp-operator -n mcp-system --replicas=1")?;
+    }
+    env.start_operator().await?;
+    result
+}
+
+async fn failover_in_cluster(env: &'static mcp_operator_e2e::Env) -> Result<()> {
+    let pods = "kubectl get pods -n mcp-system -l app.kubernetes.io/name=mcp-operator --field-selector=status.phase=Running -o jsonpath='{.items[*].metadata.name}'";
+    env.admin_sh("kubectl scale deployment mcp-operator -n mcp-system --replicas=2 && kubectl rollout status deployment mcp-operator -n mcp-system --timeout=180s")?;
+    let leader = eventually("a leader among the operator's pods", || async move {
+        let names = String::from_utf8_lossy(&env.admin_sh(pods)?.stdout).into_owned();
+        let holder = lease_holder(env)?;
+        Ok(names.split_whitespace().any(|n| n == holder).then_some(holder))
+    })
+    .await?;
+    env.admin_sh(&format!("kubectl delete pod {leader} -n mcp-system --wait=false"))?;
+    let next = eventually("the other replica to take the Lease", || {
+        let leader = leader.clone();
+        async move {
+            let holder = lease_holder(env)?;
+            Ok((!holder.is_empty() && holder != leader).then_some(holder))
+        }
+    })
+    .await?;
+    let ns = env.namespace("failover").await?;
+    deploy_guide_server(&ns).await.context("the new leader reconciles")?;
+
+    take_lease(env)?;
+    eventually("the leader to stop on seeing another holder (a container restart)", || {
+        let next = next.clone();
+        async move {
+            let out = env.admin_sh(&format!(
+                "kubectl get pod {next} -n mcp-system -o jsonpath='{{.status.containerStatuses[0].restartCount}}'"
+            ))?;
+            let restarts: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
+            Ok((restarts > 0).then_some(()))
+        }
+    })
+    .await?;
+    let log = env.admin_sh(&format!("kubectl logs {next} -n mcp-system --previous"))?;
+    let log = String::from_utf8_lossy(&log.stdout);
+    ensure!(log.contains("lost the leader Lease"), "the old leader's log:\n{log}");
+    ensure!(lease_holder(env)? == "intruder", "nobody takes a current Lease");
+    Ok(())
+}
+
+async fn failover_local(env: &'static mcp_operator_e2e::Env) -> Result<()> {
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?.to_string()
+    };
+    let mut standby = env.spawn_standby("e2e-standby", &addr)?;
+    let metrics = format!("http://{addr}/metrics");
+    let result = async {
+        eventually("the standby to wait (mcp_operator_leader 0)", || {
+            let url = metrics.clone();
+            async move {
+                let body = mcp_operator_e2e::env::http_get(&url).await.ok();
+                Ok(body.filter(|b| b.contains("mcp_operator_leader 0")).map(|_| ()))
+            }
+        })
+        .await?;
+        let pid = env.operator_pid().context("the leader's pid")?;
+        std::process::Command::new("kill").args(["-9", &pid.to_string()]).status()?;
+        eventually("the standby to lead", || async move { Ok((lease_holder(env)? == "e2e-standby").then_some(())) })
+            .await?;
+        let ns = env.namespace("failover").await?;
+        deploy_guide_server(&ns).await.context("the new leader reconciles")?;
+        take_lease(env)?;
+        eventually("the leader to exit on seeing another holder", || {
+            let exited = standby.try_wait().ok().flatten().is_some();
+            async move { Ok(exited.then_some(())) }
+        })
+        .await?;
+        let log = std::fs::read_to_string(env.work.join("operator-e2e-standby.log")).unwrap_or_default();
+        ensure!(log.contains("lost the leader Lease"), "the standby's log:\n{log}");
+        ensure!(lease_holder(env)? == "intruder", "nobody takes a current Lease");
+        Ok(())
+    }
+    .await;
+    let _ = standby.kill();
+    let _ = standby.wait();
+    result
+}
+
 // ---------------------------------------------------------------- troubleshooting
 
 #[tokio::test(flavor = "multi_thread")]

@@ -57,6 +57,8 @@ pub struct Context {
     pub gateway_reader: super::gateway_status::Reader,
     /// How the watches fare (readiness and liveness).
     pub health: Arc<super::watch::WatchHealth>,
+    /// Open while this replica may start reconciles (always, without leader election).
+    pub fence: crate::leader::Fence,
 }
 
 fn failure_key<K: Resource<DynamicType = ()>>(controller: &str, obj: &ObjectRef<K>) -> String {
@@ -91,6 +93,7 @@ impl Context {
             server_trigger: None,
             gateway_reader,
             health: Default::default(),
+            fence: Default::default(),
         }
     }
 
@@ -104,6 +107,13 @@ impl Context {
     pub fn with_gateway_reader(mut self, reader: super::gateway_status::Reader) -> Self {
         self.gateway_reader = reader;
         self
+    }
+
+    /// Waits until this replica may start a reconcile: it leads (if elected) and its caches
+    /// are filled.
+    pub async fn may_reconcile(&self) {
+        self.fence.wait().await;
+        self.caches.ready().await;
     }
 
     /// Asks for a reconcile of every server of `ns` that names the SecurityPolicy `policy`.

@@ -727,7 +727,7 @@ pub fn controller(
         .shutdown_on_signal()
         .run(
             |server, ctx| async move {
-                ctx.caches.ready().await;
+                ctx.may_reconcile().await;
                 super::reconcile_guarded(server, ctx, CONTROLLER, reconcile).await
             },
             error_policy,

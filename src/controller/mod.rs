@@ -149,7 +149,7 @@ where
         .shutdown_on_signal()
         .run(
             move |obj, ctx| async move {
-                ctx.caches.ready().await;
+                ctx.may_reconcile().await;
                 reconcile_guarded(obj, ctx, controller, reconcile).await
             },
             error_policy,

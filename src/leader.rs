@@ -1,0 +1,382 @@
+//! Leader election with a fence.
+//!
+//! kube-lease-manager keeps the Lease. This module drives it with a bounded retry (the crate's
+//! own loop backs off to 30 s, so a replica could stay unsure for half a minute after the API
+//! server returned), watches the Lease itself, and fences the controllers: a reconcile starts
+//! only while this replica is elected *and* the Lease, as last seen renewed, is still current by
+//! the renew time this replica wrote. A leader that cannot renew (API server away, a request
+//! that hangs) stops starting reconciles [`MARGIN`] before its Lease can expire and another
+//! replica can take it, and resumes as soon as a renewal is seen; one that sees another holder
+//! has lost and says so.
+
+use crate::controller::watch::{self, BoundedBackoff, WatchHealth};
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::runtime::watcher;
+use kube::Api;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch as channel;
+
+/// How long the fence closes before the Lease expires (clock differences between replicas,
+/// requests in flight).
+pub const MARGIN: Duration = Duration::from_secs(3);
+
+/// Lease duration (seconds): how long a replica that stopped renewing keeps the Lease.
+pub const LEASE_SECONDS: u64 = 15;
+/// The Lease is renewed this long before it expires: every 8 s, leaving 4 s between a renewal
+/// due and the fence closing.
+pub const RENEW_BEFORE_SECONDS: u64 = 7;
+
+/// Who holds the Lease, as it says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder {
+    /// This replica, until then (renew time + duration).
+    Me {
+        /// When the Lease expires.
+        until: SystemTime,
+    },
+    /// Another replica, until then.
+    Other {
+        /// When the Lease expires.
+        until: SystemTime,
+    },
+    /// Nobody (released, or not created yet).
+    Nobody,
+}
+
+/// Reads `lease` for the replica `me`.
+pub fn holder(lease: &Lease, me: &str) -> Holder {
+    let Some(spec) = &lease.spec else { return Holder::Nobody };
+    let Some(who) = spec.holder_identity.as_deref().filter(|h| !h.is_empty()) else { return Holder::Nobody };
+    let renewed = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()).map(|t| SystemTime::from(t.0));
+    let seconds = spec.lease_duration_seconds.unwrap_or(0).max(0) as u64;
+    // A holder without a renew time holds nothing (kube-lease-manager erases it to expire a Lease).
+    let until = renewed.map_or(SystemTime::UNIX_EPOCH, |t| t + Duration::from_secs(seconds));
+    if who == me {
+        Holder::Me { until }
+    } else {
+        Holder::Other { until }
+    }
+}
+
+/// What the fence says at `now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// Reconciles may start, until then.
+    Open {
+        /// When the fence closes unless a renewal is seen.
+        until: SystemTime,
+    },
+    /// No reconcile may start.
+    Closed,
+    /// Another replica holds a current Lease while this one is elected: it lost.
+    Lost,
+}
+
+/// The fence for a replica that is `elected` (by kube-lease-manager) and sees `holder` at `now`.
+pub fn gate(elected: bool, holder: Holder, now: SystemTime) -> Gate {
+    match holder {
+        Holder::Other { until } if elected && now < until => Gate::Lost,
+        Holder::Me { until } if elected => match until.checked_sub(MARGIN) {
+            Some(close) if now < close => Gate::Open { until: close },
+            _ => Gate::Closed,
+        },
+        _ => Gate::Closed,
+    }
+}
+
+/// Open while this replica may start reconciles. [`Fence::open`] is always open (no leader
+/// election).
+#[derive(Clone, Debug)]
+pub struct Fence(channel::Receiver<bool>);
+
+impl Default for Fence {
+    fn default() -> Self {
+        Self::open()
+    }
+}
+
+impl Fence {
+    /// A fence that never closes.
+    pub fn open() -> Self {
+        Self(channel::channel(true).1)
+    }
+
+    /// Whether reconciles may start now.
+    pub fn is_open(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once the fence is open; never, if it closed for good (the election ended).
+    pub async fn wait(&self) {
+        if self.0.clone().wait_for(|open| *open).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// A running election: the fence, and how it ends.
+pub struct Election {
+    fence: Fence,
+    lost: channel::Receiver<bool>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    elector: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Election {
+    /// Starts electing with `manager` (for the Lease `name` in `namespace`, as `me`), watching
+    /// the Lease through `client` (its watch health recorded in `health`). `on_gate` is told
+    /// every change of the fence (the leader metric).
+    pub fn start(
+        client: kube::Client,
+        manager: kube_lease_manager::LeaseManager,
+        namespace: &str,
+        name: &str,
+        me: &str,
+        health: Arc<WatchHealth>,
+        on_gate: impl Fn(bool) + Send + 'static,
+    ) -> Self {
+        let (elected_tx, elected) = channel::channel(false);
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let elector = tokio::spawn(elect(manager, elected_tx, stopped));
+
+        let (holder_tx, holders) = channel::channel(Holder::Nobody);
+        let me = me.to_string();
+        let config = watch::config(watcher::Config::default().fields(&format!("metadata.name={name}")));
+        let leases = watch::events(watcher(Api::<Lease>::namespaced(client, namespace), config), health, "Lease");
+        let reader = tokio::spawn(async move {
+            let mut leases = std::pin::pin!(leases);
+            while let Some(event) = leases.next().await {
+                let seen = match event {
+                    watcher::Event::Apply(l) | watcher::Event::InitApply(l) => holder(&l, &me),
+                    watcher::Event::Delete(_) => Holder::Nobody,
+                    watcher::Event::Init | watcher::Event::InitDone => continue,
+                };
+                holder_tx.send_replace(seen);
+            }
+        });
+
+        let (fence_tx, fence) = channel::channel(false);
+        let (lost_tx, lost) = channel::channel(false);
+        let keeper = tokio::spawn(keep(elected, holders, fence_tx, lost_tx, on_gate));
+        Self { fence: Fence(fence), lost, stop: Some(stop), elector, tasks: vec![reader, keeper] }
+    }
+
+    /// The fence the controllers wait on.
+    pub fn fence(&self) -> Fence {
+        self.fence.clone()
+    }
+
+    /// Resolves when this replica lost the Lease to another one.
+    pub async fn lost(&self) {
+        if self.lost.clone().wait_for(|lost| *lost).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Stops electing and releases the Lease (if held), waiting at most `timeout`.
+    pub async fn release(mut self, timeout: Duration) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(timeout, &mut self.elector).await;
+    }
+}
+
+/// Drives kube-lease-manager: every change of this replica's state is sent on `elected`;
+/// errors are retried after a bounded backoff (≤ 5 s). On `stop` the Lease is released.
+async fn elect(
+    manager: kube_lease_manager::LeaseManager,
+    elected: channel::Sender<bool>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let mut backoff = BoundedBackoff::default();
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut stop => break,
+            changed = manager.changed() => match changed {
+                Ok(state) => {
+                    kube::runtime::utils::Backoff::reset(&mut backoff);
+                    elected.send_replace(state);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "leader election: the Lease could not be read or renewed");
+                    let delay = backoff.next().unwrap_or(Duration::from_secs(5));
+                    tokio::select! {
+                        _ = &mut stop => break,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+    if let Err(e) = manager.release().await {
+        tracing::warn!(error = %e, "could not release the leader Lease");
+    }
+}
+
+/// Keeps `fence` in step with `elected` and `holders` (and the clock), and sets `lost` once
+/// another replica holds a current Lease while this one is elected, or this one is no longer
+/// elected after it was.
+async fn keep(
+    mut elected: channel::Receiver<bool>,
+    mut holders: channel::Receiver<Holder>,
+    fence: channel::Sender<bool>,
+    lost: channel::Sender<bool>,
+    on_gate: impl Fn(bool),
+) {
+    let mut led = false;
+    loop {
+        let now = SystemTime::now();
+        let is_elected = *elected.borrow_and_update();
+        let mut state = gate(is_elected, *holders.borrow_and_update(), now);
+        // kube-lease-manager un-elects only on finding another holder: lost as well.
+        if led && !is_elected {
+            state = Gate::Lost;
+        }
+        led |= is_elected;
+        let open = matches!(state, Gate::Open { .. });
+        if fence.send_if_modified(|was| std::mem::replace(was, open) != open) {
+            on_gate(open);
+            if open {
+                tracing::info!("leading: reconciles may start");
+            } else {
+                tracing::warn!("not sure of the leader Lease any more: no reconcile starts until it is renewed");
+            }
+        }
+        if state == Gate::Lost {
+            lost.send_replace(true);
+            return;
+        }
+        let wake = match state {
+            Gate::Open { until } => until.duration_since(now).unwrap_or_default(),
+            _ => Duration::from_secs(3600),
+        };
+        tokio::select! {
+            r = elected.changed() => if r.is_err() { return },
+            r = holders.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(wake) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::coordination::v1::LeaseSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+
+    fn lease(holder: &str, renewed: SystemTime, seconds: i32) -> Lease {
+        Lease {
+            spec: Some(LeaseSpec {
+                holder_identity: Some(holder.into()),
+                renew_time: Some(MicroTime(renewed.try_into().unwrap())),
+                lease_duration_seconds: Some(seconds),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
+    }
+
+    #[test]
+    fn the_lease_names_its_holder_and_expiry() {
+        assert_eq!(holder(&lease("a", at(0), 15), "a"), Holder::Me { until: at(15) });
+        assert_eq!(holder(&lease("b", at(0), 15), "a"), Holder::Other { until: at(15) });
+        assert_eq!(holder(&lease("", at(0), 15), "a"), Holder::Nobody);
+        assert_eq!(holder(&Lease::default(), "a"), Holder::Nobody);
+        let mut erased = lease("a", at(0), 15);
+        erased.spec.as_mut().unwrap().renew_time = None;
+        assert_eq!(holder(&erased, "a"), Holder::Me { until: SystemTime::UNIX_EPOCH });
+    }
+
+    #[test]
+    fn an_elected_replica_reconciles_until_shortly_before_its_lease_expires() {
+        let me = Holder::Me { until: at(15) };
+        assert_eq!(gate(true, me, at(1)), Gate::Open { until: at(15) - MARGIN });
+        assert_eq!(gate(true, me, at(15) - MARGIN), Gate::Closed);
+        assert_eq!(gate(true, me, at(20)), Gate::Closed);
+        // Not elected (yet, or any more): closed whatever the Lease says.
+        assert_eq!(gate(false, me, at(1)), Gate::Closed);
+        assert_eq!(gate(true, Holder::Nobody, at(1)), Gate::Closed);
+    }
+
+    #[test]
+    fn another_current_holder_means_lost_and_an_expired_one_does_not() {
+        let other = Holder::Other { until: at(15) };
+        assert_eq!(gate(true, other, at(10)), Gate::Lost);
+        // An expired Lease of a former leader, seen before our own acquisition arrives.
+        assert_eq!(gate(true, other, at(16)), Gate::Closed);
+        // A standby sees the leader's Lease: closed, not lost.
+        assert_eq!(gate(false, other, at(10)), Gate::Closed);
+    }
+
+    #[test]
+    fn renewals_come_before_the_fence_closes() {
+        let renew_every = LEASE_SECONDS - RENEW_BEFORE_SECONDS;
+        let closes_after = Duration::from_secs(LEASE_SECONDS) - MARGIN;
+        assert!(Duration::from_secs(renew_every) + Duration::from_secs(3) <= closes_after);
+    }
+
+    #[tokio::test]
+    async fn the_fence_opens_on_a_renewal_closes_when_renewals_stop_and_reports_a_loss() {
+        let (elected_tx, elected) = channel::channel(false);
+        let (holder_tx, holders) = channel::channel(Holder::Nobody);
+        let (fence_tx, fence) = channel::channel(false);
+        let (lost_tx, mut lost) = channel::channel(false);
+        let changes = Arc::new(std::sync::Mutex::new(vec![]));
+        let seen = changes.clone();
+        tokio::spawn(keep(elected, holders, fence_tx, lost_tx, move |open| seen.lock().unwrap().push(open)));
+        let mut fence = Fence(fence);
+        let settle = || tokio::time::sleep(Duration::from_millis(50));
+        let renewed = |secs: f64| Holder::Me { until: SystemTime::now() + Duration::from_secs_f64(secs) };
+
+        elected_tx.send_replace(true);
+        settle().await;
+        assert!(!fence.is_open(), "elected, but the Lease is not seen as ours yet");
+
+        holder_tx.send_replace(renewed(15.0));
+        settle().await;
+        assert!(fence.is_open(), "elected and renewed");
+
+        // Renewed once more, then no more renewals: the fence closes on its own MARGIN before
+        // the Lease expires (here 1 s after this renewal).
+        holder_tx.send_replace(renewed(MARGIN.as_secs_f64() + 1.0));
+        settle().await;
+        assert!(fence.is_open());
+        tokio::time::timeout(Duration::from_secs(10), fence.0.wait_for(|open| !*open)).await.unwrap().unwrap();
+
+        holder_tx.send_replace(renewed(15.0));
+        settle().await;
+        assert!(fence.is_open(), "a renewal reopens it");
+
+        holder_tx.send_replace(Holder::Other { until: SystemTime::now() + Duration::from_secs(15) });
+        tokio::time::timeout(Duration::from_secs(10), lost.wait_for(|l| *l)).await.unwrap().unwrap();
+        assert!(!fence.is_open());
+        assert_eq!(*changes.lock().unwrap(), vec![true, false, true, false]);
+    }
+
+    #[tokio::test]
+    async fn being_unelected_after_leading_is_a_loss() {
+        let (elected_tx, elected) = channel::channel(true);
+        let (_holder_tx, holders) = channel::channel(Holder::Me { until: SystemTime::now() + Duration::from_secs(15) });
+        let (fence_tx, fence) = channel::channel(false);
+        let (lost_tx, mut lost) = channel::channel(false);
+        tokio::spawn(keep(elected, holders, fence_tx, lost_tx, |_| {}));
+        let mut fence = Fence(fence);
+        tokio::time::timeout(Duration::from_secs(10), fence.0.wait_for(|open| *open)).await.unwrap().unwrap();
+        assert!(!*lost.borrow());
+        elected_tx.send_replace(false);
+        tokio::time::timeout(Duration::from_secs(10), lost.wait_for(|l| *l)).await.unwrap().unwrap();
+        assert!(!fence.is_open());
+    }
+}

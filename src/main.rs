@@ -4,6 +4,7 @@ use clap::Parser;
 /// mimalloc instead of glibc's malloc: the operator holds tens of thousands of small cached
 /// objects and churns through watch events, which glibc's arenas fragment (the scale benchmark's
 /// resident memory is the measure).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

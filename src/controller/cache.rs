@@ -10,10 +10,10 @@
 use super::Guarded;
 use crate::api::{McpServer, Plugin, SecurityPolicy};
 use crate::consts::{LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ContainerState, ContainerStateWaiting, ContainerStatus, Pod, PodCondition, PodSpec, PodStatus, Secret,
-    Service, ServiceAccount,
+    ConfigMap, ContainerState, ContainerStateWaiting, ContainerStatus, Pod, PodCondition, PodStatus, Secret, Service,
+    ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::node::v1::RuntimeClass;
@@ -22,7 +22,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -41,7 +43,7 @@ pub struct Caches {
     /// RuntimeClasses (names only).
     pub runtime_classes: Store<PartialObjectMeta<RuntimeClass>>,
     /// Deployments the operator manages (trimmed: no pod template).
-    pub deployments: Store<Deployment>,
+    pub deployments: Store<CachedDeployment>,
     /// Services the operator manages (metadata).
     pub services: Store<PartialObjectMeta<Service>>,
     /// ConfigMaps the operator manages (metadata).
@@ -53,7 +55,7 @@ pub struct Caches {
     /// PodDisruptionBudgets the operator manages (metadata).
     pub pdbs: Store<PartialObjectMeta<PodDisruptionBudget>>,
     /// Pods of the servers and plugins (trimmed: labels, readiness, address, container states).
-    pub pods: Store<Pod>,
+    pub pods: Store<CachedPod>,
     /// Secrets named by policies, as last read.
     pub secrets: SecretCache,
     /// Per child: the applied hash, the version marker the API server returned for it, and when.
@@ -77,6 +79,83 @@ pub struct Baseline {
 /// How long an applied child may be missing from its cache before it counts as gone.
 pub const CACHE_LAG: Duration = Duration::from_secs(10);
 
+/// A Deployment as the caches hold it: its metadata, desired replica count and status. Watched
+/// and listed as this type, so the pod template is never even deserialized (nor kept: a whole
+/// `Deployment` is 2.4 KB before any of its strings).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+pub struct CachedDeployment {
+    /// The Deployment's metadata.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// What is read of its spec.
+    #[serde(default)]
+    pub spec: CachedDeploymentSpec,
+    /// Its status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<DeploymentStatus>,
+}
+
+/// What is read of a Deployment's spec.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+pub struct CachedDeploymentSpec {
+    /// Desired pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+}
+
+impl From<Deployment> for CachedDeployment {
+    fn from(d: Deployment) -> Self {
+        Self { metadata: d.metadata, spec: CachedDeploymentSpec { replicas: d.spec.replicas }, status: d.status }
+    }
+}
+
+/// A pod as the caches hold it: metadata and status, never its spec.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+pub struct CachedPod {
+    /// The pod's metadata.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// Its status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<PodStatus>,
+}
+
+impl From<Pod> for CachedPod {
+    fn from(p: Pod) -> Self {
+        Self { metadata: p.metadata, status: p.status }
+    }
+}
+
+/// `$view` is read from and written to the API of the namespaced kind `$kind`.
+macro_rules! view_of {
+    ($view:ty, $kind:ty) => {
+        impl Resource for $view {
+            type DynamicType = ();
+            type Scope = k8s_openapi::NamespaceResourceScope;
+            fn kind(dt: &()) -> Cow<'_, str> {
+                <$kind as Resource>::kind(dt)
+            }
+            fn group(dt: &()) -> Cow<'_, str> {
+                <$kind as Resource>::group(dt)
+            }
+            fn version(dt: &()) -> Cow<'_, str> {
+                <$kind as Resource>::version(dt)
+            }
+            fn plural(dt: &()) -> Cow<'_, str> {
+                <$kind as Resource>::plural(dt)
+            }
+            fn meta(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+            fn meta_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
+view_of!(CachedDeployment, Deployment);
+view_of!(CachedPod, Pod);
+
 /// The writing ends of the stores, fed by the controllers' watches.
 pub struct Writers {
     /// Feeds [`Caches::servers`].
@@ -88,7 +167,7 @@ pub struct Writers {
     /// Feeds [`Caches::runtime_classes`].
     pub runtime_classes: reflector::store::Writer<PartialObjectMeta<RuntimeClass>>,
     /// Feeds [`Caches::deployments`].
-    pub deployments: reflector::store::Writer<Deployment>,
+    pub deployments: reflector::store::Writer<CachedDeployment>,
     /// Feeds [`Caches::services`].
     pub services: reflector::store::Writer<PartialObjectMeta<Service>>,
     /// Feeds [`Caches::config_maps`].
@@ -100,7 +179,7 @@ pub struct Writers {
     /// Feeds [`Caches::pdbs`].
     pub pdbs: reflector::store::Writer<PartialObjectMeta<PodDisruptionBudget>>,
     /// Feeds [`Caches::pods`].
-    pub pods: reflector::store::Writer<Pod>,
+    pub pods: reflector::store::Writer<CachedPod>,
 }
 
 /// Empty caches and their writers.
@@ -203,12 +282,12 @@ impl Caches {
     }
 
     /// The Deployment `name` in `ns`, as cached.
-    pub fn deployment(&self, ns: &str, name: &str) -> Option<Deployment> {
+    pub fn deployment(&self, ns: &str, name: &str) -> Option<CachedDeployment> {
         self.deployments.get(&ObjectRef::new(name).within(ns)).map(|d| (*d).clone())
     }
 
     /// The pods of `ns` whose labels include every one of `selector`.
-    pub fn pods(&self, ns: &str, selector: &BTreeMap<String, String>) -> Vec<Pod> {
+    pub fn pods(&self, ns: &str, selector: &BTreeMap<String, String>) -> Vec<CachedPod> {
         self.pods
             .state()
             .iter()
@@ -293,7 +372,7 @@ where
 }
 
 /// Same as [`children_of`] for the full Deployment store.
-pub fn deployments_of(store: &Store<Deployment>, ns: &str, server: &str) -> Vec<ObjectMeta> {
+pub fn deployments_of(store: &Store<CachedDeployment>, ns: &str, server: &str) -> Vec<ObjectMeta> {
     owned_by(store.state().iter().map(|o| &**o), ns, server)
 }
 
@@ -405,11 +484,10 @@ pub fn trim_child<K: Resource>(obj: &mut K) {
     trim_meta(obj.meta_mut());
 }
 
-/// Drops what the controllers never read from a cached Deployment: the pod template, most of
-/// the metadata ([`trim_meta`]) and the conditions' messages and times.
-pub fn trim_deployment(d: &mut Deployment) {
+/// Drops what the controllers never read from a cached Deployment: most of the metadata
+/// ([`trim_meta`]) and the conditions' messages and times.
+pub fn trim_deployment(d: &mut CachedDeployment) {
     trim_meta(&mut d.metadata);
-    d.spec.template = Default::default();
     if let Some(conditions) = d.status.as_mut().and_then(|s| s.conditions.as_mut()) {
         for c in conditions {
             c.message = None;
@@ -419,12 +497,11 @@ pub fn trim_deployment(d: &mut Deployment) {
     }
 }
 
-/// Drops what the controllers never read from a cached pod: the spec, most of the metadata
+/// Drops what the controllers never read from a cached pod: most of the metadata
 /// ([`trim_meta`]) and most of the status (kept: phase, address, the Ready condition, each
 /// container's readiness and waiting reason).
-pub fn trim_pod(p: &mut Pod) {
+pub fn trim_pod(p: &mut CachedPod) {
     trim_meta(&mut p.metadata);
-    p.spec = Some(PodSpec::default());
     if let Some(s) = p.status.take() {
         p.status = Some(PodStatus {
             phase: s.phase,
@@ -666,8 +743,30 @@ mod tests {
     }
 
     #[test]
+    fn a_cached_deployment_is_read_without_its_pod_template() {
+        let full: Deployment = serde_json::from_value(serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "d", "namespace": "ns", "generation": 2},
+            "spec": {"replicas": 3, "selector": {"matchLabels": {"a": "b"}},
+                     "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}},
+            "status": {"observedGeneration": 2, "readyReplicas": 1}
+        }))
+        .unwrap();
+        let read: CachedDeployment = serde_json::from_value(serde_json::to_value(&full).unwrap()).unwrap();
+        assert_eq!(read, CachedDeployment::from(full));
+        assert_eq!((read.spec.replicas, read.status.as_ref().unwrap().ready_replicas), (Some(3), Some(1)));
+        assert!(!serde_json::to_string(&read).unwrap().contains("template"));
+        assert_eq!(
+            (CachedDeployment::kind(&()), CachedDeployment::plural(&())),
+            ("Deployment".into(), "deployments".into())
+        );
+        assert_eq!(CachedPod::url_path(&(), Some("ns")), Pod::url_path(&(), Some("ns")));
+    }
+
+    #[test]
     fn trimmed_pods_keep_what_status_and_gateway_reads_need() {
-        let pod: Pod = serde_json::from_value(serde_json::json!({
+        // As a watch reads it: the spec is not even deserialized.
+        let pod: CachedPod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "p", "labels": {"a": "b"}, "annotations": {"x": "y"}},
             "spec": {"containers": [{"name": "c", "image": "i"}]},
             "status": {"phase": "Running", "podIP": "10.0.0.5", "hostIP": "1.2.3.4",
@@ -687,6 +786,5 @@ mod tests {
         assert_eq!(trimmed.labels()["a"], "b");
         assert!(trimmed.annotations().is_empty());
         assert_eq!(super::super::gateway_status::pick_pod(&[trimmed.clone()]).as_deref(), Some("10.0.0.5"));
-        assert!(trimmed.spec.unwrap().containers.is_empty());
     }
 }

@@ -3,12 +3,12 @@
 //! concurrency, only when the pods changed or on a slow period); out of the cluster (a developer
 //! running the binary against a cluster) it goes through the API server's service proxy.
 
+use super::cache::CachedPod;
 use crate::api::condition_types::MCP_READY;
 use crate::api::{condition, set_condition, McpServer, McpServerStatus, ServerInfo};
 use crate::build::gateway_ports;
 use crate::consts::ADMIN_PORT_NAME;
 use http_body_util::BodyExt;
-use k8s_openapi::api::core::v1::Pod;
 use kube::{Client, ResourceExt};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -60,14 +60,14 @@ impl Reader {
 
     /// Whether `server` is due a read: its ready pods changed, it was never read, the last read
     /// failed (`settled` false), or the slow period passed.
-    pub fn due(&self, server: &McpServer, pods: &[Pod], settled: bool) -> bool {
+    pub fn due(&self, server: &McpServer, pods: &[CachedPod], settled: bool) -> bool {
         let key = format!("{}/{}", server.namespace().unwrap_or_default(), server.name_any());
         let last = self.last.lock().expect("gateway reads lock");
         is_due(last.get(&key), &pods_key(pods), settled, Instant::now())
     }
 
     /// Reads the status document of `server`, whose pods are `pods`.
-    pub async fn read(&self, server: &McpServer, pods: &[Pod]) -> Result<GatewayStatus, String> {
+    pub async fn read(&self, server: &McpServer, pods: &[CachedPod]) -> Result<GatewayStatus, String> {
         let key = format!("{}/{}", server.namespace().unwrap_or_default(), server.name_any());
         self.last.lock().expect("gateway reads lock").insert(key, (pods_key(pods), Instant::now()));
         let _permit = self.limit.acquire().await.map_err(|e| e.to_string())?;
@@ -89,7 +89,7 @@ impl Reader {
         self.last.lock().expect("gateway reads lock").remove(&format!("{ns}/{name}"));
     }
 
-    async fn read_pod(&self, server: &McpServer, pods: &[Pod]) -> Result<GatewayStatus, String> {
+    async fn read_pod(&self, server: &McpServer, pods: &[CachedPod]) -> Result<GatewayStatus, String> {
         let Some(ip) = pick_pod(pods) else {
             return Err("gateway status unavailable: no ready server pod to ask".into());
         };
@@ -120,7 +120,7 @@ impl Reader {
 }
 
 /// The ready pods' names and addresses, which change when the gateway to ask changes.
-fn pods_key(pods: &[Pod]) -> String {
+fn pods_key(pods: &[CachedPod]) -> String {
     let mut ready: Vec<String> = pods
         .iter()
         .filter(|p| is_ready(p))
@@ -130,7 +130,7 @@ fn pods_key(pods: &[Pod]) -> String {
     ready.join(",")
 }
 
-fn is_ready(pod: &Pod) -> bool {
+fn is_ready(pod: &CachedPod) -> bool {
     pod.metadata.deletion_timestamp.is_none()
         && pod
             .status
@@ -140,8 +140,8 @@ fn is_ready(pod: &Pod) -> bool {
 }
 
 /// The address of the pod to ask: a ready one, the first by name (stable across reads).
-pub fn pick_pod(pods: &[Pod]) -> Option<String> {
-    let mut ready: Vec<&Pod> =
+pub fn pick_pod(pods: &[CachedPod]) -> Option<String> {
+    let mut ready: Vec<&CachedPod> =
         pods.iter().filter(|p| is_ready(p) && p.status.as_ref().is_some_and(|s| s.pod_ip.is_some())).collect();
     ready.sort_by_key(|p| p.name_any());
     ready.first().and_then(|p| p.status.as_ref()).and_then(|s| s.pod_ip.clone())
@@ -277,7 +277,7 @@ mod tests {
         assert_eq!(mcp_ready(&st), ("False".into(), "GatewayUnreachable".into()));
     }
 
-    fn pod(name: &str, ip: Option<&str>, ready: bool) -> Pod {
+    fn pod(name: &str, ip: Option<&str>, ready: bool) -> CachedPod {
         serde_json::from_value(serde_json::json!({
             "metadata": {"name": name},
             "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}

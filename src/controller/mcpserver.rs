@@ -3,8 +3,8 @@
 //! through the garbage collector, so a server never waits for the operator to be deleted.
 
 use super::cache::{
-    children_of, deployments_of, marker, trim_child, trim_deployment, trim_pod, with_applied_hash, Decision, Writers,
-    ANNOTATION_APPLIED,
+    children_of, deployments_of, marker, trim_child, trim_deployment, trim_pod, with_applied_hash, CachedDeployment,
+    CachedPod, Decision, Writers, ANNOTATION_APPLIED,
 };
 use super::status::{server_status, Observation, Resolution};
 use super::usage::release_finalizer;
@@ -21,7 +21,7 @@ use crate::policy::{required_secrets, validate_policy};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -193,7 +193,7 @@ where
 #[derive(Debug, Default)]
 pub struct Applied {
     /// The server Deployment: as applied, or as cached when it needed nothing.
-    pub deployment: Option<Deployment>,
+    pub deployment: Option<CachedDeployment>,
     /// A child applied moments ago is not in its cache yet (look again shortly).
     pub lagging: bool,
 }
@@ -201,7 +201,7 @@ pub struct Applied {
 /// The writes of one reconcile, run concurrently.
 #[derive(Default)]
 struct Writes<'a> {
-    futures: Vec<BoxFuture<'a, Result<Option<Deployment>>>>,
+    futures: Vec<BoxFuture<'a, Result<Option<CachedDeployment>>>>,
     lagging: bool,
 }
 
@@ -283,7 +283,7 @@ pub async fn apply_children(ctx: &Context, ns: &str, server: &str, children: &Ch
 enum Write<'a> {
     Skip,
     Lagging,
-    Apply(BoxFuture<'a, Result<Option<Deployment>>>),
+    Apply(BoxFuture<'a, Result<Option<CachedDeployment>>>),
 }
 
 /// The apply of `desired` when it needs one (see [`Write`]); a Deployment's apply yields what
@@ -451,9 +451,9 @@ fn refused(e: &kube::core::Status) -> bool {
 /// (nothing of its admitted pod template changes).
 async fn scale_held_back(
     api: &Api<Deployment>,
-    existing: Option<Deployment>,
+    existing: Option<CachedDeployment>,
     replicas: i32,
-) -> Result<Option<Deployment>> {
+) -> Result<Option<CachedDeployment>> {
     let Some(mut deployment) = existing else { return Ok(None) };
     if deployment.spec.replicas != Some(replicas) {
         let patch = serde_json::json!({"spec": {"replicas": replicas}});
@@ -484,7 +484,7 @@ async fn publish_transitions(
     ctx: &Context,
     server: &McpServer,
     resolved: &Resolved,
-    existing: Option<&Deployment>,
+    existing: Option<&CachedDeployment>,
     previous: &McpServerStatus,
     status: &McpServerStatus,
 ) {
@@ -563,7 +563,7 @@ fn child_key<K: Resource>(o: &K) -> u64 {
     hash_of((marker(m), o.annotations().get(ANNOTATION_APPLIED), m.deletion_timestamp.is_some()))
 }
 
-fn deployment_key(d: &Deployment) -> u64 {
+fn deployment_key(d: &CachedDeployment) -> u64 {
     let st = d.status.as_ref();
     let conditions: Vec<_> = st
         .and_then(|s| s.conditions.as_ref())
@@ -623,7 +623,7 @@ pub fn controller(
     let servers = changed_objects(servers, server_key).map(Ok);
     let deployments = changes(
         reflect(
-            watcher(scope.api::<Deployment>(&client), owned.clone()).modify(trim_deployment),
+            watcher(scope.api::<CachedDeployment>(&client), owned.clone()).modify(trim_deployment),
             writers.deployments,
             h(),
             "Deployment",
@@ -651,9 +651,9 @@ pub fn controller(
     let network_policies = meta_child!(NetworkPolicy, writers.network_policies, "NetworkPolicy");
     let pdbs = meta_child!(PodDisruptionBudget, writers.pdbs, "PodDisruptionBudget");
     let pods = changes(
-        reflect(watcher(scope.api::<Pod>(&client), owned.clone()).modify(trim_pod), writers.pods, h(), "Pod"),
+        reflect(watcher(scope.api::<CachedPod>(&client), owned.clone()).modify(trim_pod), writers.pods, h(), "Pod"),
         |_| 0,
-        |_: &Pod| Vec::<ObjectRef<Guarded<McpServer>>>::new(),
+        |_: &CachedPod| Vec::<ObjectRef<Guarded<McpServer>>>::new(),
     );
     let runtime_classes = changes(
         reflect(

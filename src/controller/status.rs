@@ -1,10 +1,10 @@
 //! Pure status computation for MCPServer: phase, conditions, readiness, URL.
 
+use super::cache::CachedDeployment;
+use super::cache::CachedPod;
 use crate::api::condition_types::*;
 use crate::api::{condition, set_condition, McpServer, McpServerPhase, McpServerStatus, Transport};
 use crate::build::{selector_string, server_selector};
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
 /// The outcome of resolving one kind of reference (policy or plugins).
@@ -38,15 +38,15 @@ pub struct Observation<'a> {
     /// Applying the children: refused by the API server (or too large to store) is not ok.
     pub applied: &'a Resolution,
     /// The server Deployment as the API server holds it (after apply, when applied).
-    pub deployment: Option<&'a Deployment>,
+    pub deployment: Option<&'a CachedDeployment>,
     /// The server pods.
-    pub pods: &'a [Pod],
+    pub pods: &'a [CachedPod],
     /// Whether clients must use TLS (https URL).
     pub tls: bool,
 }
 
 /// Pods whose containers are waiting in CrashLoopBackOff.
-pub fn crash_looping(pods: &[Pod]) -> usize {
+pub fn crash_looping(pods: &[CachedPod]) -> usize {
     pods.iter()
         .filter(|p| {
             p.status.iter().flat_map(|s| s.container_statuses.iter().flatten()).any(|c| {
@@ -195,13 +195,13 @@ pub fn server_status(server: &McpServer, obs: &Observation<'_>) -> McpServerStat
 mod tests {
     use super::*;
     use crate::build::tests::guide_server;
-    use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentSpec, DeploymentStatus};
+    use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentStatus};
     use k8s_openapi::api::core::v1::{ContainerState, ContainerStateWaiting, ContainerStatus, PodStatus};
 
-    fn deployment(replicas: i32, ready: i32, updated: i32, deadline: bool) -> Deployment {
-        Deployment {
+    fn deployment(replicas: i32, ready: i32, updated: i32, deadline: bool) -> CachedDeployment {
+        CachedDeployment {
             metadata: kube::api::ObjectMeta { generation: Some(1), ..Default::default() },
-            spec: DeploymentSpec { replicas: Some(replicas), ..Default::default() },
+            spec: super::super::cache::CachedDeploymentSpec { replicas: Some(replicas) },
             status: Some(DeploymentStatus {
                 observed_generation: Some(1),
                 ready_replicas: Some(ready),
@@ -219,8 +219,8 @@ mod tests {
         }
     }
 
-    fn crashing_pod() -> Pod {
-        Pod {
+    fn crashing_pod() -> CachedPod {
+        CachedPod {
             status: Some(PodStatus {
                 container_statuses: Some(vec![ContainerStatus {
                     state: Some(ContainerState {
@@ -239,7 +239,7 @@ mod tests {
         Resolution::ok("NotRequired", "none")
     }
 
-    fn status(dep: Option<&Deployment>, pods: &[Pod], policy: &Resolution) -> McpServerStatus {
+    fn status(dep: Option<&CachedDeployment>, pods: &[CachedPod], policy: &Resolution) -> McpServerStatus {
         let mut s = guide_server();
         s.metadata.generation = Some(3);
         server_status(&s, &Observation { policy, plugins: &ok(), applied: &ok(), deployment: dep, pods, tls: false })

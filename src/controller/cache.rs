@@ -9,7 +9,7 @@
 
 use super::Guarded;
 use crate::api::{McpServer, Plugin, SecurityPolicy};
-use crate::consts::{LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY};
+use crate::consts::{LABEL_COMPONENT, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME, MANAGED_BY};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ContainerState, ContainerStateWaiting, ContainerStatus, Pod, PodCondition, PodStatus, Secret, Service,
@@ -459,9 +459,13 @@ pub fn with_applied_hash<K: Resource + Clone + serde::Serialize>(obj: &K) -> (K,
     (obj, hash)
 }
 
-/// Keeps of a cached child's metadata only what the controllers read: name, namespace, labels,
-/// the applied hash, generation, resourceVersion and deletion (a child's cache then costs a
-/// few hundred bytes).
+/// The labels read from cached children and pods: the owning server's (`owned_by`,
+/// `owning_server`) and the server pod selector's.
+const READ_LABELS: [&str; 4] = [LABEL_MANAGED_BY, LABEL_INSTANCE, LABEL_NAME, LABEL_COMPONENT];
+
+/// Keeps of a cached child's metadata only what the controllers read: name, namespace, the
+/// labels they select by ([`READ_LABELS`]), the applied hash, generation, resourceVersion and
+/// deletion (a child's cache then costs a few hundred bytes).
 pub fn trim_meta(meta: &mut ObjectMeta) {
     let annotations = meta.annotations.take().and_then(|mut a| {
         let hash = a.remove(ANNOTATION_APPLIED)?;
@@ -470,7 +474,10 @@ pub fn trim_meta(meta: &mut ObjectMeta) {
     *meta = ObjectMeta {
         name: meta.name.take(),
         namespace: meta.namespace.take(),
-        labels: meta.labels.take(),
+        labels: meta.labels.take().map(|mut l| {
+            l.retain(|k, _| READ_LABELS.contains(&k.as_str()));
+            l
+        }),
         annotations,
         generation: meta.generation,
         resource_version: meta.resource_version.take(),
@@ -712,7 +719,10 @@ mod tests {
             name: Some("a".into()),
             namespace: Some("ns".into()),
             uid: Some("u".into()),
-            labels: Some(BTreeMap::from([("l".to_string(), "v".to_string())])),
+            labels: Some(BTreeMap::from([
+                ("l".to_string(), "v".to_string()),
+                (LABEL_INSTANCE.to_string(), "s".to_string()),
+            ])),
             annotations: Some(BTreeMap::from([
                 (ANNOTATION_APPLIED.to_string(), "h1".to_string()),
                 ("deployment.kubernetes.io/revision".to_string(), "3".to_string()),
@@ -725,7 +735,12 @@ mod tests {
         trim_meta(&mut m);
         assert_eq!((marker(&m), apply_decision("h1", Some(&m), None, Instant::now())), before);
         assert_eq!(m.annotations.as_ref().unwrap().len(), 1);
-        assert_eq!((m.uid, m.labels.unwrap()["l"].as_str()), (None, "v"));
+        assert_eq!(m.uid, None);
+        assert_eq!(
+            m.labels.unwrap(),
+            BTreeMap::from([(LABEL_INSTANCE.to_string(), "s".to_string())]),
+            "read labels only"
+        );
     }
 
     #[test]
@@ -767,7 +782,7 @@ mod tests {
     fn trimmed_pods_keep_what_status_and_gateway_reads_need() {
         // As a watch reads it: the spec is not even deserialized.
         let pod: CachedPod = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "p", "labels": {"a": "b"}, "annotations": {"x": "y"}},
+            "metadata": {"name": "p", "labels": {"a": "b", "app.kubernetes.io/instance": "s"}, "annotations": {"x": "y"}},
             "spec": {"containers": [{"name": "c", "image": "i"}]},
             "status": {"phase": "Running", "podIP": "10.0.0.5", "hostIP": "1.2.3.4",
                        "conditions": [{"type": "Ready", "status": "True"}],
@@ -783,7 +798,9 @@ mod tests {
             (Some("Running"), Some("10.0.0.5"), None)
         );
         assert_eq!(super::super::status::crash_looping(&[trimmed.clone()]), 1);
-        assert_eq!(trimmed.labels()["a"], "b");
+        assert_eq!(trimmed.labels().keys().collect::<Vec<_>>(), [LABEL_INSTANCE]);
+        let mine = crate::build::server_selector("s");
+        assert!(mine.keys().all(|k| READ_LABELS.contains(&k.as_str())), "the pod selector's labels are kept");
         assert!(trimmed.annotations().is_empty());
         assert_eq!(super::super::gateway_status::pick_pod(&[trimmed.clone()]).as_deref(), Some("10.0.0.5"));
     }

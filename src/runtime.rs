@@ -299,15 +299,16 @@ fn controllers(base: Arc<Context>, args: &Args, admin: &Admin) -> BoxFuture<'sta
         phases.push(phases_of("MCPServer", ctx.caches.servers.clone(), |s| {
             s.status.as_ref().map(|st| format!("{:?}", st.phase))
         }));
-        futs.push(mcpserver::controller(ctx.clone(), &scope, writers, triggers, &tuning).boxed());
-        let (plugins, f) = plugin::controller(ctx.clone(), &scope);
-        phases.push(phases_of("Plugin", plugins, |p| p.status.as_ref().map(|st| format!("{:?}", st.phase))));
-        futs.push(f.boxed());
-        let (policies, f) = securitypolicy::controller(ctx.clone(), &scope);
-        phases.push(phases_of("SecurityPolicy", policies, |p| {
+        let (feeds, plugin_feed, policy_feed) = mcpserver::feeds();
+        futs.push(mcpserver::controller(ctx.clone(), &scope, writers, triggers, &tuning, feeds).boxed());
+        phases.push(phases_of("Plugin", ctx.caches.plugins.clone(), |p| {
+            p.status.as_ref().map(|st| format!("{:?}", st.phase))
+        }));
+        futs.push(plugin::controller(ctx.clone(), plugin_feed).boxed());
+        phases.push(phases_of("SecurityPolicy", ctx.caches.policies.clone(), |p| {
             p.status.as_ref().and_then(|st| st.phase).map(|ph| format!("{ph:?}"))
         }));
-        futs.push(f.boxed());
+        futs.push(securitypolicy::controller(ctx.clone(), policy_feed).boxed());
     }
     join_all(futs).map(|_| ()).boxed()
 }

@@ -9,7 +9,8 @@ use super::cache::{
 use super::status::{server_status, Observation, Resolution};
 use super::usage::release_finalizer;
 use super::watch::{
-    self, changed_objects, changes, detach, hash_of, owning_server, reflect, server_key, BoundedBackoff, WatchHealth,
+    self, changed_objects, changes, detach, hash_of, owning_server, referenced_key, reflect, server_key,
+    BoundedBackoff, WatchHealth,
 };
 use super::{apply, apply_status, Context, Error, Guarded, Result, Scope};
 use crate::api::condition_types::*;
@@ -18,6 +19,7 @@ use crate::build::{build_children, config_map_too_large, server_selector, BuildI
 use crate::consts::*;
 use crate::plugins::{check_sidecar_ports, describe, index, resolve_plugins};
 use crate::policy::{required_secrets, validate_policy};
+use futures::channel::mpsc::{unbounded, UnboundedSender};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -581,14 +583,35 @@ fn deployment_key(d: &CachedDeployment) -> u64 {
     ))
 }
 
-/// What triggers the servers naming a Plugin or SecurityPolicy: its spec, deletion, readability.
-fn referenced_key<K: Resource + Clone>(o: &Guarded<K>) -> u64 {
-    let m = o.meta();
-    hash_of((m.generation, m.deletion_timestamp.is_some(), o.0.is_ok()))
-}
-
 fn without_managed_fields<K: Resource>(o: &mut K) {
     o.meta_mut().managed_fields = None;
+}
+
+/// The sending ends of the [`super::Feed`]s of the Plugin and SecurityPolicy controllers.
+pub struct Feeds {
+    plugins: UnboundedSender<watcher::Event<Guarded<Plugin>>>,
+    policies: UnboundedSender<watcher::Event<Guarded<SecurityPolicy>>>,
+    servers: [UnboundedSender<Guarded<McpServer>>; 2],
+}
+
+/// Feeds for the Plugin and SecurityPolicy controllers, and their sending ends.
+pub fn feeds() -> (Feeds, super::Feed<Plugin>, super::Feed<SecurityPolicy>) {
+    let (plugins, plugin_objects) = unbounded();
+    let (policies, policy_objects) = unbounded();
+    let (to_plugins, plugin_servers) = unbounded();
+    let (to_policies, policy_servers) = unbounded();
+    (
+        Feeds { plugins, policies, servers: [to_plugins, to_policies] },
+        super::Feed { objects: plugin_objects, servers: plugin_servers },
+        super::Feed { objects: policy_objects, servers: policy_servers },
+    )
+}
+
+/// Passes every event on to `to` (dropped once its controller is gone).
+fn pass_on<K: Clone>(to: UnboundedSender<K>) -> impl FnMut(&K) {
+    move |item| {
+        let _ = to.unbounded_send(item.clone());
+    }
 }
 
 /// Runs the MCPServer controller in `scope` until shutdown: every watch is reflected into
@@ -600,6 +623,7 @@ pub fn controller(
     writers: Writers,
     triggers: futures::channel::mpsc::UnboundedReceiver<ObjectRef<Guarded<McpServer>>>,
     tuning: &Tuning,
+    feeds: Feeds,
 ) -> impl std::future::Future<Output = ()> {
     let client = ctx.client.clone();
     let owned = watch::config(watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}")));
@@ -620,7 +644,9 @@ pub fn controller(
             forget.gateway_reader.forget(&ns, &name);
         }
     });
-    let servers = changed_objects(servers, server_key).map(Ok);
+    let [to_plugins, to_policies] = feeds.servers;
+    let servers =
+        changed_objects(servers, server_key).inspect(pass_on(to_plugins)).inspect(pass_on(to_policies)).map(Ok);
     let deployments = changes(
         reflect(
             watcher(scope.api::<CachedDeployment>(&client), owned.clone()).modify(trim_deployment),
@@ -673,7 +699,8 @@ pub fn controller(
             writers.policies,
             h(),
             "SecurityPolicy",
-        ),
+        )
+        .inspect(pass_on(feeds.policies)),
         referenced_key,
         move |policy: &Guarded<SecurityPolicy>| {
             let (ns, name) = (policy.namespace(), policy.name_any());
@@ -695,7 +722,8 @@ pub fn controller(
             writers.plugins,
             h(),
             "Plugin",
-        ),
+        )
+        .inspect(pass_on(feeds.plugins)),
         referenced_key,
         move |plugin: &Guarded<Plugin>| {
             // Any server with plugins may reach this one through dependencies.

@@ -21,7 +21,7 @@ use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{watcher, Controller};
+use kube::runtime::Controller;
 use kube::{Api, Resource, ResourceExt};
 use std::sync::Arc;
 
@@ -104,17 +104,29 @@ where
     }
 }
 
+/// What a controller of a kind that MCPServers name (Plugin, SecurityPolicy) is fed by the
+/// MCPServer controller's watches, which fill the caches: one watch per kind serves all three
+/// controllers.
+pub struct Feed<K> {
+    /// Watch events of the kind, passed on once the cache holds them.
+    pub objects: futures::channel::mpsc::UnboundedReceiver<kube::runtime::watcher::Event<Guarded<K>>>,
+    /// The servers whose spec, deletion or readability changed.
+    pub servers: futures::channel::mpsc::UnboundedReceiver<Guarded<crate::api::McpServer>>,
+}
+
 /// The controller of a kind that MCPServers name (Plugin, SecurityPolicy): an object is
-/// reconciled when it changes, and when the spec of a server that `uses` it (or used it, by its
-/// status) changes. Reads come from the caches the MCPServer controller fills.
+/// reconciled when its spec, deletion or readability changes, and when the spec of a server that
+/// `uses` it (or used it, by its status) changes. Objects and servers come from `feed`; reads
+/// from the caches the MCPServer controller fills (`objects` is the kind's cache).
 fn referenced_kind_controller<K, Fut>(
     ctx: Arc<Context>,
-    scope: &Scope,
+    objects: Store<Guarded<K>>,
+    feed: Feed<K>,
     controller: &'static str,
     reconcile: fn(Arc<K>, Arc<Context>) -> Fut,
     error_policy: fn(Arc<Guarded<K>>, &Error, Arc<Context>) -> Action,
     uses: fn(&crate::api::McpServer, &K) -> bool,
-) -> (Store<Guarded<K>>, futures::future::BoxFuture<'static, ()>)
+) -> futures::future::BoxFuture<'static, ()>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -125,21 +137,13 @@ where
         + 'static,
     Fut: std::future::Future<Output = Result<Action>> + Send + 'static,
 {
-    let client = ctx.client.clone();
-    let main = Controller::new(scope.api::<Guarded<K>>(&client), watch::config(watcher::Config::default()));
-    let store = main.store();
-    let objects = store.clone();
-    let servers = watch::events(
-        watcher(scope.api::<Guarded<crate::api::McpServer>>(&client), watch::config(watcher::Config::default())),
-        ctx.health.clone(),
-        controller,
-    );
-    let servers = watch::changed_objects(servers, watch::server_key);
-    let fut = main
-        .watches_stream(servers.map(Ok), move |server| {
+    let lookup = objects.clone();
+    let changed = watch::changed_objects(feed.objects, watch::referenced_key);
+    Controller::for_stream(changed.map(Ok), objects)
+        .watches_stream(feed.servers.map(Ok), move |server| {
             let ns = server.namespace();
             let Ok(server) = &server.0 else { return vec![] };
-            objects
+            lookup
                 .state()
                 .into_iter()
                 .filter(|o| o.namespace() == ns && o.0.as_ref().is_ok_and(|k| uses(server, k)))
@@ -156,6 +160,5 @@ where
             ctx.clone(),
         )
         .for_each(forget_failures(ctx, controller))
-        .boxed();
-    (store, fut)
+        .boxed()
 }

@@ -3,14 +3,13 @@
 //! The workloads themselves are built per MCP server by the MCPServer controller.
 
 use super::usage::release_finalizer;
-use super::{apply_status, Context, Error, Result, Scope};
+use super::{apply_status, Context, Error, Result};
 use crate::api::plugin_condition_types::*;
 use crate::api::{condition, set_condition, IsolationLevel, McpServer, Plugin, PluginPhase, PluginStatus};
 use crate::consts::IN_USE_FINALIZER;
 use crate::plugins::{describe, index, reachable, resolve_plugins, PluginProblem};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::Store;
 use kube::{Api, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,12 +111,10 @@ pub fn error_policy<K: kube::Resource<DynamicType = ()>>(plugin: Arc<K>, err: &E
     ctx.retry_after(CONTROLLER, &*plugin, err)
 }
 
-/// Runs the Plugin controller in `scope` until shutdown. Returns its store for metrics.
-pub fn controller(
-    ctx: Arc<Context>,
-    scope: &Scope,
-) -> (Store<super::Guarded<Plugin>>, impl std::future::Future<Output = ()>) {
-    super::referenced_kind_controller(ctx, scope, CONTROLLER, reconcile, error_policy, uses)
+/// Runs the Plugin controller until shutdown, fed by the MCPServer controller's watches.
+pub fn controller(ctx: Arc<Context>, feed: super::Feed<Plugin>) -> impl std::future::Future<Output = ()> {
+    let objects = ctx.caches.plugins.clone();
+    super::referenced_kind_controller(ctx, objects, feed, CONTROLLER, reconcile, error_policy, uses)
 }
 
 /// Whether `server` may use `plugin` (to reconcile the plugin when the server changes): it

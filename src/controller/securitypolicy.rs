@@ -3,7 +3,7 @@
 //! controller, which watches policies.
 
 use super::usage::release_finalizer;
-use super::{apply_status, Context, Error, Result, Scope};
+use super::{apply_status, Context, Error, Result};
 use crate::api::policy_condition_types::VALID;
 use crate::api::{condition, set_condition, McpServer, SecurityPolicy, SecurityPolicyPhase, SecurityPolicyStatus};
 use crate::consts::IN_USE_FINALIZER;
@@ -13,7 +13,6 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::PostParams;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::Store;
 use kube::{Api, ResourceExt};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -181,12 +180,10 @@ pub fn error_policy<K: kube::Resource<DynamicType = ()>>(policy: Arc<K>, err: &E
     ctx.retry_after(CONTROLLER, &*policy, err)
 }
 
-/// Runs the SecurityPolicy controller in `scope` until shutdown. Returns its store for metrics.
-pub fn controller(
-    ctx: Arc<Context>,
-    scope: &Scope,
-) -> (Store<super::Guarded<SecurityPolicy>>, impl std::future::Future<Output = ()>) {
-    super::referenced_kind_controller(ctx, scope, CONTROLLER, reconcile, error_policy, uses)
+/// Runs the SecurityPolicy controller until shutdown, fed by the MCPServer controller's watches.
+pub fn controller(ctx: Arc<Context>, feed: super::Feed<SecurityPolicy>) -> impl std::future::Future<Output = ()> {
+    let objects = ctx.caches.policies.clone();
+    super::referenced_kind_controller(ctx, objects, feed, CONTROLLER, reconcile, error_policy, uses)
 }
 
 /// Whether `server` uses `policy` now (it names it) or did (the policy lists it as a user).

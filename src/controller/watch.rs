@@ -177,6 +177,13 @@ pub fn server_key(s: &Guarded<McpServer>) -> u64 {
     hash_of((m.generation, m.deletion_timestamp.is_some(), &m.finalizers, s.0.is_ok()))
 }
 
+/// What triggers a Plugin or SecurityPolicy, and the servers naming it: its spec, deletion,
+/// readability (not its status, which its controller writes).
+pub fn referenced_key<K: Resource + Clone>(o: &Guarded<K>) -> u64 {
+    let m = o.meta();
+    hash_of((m.generation, m.deletion_timestamp.is_some(), o.0.is_ok()))
+}
+
 /// Turns watch events into the objects whose `key` changed (and every deletion; and, after a
 /// relist, the objects that vanished while the watch was away), each mapped by `to` to what
 /// should be reconciled. Unchanged objects, including the whole relist after a reconnect, are

@@ -3,8 +3,8 @@
 //! through the garbage collector, so a server never waits for the operator to be deleted.
 
 use super::cache::{
-    children_of, deployments_of, marker, trim_child, trim_deployment, trim_pod, with_applied_hash, CachedDeployment,
-    CachedPod, Decision, Writers, ANNOTATION_APPLIED,
+    children_of, deployments_of, marker, recorded_hash, trim_child, trim_deployment, trim_pod, with_applied_hash,
+    CachedDeployment, CachedPod, Decision, Writers,
 };
 use super::status::{server_status, Observation, Resolution};
 use super::usage::release_finalizer;
@@ -562,7 +562,7 @@ impl Default for Tuning {
 /// status fields the server's status reports.
 fn child_key<K: Resource>(o: &K) -> u64 {
     let m = o.meta();
-    hash_of((marker(m), o.annotations().get(ANNOTATION_APPLIED), m.deletion_timestamp.is_some()))
+    hash_of((marker(m), recorded_hash(m), m.deletion_timestamp.is_some()))
 }
 
 fn deployment_key(d: &CachedDeployment) -> u64 {

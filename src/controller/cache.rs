@@ -11,10 +11,7 @@ use super::Guarded;
 use crate::api::{McpServer, Plugin, SecurityPolicy};
 use crate::consts::{LABEL_COMPONENT, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME, MANAGED_BY};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
-use k8s_openapi::api::core::v1::{
-    ConfigMap, ContainerState, ContainerStateWaiting, ContainerStatus, Pod, PodCondition, PodStatus, Secret, Service,
-    ServiceAccount,
-};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -109,20 +106,76 @@ impl From<Deployment> for CachedDeployment {
     }
 }
 
-/// A pod as the caches hold it: metadata and status, never its spec.
+/// A pod as the caches hold it: metadata and what is read of its status, never its spec.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 pub struct CachedPod {
     /// The pod's metadata.
     #[serde(default)]
     pub metadata: ObjectMeta,
-    /// Its status.
+    /// What is read of its status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<PodStatus>,
+    pub status: Option<CachedPodStatus>,
+}
+
+/// What is read of a pod's status (a `PodStatus` and its container statuses are ~1.5 KB per pod
+/// before any of their strings): phase, address, conditions (the Ready one once trimmed) and
+/// each container's waiting reason.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedPodStatus {
+    /// `status.phase`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// `status.podIP`.
+    #[serde(default, rename = "podIP", skip_serializing_if = "Option::is_none")]
+    pub pod_ip: Option<String>,
+    /// `status.conditions`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<Vec<CachedPodCondition>>,
+    /// `status.containerStatuses`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_statuses: Option<Vec<CachedContainerStatus>>,
+}
+
+/// A pod condition: type and status.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+pub struct CachedPodCondition {
+    /// `type`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `status`.
+    pub status: String,
+}
+
+/// A container's status: whether and why it waits.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+pub struct CachedContainerStatus {
+    /// `state`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<CachedContainerState>,
+}
+
+/// A container's state: waiting or not.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+pub struct CachedContainerState {
+    /// `waiting`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<CachedWaiting>,
+}
+
+/// Why a container waits.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+pub struct CachedWaiting {
+    /// `reason`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl From<Pod> for CachedPod {
     fn from(p: Pod) -> Self {
-        Self { metadata: p.metadata, status: p.status }
+        // The fields read have the same names: the pod's JSON is what a watch would deliver.
+        let status = p.status.and_then(|s| serde_json::to_value(s).ok()).and_then(|v| serde_json::from_value(v).ok());
+        Self { metadata: p.metadata, status }
     }
 }
 
@@ -518,32 +571,8 @@ pub fn trim_deployment(d: &mut CachedDeployment) {
 /// container's readiness and waiting reason).
 pub fn trim_pod(p: &mut CachedPod) {
     trim_meta(&mut p.metadata);
-    if let Some(s) = p.status.take() {
-        p.status = Some(PodStatus {
-            phase: s.phase,
-            pod_ip: s.pod_ip,
-            conditions: s.conditions.map(|cs| {
-                cs.into_iter()
-                    .filter(|c| c.type_ == "Ready")
-                    .map(|c| PodCondition { type_: c.type_, status: c.status, ..Default::default() })
-                    .collect()
-            }),
-            container_statuses: s.container_statuses.map(|cs| {
-                cs.into_iter()
-                    .map(|c| ContainerStatus {
-                        name: c.name,
-                        ready: c.ready,
-                        restart_count: c.restart_count,
-                        state: c.state.map(|st| ContainerState {
-                            waiting: st.waiting.map(|w| ContainerStateWaiting { reason: w.reason, message: None }),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    })
-                    .collect()
-            }),
-            ..Default::default()
-        });
+    if let Some(conditions) = p.status.as_mut().and_then(|s| s.conditions.as_mut()) {
+        conditions.retain(|c| c.type_ == "Ready");
     }
 }
 
@@ -797,7 +826,7 @@ mod tests {
             "metadata": {"name": "p", "labels": {"a": "b", "app.kubernetes.io/instance": "s"}, "annotations": {"x": "y"}},
             "spec": {"containers": [{"name": "c", "image": "i"}]},
             "status": {"phase": "Running", "podIP": "10.0.0.5", "hostIP": "1.2.3.4",
-                       "conditions": [{"type": "Ready", "status": "True"}],
+                       "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}],
                        "containerStatuses": [{"name": "c", "ready": false, "restartCount": 3, "image": "i", "imageID": "sha",
                           "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}
         }))
@@ -805,10 +834,9 @@ mod tests {
         let mut trimmed = pod.clone();
         trim_pod(&mut trimmed);
         let st = trimmed.status.as_ref().unwrap();
-        assert_eq!(
-            (st.phase.as_deref(), st.pod_ip.as_deref(), st.host_ip.as_deref()),
-            (Some("Running"), Some("10.0.0.5"), None)
-        );
+        assert_eq!((st.phase.as_deref(), st.pod_ip.as_deref()), (Some("Running"), Some("10.0.0.5")));
+        let ready = CachedPodCondition { type_: "Ready".into(), status: "True".into() };
+        assert_eq!(st.conditions, Some(vec![ready]), "the Ready condition only");
         assert_eq!(super::super::status::crash_looping(&[trimmed.clone()]), 1);
         assert_eq!(trimmed.labels().keys().collect::<Vec<_>>(), [LABEL_INSTANCE]);
         let mine = crate::build::server_selector("s");

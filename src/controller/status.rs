@@ -196,7 +196,6 @@ mod tests {
     use super::*;
     use crate::build::tests::guide_server;
     use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentStatus};
-    use k8s_openapi::api::core::v1::{ContainerState, ContainerStateWaiting, ContainerStatus, PodStatus};
 
     fn deployment(replicas: i32, ready: i32, updated: i32, deadline: bool) -> CachedDeployment {
         CachedDeployment {
@@ -220,19 +219,12 @@ mod tests {
     }
 
     fn crashing_pod() -> CachedPod {
-        CachedPod {
-            status: Some(PodStatus {
-                container_statuses: Some(vec![ContainerStatus {
-                    state: Some(ContainerState {
-                        waiting: Some(ContainerStateWaiting { reason: Some("CrashLoopBackOff".into()), message: None }),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "status": {"containerStatuses": [{"name": "c", "ready": false, "restartCount": 7,
+                       "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}}}]}
+        }))
+        .unwrap()
     }
 
     fn ok() -> Resolution {

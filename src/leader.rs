@@ -103,6 +103,12 @@ impl Fence {
         Self(channel::channel(true).1)
     }
 
+    /// A fence that never opens (tests).
+    #[cfg(test)]
+    pub fn never() -> Self {
+        Self(channel::channel(false).1)
+    }
+
     /// Whether reconciles may start now.
     pub fn is_open(&self) -> bool {
         *self.0.borrow()

@@ -316,7 +316,11 @@ fn controllers(base: Arc<Context>, args: &Args, admin: &Admin) -> BoxFuture<'sta
 /// The Kubernetes client: its requests counted by verb in `metrics`, and with the client-side
 /// rate limit when one is set.
 async fn client(args: &Args, metrics: &Arc<Metrics>) -> anyhow::Result<Client> {
-    let config = kube::Config::infer().await.context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
+    let mut config = kube::Config::infer().await.context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
+    // kube sets no read timeout: a response that never comes (a connection lost without a reset)
+    // would hang its caller for good. Watches end on the server's side after
+    // WATCH_TIMEOUT_SECS, so a socket silent for longer than that plus a margin is dead.
+    config.read_timeout = Some(Duration::from_secs(u64::from(crate::controller::watch::WATCH_TIMEOUT_SECS) + 30));
     let builder = kube::client::ClientBuilder::try_from(config)
         .context("Kubernetes client")?
         .with_layer(&crate::metrics::CountRequestsLayer(metrics.clone()));

@@ -13,6 +13,10 @@ pub enum Error {
     /// The object has no namespace (all kinds are namespaced).
     #[error("object has no namespace")]
     MissingNamespace,
+    /// A reconcile (or its wait for the leader fence and the caches) took longer than its bound:
+    /// dropped and retried with backoff, so that nothing that hangs holds a worker for good.
+    #[error("{0} took longer than {1:?}")]
+    TimedOut(&'static str, std::time::Duration),
 }
 
 impl Error {
@@ -22,6 +26,7 @@ impl Error {
             Self::Kube(_) => "Kube",
             Self::Refused(_) => "Refused",
             Self::MissingNamespace => "MissingNamespace",
+            Self::TimedOut(..) => "TimedOut",
         }
     }
 }

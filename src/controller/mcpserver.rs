@@ -755,8 +755,7 @@ pub fn controller(
         .shutdown_on_signal()
         .run(
             |server, ctx| async move {
-                ctx.may_reconcile().await;
-                super::reconcile_guarded(server, ctx, CONTROLLER, reconcile).await
+                super::bounded(&ctx.clone(), super::reconcile_guarded(server, ctx, CONTROLLER, reconcile)).await
             },
             error_policy,
             ctx,

@@ -88,6 +88,31 @@ where
     Ok(())
 }
 
+/// How long a reconcile may run once it started (its API calls included): a reconcile takes
+/// milliseconds; one that hangs is dropped and retried instead of holding a worker for good.
+pub const RECONCILE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long a reconcile waits for the leader fence and the caches before it is retried.
+pub const START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Runs `work` once this replica may reconcile (see [`Context::may_reconcile`]), each step within
+/// its bound ([`START_TIMEOUT`], [`RECONCILE_TIMEOUT`]).
+pub async fn bounded<F>(ctx: &Context, work: F) -> Result<Action>
+where
+    F: std::future::Future<Output = Result<Action>>,
+{
+    bounded_by(ctx, work, START_TIMEOUT, RECONCILE_TIMEOUT).await
+}
+
+async fn bounded_by<F>(ctx: &Context, work: F, start: std::time::Duration, run: std::time::Duration) -> Result<Action>
+where
+    F: std::future::Future<Output = Result<Action>>,
+{
+    tokio::time::timeout(start, ctx.may_reconcile())
+        .await
+        .map_err(|_| Error::TimedOut("waiting for the leader fence and the caches", start))?;
+    tokio::time::timeout(run, work).await.map_err(|_| Error::TimedOut("the reconcile", run))?
+}
+
 /// Forgets an object's failure count once it reconciles (the end of every controller's stream).
 fn forget_failures<K, E>(
     ctx: Arc<Context>,
@@ -153,12 +178,35 @@ where
         .shutdown_on_signal()
         .run(
             move |obj, ctx| async move {
-                ctx.may_reconcile().await;
-                reconcile_guarded(obj, ctx, controller, reconcile).await
+                bounded(&ctx.clone(), reconcile_guarded(obj, ctx, controller, reconcile)).await
             },
             error_policy,
             ctx.clone(),
         )
         .for_each(forget_failures(ctx, controller))
         .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reconcile_that_hangs_is_dropped_and_reported_and_one_that_ends_passes() {
+        let (service, _api) =
+            tower_test::mock::pair::<http::Request<kube::client::Body>, http::Response<kube::client::Body>>();
+        let client = kube::Client::new(service, "default");
+        let ctx = Context::new(client, Default::default(), Arc::new(crate::metrics::Metrics::default()), None);
+        let (start, run) = (Duration::from_secs(300), Duration::from_secs(60));
+        let hung = bounded_by(&ctx, std::future::pending(), start, run).await;
+        assert!(matches!(hung, Err(Error::TimedOut("the reconcile", d)) if d == run), "{hung:?}");
+        assert_eq!(hung.unwrap_err().metric_label(), "TimedOut");
+        let done = bounded_by(&ctx, async { Ok(Action::await_change()) }, start, run).await;
+        assert!(done.is_ok());
+        let mut fenced = ctx.clone();
+        fenced.fence = crate::leader::Fence::never();
+        let waited = bounded_by(&fenced, async { Ok(Action::await_change()) }, start, run).await;
+        assert!(matches!(waited, Err(Error::TimedOut(_, d)) if d == start), "{waited:?}");
+    }
 }

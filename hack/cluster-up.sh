@@ -115,11 +115,14 @@ EOF
 EOF
   fi
   # Benchmarks (MCP_CLUSTER_FAST=1): the controller manager and scheduler get client limits and
-  # worker counts high enough that the figures measure the operator, not the simulator.
+  # worker counts high enough that the figures measure the operator, not the simulator, and no
+  # leader election: one that loses its Lease in the recovery benchmark's API server outage
+  # exits, and nothing restarts it here.
   if [[ "${MCP_CLUSTER_FAST:-}" == 1 ]]; then
     cat <<EOF
 - name: kube-controller-manager
   extraArgs:
+  - {key: leader-elect, value: 'false', override: true}
   - {key: kube-api-qps, value: '1000'}
   - {key: kube-api-burst, value: '2000'}
   - {key: concurrent-deployment-syncs, value: '50'}
@@ -128,6 +131,7 @@ EOF
   - {key: concurrent-gc-syncs, value: '50'}
 - name: kube-scheduler
   extraArgs:
+  - {key: leader-elect, value: 'false', override: true}
   - {key: kube-api-qps, value: '1000'}
   - {key: kube-api-burst, value: '2000'}
 EOF

@@ -122,7 +122,7 @@ EOF
     cat <<EOF
 - name: kube-controller-manager
   extraArgs:
-  - {key: leader-elect, value: 'false', override: true}
+  - {key: leader-elect, value: 'false'}
   - {key: kube-api-qps, value: '1000'}
   - {key: kube-api-burst, value: '2000'}
   - {key: concurrent-deployment-syncs, value: '50'}
@@ -131,7 +131,7 @@ EOF
   - {key: concurrent-gc-syncs, value: '50'}
 - name: kube-scheduler
   extraArgs:
-  - {key: leader-elect, value: 'false', override: true}
+  - {key: leader-elect, value: 'false'}
   - {key: kube-api-qps, value: '1000'}
   - {key: kube-api-burst, value: '2000'}
 EOF

@@ -137,7 +137,7 @@ impl Election {
     /// every change of the fence (the leader metric).
     pub fn start(
         client: kube::Client,
-        manager: kube_lease_manager::LeaseManager,
+        manager: Manager,
         namespace: &str,
         name: &str,
         me: &str,
@@ -146,7 +146,8 @@ impl Election {
     ) -> Self {
         let (elected_tx, elected) = channel::channel(false);
         let (stop, stopped) = tokio::sync::oneshot::channel();
-        let elector = tokio::spawn(elect(manager, elected_tx, stopped));
+        let leases: Api<Lease> = Api::namespaced(client.clone(), namespace);
+        let elector = tokio::spawn(elect(manager, leases, name.to_string(), elected_tx, stopped));
 
         let (holder_tx, holders) = channel::channel(Holder::Nobody);
         let me = me.to_string();
@@ -194,14 +195,37 @@ impl Election {
     }
 }
 
+/// Makes the kube-lease-manager of this replica (creating the Lease when it is missing).
+pub type Manager = Box<
+    dyn Fn() -> futures::future::BoxFuture<'static, kube_lease_manager::Result<kube_lease_manager::LeaseManager>>
+        + Send
+        + Sync,
+>;
+
 /// Drives kube-lease-manager: every change of this replica's state is sent on `elected`;
-/// errors are retried after a bounded backoff (≤ 5 s). On `stop` the Lease is released.
+/// errors are retried after a bounded backoff (≤ 5 s), and a Lease deleted by someone is made
+/// again (kube-lease-manager creates it only when built). On `stop` the Lease is released.
 async fn elect(
-    manager: kube_lease_manager::LeaseManager,
+    make: Manager,
+    leases: Api<Lease>,
+    name: String,
     elected: channel::Sender<bool>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     let mut backoff = BoundedBackoff::default();
+    let mut manager = loop {
+        match make().await {
+            Ok(m) => break m,
+            Err(e) => {
+                tracing::warn!(error = %e, "leader election: the Lease could not be prepared");
+                let delay = backoff.next().unwrap_or(Duration::from_secs(5));
+                tokio::select! {
+                    _ = &mut stop => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    };
     loop {
         tokio::select! {
             biased;
@@ -213,6 +237,15 @@ async fn elect(
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "leader election: the Lease could not be read or renewed");
+                    if matches!(leases.get_opt(&name).await, Ok(None)) {
+                        match make().await {
+                            Ok(m) => {
+                                tracing::warn!(lease = %name, "the leader Lease was deleted: made it again");
+                                manager = m;
+                            }
+                            Err(e) => tracing::warn!(error = %e, "could not make the deleted leader Lease again"),
+                        }
+                    }
                     let delay = backoff.next().unwrap_or(Duration::from_secs(5));
                     tokio::select! {
                         _ = &mut stop => break,

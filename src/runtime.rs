@@ -371,15 +371,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     ctx.health = health.clone();
 
     if args.leader_election {
-        let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.leader_election_lease)
-            .with_namespace(&args.leader_election_namespace)
-            .with_identity(&identity)
-            .with_field_manager(FIELD_MANAGER)
-            .with_duration(crate::leader::LEASE_SECONDS)
-            .with_grace(crate::leader::RENEW_BEFORE_SECONDS)
-            .build()
-            .await
-            .context("leader election Lease")?;
+        let (lease_client, lease) = (client.clone(), args.leader_election_lease.clone());
+        let (lease_namespace, me) = (args.leader_election_namespace.clone(), identity.clone());
+        let manager: crate::leader::Manager = Box::new(move || {
+            kube_lease_manager::LeaseManagerBuilder::new(lease_client.clone(), &lease)
+                .with_namespace(&lease_namespace)
+                .with_identity(&me)
+                .with_field_manager(FIELD_MANAGER)
+                .with_duration(crate::leader::LEASE_SECONDS)
+                .with_grace(crate::leader::RENEW_BEFORE_SECONDS)
+                .build()
+                .boxed()
+        });
+        // The Lease exists before its owner is set (the elector makes it again if it is deleted).
+        manager().await.context("leader election Lease")?;
         if let Some(owner) = &args.leader_election_owner {
             // Not fatal: an orphaned Lease is only clutter; the operator still elects.
             if let Err(e) =

@@ -1033,12 +1033,20 @@ async fn leader_failover_and_a_taken_lease_stop_the_old_leader() -> Result<()> {
     let env = env();
     let _x = env.exclusive().await;
     let result = if env.operator_is_local() { failover_local(env).await } else { failover_in_cluster(env).await };
-    // Whatever happened, the next scenario starts from one leading operator.
+    // Whatever happened, the next scenario starts from one leading operator: the taken Lease goes,
+    // and so do the replicas (a standby sleeps until the Lease it saw expires: an hour here).
     env.admin_sh(&format!("kubectl delete lease {LEASE} -n mcp-system --ignore-not-found"))?;
     if !env.operator_is_local() {
-        env.admin_sh("kubectl scale deployment mcp-operator -n mcp-system --replicas=1")?;
+        env.admin_sh(
+            "kubectl scale deployment mcp-operator -n mcp-system --replicas=1 && \
+             kubectl delete pod -n mcp-system -l app.kubernetes.io/name=mcp-operator --wait=true",
+        )?;
     }
     env.start_operator().await?;
+    if !env.operator_is_local() {
+        eventually("the operator to lead again", || async move { Ok((!lease_holder(env)?.is_empty()).then_some(())) })
+            .await?;
+    }
     result
 }
 

@@ -171,14 +171,6 @@ pub struct CachedWaiting {
     pub reason: Option<String>,
 }
 
-impl From<Pod> for CachedPod {
-    fn from(p: Pod) -> Self {
-        // The fields read have the same names: the pod's JSON is what a watch would deliver.
-        let status = p.status.and_then(|s| serde_json::to_value(s).ok()).and_then(|v| serde_json::from_value(v).ok());
-        Self { metadata: p.metadata, status }
-    }
-}
-
 /// `$view` is read from and written to the API of the namespaced kind `$kind`.
 macro_rules! view_of {
     ($view:ty, $kind:ty) => {

@@ -196,6 +196,8 @@ impl Env {
             self.stop_operator()?;
             let bin = operator_binary(&self.repo)?;
             let kubeconfig = self.impersonating_kubeconfig()?;
+            // The log of the run before (a restart, a kill -9) is kept next to it.
+            let _ = std::fs::rename(self.operator_log(), self.work.join("operator.previous.log"));
             let log = std::fs::File::create(self.operator_log())?;
             // A watchdog shell ends the operator when this test process ends, however it ends.
             let script = format!(
@@ -213,7 +215,10 @@ impl Env {
                 // Service-proxy reads would dial simulated pod addresses on the local cluster.
                 .args(["--gateway-status", if self.cluster.provider == Provider::Local { "false" } else { "true" }])
                 .env("KUBECONFIG", kubeconfig)
-                .env("RUST_LOG", "info,mcp_operator=debug,kube=warn")
+                .env(
+                    "RUST_LOG",
+                    std::env::var("E2E_OPERATOR_RUST_LOG").unwrap_or("info,mcp_operator=debug,kube=warn".into()),
+                )
                 .stdout(log.try_clone()?)
                 .stderr(log)
                 .spawn()

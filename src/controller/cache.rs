@@ -7,6 +7,7 @@
 //! With these, a reconcile of a server whose inputs and children did not change makes no API
 //! call at all; [`Caches::needs_apply`] decides which children must be applied.
 
+use super::watch::Synced;
 use super::Guarded;
 use crate::api::{McpServer, Plugin, SecurityPolicy};
 use crate::consts::{LABEL_COMPONENT, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME, MANAGED_BY};
@@ -53,6 +54,8 @@ pub struct Caches {
     pub pdbs: Store<PartialObjectMeta<PodDisruptionBudget>>,
     /// Pods of the servers and plugins (trimmed: labels, readiness, address, container states).
     pub pods: Store<CachedPod>,
+    /// Which of the stores above their first list has filled.
+    synced: Synced,
     /// Secrets named by policies, as last read.
     pub secrets: SecretCache,
     /// Per child: the applied hash, the version marker the API server returned for it, and when.
@@ -225,6 +228,8 @@ pub struct Writers {
     pub pdbs: reflector::store::Writer<PartialObjectMeta<PodDisruptionBudget>>,
     /// Feeds [`Caches::pods`].
     pub pods: reflector::store::Writer<CachedPod>,
+    /// Records the stores' first lists (see [`crate::controller::watch::reflect`]).
+    pub synced: Synced,
 }
 
 /// Empty caches and their writers.
@@ -240,6 +245,7 @@ pub fn caches() -> (Caches, Writers) {
     let (network_policies, w_network_policies) = reflector::store();
     let (pdbs, w_pdbs) = reflector::store();
     let (pods, w_pods) = reflector::store();
+    let synced = Synced::default();
     let caches = Caches {
         servers,
         policies,
@@ -252,6 +258,7 @@ pub fn caches() -> (Caches, Writers) {
         network_policies,
         pdbs,
         pods,
+        synced: synced.clone(),
         secrets: SecretCache::default(),
         applied: Default::default(),
         status_written: Default::default(),
@@ -268,6 +275,7 @@ pub fn caches() -> (Caches, Writers) {
         network_policies: w_network_policies,
         pdbs: w_pdbs,
         pods: w_pods,
+        synced,
     };
     (caches, writers)
 }
@@ -278,22 +286,9 @@ fn readable<K: Clone>(obj: &Guarded<K>) -> Result<K, String> {
 }
 
 impl Caches {
-    /// Resolves once every store has been filled by its first list.
+    /// Resolves once every store has been filled by its first list (any number of waiters).
     pub async fn ready(&self) {
-        // A store whose writer is gone (shutdown) never fills: nothing left to wait for.
-        let _ = futures::join!(
-            self.servers.wait_until_ready(),
-            self.policies.wait_until_ready(),
-            self.plugins.wait_until_ready(),
-            self.runtime_classes.wait_until_ready(),
-            self.deployments.wait_until_ready(),
-            self.services.wait_until_ready(),
-            self.config_maps.wait_until_ready(),
-            self.service_accounts.wait_until_ready(),
-            self.network_policies.wait_until_ready(),
-            self.pdbs.wait_until_ready(),
-            self.pods.wait_until_ready(),
-        );
+        self.synced.wait().await;
     }
 
     /// The policy `name` in `ns`: None when absent, Err when this operator cannot read it.

@@ -9,8 +9,7 @@ use super::cache::{
 use super::status::{server_status, Observation, Resolution};
 use super::usage::release_finalizer;
 use super::watch::{
-    self, changed_objects, changes, detach, hash_of, owning_server, referenced_key, reflect, server_key,
-    BoundedBackoff, WatchHealth,
+    self, changed_objects, changes, detach, hash_of, owning_server, referenced_key, reflect, server_key, BoundedBackoff,
 };
 use super::{apply, apply_status, Context, Error, Guarded, Result, Scope};
 use crate::api::condition_types::*;
@@ -628,13 +627,12 @@ pub fn controller(
     let client = ctx.client.clone();
     let owned = watch::config(watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}")));
     let all = watch::config(watcher::Config::default());
-    let health: Arc<WatchHealth> = ctx.health.clone();
-    let h = || health.clone();
+    let watches = watch::Watches { health: ctx.health.clone(), synced: writers.synced.clone() };
     let forget = ctx.clone();
     let servers = reflect(
         watcher(scope.api::<Guarded<McpServer>>(&client), all.clone()).modify(without_managed_fields),
         writers.servers,
-        h(),
+        &watches,
         "MCPServer",
     )
     .inspect(move |event| {
@@ -651,7 +649,7 @@ pub fn controller(
         reflect(
             watcher(scope.api::<CachedDeployment>(&client), owned.clone()).modify(trim_deployment),
             writers.deployments,
-            h(),
+            &watches,
             "Deployment",
         ),
         deployment_key,
@@ -663,7 +661,7 @@ pub fn controller(
                 reflect(
                     watcher(scope.api::<PartialObjectMeta<$kind>>(&client), owned.clone()).modify(trim_child),
                     $writer,
-                    h(),
+                    &watches,
                     $name,
                 ),
                 child_key,
@@ -677,7 +675,12 @@ pub fn controller(
     let network_policies = meta_child!(NetworkPolicy, writers.network_policies, "NetworkPolicy");
     let pdbs = meta_child!(PodDisruptionBudget, writers.pdbs, "PodDisruptionBudget");
     let pods = changes(
-        reflect(watcher(scope.api::<CachedPod>(&client), owned.clone()).modify(trim_pod), writers.pods, h(), "Pod"),
+        reflect(
+            watcher(scope.api::<CachedPod>(&client), owned.clone()).modify(trim_pod),
+            writers.pods,
+            &watches,
+            "Pod",
+        ),
         |_| 0,
         |_: &CachedPod| Vec::<ObjectRef<Guarded<McpServer>>>::new(),
     );
@@ -686,7 +689,7 @@ pub fn controller(
             watcher(Api::<PartialObjectMeta<RuntimeClass>>::all(client.clone()), all.clone())
                 .modify(without_managed_fields),
             writers.runtime_classes,
-            h(),
+            &watches,
             "RuntimeClass",
         ),
         child_key,
@@ -697,7 +700,7 @@ pub fn controller(
         reflect(
             watcher(scope.api::<Guarded<SecurityPolicy>>(&client), all.clone()).modify(without_managed_fields),
             writers.policies,
-            h(),
+            &watches,
             "SecurityPolicy",
         )
         .inspect(pass_on(feeds.policies)),
@@ -720,7 +723,7 @@ pub fn controller(
         reflect(
             watcher(scope.api::<Guarded<Plugin>>(&client), all).modify(without_managed_fields),
             writers.plugins,
-            h(),
+            &watches,
             "Plugin",
         )
         .inspect(pass_on(feeds.plugins)),

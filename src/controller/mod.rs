@@ -45,8 +45,15 @@ where
         + std::fmt::Debug,
     Fut: std::future::Future<Output = Result<Action>>,
 {
+    let started = std::time::Instant::now();
+    let object = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
+    tracing::debug!(controller, %object, "reconcile started");
     match &obj.0 {
-        Ok(valid) => reconcile(Arc::new(valid.clone()), ctx).await,
+        Ok(valid) => {
+            let res = reconcile(Arc::new(valid.clone()), ctx).await;
+            tracing::debug!(controller, %object, ok = res.is_ok(), ms = started.elapsed().as_millis() as u64, "reconcile ended");
+            res
+        }
         Err(invalid) => {
             let kind = K::kind(&());
             tracing::warn!(
@@ -120,10 +127,14 @@ fn forget_failures<K, E>(
 ) -> impl FnMut(std::result::Result<(ObjectRef<K>, Action), E>) -> futures::future::Ready<()>
 where
     K: Resource<DynamicType = ()>,
+    E: std::fmt::Display,
 {
     move |res| {
-        if let Ok((obj, _)) = &res {
-            ctx.succeeded(controller, obj);
+        match &res {
+            Ok((obj, _)) => ctx.succeeded(controller, obj),
+            // Failed reconciles are logged by the error policy; this is the controller's own
+            // (an object gone from the cache when its turn came, a trigger stream's error).
+            Err(e) => tracing::debug!(controller, error = %e, "controller"),
         }
         futures::future::ready(())
     }
@@ -197,7 +208,11 @@ mod tests {
         let (service, _api) =
             tower_test::mock::pair::<http::Request<kube::client::Body>, http::Response<kube::client::Body>>();
         let client = kube::Client::new(service, "default");
-        let ctx = Context::new(client, Default::default(), Arc::new(crate::metrics::Metrics::default()), None);
+        let (caches, writers) = cache::caches();
+        writers.synced.watched("Pod");
+        writers.synced.filled("Pod");
+        let ctx = Context::new(client, Default::default(), Arc::new(crate::metrics::Metrics::default()), None)
+            .with_caches(Arc::new(caches));
         let (start, run) = (Duration::from_secs(300), Duration::from_secs(60));
         let hung = bounded_by(&ctx, std::future::pending(), start, run).await;
         assert!(matches!(hung, Err(Error::TimedOut("the reconcile", d)) if d == run), "{hung:?}");

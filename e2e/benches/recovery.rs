@@ -217,9 +217,27 @@ async fn ready_status(metrics_addr: &str) -> String {
     }
 }
 
-/// Right after an outage: a new server and a scale of an existing one; the time until both are
-/// reconciled.
-async fn after_outage(ns: &TestNamespace, want: &mut BTreeMap<String, i32>, new: &str, scale: &str) -> Duration {
+/// Whether the operator has done its part for `new` (created: a Deployment, status current) and
+/// `scaled` (its Deployment asks for `replicas`, status current); Running also needs the cluster's
+/// controller manager, scheduler and kwok, which recover from an outage on their own schedule.
+async fn reconciled(ns: &TestNamespace, new: &str, scaled: &str, replicas: i32) -> bool {
+    let (servers, deployments) = (ns.api::<McpServer>(), ns.api::<Deployment>());
+    let current = |s: Option<McpServer>| {
+        s.is_some_and(|s| s.status.and_then(|st| st.observed_generation) == s.metadata.generation)
+    };
+    let (Ok(a), Ok(b)) = (servers.get_opt(new).await, servers.get_opt(scaled).await) else { return false };
+    let (Ok(da), Ok(db)) = (deployments.get_opt(new).await, deployments.get_opt(scaled).await) else { return false };
+    current(a) && current(b) && da.is_some() && db.and_then(|d| d.spec.replicas) == Some(replicas)
+}
+
+/// Right after an outage: a new server and a scale of an existing one; the time until the
+/// operator reconciled both, and until both are Running.
+async fn after_outage(
+    ns: &TestNamespace,
+    want: &mut BTreeMap<String, i32>,
+    new: &str,
+    scale: &str,
+) -> (Duration, Duration) {
     let api = ns.api::<McpServer>();
     let t = Instant::now();
     loop {
@@ -236,8 +254,18 @@ async fn after_outage(ns: &TestNamespace, want: &mut BTreeMap<String, i32>, new:
     api.patch(scale, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("scale");
     want.insert(new.to_string(), 1);
     want.insert(scale.to_string(), 2);
+    while !reconciled(ns, new, scale, 2).await {
+        assert!(t.elapsed() < Duration::from_secs(900), "{new}: not reconciled after 900 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let operator = t.elapsed();
     converge(ns, want, new).await;
-    t.elapsed()
+    (operator, t.elapsed())
+}
+
+/// "reconciled in X s, Running in Y s".
+fn split((operator, running): (Duration, Duration)) -> String {
+    format!("{:.1} s / {:.1} s", operator.as_secs_f64(), running.as_secs_f64())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -325,10 +353,10 @@ async fn bench_recovery() {
     let took = after_outage(&ns, &mut want, "after-stop", &remaining[0]).await;
     rows.push((
         format!(
-            "API server stopped {} s (readyz during: {during}): a new server and a scale reconciled in",
+            "API server stopped {} s (readyz during: {during}): a new server and a scale reconciled / Running in",
             outage.as_secs()
         ),
-        format!("{:.1} s", took.as_secs_f64()),
+        split(took),
     ));
 
     // 5. The API server killed, started again after the outage.
@@ -346,11 +374,11 @@ async fn bench_recovery() {
     let took = after_outage(&ns, &mut want, "after-kill", &remaining[1]).await;
     rows.push((
         format!(
-            "API server killed -9, restarted after {} s (back in {:.1} s; readyz during: {during}): a new server and a scale reconciled in",
+            "API server killed -9, restarted after {} s (back in {:.1} s; readyz during: {during}): a new server and a scale reconciled / Running in",
             outage.as_secs(),
             api_back.as_secs_f64()
         ),
-        format!("{:.1} s", took.as_secs_f64()),
+        split(took),
     ));
     let quiet_ready = ready_status(&metrics_addr).await;
     rows.push(("operator readyz once the API server is back".into(), quiet_ready));
@@ -364,7 +392,7 @@ async fn bench_recovery() {
     let t = Instant::now();
     loop {
         let body = mcp_operator_e2e::env::http_get(&format!("http://{standby_addr}/metrics")).await.unwrap_or_default();
-        if body.contains("mcp_operator_leader 1") {
+        if mcp_operator_e2e::env::leads(&body) {
             break;
         }
         assert!(t.elapsed() < Duration::from_secs(120), "the standby did not take over");
@@ -374,10 +402,10 @@ async fn bench_recovery() {
     let took = after_outage(&ns, &mut want, "after-failover", &remaining[2]).await;
     rows.push((
         format!(
-            "leader killed -9: the standby leads after {:.1} s; a new server and a scale reconciled in",
+            "leader killed -9: the standby leads after {:.1} s; a new server and a scale reconciled / Running in",
             took_over.as_secs_f64()
         ),
-        format!("{:.1} s", took.as_secs_f64()),
+        split(took),
     ));
     let _ = standby.kill();
     let _ = standby.wait();

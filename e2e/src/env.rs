@@ -230,7 +230,7 @@ impl Env {
                 let url = url.clone();
                 async move {
                     let body = http_get(&url).await.ok();
-                    Ok(body.filter(|b| b.contains("mcp_operator_leader 1")).map(|_| ()))
+                    Ok(body.filter(|b| leads(b)).map(|_| ()))
                 }
             })
             .await
@@ -445,6 +445,19 @@ pub async fn client_for(path: &Path) -> Result<Client> {
     Ok(Client::try_from(config)?)
 }
 
+/// The value of the metric `name` (without labels) in a Prometheus text exposition; `# HELP`
+/// and `# TYPE` lines do not count (the leader gauge's help text starts with "1 while").
+pub fn metric_value(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Whether the operator whose metrics are `body` leads (`mcp_operator_leader 1`).
+pub fn leads(body: &str) -> bool {
+    metric_value(body, "mcp_operator_leader") == Some(1.0)
+}
+
 /// GET over plain HTTP (the operator's admin port), body as text.
 pub async fn http_get(url: &str) -> Result<String> {
     let out = tokio::process::Command::new("curl").args(["-fsS", "--max-time", "5", url]).output().await?;
@@ -480,4 +493,16 @@ fn unique_suffix() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
     format!("{}-{}", std::process::id() % 100000, N.fetch_add(1, Ordering::Relaxed))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_metric_is_read_from_its_sample_line_not_its_help() {
+        let body = "# HELP mcp_operator_leader 1 while this replica is the leader\n# TYPE mcp_operator_leader gauge\nmcp_operator_leader 0\n";
+        assert_eq!(super::metric_value(body, "mcp_operator_leader"), Some(0.0));
+        assert!(!super::leads(body));
+        assert!(super::leads("mcp_operator_leader_x 0\nmcp_operator_leader 1\n"));
+        assert_eq!(super::metric_value("", "mcp_operator_leader"), None);
+    }
 }

@@ -1102,7 +1102,9 @@ async fn failover_local(env: &'static mcp_operator_e2e::Env) -> Result<()> {
             let url = metrics.clone();
             async move {
                 let body = mcp_operator_e2e::env::http_get(&url).await.ok();
-                Ok(body.filter(|b| b.contains("mcp_operator_leader 0")).map(|_| ()))
+                Ok(body
+                    .filter(|b| mcp_operator_e2e::env::metric_value(b, "mcp_operator_leader") == Some(0.0))
+                    .map(|_| ()))
             }
         })
         .await?;

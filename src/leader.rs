@@ -86,6 +86,16 @@ pub fn gate(elected: bool, holder: Holder, now: SystemTime) -> Gate {
     }
 }
 
+/// Whether the Lease, as `holder` says, may be taken at `now` by a replica that does not hold it:
+/// nobody holds it (released, deleted) or its holder's term is over.
+pub fn free(holder: Holder, now: SystemTime) -> bool {
+    match holder {
+        Holder::Nobody => true,
+        Holder::Other { until } => until <= now,
+        Holder::Me { .. } => false,
+    }
+}
+
 /// Open while this replica may start reconciles. [`Fence::open`] is always open (no leader
 /// election).
 #[derive(Clone, Debug)]
@@ -147,9 +157,9 @@ impl Election {
         let (elected_tx, elected) = channel::channel(false);
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let leases: Api<Lease> = Api::namespaced(client.clone(), namespace);
-        let elector = tokio::spawn(elect(manager, leases, name.to_string(), elected_tx, stopped));
-
         let (holder_tx, holders) = channel::channel(Holder::Nobody);
+        let elector = tokio::spawn(elect(manager, leases, name.to_string(), elected_tx, holders.clone(), stopped));
+
         let me = me.to_string();
         let config = watch::config(watcher::Config::default().fields(&format!("metadata.name={name}")));
         let leases = watch::events(watcher(Api::<Lease>::namespaced(client, namespace), config), health, "Lease");
@@ -210,8 +220,10 @@ async fn elect(
     leases: Api<Lease>,
     name: String,
     elected: channel::Sender<bool>,
+    mut holders: channel::Receiver<Holder>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
+    let mut watching = true;
     let mut backoff = BoundedBackoff::default();
     let mut manager = loop {
         match make().await {
@@ -230,6 +242,19 @@ async fn elect(
         tokio::select! {
             biased;
             _ = &mut stop => break,
+            seen = holders.changed(), if watching && !*elected.borrow() => {
+                if seen.is_err() {
+                    watching = false;
+                } else if free(*holders.borrow_and_update(), SystemTime::now()) {
+                    // kube-lease-manager sleeps until the expiry it last read: a Lease released
+                    // (a leader that shut down) or deleted is taken now, by a manager that reads
+                    // it afresh.
+                    match make().await {
+                        Ok(m) => manager = m,
+                        Err(e) => tracing::warn!(error = %e, "leader election: the released Lease could not be read"),
+                    }
+                }
+            }
             changed = manager.changed() => match changed {
                 Ok(state) => {
                     kube::runtime::utils::Backoff::reset(&mut backoff);
@@ -357,6 +382,18 @@ mod tests {
         assert_eq!(gate(true, other, at(16)), Gate::Closed);
         // A standby sees the leader's Lease: closed, not lost.
         assert_eq!(gate(false, other, at(10)), Gate::Closed);
+    }
+
+    #[test]
+    fn a_released_deleted_or_expired_lease_is_free_and_a_current_one_is_not() {
+        assert!(free(Holder::Nobody, at(0)));
+        assert!(free(Holder::Other { until: at(10) }, at(10)));
+        assert!(!free(Holder::Other { until: at(10) }, at(9)));
+        assert!(!free(Holder::Me { until: at(0) }, at(10)), "our own Lease is kube-lease-manager's to renew");
+        // A released Lease as kube-lease-manager leaves it: no holder.
+        let mut released = lease("other", at(0), 15);
+        released.spec.as_mut().unwrap().holder_identity = None;
+        assert!(free(holder(&released, "me"), at(1)));
     }
 
     #[test]

@@ -407,8 +407,30 @@ async fn bench_recovery() {
         ),
         split(took),
     ));
-    let _ = standby.kill();
+
+    // 7. The leader shut down (SIGTERM: it releases the Lease): another standby takes over at
+    // once instead of at the Lease's expiry.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let second_addr = format!("127.0.0.1:{port}");
+    let mut second = env.spawn_standby("e2e-standby-2", &second_addr).expect("second standby");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(std::process::Command::new("kill").args(["-TERM", &standby.id().to_string()]).status().unwrap().success());
+    let t = Instant::now();
+    loop {
+        let body = mcp_operator_e2e::env::http_get(&format!("http://{second_addr}/metrics")).await.unwrap_or_default();
+        if mcp_operator_e2e::env::leads(&body) {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(120), "the second standby did not take over");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    rows.push((
+        format!("leader shut down (SIGTERM, Lease of {} s released): the next standby leads after", 15),
+        format!("{:.1} s", t.elapsed().as_secs_f64()),
+    ));
     let _ = standby.wait();
+    let _ = second.kill();
+    let _ = second.wait();
 
     println!("\n## mcp-operator recovery benchmark ({total} MCPServers, outages of {} s)\n", outage.as_secs());
     println!("| situation | time |");

@@ -582,9 +582,21 @@ fn deployment_key(d: &CachedDeployment) -> u64 {
     ))
 }
 
+/// What the cache of a user's object (a server, plugin, policy) never reads: its managed fields
+/// and `kubectl apply`'s copy of the whole object in an annotation (often its largest part).
 fn without_managed_fields<K: Resource>(o: &mut K) {
-    o.meta_mut().managed_fields = None;
+    let meta = o.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
+    }
 }
+
+/// The annotation in which `kubectl apply` keeps what it applied.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// The sending ends of the [`super::Feed`]s of the Plugin and SecurityPolicy controllers.
 pub struct Feeds {
@@ -764,4 +776,32 @@ pub fn controller(
             ctx,
         )
         .for_each(super::forget_failures(done, CONTROLLER))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cached_users_object_drops_managed_fields_and_kubectls_copy_only() {
+        let mut server: Guarded<McpServer> = serde_json::from_value(serde_json::json!({
+            "apiVersion": "mcp.n-takatsu.dev/v1alpha1", "kind": "MCPServer",
+            "metadata": {"name": "s", "namespace": "ns",
+                "annotations": {LAST_APPLIED: "{\"a\": \"whole object\"}", "team": "a"},
+                "managedFields": [{"manager": "kubectl", "operation": "Apply"}]},
+            "spec": {"image": "i"}
+        }))
+        .unwrap();
+        without_managed_fields(&mut server);
+        assert_eq!(server.meta().managed_fields, None);
+        assert_eq!(server.annotations(), &BTreeMap::from([("team".to_string(), "a".to_string())]));
+        let mut only_kubectl: Guarded<Plugin> = serde_json::from_value(serde_json::json!({
+            "apiVersion": "mcp.n-takatsu.dev/v1alpha1", "kind": "Plugin",
+            "metadata": {"name": "p", "namespace": "ns", "annotations": {LAST_APPLIED: "{}"}},
+            "spec": {"image": "i"}
+        }))
+        .unwrap();
+        without_managed_fields(&mut only_kubectl);
+        assert_eq!(only_kubectl.meta().annotations, None);
+    }
 }

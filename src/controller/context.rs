@@ -2,7 +2,7 @@
 
 use crate::build::Defaults;
 use crate::metrics::Metrics;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -43,7 +43,7 @@ pub struct Context {
     pub defaults: Defaults,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    recorder: Recorder,
+    events: Arc<super::events::Publisher>,
     failures: Arc<Mutex<HashMap<String, u32>>>,
     /// Read each server's gateway status (from its pods in the cluster, else through the API
     /// server proxy).
@@ -80,13 +80,13 @@ impl Context {
     /// A context whose Events are reported as `mcp-operator` from `instance` (the pod name).
     pub fn new(client: Client, defaults: Defaults, metrics: Arc<Metrics>, instance: Option<String>) -> Self {
         let reporter = Reporter { controller: crate::consts::FIELD_MANAGER.into(), instance };
-        let recorder = Recorder::new(client.clone(), reporter);
+        let events = Arc::new(super::events::Publisher::new(client.clone(), reporter));
         let gateway_reader = super::gateway_status::Reader::new(client.clone(), false, 8);
         Self {
             client,
             defaults,
             metrics,
-            recorder,
+            events,
             failures: Default::default(),
             gateway_status: false,
             caches: Arc::new(super::cache::caches().0),
@@ -169,9 +169,9 @@ impl Context {
         note: String,
     ) {
         let ev = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
-        let (recorder, reference, reason) = (self.recorder.clone(), obj.object_ref(&()), reason.to_string());
+        let (events, reference, reason) = (self.events.clone(), obj.object_ref(&()), reason.to_string());
         tokio::spawn(async move {
-            if let Err(e) = recorder.publish(&ev, &reference).await {
+            if let Err(e) = events.publish(&ev, &reference).await {
                 tracing::warn!(error = %e, reason, "could not publish Event");
             }
         });

@@ -3,6 +3,7 @@
 pub mod cache;
 mod context;
 mod error;
+mod events;
 pub mod gateway_status;
 pub mod mcpserver;
 pub mod plugin;

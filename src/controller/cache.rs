@@ -299,9 +299,8 @@ impl Caches {
     /// The readable plugins of `ns`.
     pub fn plugins(&self, ns: &str) -> Vec<Plugin> {
         self.plugins
-            .state()
+            .state_filter(|p| p.namespace().as_deref() == Some(ns))
             .iter()
-            .filter(|p| p.namespace().as_deref() == Some(ns))
             .filter_map(|p| readable(p).ok())
             .collect()
     }
@@ -309,9 +308,8 @@ impl Caches {
     /// The readable servers of `ns`.
     pub fn servers(&self, ns: &str) -> Vec<McpServer> {
         self.servers
-            .state()
+            .state_filter(|s| s.namespace().as_deref() == Some(ns))
             .iter()
-            .filter(|s| s.namespace().as_deref() == Some(ns))
             .filter_map(|s| readable(s).ok())
             .collect()
     }
@@ -329,9 +327,8 @@ impl Caches {
     /// The pods of `ns` whose labels include every one of `selector`.
     pub fn pods(&self, ns: &str, selector: &BTreeMap<String, String>) -> Vec<CachedPod> {
         self.pods
-            .state()
+            .state_filter(|p| p.namespace().as_deref() == Some(ns) && selects(selector, p.labels()))
             .iter()
-            .filter(|p| p.namespace().as_deref() == Some(ns) && selects(selector, p.labels()))
             .map(|p| (**p).clone())
             .collect()
     }
@@ -391,14 +388,20 @@ fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String
 }
 
 /// The metadata of the cached children of `server` (by the managed-by and instance labels) in
-/// `ns`, out of any store's objects.
-fn owned_by<'a, K: Resource + 'a>(objects: impl Iterator<Item = &'a K>, ns: &str, server: &str) -> Vec<ObjectMeta> {
+/// `ns`, out of any store. Only the matches are copied out (a reconcile does not clone every
+/// cached object's handle of a kind to find its few).
+fn owned_by<K>(store: &Store<K>, ns: &str, server: &str) -> Vec<ObjectMeta>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
     let want = BTreeMap::from([
         (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
         (LABEL_INSTANCE.to_string(), server.to_string()),
     ]);
-    objects
-        .filter(|o| o.namespace().as_deref() == Some(ns) && selects(&want, o.labels()))
+    store
+        .state_filter(|o| o.namespace().as_deref() == Some(ns) && selects(&want, o.labels()))
+        .iter()
         .map(|o| o.meta().clone())
         .collect()
 }
@@ -406,14 +409,14 @@ fn owned_by<'a, K: Resource + 'a>(objects: impl Iterator<Item = &'a K>, ns: &str
 /// The cached children of `server` in `ns`, from a metadata-only store.
 pub fn children_of<K>(store: &Store<PartialObjectMeta<K>>, ns: &str, server: &str) -> Vec<ObjectMeta>
 where
-    K: Resource<DynamicType = ()> + Clone,
+    K: Resource<DynamicType = ()> + Clone + 'static,
 {
-    owned_by(store.state().iter().map(|o| &**o), ns, server)
+    owned_by(store, ns, server)
 }
 
 /// Same as [`children_of`] for the full Deployment store.
 pub fn deployments_of(store: &Store<CachedDeployment>, ns: &str, server: &str) -> Vec<ObjectMeta> {
-    owned_by(store.state().iter().map(|o| &**o), ns, server)
+    owned_by(store, ns, server)
 }
 
 /// What to do with a desired child.

@@ -142,12 +142,12 @@ pub struct Election {
 }
 
 impl Election {
-    /// Starts electing with `manager` (for the Lease `name` in `namespace`, as `me`), watching
+    /// Starts electing with `managers` for the Lease `name` in `namespace`, as `me`, watching
     /// the Lease through `client` (its watch health recorded in `health`). `on_gate` is told
     /// every change of the fence (the leader metric).
     pub fn start(
         client: kube::Client,
-        manager: Manager,
+        managers: Managers,
         namespace: &str,
         name: &str,
         me: &str,
@@ -158,7 +158,7 @@ impl Election {
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let leases: Api<Lease> = Api::namespaced(client.clone(), namespace);
         let (holder_tx, holders) = channel::channel(Holder::Nobody);
-        let elector = tokio::spawn(elect(manager, leases, name.to_string(), elected_tx, holders.clone(), stopped));
+        let elector = tokio::spawn(elect(managers, leases, name.to_string(), elected_tx, holders.clone(), stopped));
 
         let me = me.to_string();
         let config = watch::config(watcher::Config::default().fields(&format!("metadata.name={name}")));
@@ -212,11 +212,21 @@ pub type Manager = Box<
         + Sync,
 >;
 
-/// Drives kube-lease-manager: every change of this replica's state is sent on `elected`;
+/// The kube-lease-manager built at start-up (which made the Lease), and how to build another
+/// (a deleted Lease made again, a released one read afresh).
+pub struct Managers {
+    /// The first manager.
+    pub first: kube_lease_manager::LeaseManager,
+    /// Builds the next ones.
+    pub make: Manager,
+}
+
+/// Drives kube-lease-manager (the first of `managers`, then new ones): every change of this
+/// replica's state is sent on `elected`;
 /// errors are retried after a bounded backoff (≤ 5 s), and a Lease deleted by someone is made
 /// again (kube-lease-manager creates it only when built). On `stop` the Lease is released.
 async fn elect(
-    make: Manager,
+    Managers { first, make }: Managers,
     leases: Api<Lease>,
     name: String,
     elected: channel::Sender<bool>,
@@ -225,19 +235,7 @@ async fn elect(
 ) {
     let mut watching = true;
     let mut backoff = BoundedBackoff::default();
-    let mut manager = loop {
-        match make().await {
-            Ok(m) => break m,
-            Err(e) => {
-                tracing::warn!(error = %e, "leader election: the Lease could not be prepared");
-                let delay = backoff.next().unwrap_or(Duration::from_secs(5));
-                tokio::select! {
-                    _ = &mut stop => return,
-                    _ = tokio::time::sleep(delay) => {}
-                }
-            }
-        }
-    };
+    let mut manager = first;
     loop {
         tokio::select! {
             biased;

@@ -384,7 +384,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .boxed()
         });
         // The Lease exists before its owner is set (the elector makes it again if it is deleted).
-        manager().await.context("leader election Lease")?;
+        let first = manager().await.context("leader election Lease")?;
         if let Some(owner) = &args.leader_election_owner {
             // Not fatal: an orphaned Lease is only clutter; the operator still elects.
             if let Err(e) =
@@ -396,7 +396,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let leader = metrics.leader.clone();
         let election = crate::leader::Election::start(
             client.clone(),
-            manager,
+            crate::leader::Managers { first, make: manager },
             &args.leader_election_namespace,
             &args.leader_election_lease,
             &identity,

@@ -46,13 +46,13 @@ where
         + std::fmt::Debug,
     Fut: std::future::Future<Output = Result<Action>>,
 {
+    // The object is named by kube's "reconciling object" span around this.
     let started = std::time::Instant::now();
-    let object = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
-    tracing::debug!(controller, %object, "reconcile started");
+    tracing::debug!(controller, "reconcile started");
     match &obj.0 {
         Ok(valid) => {
             let res = reconcile(Arc::new(valid.clone()), ctx).await;
-            tracing::debug!(controller, %object, ok = res.is_ok(), ms = started.elapsed().as_millis() as u64, "reconcile ended");
+            tracing::debug!(controller, ok = res.is_ok(), ms = started.elapsed().as_millis() as u64, "reconcile ended");
             res
         }
         Err(invalid) => {

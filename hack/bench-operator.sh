@@ -27,6 +27,8 @@ if [[ "$E2E_CLUSTER" == local ]]; then
   # Exported: the benchmark's harness runs hack/cluster-up.sh again, which must not scale back.
   export MCP_CLUSTER_NODES="${MCP_CLUSTER_NODES:-$((BENCH_SERVERS / 100 + 3))}" MCP_CLUSTER_FAST=1
   "$HACK_DIR/cluster-up.sh"
+  # The cluster's processes, for the CPU each uses during the burst.
+  export BENCH_CLUSTER_PIDS="$TOOLS_DIR/kwok/clusters/$MCP_CLUSTER_NAME/pids"
   trap '"$HACK_DIR/cluster-down.sh"' EXIT
 fi
 # BENCH_TOOLHIVE=1: the same burst against ToolHive's operator, built with hack/toolhive.sh.

@@ -12,7 +12,7 @@ use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher;
 use mcp_operator::build::{config_hash, Defaults};
 use mcp_operator::consts::{ANNOTATION_CONFIG_HASH, FINALIZER, IN_USE_FINALIZER};
-use mcp_operator::controller::cache::{caches, Writers, ANNOTATION_APPLIED};
+use mcp_operator::controller::cache::{caches, CachedChild, Writers, ANNOTATION_APPLIED};
 use mcp_operator::controller::{mcpserver, plugin, securitypolicy, Context};
 use mcp_operator::metrics::Metrics;
 use serde_json::{json, Value};
@@ -347,22 +347,22 @@ fn testbed_writers() -> (Arc<Context>, ApiServer, Writers) {
 /// Puts `obj` in a cache.
 fn seed<K>(writer: &mut Writer<K>, obj: Value)
 where
-    K: kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned + Clone,
+    K: kube::runtime::reflector::Lookup<DynamicType = ()> + serde::de::DeserializeOwned + Clone + 'static,
 {
     writer.apply_watcher_event(&watcher::Event::Apply(serde_json::from_value(obj).expect("fixture deserializes")));
 }
 
 /// Puts an object with metadata `meta` in a metadata-only cache.
-fn seed_meta<K>(writer: &mut Writer<PartialObjectMeta<K>>, meta: Value)
+fn seed_meta<K>(writer: &mut Writer<CachedChild<K>>, meta: Value)
 where
-    K: kube::Resource<DynamicType = ()> + Clone,
+    K: kube::Resource<DynamicType = ()>,
 {
     let obj = PartialObjectMeta::<K> {
         types: None,
         metadata: serde_json::from_value(meta).expect("metadata deserializes"),
         _phantom: std::marker::PhantomData,
     };
-    writer.apply_watcher_event(&watcher::Event::Apply(obj));
+    writer.apply_watcher_event(&watcher::Event::Apply(obj.into()));
 }
 
 /// Every child of my-mcp-server without policy and plugins (2 replicas: with a PDB).

@@ -56,6 +56,22 @@ fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
     Some(ticks as f64 / 100.0)
 }
 
+/// CPU seconds so far of each local cluster component (kwokctl's pid files in
+/// BENCH_CLUSTER_PIDS, set by hack/bench-operator.sh for the local cluster): where the rest of a
+/// burst's CPU goes on a shared machine.
+fn cluster_cpu() -> BTreeMap<String, f64> {
+    let Ok(dir) = std::env::var("BENCH_CLUSTER_PIDS") else { return BTreeMap::new() };
+    let Ok(entries) = std::fs::read_dir(dir) else { return BTreeMap::new() };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().strip_suffix(".pid")?.to_string();
+            let pid = std::fs::read_to_string(e.path()).ok()?.trim().parse().ok();
+            Some((name, cpu_seconds(pid)?))
+        })
+        .collect()
+}
+
 /// The operator's requests to the API server so far, by "verb resource".
 async fn requests() -> BTreeMap<String, f64> {
     let url = format!("http://{}/metrics", env().metrics_addr);
@@ -265,7 +281,7 @@ async fn bench_operator() {
     wait_running(&running, 20).await;
 
     // The burst.
-    let (cpu0, req0) = (cpu_seconds(pid), requests().await);
+    let (cpu0, req0, cluster0) = (cpu_seconds(pid), requests().await, cluster_cpu());
     let names: Vec<String> = (0..total).map(|i| format!("b-{i}")).collect();
     let t = Instant::now();
     let (loaded, creates) = burst(&servers, &seen, names.clone()).await;
@@ -277,7 +293,7 @@ async fn bench_operator() {
         .unwrap_or_default();
     wait_running(&running, 20 + total).await;
     let all_running = t.elapsed();
-    let (cpu1, req1) = (cpu_seconds(pid), requests().await);
+    let (cpu1, req1, cluster1) = (cpu_seconds(pid), requests().await, cluster_cpu());
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss1 = rss_kib(pid);
     let peak = peak_rss_kib(pid);
@@ -328,6 +344,13 @@ async fn bench_operator() {
             _ => "n/a".into(),
         }
     );
+    if !cluster1.is_empty() {
+        let used: Vec<String> = cluster1
+            .iter()
+            .map(|(name, b)| format!("{name} {:.1} s", b - cluster0.get(name).copied().unwrap_or(*b)))
+            .collect();
+        println!("| cluster CPU for the burst, by component | {} |", used.join(", "));
+    }
     println!(
         "| operator API requests for the burst | {:.1} reads and {:.1} writes per server ({}) |",
         converge.reads / n,

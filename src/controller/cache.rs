@@ -1,6 +1,7 @@
 //! What the controllers read, from reflector caches instead of the API server: the MCPServers,
-//! the Plugins and SecurityPolicies they name, the RuntimeClasses, every kind of child (metadata
-//! only where nothing else is needed) and the server pods. Secrets are never listed or watched:
+//! the Plugins and SecurityPolicies they name, the RuntimeClasses, every kind of child and the
+//! server pods (as compact views: [`ChildMeta`] instead of `ObjectMeta`, and of a Deployment or
+//! pod only the status fields read). Secrets are never listed or watched:
 //! each one a policy names is read with `get` by the SecurityPolicy controller and kept here, so
 //! a server reconcile reads none.
 //!
@@ -42,16 +43,16 @@ pub struct Caches {
     pub runtime_classes: Store<PartialObjectMeta<RuntimeClass>>,
     /// Deployments the operator manages (trimmed: no pod template).
     pub deployments: Store<CachedDeployment>,
-    /// Services the operator manages (metadata).
-    pub services: Store<PartialObjectMeta<Service>>,
+    /// Services the operator manages (metadata as [`ChildMeta`], as for the kinds below).
+    pub services: Store<CachedChild<Service>>,
     /// ConfigMaps the operator manages (metadata).
-    pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
+    pub config_maps: Store<CachedChild<ConfigMap>>,
     /// ServiceAccounts the operator manages (metadata).
-    pub service_accounts: Store<PartialObjectMeta<ServiceAccount>>,
+    pub service_accounts: Store<CachedChild<ServiceAccount>>,
     /// NetworkPolicies the operator manages (metadata).
-    pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
+    pub network_policies: Store<CachedChild<NetworkPolicy>>,
     /// PodDisruptionBudgets the operator manages (metadata).
-    pub pdbs: Store<PartialObjectMeta<PodDisruptionBudget>>,
+    pub pdbs: Store<CachedChild<PodDisruptionBudget>>,
     /// Pods of the servers and plugins (trimmed: labels, readiness, address, container states).
     pub pods: Store<CachedPod>,
     /// Which of the stores above their first list has filled.
@@ -79,19 +80,98 @@ pub struct Baseline {
 /// How long an applied child may be missing from its cache before it counts as gone.
 pub const CACHE_LAG: Duration = Duration::from_secs(10);
 
-/// A Deployment as the caches hold it: its metadata, desired replica count and status. Watched
-/// and listed as this type, so the pod template is never even deserialized (nor kept: a whole
-/// `Deployment` is 2.4 KB before any of its strings).
-#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+/// What the caches keep of a child's (or pod's) metadata: name, namespace, the labels the
+/// controllers select by, the applied hash, generation, resourceVersion and deletion, as plain
+/// fields. An `ObjectMeta` is 360 bytes before any of its strings and each of its maps a
+/// ~550-byte node however few entries it holds; this is about 150, and at 5,000 servers the
+/// caches hold some 25,000 children and pods.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChildMeta {
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.namespace`.
+    pub namespace: Option<String>,
+    /// The values of [`READ_LABELS`] but the first (managed-by, which is `managed`).
+    pub(crate) labels: [Option<Box<str>>; 3],
+    /// Whether the managed-by label names this operator.
+    pub(crate) managed: bool,
+    /// The applied hash ([`ANNOTATION_APPLIED`]).
+    pub hash: Option<Box<str>>,
+    /// `metadata.generation`.
+    pub generation: Option<i64>,
+    /// `metadata.resourceVersion`.
+    pub resource_version: Option<String>,
+    /// Whether `metadata.deletionTimestamp` is set.
+    pub deleting: bool,
+}
+
+impl From<ObjectMeta> for ChildMeta {
+    fn from(meta: ObjectMeta) -> Self {
+        let mut labels = meta.labels.unwrap_or_default();
+        let mut take = |key: &str| labels.remove(key).map(String::into_boxed_str);
+        let managed = take(LABEL_MANAGED_BY).is_some_and(|m| &*m == MANAGED_BY);
+        let read = [take(READ_LABELS[1]), take(READ_LABELS[2]), take(READ_LABELS[3])];
+        Self {
+            name: meta.name.unwrap_or_default(),
+            namespace: meta.namespace,
+            labels: read,
+            managed,
+            hash: meta.annotations.and_then(|mut a| a.remove(ANNOTATION_APPLIED)).map(String::into_boxed_str),
+            generation: meta.generation,
+            resource_version: meta.resource_version,
+            deleting: meta.deletion_timestamp.is_some(),
+        }
+    }
+}
+
+impl ChildMeta {
+    /// The value of one of the labels kept ([`READ_LABELS`]); None for any other.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        if key == LABEL_MANAGED_BY {
+            return self.managed.then_some(MANAGED_BY);
+        }
+        let at = READ_LABELS[1..].iter().position(|k| *k == key)?;
+        self.labels[at].as_deref()
+    }
+
+    /// Whether the labels kept include every key and value of `selector`.
+    pub fn selected_by(&self, selector: &BTreeMap<String, String>) -> bool {
+        selector.iter().all(|(k, v)| self.label(k) == Some(v.as_str()))
+    }
+}
+
+/// A child of a kind of which only the metadata is cached.
+#[derive(Debug)]
+pub struct CachedChild<K> {
+    /// Its metadata.
+    pub metadata: ChildMeta,
+    kind: std::marker::PhantomData<fn() -> K>,
+}
+
+// Not derived: those would require `K: Clone` (the kind is only a marker).
+impl<K> Clone for CachedChild<K> {
+    fn clone(&self) -> Self {
+        Self { metadata: self.metadata.clone(), kind: std::marker::PhantomData }
+    }
+}
+
+impl<K> From<PartialObjectMeta<K>> for CachedChild<K> {
+    fn from(o: PartialObjectMeta<K>) -> Self {
+        Self { metadata: o.metadata.into(), kind: std::marker::PhantomData }
+    }
+}
+
+/// A Deployment as the caches hold it: its metadata, desired replica count and status (the
+/// conditions without their messages and times). Read from the watch as a [`WatchedDeployment`],
+/// so the pod template is never even deserialized.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(from = "WatchedDeployment")]
 pub struct CachedDeployment {
     /// The Deployment's metadata.
-    #[serde(default)]
-    pub metadata: ObjectMeta,
+    pub metadata: ChildMeta,
     /// What is read of its spec.
-    #[serde(default)]
     pub spec: CachedDeploymentSpec,
     /// Its status.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<DeploymentStatus>,
 }
 
@@ -103,21 +183,69 @@ pub struct CachedDeploymentSpec {
     pub replicas: Option<i32>,
 }
 
+/// A Deployment as its watch reads it (whole metadata: the watcher resumes from its
+/// resourceVersion), turned into a [`CachedDeployment`] before the cache.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct WatchedDeployment {
+    #[serde(default)]
+    metadata: ObjectMeta,
+    #[serde(default)]
+    spec: CachedDeploymentSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    status: Option<DeploymentStatus>,
+}
+
+impl From<WatchedDeployment> for CachedDeployment {
+    fn from(mut d: WatchedDeployment) -> Self {
+        if let Some(conditions) = d.status.as_mut().and_then(|s| s.conditions.as_mut()) {
+            for c in conditions {
+                c.message = None;
+                c.last_transition_time = None;
+                c.last_update_time = None;
+            }
+        }
+        Self { metadata: d.metadata.into(), spec: d.spec, status: d.status }
+    }
+}
+
 impl From<Deployment> for CachedDeployment {
     fn from(d: Deployment) -> Self {
-        Self { metadata: d.metadata, spec: CachedDeploymentSpec { replicas: d.spec.replicas }, status: d.status }
+        WatchedDeployment {
+            metadata: d.metadata,
+            spec: CachedDeploymentSpec { replicas: d.spec.replicas },
+            status: d.status,
+        }
+        .into()
     }
 }
 
 /// A pod as the caches hold it: metadata and what is read of its status, never its spec.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+/// Read from the watch as a [`WatchedPod`].
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(from = "WatchedPod")]
 pub struct CachedPod {
     /// The pod's metadata.
-    #[serde(default)]
-    pub metadata: ObjectMeta,
-    /// What is read of its status.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: ChildMeta,
+    /// What is read of its status (of the conditions, the Ready one).
     pub status: Option<CachedPodStatus>,
+}
+
+/// A pod as its watch reads it, turned into a [`CachedPod`] before the cache.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct WatchedPod {
+    #[serde(default)]
+    metadata: ObjectMeta,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    status: Option<CachedPodStatus>,
+}
+
+impl From<WatchedPod> for CachedPod {
+    fn from(mut p: WatchedPod) -> Self {
+        if let Some(conditions) = p.status.as_mut().and_then(|s| s.conditions.as_mut()) {
+            conditions.retain(|c| c.type_ == "Ready");
+        }
+        Self { metadata: p.metadata.into(), status: p.status }
+    }
 }
 
 /// What is read of a pod's status (a `PodStatus` and its container statuses are ~1.5 KB per pod
@@ -201,8 +329,66 @@ macro_rules! view_of {
         }
     };
 }
-view_of!(CachedDeployment, Deployment);
-view_of!(CachedPod, Pod);
+view_of!(WatchedDeployment, Deployment);
+view_of!(WatchedPod, Pod);
+
+/// `$view` is cached for the kind `$kind`; its store keys carry no resourceVersion or UID.
+macro_rules! cached_as {
+    ($view:ty, $kind:ty $(, $generic:ident)?) => {
+        impl$(<$generic: Resource<DynamicType = ()>>)? reflector::Lookup for $view {
+            type DynamicType = ();
+            fn kind(dt: &()) -> Cow<'_, str> {
+                <$kind as Resource>::kind(dt)
+            }
+            fn group(dt: &()) -> Cow<'_, str> {
+                <$kind as Resource>::group(dt)
+            }
+            fn version(dt: &()) -> Cow<'_, str> {
+                <$kind as Resource>::version(dt)
+            }
+            fn plural(dt: &()) -> Cow<'_, str> {
+                <$kind as Resource>::plural(dt)
+            }
+            fn name(&self) -> Option<Cow<'_, str>> {
+                Some(Cow::Borrowed(&self.metadata.name))
+            }
+            fn namespace(&self) -> Option<Cow<'_, str>> {
+                self.metadata.namespace.as_deref().map(Cow::Borrowed)
+            }
+            fn resource_version(&self) -> Option<Cow<'_, str>> {
+                None
+            }
+            fn uid(&self) -> Option<Cow<'_, str>> {
+                None
+            }
+        }
+    };
+}
+cached_as!(CachedDeployment, Deployment);
+cached_as!(CachedPod, Pod);
+cached_as!(CachedChild<K>, K, K);
+
+/// Cached views that carry a [`ChildMeta`].
+pub trait HasChildMeta {
+    /// The view's metadata.
+    fn child_meta(&self) -> &ChildMeta;
+}
+
+impl HasChildMeta for CachedDeployment {
+    fn child_meta(&self) -> &ChildMeta {
+        &self.metadata
+    }
+}
+impl HasChildMeta for CachedPod {
+    fn child_meta(&self) -> &ChildMeta {
+        &self.metadata
+    }
+}
+impl<K> HasChildMeta for CachedChild<K> {
+    fn child_meta(&self) -> &ChildMeta {
+        &self.metadata
+    }
+}
 
 /// The writing ends of the stores, fed by the controllers' watches.
 pub struct Writers {
@@ -217,15 +403,15 @@ pub struct Writers {
     /// Feeds [`Caches::deployments`].
     pub deployments: reflector::store::Writer<CachedDeployment>,
     /// Feeds [`Caches::services`].
-    pub services: reflector::store::Writer<PartialObjectMeta<Service>>,
+    pub services: reflector::store::Writer<CachedChild<Service>>,
     /// Feeds [`Caches::config_maps`].
-    pub config_maps: reflector::store::Writer<PartialObjectMeta<ConfigMap>>,
+    pub config_maps: reflector::store::Writer<CachedChild<ConfigMap>>,
     /// Feeds [`Caches::service_accounts`].
-    pub service_accounts: reflector::store::Writer<PartialObjectMeta<ServiceAccount>>,
+    pub service_accounts: reflector::store::Writer<CachedChild<ServiceAccount>>,
     /// Feeds [`Caches::network_policies`].
-    pub network_policies: reflector::store::Writer<PartialObjectMeta<NetworkPolicy>>,
+    pub network_policies: reflector::store::Writer<CachedChild<NetworkPolicy>>,
     /// Feeds [`Caches::pdbs`].
-    pub pdbs: reflector::store::Writer<PartialObjectMeta<PodDisruptionBudget>>,
+    pub pdbs: reflector::store::Writer<CachedChild<PodDisruptionBudget>>,
     /// Feeds [`Caches::pods`].
     pub pods: reflector::store::Writer<CachedPod>,
     /// Records the stores' first lists (see [`crate::controller::watch::reflect`]).
@@ -327,7 +513,7 @@ impl Caches {
     /// The pods of `ns` whose labels include every one of `selector`.
     pub fn pods(&self, ns: &str, selector: &BTreeMap<String, String>) -> Vec<CachedPod> {
         self.pods
-            .state_filter(|p| p.namespace().as_deref() == Some(ns) && selects(selector, p.labels()))
+            .state_filter(|p| p.metadata.namespace.as_deref() == Some(ns) && p.metadata.selected_by(selector))
             .iter()
             .map(|p| (**p).clone())
             .collect()
@@ -336,7 +522,7 @@ impl Caches {
     /// Decides whether `desired` (carrying its applied-hash annotation) must be applied, given
     /// the cached child's metadata. Records the cached child as the baseline when it already
     /// carries the desired hash, so that a later change by someone else is noticed.
-    pub fn needs_apply(&self, key: &str, desired_hash: &str, cached: Option<&ObjectMeta>) -> Decision {
+    pub fn needs_apply(&self, key: &str, desired_hash: &str, cached: Option<&ChildMeta>) -> Decision {
         let mut applied = self.applied.lock().expect("applied lock");
         let decision = apply_decision(desired_hash, cached, applied.get(key), Instant::now());
         if let (Decision::Skip, Some(meta)) = (&decision, cached) {
@@ -351,7 +537,12 @@ impl Caches {
 
     /// Records what the API server returned for an applied child.
     pub fn applied(&self, key: &str, hash: &str, stored: &ObjectMeta) {
-        let baseline = Baseline { hash: hash.to_string(), marker: marker(stored), applied_at: Some(Instant::now()) };
+        let version = ChildMeta {
+            generation: stored.generation,
+            resource_version: stored.resource_version.clone(),
+            ..Default::default()
+        };
+        let baseline = Baseline { hash: hash.to_string(), marker: marker(&version), applied_at: Some(Instant::now()) };
         self.applied.lock().expect("applied lock").insert(key.to_string(), baseline);
     }
 
@@ -382,41 +573,22 @@ impl Caches {
     }
 }
 
-/// Whether `labels` include every key and value of `selector`.
-fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
-    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
-}
-
 /// The metadata of the cached children of `server` (by the managed-by and instance labels) in
 /// `ns`, out of any store. Only the matches are copied out (a reconcile does not clone every
 /// cached object's handle of a kind to find its few).
-fn owned_by<K>(store: &Store<K>, ns: &str, server: &str) -> Vec<ObjectMeta>
+pub fn children_of<K>(store: &Store<K>, ns: &str, server: &str) -> Vec<ChildMeta>
 where
-    K: Resource + Clone + 'static,
+    K: reflector::Lookup + HasChildMeta + Clone + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
-    let want = BTreeMap::from([
-        (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
-        (LABEL_INSTANCE.to_string(), server.to_string()),
-    ]);
     store
-        .state_filter(|o| o.namespace().as_deref() == Some(ns) && selects(&want, o.labels()))
+        .state_filter(|o| {
+            let m = o.child_meta();
+            m.managed && m.namespace.as_deref() == Some(ns) && m.label(LABEL_INSTANCE) == Some(server)
+        })
         .iter()
-        .map(|o| o.meta().clone())
+        .map(|o| o.child_meta().clone())
         .collect()
-}
-
-/// The cached children of `server` in `ns`, from a metadata-only store.
-pub fn children_of<K>(store: &Store<PartialObjectMeta<K>>, ns: &str, server: &str) -> Vec<ObjectMeta>
-where
-    K: Resource<DynamicType = ()> + Clone + 'static,
-{
-    owned_by(store, ns, server)
-}
-
-/// Same as [`children_of`] for the full Deployment store.
-pub fn deployments_of(store: &Store<CachedDeployment>, ns: &str, server: &str) -> Vec<ObjectMeta> {
-    owned_by(store, ns, server)
 }
 
 /// What to do with a desired child.
@@ -432,7 +604,7 @@ pub enum Decision {
 
 /// The version of a child that changes when its desired state does: the generation where the
 /// kind has one (a Deployment's status updates do not count), else the resourceVersion.
-pub fn marker(meta: &ObjectMeta) -> String {
+pub fn marker(meta: &ChildMeta) -> String {
     match meta.generation {
         Some(g) => format!("g{g}"),
         None => format!("rv{}", meta.resource_version.as_deref().unwrap_or("")),
@@ -442,7 +614,7 @@ pub fn marker(meta: &ObjectMeta) -> String {
 /// The pure decision behind [`Caches::needs_apply`].
 pub fn apply_decision(
     desired_hash: &str,
-    cached: Option<&ObjectMeta>,
+    cached: Option<&ChildMeta>,
     baseline: Option<&Baseline>,
     now: Instant,
 ) -> Decision {
@@ -453,7 +625,7 @@ pub fn apply_decision(
             .is_some_and(|b| b.hash == desired_hash && b.applied_at.is_some_and(|t| now.duration_since(t) < CACHE_LAG));
         return if recent { Decision::Lagging } else { Decision::Apply };
     };
-    if meta.deletion_timestamp.is_some() {
+    if meta.deleting {
         // Going away: its deletion brings the server back here, and it is applied anew.
         return Decision::Skip;
     }
@@ -466,7 +638,7 @@ pub fn apply_decision(
     if lagging {
         return Decision::Lagging;
     }
-    if recorded_hash(meta) != Some(desired_hash) {
+    if meta.hash.as_deref() != Some(desired_hash) {
         return Decision::Apply;
     }
     match baseline {
@@ -501,70 +673,9 @@ pub fn with_applied_hash<K: Resource + Clone + serde::Serialize>(obj: &K) -> (K,
     (obj, hash)
 }
 
-/// The labels read from cached children and pods: the owning server's (`owned_by`,
+/// The labels read from cached children and pods: the owning server's ([`children_of`],
 /// `owning_server`) and the server pod selector's.
 const READ_LABELS: [&str; 4] = [LABEL_MANAGED_BY, LABEL_INSTANCE, LABEL_NAME, LABEL_COMPONENT];
-
-/// The applied hash recorded on a child's metadata (see [`trim_meta`] for where a cached child
-/// keeps it).
-pub fn recorded_hash(meta: &ObjectMeta) -> Option<&str> {
-    fn of(m: &Option<BTreeMap<String, String>>) -> Option<&str> {
-        m.as_ref().and_then(|m| m.get(ANNOTATION_APPLIED)).map(String::as_str)
-    }
-    of(&meta.labels).or_else(|| of(&meta.annotations))
-}
-
-/// Keeps of a cached child's metadata only what the controllers read: name, namespace, the
-/// labels they select by ([`READ_LABELS`]), the applied hash, generation, resourceVersion and
-/// deletion (a child's cache then costs a few hundred bytes). The applied-hash annotation is
-/// folded into the labels map of the cached copy (read back with [`recorded_hash`]): a map costs
-/// a ~550-byte node however few entries it holds, and tens of thousands of cached children
-/// would otherwise carry two.
-pub fn trim_meta(meta: &mut ObjectMeta) {
-    let hash = meta.annotations.take().and_then(|mut a| a.remove(ANNOTATION_APPLIED));
-    let mut labels = meta.labels.take().unwrap_or_default();
-    labels.retain(|k, _| READ_LABELS.contains(&k.as_str()));
-    if let Some(hash) = hash {
-        labels.insert(ANNOTATION_APPLIED.to_string(), hash);
-    }
-    *meta = ObjectMeta {
-        name: meta.name.take(),
-        namespace: meta.namespace.take(),
-        labels: (!labels.is_empty()).then_some(labels),
-        generation: meta.generation,
-        resource_version: meta.resource_version.take(),
-        deletion_timestamp: meta.deletion_timestamp.take(),
-        ..Default::default()
-    };
-}
-
-/// [`trim_meta`] for any object.
-pub fn trim_child<K: Resource>(obj: &mut K) {
-    trim_meta(obj.meta_mut());
-}
-
-/// Drops what the controllers never read from a cached Deployment: most of the metadata
-/// ([`trim_meta`]) and the conditions' messages and times.
-pub fn trim_deployment(d: &mut CachedDeployment) {
-    trim_meta(&mut d.metadata);
-    if let Some(conditions) = d.status.as_mut().and_then(|s| s.conditions.as_mut()) {
-        for c in conditions {
-            c.message = None;
-            c.last_transition_time = None;
-            c.last_update_time = None;
-        }
-    }
-}
-
-/// Drops what the controllers never read from a cached pod: most of the metadata
-/// ([`trim_meta`]) and most of the status (kept: phase, address, the Ready condition, each
-/// container's readiness and waiting reason).
-pub fn trim_pod(p: &mut CachedPod) {
-    trim_meta(&mut p.metadata);
-    if let Some(conditions) = p.status.as_mut().and_then(|s| s.conditions.as_mut()) {
-        conditions.retain(|c| c.type_ == "Ready");
-    }
-}
 
 /// The Secrets named by SecurityPolicies, as last read (with `get`): absent ones as `None`.
 #[derive(Default)]
@@ -626,10 +737,10 @@ impl SecretCache {
 mod tests {
     use super::*;
 
-    fn meta(hash: Option<&str>, generation: Option<i64>, rv: &str) -> ObjectMeta {
-        ObjectMeta {
-            name: Some("s".into()),
-            annotations: hash.map(|h| BTreeMap::from([(ANNOTATION_APPLIED.to_string(), h.to_string())])),
+    fn meta(hash: Option<&str>, generation: Option<i64>, rv: &str) -> ChildMeta {
+        ChildMeta {
+            name: "s".into(),
+            hash: hash.map(Into::into),
             generation,
             resource_version: Some(rv.into()),
             ..Default::default()
@@ -689,7 +800,7 @@ mod tests {
     #[test]
     fn a_child_being_deleted_is_left_to_its_deletion() {
         let mut m = meta(Some("h0"), Some(1), "5");
-        m.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()));
+        m.deleting = true;
         assert_eq!(apply_decision("h1", Some(&m), None, Instant::now()), Decision::Skip);
     }
 
@@ -701,7 +812,8 @@ mod tests {
         // Someone scaled it: generation 4 with the same annotation.
         let scaled = meta(Some("h1"), Some(4), "6");
         assert_eq!(caches.needs_apply("Deployment/ns/a", "h1", Some(&scaled)), Decision::Apply);
-        caches.applied("Deployment/ns/a", "h1", &meta(Some("h1"), Some(5), "7"));
+        let stored = ObjectMeta { generation: Some(5), resource_version: Some("7".into()), ..Default::default() };
+        caches.applied("Deployment/ns/a", "h1", &stored);
         let now_cached = meta(Some("h1"), Some(5), "8");
         assert_eq!(caches.needs_apply("Deployment/ns/a", "h1", Some(&now_cached)), Decision::Skip);
         caches.forget("ns", "a");
@@ -742,14 +854,15 @@ mod tests {
     }
 
     #[test]
-    fn trimmed_metadata_keeps_what_the_decisions_read() {
-        let mut m = ObjectMeta {
+    fn cached_metadata_keeps_what_the_decisions_read() {
+        let full = ObjectMeta {
             name: Some("a".into()),
             namespace: Some("ns".into()),
             uid: Some("u".into()),
             labels: Some(BTreeMap::from([
                 ("l".to_string(), "v".to_string()),
                 (LABEL_INSTANCE.to_string(), "s".to_string()),
+                (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
             ])),
             annotations: Some(BTreeMap::from([
                 (ANNOTATION_APPLIED.to_string(), "h1".to_string()),
@@ -757,21 +870,58 @@ mod tests {
             ])),
             generation: Some(4),
             resource_version: Some("77".into()),
+            deletion_timestamp: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default())),
             ..Default::default()
         };
-        let before = (marker(&m), apply_decision("h1", Some(&m), None, Instant::now()));
-        trim_meta(&mut m);
-        assert_eq!((marker(&m), apply_decision("h1", Some(&m), None, Instant::now())), before);
-        assert_eq!((m.uid.as_ref(), m.annotations.as_ref()), (None, None));
-        assert_eq!(recorded_hash(&m), Some("h1"));
-        assert_eq!(
-            m.labels.unwrap(),
-            BTreeMap::from([
-                (LABEL_INSTANCE.to_string(), "s".to_string()),
-                (ANNOTATION_APPLIED.to_string(), "h1".to_string())
-            ]),
-            "the labels read, and the applied hash in the same map"
-        );
+        let m = ChildMeta::from(full);
+        assert_eq!((m.name.as_str(), m.namespace.as_deref()), ("a", Some("ns")));
+        assert_eq!((m.hash.as_deref(), m.generation, m.resource_version.as_deref()), (Some("h1"), Some(4), Some("77")));
+        assert!(m.deleting);
+        assert_eq!(marker(&m), "g4");
+        assert_eq!((m.label(LABEL_INSTANCE), m.label(LABEL_MANAGED_BY)), (Some("s"), Some(MANAGED_BY)));
+        assert_eq!((m.label("l"), m.label(LABEL_NAME)), (None, None), "other labels are not kept");
+        let other = ChildMeta::from(ObjectMeta {
+            labels: Some(BTreeMap::from([(LABEL_MANAGED_BY.to_string(), "helm".to_string())])),
+            ..Default::default()
+        });
+        assert_eq!(other.label(LABEL_MANAGED_BY), None, "managed by someone else");
+        assert!(m.selected_by(&BTreeMap::from([(LABEL_INSTANCE.to_string(), "s".to_string())])));
+        assert!(!m.selected_by(&BTreeMap::from([(LABEL_INSTANCE.to_string(), "t".to_string())])));
+        assert!(!m.selected_by(&BTreeMap::from([("l".to_string(), "v".to_string())])), "not kept, never selected");
+    }
+
+    #[test]
+    fn children_are_found_by_namespace_managed_by_and_instance() {
+        let (caches, mut writers) = caches();
+        let child = |name: &str, ns: &str, instance: &str, manager: &str| -> CachedChild<Service> {
+            PartialObjectMeta::<Service> {
+                metadata: ObjectMeta {
+                    name: Some(name.into()),
+                    namespace: Some(ns.into()),
+                    labels: Some(BTreeMap::from([
+                        (LABEL_INSTANCE.to_string(), instance.to_string()),
+                        (LABEL_MANAGED_BY.to_string(), manager.to_string()),
+                    ])),
+                    ..Default::default()
+                },
+                ..Default::default()
+            }
+            .into()
+        };
+        for c in [
+            child("s", "ns", "s", MANAGED_BY),
+            child("s-plugin", "ns", "s", MANAGED_BY),
+            child("t", "ns", "t", MANAGED_BY),
+            child("s", "other", "s", MANAGED_BY),
+            child("x", "ns", "s", "helm"),
+        ] {
+            writers.services.apply_watcher_event(&kube::runtime::watcher::Event::Apply(c));
+        }
+        let mut names: Vec<String> = children_of(&caches.services, "ns", "s").into_iter().map(|m| m.name).collect();
+        names.sort();
+        assert_eq!(names, ["s", "s-plugin"]);
+        let key = ObjectRef::<CachedChild<Service>>::new("t").within("ns");
+        assert_eq!(caches.services.get(&key).map(|c| c.metadata.name.clone()).as_deref(), Some("t"));
     }
 
     #[test]
@@ -798,15 +948,19 @@ mod tests {
             "status": {"observedGeneration": 2, "readyReplicas": 1}
         }))
         .unwrap();
-        let read: CachedDeployment = serde_json::from_value(serde_json::to_value(&full).unwrap()).unwrap();
+        let watched: WatchedDeployment = serde_json::from_value(serde_json::to_value(&full).unwrap()).unwrap();
+        assert!(!serde_json::to_string(&watched).unwrap().contains("template"), "not even read");
+        let read = CachedDeployment::from(watched);
         assert_eq!(read, CachedDeployment::from(full));
         assert_eq!((read.spec.replicas, read.status.as_ref().unwrap().ready_replicas), (Some(3), Some(1)));
-        assert!(!serde_json::to_string(&read).unwrap().contains("template"));
+        assert_eq!(read.metadata.generation, Some(2));
         assert_eq!(
-            (CachedDeployment::kind(&()), CachedDeployment::plural(&())),
+            (<CachedDeployment as reflector::Lookup>::kind(&()), <CachedDeployment as reflector::Lookup>::plural(&())),
             ("Deployment".into(), "deployments".into())
         );
-        assert_eq!(CachedPod::url_path(&(), Some("ns")), Pod::url_path(&(), Some("ns")));
+        assert_eq!(WatchedDeployment::url_path(&(), Some("ns")), Deployment::url_path(&(), Some("ns")));
+        assert_eq!(WatchedPod::url_path(&(), Some("ns")), Pod::url_path(&(), Some("ns")));
+        assert_eq!(reflector::Lookup::resource_version(&read), None, "store keys carry no resourceVersion");
     }
 
     #[test]
@@ -821,17 +975,15 @@ mod tests {
                           "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}
         }))
         .unwrap();
-        let mut trimmed = pod.clone();
-        trim_pod(&mut trimmed);
+        let trimmed = pod;
         let st = trimmed.status.as_ref().unwrap();
         assert_eq!((st.phase.as_deref(), st.pod_ip.as_deref()), (Some("Running"), Some("10.0.0.5")));
         let ready = CachedPodCondition { type_: "Ready".into(), status: "True".into() };
         assert_eq!(st.conditions, Some(vec![ready]), "the Ready condition only");
-        assert_eq!(super::super::status::crash_looping(&[trimmed.clone()]), 1);
-        assert_eq!(trimmed.labels().keys().collect::<Vec<_>>(), [LABEL_INSTANCE]);
+        assert_eq!(super::super::status::crash_looping(std::slice::from_ref(&trimmed)), 1);
+        assert_eq!((trimmed.metadata.label(LABEL_INSTANCE), trimmed.metadata.label("a")), (Some("s"), None));
         let mine = crate::build::server_selector("s");
         assert!(mine.keys().all(|k| READ_LABELS.contains(&k.as_str())), "the pod selector's labels are kept");
-        assert!(trimmed.annotations().is_empty());
-        assert_eq!(super::super::gateway_status::pick_pod(&[trimmed.clone()]).as_deref(), Some("10.0.0.5"));
+        assert_eq!(super::super::gateway_status::pick_pod(std::slice::from_ref(&trimmed)).as_deref(), Some("10.0.0.5"));
     }
 }

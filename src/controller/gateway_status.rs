@@ -124,14 +124,16 @@ fn pods_key(pods: &[CachedPod]) -> String {
     let mut ready: Vec<String> = pods
         .iter()
         .filter(|p| is_ready(p))
-        .map(|p| format!("{}@{}", p.name_any(), p.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap_or_default()))
+        .map(|p| {
+            format!("{}@{}", p.metadata.name, p.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap_or_default())
+        })
         .collect();
     ready.sort();
     ready.join(",")
 }
 
 fn is_ready(pod: &CachedPod) -> bool {
-    pod.metadata.deletion_timestamp.is_none()
+    !pod.metadata.deleting
         && pod
             .status
             .as_ref()
@@ -143,7 +145,7 @@ fn is_ready(pod: &CachedPod) -> bool {
 pub fn pick_pod(pods: &[CachedPod]) -> Option<String> {
     let mut ready: Vec<&CachedPod> =
         pods.iter().filter(|p| is_ready(p) && p.status.as_ref().is_some_and(|s| s.pod_ip.is_some())).collect();
-    ready.sort_by_key(|p| p.name_any());
+    ready.sort_by_key(|p| &p.metadata.name);
     ready.first().and_then(|p| p.status.as_ref()).and_then(|s| s.pod_ip.clone())
 }
 

@@ -3,13 +3,14 @@
 //! through the garbage collector, so a server never waits for the operator to be deleted.
 
 use super::cache::{
-    children_of, deployments_of, marker, recorded_hash, trim_child, trim_deployment, trim_pod, with_applied_hash,
-    CachedDeployment, CachedPod, Decision, Writers,
+    children_of, marker, with_applied_hash, CachedChild, CachedDeployment, CachedPod, ChildMeta, Decision,
+    WatchedDeployment, WatchedPod, Writers,
 };
 use super::status::{server_status, Observation, Resolution};
 use super::usage::release_finalizer;
 use super::watch::{
-    self, changed_objects, changes, detach, hash_of, owning_server, referenced_key, reflect, server_key, BoundedBackoff,
+    self, changed_objects, changes, detach, hash_of, owning_server, referenced_key, reflect, server_key, viewed,
+    BoundedBackoff,
 };
 use super::{apply, apply_status, Context, Error, Guarded, Result, Scope};
 use crate::api::condition_types::*;
@@ -26,7 +27,6 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action};
@@ -228,11 +228,11 @@ impl<'a> Writes<'a> {
 /// needs.
 pub async fn apply_children(ctx: &Context, ns: &str, server: &str, children: &Children) -> Result<Applied> {
     let caches = &ctx.caches;
-    fn meta_of<K: Resource<DynamicType = ()> + Clone>(
-        store: &Store<PartialObjectMeta<K>>,
+    fn meta_of<K: Resource<DynamicType = ()>>(
+        store: &Store<CachedChild<K>>,
         ns: &str,
         name: &Option<String>,
-    ) -> Option<ObjectMeta> {
+    ) -> Option<ChildMeta> {
         name.as_ref().and_then(|n| store.get(&ObjectRef::new(n).within(ns))).map(|o| o.metadata.clone())
     }
     let mut writes = Writes::default();
@@ -273,7 +273,7 @@ pub async fn apply_children(ctx: &Context, ns: &str, server: &str, children: &Ch
     );
     let keep_policies = names(&mut children.network_policies.iter().map(|n| &n.metadata.name));
     let keep_pdbs = names(&mut children.pdb.iter().map(|p| &p.metadata.name));
-    prune::<Deployment>(ctx, ns, server, deployments_of(&caches.deployments, ns, server), &keep_deployments).await?;
+    prune::<Deployment>(ctx, ns, server, children_of(&caches.deployments, ns, server), &keep_deployments).await?;
     prune::<Service>(ctx, ns, server, children_of(&caches.services, ns, server), &keep_services).await?;
     prune::<NetworkPolicy>(ctx, ns, server, children_of(&caches.network_policies, ns, server), &keep_policies).await?;
     prune::<PodDisruptionBudget>(ctx, ns, server, children_of(&caches.pdbs, ns, server), &keep_pdbs).await?;
@@ -289,7 +289,7 @@ enum Write<'a> {
 
 /// The apply of `desired` when it needs one (see [`Write`]); a Deployment's apply yields what
 /// the API server holds.
-fn write<'a, K>(ctx: &'a Context, ns: &'a str, desired: &K, cached: Option<ObjectMeta>) -> Write<'a>
+fn write<'a, K>(ctx: &'a Context, ns: &'a str, desired: &K, cached: Option<ChildMeta>) -> Write<'a>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -323,15 +323,15 @@ async fn prune<K>(
     ctx: &Context,
     ns: &str,
     server: &str,
-    existing: Vec<ObjectMeta>,
+    existing: Vec<ChildMeta>,
     keep: &BTreeSet<String>,
 ) -> Result<()>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug,
 {
     for meta in existing {
-        let name = meta.name.clone().unwrap_or_default();
-        if !keep.contains(&name) && meta.deletion_timestamp.is_none() {
+        let name = meta.name;
+        if !keep.contains(&name) && !meta.deleting {
             tracing::info!(%server, kind = K::kind(&()).as_ref(), %name, "deleting child no longer needed");
             match api::<K>(ctx, ns).delete(&name, &DeleteParams::background()).await {
                 Ok(_) => {}
@@ -458,7 +458,7 @@ async fn scale_held_back(
     let Some(mut deployment) = existing else { return Ok(None) };
     if deployment.spec.replicas != Some(replicas) {
         let patch = serde_json::json!({"spec": {"replicas": replicas}});
-        api.patch_scale(&deployment.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        api.patch_scale(&deployment.metadata.name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
         deployment.spec.replicas = Some(replicas);
     }
     Ok(Some(deployment))
@@ -559,9 +559,12 @@ impl Default for Tuning {
 /// What triggers a reconcile of a server from one of its children: its spec (generation, or
 /// resourceVersion for kinds without one), the applied hash, deletion, and for Deployments the
 /// status fields the server's status reports.
-fn child_key<K: Resource>(o: &K) -> u64 {
-    let m = o.meta();
-    hash_of((marker(m), recorded_hash(m), m.deletion_timestamp.is_some()))
+fn child_key<K>(o: &CachedChild<K>) -> u64 {
+    meta_key(&o.metadata)
+}
+
+fn meta_key(m: &ChildMeta) -> u64 {
+    hash_of((marker(m), &m.hash, m.deleting))
 }
 
 fn deployment_key(d: &CachedDeployment) -> u64 {
@@ -575,7 +578,7 @@ fn deployment_key(d: &CachedDeployment) -> u64 {
         .into_iter()
         .collect();
     hash_of((
-        child_key(d),
+        meta_key(&d.metadata),
         d.spec.replicas,
         st.map(|s| (s.observed_generation, s.replicas, s.ready_replicas, s.available_replicas, s.updated_replicas)),
         conditions,
@@ -659,7 +662,7 @@ pub fn controller(
         changed_objects(servers, server_key).inspect(pass_on(to_plugins)).inspect(pass_on(to_policies)).map(Ok);
     let deployments = changes(
         reflect(
-            watcher(scope.api::<CachedDeployment>(&client), owned.clone()).modify(trim_deployment),
+            viewed::<_, CachedDeployment, _>(watcher(scope.api::<WatchedDeployment>(&client), owned.clone())),
             writers.deployments,
             &watches,
             "Deployment",
@@ -671,7 +674,10 @@ pub fn controller(
         ($kind:ty, $writer:expr, $name:expr) => {
             changes(
                 reflect(
-                    watcher(scope.api::<PartialObjectMeta<$kind>>(&client), owned.clone()).modify(trim_child),
+                    viewed::<_, CachedChild<$kind>, _>(watcher(
+                        scope.api::<PartialObjectMeta<$kind>>(&client),
+                        owned.clone(),
+                    )),
                     $writer,
                     &watches,
                     $name,
@@ -686,16 +692,14 @@ pub fn controller(
     let service_accounts = meta_child!(ServiceAccount, writers.service_accounts, "ServiceAccount");
     let network_policies = meta_child!(NetworkPolicy, writers.network_policies, "NetworkPolicy");
     let pdbs = meta_child!(PodDisruptionBudget, writers.pdbs, "PodDisruptionBudget");
-    let pods = changes(
-        reflect(
-            watcher(scope.api::<CachedPod>(&client), owned.clone()).modify(trim_pod),
-            writers.pods,
-            &watches,
-            "Pod",
-        ),
-        |_| 0,
-        |_: &CachedPod| Vec::<ObjectRef<Guarded<McpServer>>>::new(),
-    );
+    // Pods fill their cache and trigger nothing (a server's status follows its Deployment's).
+    let pods = reflect(
+        viewed::<_, CachedPod, _>(watcher(scope.api::<WatchedPod>(&client), owned.clone())),
+        writers.pods,
+        &watches,
+        "Pod",
+    )
+    .filter_map(|_| futures::future::ready(None::<ObjectRef<Guarded<McpServer>>>));
     let runtime_classes = changes(
         reflect(
             watcher(Api::<PartialObjectMeta<RuntimeClass>>::all(client.clone()), all.clone())
@@ -704,7 +708,7 @@ pub fn controller(
             &watches,
             "RuntimeClass",
         ),
-        child_key,
+        |r| hash_of(&r.metadata.resource_version),
         |_: &PartialObjectMeta<RuntimeClass>| Vec::<ObjectRef<Guarded<McpServer>>>::new(),
     );
     let by_policy = ctx.caches.servers.clone();

@@ -199,7 +199,7 @@ mod tests {
 
     fn deployment(replicas: i32, ready: i32, updated: i32, deadline: bool) -> CachedDeployment {
         CachedDeployment {
-            metadata: kube::api::ObjectMeta { generation: Some(1), ..Default::default() },
+            metadata: super::super::cache::ChildMeta { generation: Some(1), ..Default::default() },
             spec: super::super::cache::CachedDeploymentSpec { replicas: Some(replicas) },
             status: Some(DeploymentStatus {
                 observed_generation: Some(1),

@@ -3,12 +3,13 @@
 //! how long a silently broken watch can go unnoticed, a health record that readiness and
 //! liveness report, and triggers that fire only when something the reconcile reads changed.
 
+use super::cache::HasChildMeta;
 use super::Guarded;
 use crate::api::McpServer;
 use crate::consts::LABEL_INSTANCE;
 use futures::{stream, Stream, StreamExt};
 use kube::runtime::reflector::store::Writer;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::utils::Backoff;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Resource, ResourceExt};
@@ -179,17 +180,35 @@ pub fn reflect<K, S>(
     kind: &'static str,
 ) -> impl Stream<Item = watcher::Event<K>> + Send
 where
-    K: Resource + Clone + Send + Sync + 'static,
+    K: reflector::Lookup + Clone + Send + Sync + 'static,
     K::DynamicType: Eq + Hash + Clone + Send + Sync,
     S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
 {
     let synced = watches.synced.clone();
     synced.watched(kind);
-    events(source.reflect(writer), watches.health.clone(), kind).inspect(move |event| {
+    events(reflector::reflector(writer, source), watches.health.clone(), kind).inspect(move |event| {
         // After the reflector: the store holds the list when this is seen.
         if matches!(event, watcher::Event::InitDone) {
             synced.filled(kind);
         }
+    })
+}
+
+/// The events of `source` (a watcher stream) with each object turned into its cached view `V`,
+/// before the reflector: the cache holds only the view.
+pub fn viewed<K, V, S>(source: S) -> impl Stream<Item = Result<watcher::Event<V>, watcher::Error>> + Send
+where
+    V: From<K>,
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
+{
+    source.map(|event| {
+        event.map(|event| match event {
+            watcher::Event::Apply(o) => watcher::Event::Apply(o.into()),
+            watcher::Event::InitApply(o) => watcher::Event::InitApply(o.into()),
+            watcher::Event::Delete(o) => watcher::Event::Delete(o.into()),
+            watcher::Event::Init => watcher::Event::Init,
+            watcher::Event::InitDone => watcher::Event::InitDone,
+        })
     })
 }
 
@@ -252,7 +271,7 @@ pub fn changes<K, T, S>(
     to: impl Fn(&K) -> Vec<T> + Send + 'static,
 ) -> impl Stream<Item = T> + Send
 where
-    K: Resource + Send + 'static,
+    K: reflector::Lookup + Send + 'static,
     T: Send + Clone + 'static,
     S: Stream<Item = watcher::Event<K>> + Send + 'static,
 {
@@ -262,7 +281,7 @@ where
     // reconcile started earlier would find the object missing from the store.
     let mut pending: Vec<T> = vec![];
     events.flat_map(move |event| {
-        let id = |o: &K| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any());
+        let id = |o: &K| format!("{}/{}", o.namespace().unwrap_or_default(), o.name().unwrap_or_default());
         let mut out: Vec<T> = vec![];
         let observe = |o: &K, seen: &mut HashMap<String, (u64, Vec<T>)>, out: &mut Vec<T>| {
             let k = key(o);
@@ -372,9 +391,10 @@ pub fn hash_of(parts: impl Hash) -> u64 {
 }
 
 /// The server a child belongs to (its instance label), to reconcile when the child changes.
-pub fn owning_server<K: Resource>(child: &K) -> Vec<ObjectRef<Guarded<McpServer>>> {
-    match (child.labels().get(LABEL_INSTANCE), child.namespace()) {
-        (Some(server), Some(ns)) => vec![ObjectRef::new(server).within(&ns)],
+pub fn owning_server<K: HasChildMeta>(child: &K) -> Vec<ObjectRef<Guarded<McpServer>>> {
+    let meta = child.child_meta();
+    match (meta.label(LABEL_INSTANCE), &meta.namespace) {
+        (Some(server), Some(ns)) => vec![ObjectRef::new(server).within(ns)],
         _ => vec![],
     }
 }
@@ -392,16 +412,43 @@ mod tests {
         .unwrap()
     }
 
+    /// The server a test child belongs to (as [`owning_server`] reads it from a cached child).
+    fn owner(c: &ConfigMap) -> Vec<String> {
+        c.labels().get(LABEL_INSTANCE).cloned().into_iter().collect()
+    }
+
+    #[tokio::test]
+    async fn viewed_events_carry_the_cached_view_and_the_markers() {
+        use super::super::cache::CachedChild;
+        use kube::core::PartialObjectMeta;
+        use watcher::Event::*;
+        let child = |name: &str| -> PartialObjectMeta<ConfigMap> {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": "ns", "labels": {LABEL_INSTANCE: "s", "other": "x"}}
+            }))
+            .unwrap()
+        };
+        let events: Vec<Result<watcher::Event<PartialObjectMeta<ConfigMap>>, watcher::Error>> =
+            vec![Ok(Init), Ok(InitApply(child("a"))), Ok(InitDone), Ok(Apply(child("b"))), Ok(Delete(child("a")))];
+        let got: Vec<_> = viewed::<_, CachedChild<ConfigMap>, _>(stream::iter(events)).collect().await;
+        let described: Vec<String> = got
+            .into_iter()
+            .map(|e| match e.unwrap() {
+                Init => "init".to_string(),
+                InitDone => "done".to_string(),
+                InitApply(c) | Apply(c) | Delete(c) => format!("{}:{:?}", c.metadata.name, owning_server(&c)[0].name),
+            })
+            .collect();
+        assert_eq!(described, ["init", "a:\"s\"", "done", "b:\"s\"", "a:\"s\""]);
+    }
+
     fn key(c: &ConfigMap) -> u64 {
         hash_of(c.data.as_ref().map(|d| d["k"].clone()))
     }
 
     async fn run(events: Vec<watcher::Event<ConfigMap>>) -> Vec<String> {
-        changes(stream::iter(events), key, |c: &ConfigMap| {
-            owning_server(c).into_iter().map(|r| r.name).collect::<Vec<_>>()
-        })
-        .collect()
-        .await
+        changes(stream::iter(events), key, |c: &ConfigMap| owner(c)).collect().await
     }
 
     #[tokio::test]
@@ -460,11 +507,9 @@ mod tests {
             changed_objects(stream::iter(vec![Init, InitApply(cm("a", "s1", "1"))]), key).collect().await;
         assert!(unfinished.is_empty());
         let targets: Vec<String> =
-            changes(stream::iter(vec![Init, InitApply(cm("a", "s1", "1"))]), key, |c: &ConfigMap| {
-                owning_server(c).into_iter().map(|r| r.name).collect::<Vec<_>>()
-            })
-            .collect()
-            .await;
+            changes(stream::iter(vec![Init, InitApply(cm("a", "s1", "1"))]), key, |c: &ConfigMap| owner(c))
+                .collect()
+                .await;
         assert!(targets.is_empty());
         let done: Vec<ConfigMap> =
             changed_objects(stream::iter(vec![Init, InitApply(cm("a", "s1", "1")), InitDone]), key).collect().await;

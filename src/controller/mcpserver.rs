@@ -667,31 +667,33 @@ pub fn controller(
             &watches,
             "Deployment",
         ),
+        ctx.caches.deployments.clone(),
         deployment_key,
         owning_server,
     );
     macro_rules! meta_child {
-        ($kind:ty, $writer:expr, $name:expr) => {
+        ($kind:ty, $writer:ident, $name:expr) => {
             changes(
                 reflect(
                     viewed::<_, CachedChild<$kind>, _>(watcher(
                         scope.api::<PartialObjectMeta<$kind>>(&client),
                         owned.clone(),
                     )),
-                    $writer,
+                    writers.$writer,
                     &watches,
                     $name,
                 ),
+                ctx.caches.$writer.clone(),
                 child_key,
                 owning_server,
             )
         };
     }
-    let services = meta_child!(Service, writers.services, "Service");
-    let config_maps = meta_child!(ConfigMap, writers.config_maps, "ConfigMap");
-    let service_accounts = meta_child!(ServiceAccount, writers.service_accounts, "ServiceAccount");
-    let network_policies = meta_child!(NetworkPolicy, writers.network_policies, "NetworkPolicy");
-    let pdbs = meta_child!(PodDisruptionBudget, writers.pdbs, "PodDisruptionBudget");
+    let services = meta_child!(Service, services, "Service");
+    let config_maps = meta_child!(ConfigMap, config_maps, "ConfigMap");
+    let service_accounts = meta_child!(ServiceAccount, service_accounts, "ServiceAccount");
+    let network_policies = meta_child!(NetworkPolicy, network_policies, "NetworkPolicy");
+    let pdbs = meta_child!(PodDisruptionBudget, pdbs, "PodDisruptionBudget");
     // Pods fill their cache and trigger nothing (a server's status follows its Deployment's).
     let pods = reflect(
         viewed::<_, CachedPod, _>(watcher(scope.api::<WatchedPod>(&client), owned.clone())),
@@ -708,6 +710,7 @@ pub fn controller(
             &watches,
             "RuntimeClass",
         ),
+        ctx.caches.runtime_classes.clone(),
         |r| hash_of(&r.metadata.resource_version),
         |_: &PartialObjectMeta<RuntimeClass>| Vec::<ObjectRef<Guarded<McpServer>>>::new(),
     );
@@ -720,6 +723,7 @@ pub fn controller(
             "SecurityPolicy",
         )
         .inspect(pass_on(feeds.policies)),
+        ctx.caches.policies.clone(),
         referenced_key,
         move |policy: &Guarded<SecurityPolicy>| {
             let (ns, name) = (policy.namespace(), policy.name_any());
@@ -743,6 +747,7 @@ pub fn controller(
             "Plugin",
         )
         .inspect(pass_on(feeds.plugins)),
+        ctx.caches.plugins.clone(),
         referenced_key,
         move |plugin: &Guarded<Plugin>| {
             // Any server with plugins may reach this one through dependencies.

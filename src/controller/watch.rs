@@ -9,10 +9,10 @@ use crate::api::McpServer;
 use crate::consts::LABEL_INSTANCE;
 use futures::{stream, Stream, StreamExt};
 use kube::runtime::reflector::store::Writer;
-use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::utils::Backoff;
 use kube::runtime::{watcher, WatchStreamExt};
-use kube::{Resource, ResourceExt};
+use kube::Resource;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Mutex;
@@ -265,60 +265,74 @@ pub fn referenced_key<K: Resource + Clone>(o: &Guarded<K>) -> u64 {
 /// relist, the objects that vanished while the watch was away), each mapped by `to` to what
 /// should be reconciled. Unchanged objects, including the whole relist after a reconnect, are
 /// dropped: the reconciles that follow are only those with something to do.
+///
+/// `events` come out of the reflector that fills `store`. Per object only two hashes are kept
+/// (of its namespace and name, and its `key`); what the objects that vanish in a relist trigger is
+/// taken from the store when the relist begins (the reflector replaces its contents only at the
+/// relist's end) and kept until it ends.
 pub fn changes<K, T, S>(
     events: S,
+    store: Store<K>,
     key: fn(&K) -> u64,
     to: impl Fn(&K) -> Vec<T> + Send + 'static,
 ) -> impl Stream<Item = T> + Send
 where
-    K: reflector::Lookup + Send + 'static,
+    K: reflector::Lookup + Clone + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone + Send + Sync,
     T: Send + Clone + 'static,
     S: Stream<Item = watcher::Event<K>> + Send + 'static,
 {
-    let mut seen: HashMap<String, (u64, Vec<T>)> = HashMap::new();
-    let mut relisted: HashSet<String> = HashSet::new();
+    let mut seen: HashMap<u64, u64> = HashMap::new();
+    let mut relisted: HashSet<u64> = HashSet::new();
+    // During a relist: what each object cached when it began triggers if it vanished.
+    let mut before: HashMap<u64, Vec<T>> = HashMap::new();
     // Triggers from a relist wait for its end: the reflector fills its store only then, and a
     // reconcile started earlier would find the object missing from the store.
     let mut pending: Vec<T> = vec![];
     events.flat_map(move |event| {
-        let id = |o: &K| format!("{}/{}", o.namespace().unwrap_or_default(), o.name().unwrap_or_default());
         let mut out: Vec<T> = vec![];
-        let observe = |o: &K, seen: &mut HashMap<String, (u64, Vec<T>)>, out: &mut Vec<T>| {
+        let mut observe = |o: &K, out: &mut Vec<T>| {
             let k = key(o);
-            let targets = to(o);
-            let changed = seen.get(&id(o)).is_none_or(|(old, _)| *old != k);
-            if changed {
-                out.extend(targets.iter().cloned());
+            if seen.insert(object_id(o), k) != Some(k) {
+                out.extend(to(o));
             }
-            seen.insert(id(o), (k, targets));
         };
         match &event {
-            watcher::Event::Apply(o) => observe(o, &mut seen, &mut out),
+            watcher::Event::Apply(o) => observe(o, &mut out),
             watcher::Event::InitApply(o) => {
-                relisted.insert(id(o));
-                observe(o, &mut seen, &mut pending);
+                relisted.insert(object_id(o));
+                observe(o, &mut pending);
             }
             watcher::Event::Delete(o) => {
-                seen.remove(&id(o));
+                seen.remove(&object_id(o));
                 out.extend(to(o));
             }
             watcher::Event::Init => {
                 relisted.clear();
                 pending.clear();
+                before = store.state().iter().map(|o| (object_id(&**o), to(o))).collect();
             }
             watcher::Event::InitDone => {
                 out.append(&mut pending);
-                let gone: Vec<String> = seen.keys().filter(|k| !relisted.contains(*k)).cloned().collect();
-                for k in gone {
-                    if let Some((_, targets)) = seen.remove(&k) {
-                        out.extend(targets);
+                seen.retain(|id, _| {
+                    let stays = relisted.contains(id);
+                    if !stays {
+                        out.extend(before.remove(id).into_iter().flatten());
                     }
-                }
+                    stays
+                });
                 relisted.clear();
+                before = HashMap::new();
             }
         }
         stream::iter(out)
     })
+}
+
+/// A hash of an object's namespace and name (what [`changes`] and [`changed_objects`] keep per
+/// object instead of the name itself).
+fn object_id<K: reflector::Lookup>(o: &K) -> u64 {
+    hash_of((o.namespace(), o.name()))
 }
 
 /// The objects whose `key` changed, and every deletion, from watch events; unlike [`changes`]
@@ -326,15 +340,15 @@ where
 /// trigger: the controller finds them gone from its store).
 pub fn changed_objects<K, S>(events: S, key: fn(&K) -> u64) -> impl Stream<Item = K> + Send
 where
-    K: Resource + Send + 'static,
+    K: reflector::Lookup + Send + 'static,
     S: Stream<Item = watcher::Event<K>> + Send + 'static,
 {
-    let mut seen: HashMap<String, u64> = HashMap::new();
-    let mut relisted: HashSet<String> = HashSet::new();
+    let mut seen: HashMap<u64, u64> = HashMap::new();
+    let mut relisted: HashSet<u64> = HashSet::new();
     // Objects from a relist are passed on at its end, once the reflector's store holds them.
     let mut pending: Vec<K> = vec![];
     events.flat_map(move |event| {
-        let id = |o: &K| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any());
+        let id = |o: &K| object_id(o);
         let out: Vec<K> = match event {
             watcher::Event::Apply(o) => {
                 let (i, k) = (id(&o), key(&o));
@@ -346,7 +360,7 @@ where
             }
             watcher::Event::InitApply(o) => {
                 let (i, k) = (id(&o), key(&o));
-                relisted.insert(i.clone());
+                relisted.insert(i);
                 if seen.insert(i, k) != Some(k) {
                     pending.push(o);
                 }
@@ -403,6 +417,7 @@ pub fn owning_server<K: HasChildMeta>(child: &K) -> Vec<ObjectRef<Guarded<McpSer
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::ResourceExt;
 
     fn cm(name: &str, server: &str, data: &str) -> ConfigMap {
         serde_json::from_value(serde_json::json!({
@@ -447,8 +462,12 @@ mod tests {
         hash_of(c.data.as_ref().map(|d| d["k"].clone()))
     }
 
+    /// The triggers of `events` that went through a reflector, as in the operator.
     async fn run(events: Vec<watcher::Event<ConfigMap>>) -> Vec<String> {
-        changes(stream::iter(events), key, |c: &ConfigMap| owner(c)).collect().await
+        let (store, writer) = reflector::store::<ConfigMap>();
+        let reflected = reflector::reflector(writer, stream::iter(events.into_iter().map(Ok)))
+            .filter_map(|e: Result<_, watcher::Error>| futures::future::ready(e.ok()));
+        changes(reflected, store, key, |c: &ConfigMap| owner(c)).collect().await
     }
 
     #[tokio::test]
@@ -472,6 +491,38 @@ mod tests {
         .await;
         // The relist's triggers come at its end (InitDone), when the store holds the objects.
         assert_eq!(got, vec!["s1", "s2", "s2", "s2", "s3", "s3"]);
+    }
+
+    #[tokio::test]
+    async fn a_relist_triggers_what_changed_or_vanished_and_every_later_change_again() {
+        use watcher::Event::*;
+        let got = run(vec![
+            Init,
+            InitApply(cm("a", "s1", "1")),
+            InitApply(cm("b", "s2", "1")),
+            InitApply(cm("c", "s3", "1")),
+            InitDone,
+            // Away: a changed, b vanished, c unchanged, d new.
+            Init,
+            InitApply(cm("a", "s1", "2")),
+            InitApply(cm("c", "s3", "1")),
+            InitApply(cm("d", "s4", "1")),
+            InitDone,
+            // b comes back (a new object), and a vanishes in a second relist.
+            Apply(cm("b", "s2", "1")),
+            Init,
+            InitApply(cm("b", "s2", "1")),
+            InitApply(cm("c", "s3", "1")),
+            InitApply(cm("d", "s4", "1")),
+            InitDone,
+        ])
+        .await;
+        let first = ["s1", "s2", "s3"];
+        let mut second = got[3..6].to_vec();
+        second.sort();
+        assert_eq!(got[..3], first);
+        assert_eq!(second, ["s1", "s2", "s4"], "changed, vanished, new");
+        assert_eq!(got[6..], ["s2", "s1"], "b again, then a vanished");
     }
 
     #[tokio::test]
@@ -506,11 +557,7 @@ mod tests {
         let unfinished: Vec<ConfigMap> =
             changed_objects(stream::iter(vec![Init, InitApply(cm("a", "s1", "1"))]), key).collect().await;
         assert!(unfinished.is_empty());
-        let targets: Vec<String> =
-            changes(stream::iter(vec![Init, InitApply(cm("a", "s1", "1"))]), key, |c: &ConfigMap| owner(c))
-                .collect()
-                .await;
-        assert!(targets.is_empty());
+        assert!(run(vec![Init, InitApply(cm("a", "s1", "1"))]).await.is_empty());
         let done: Vec<ConfigMap> =
             changed_objects(stream::iter(vec![Init, InitApply(cm("a", "s1", "1")), InitDone]), key).collect().await;
         assert_eq!(done.len(), 1);

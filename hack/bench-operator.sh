@@ -6,7 +6,8 @@
 # default (a cluster of its own, mcp-bench, with one simulated node per 100 servers and the
 # controller manager's client limits raised, deleted afterwards), or E2E_CLUSTER=k3s|existing as
 # for the e2e suite; an optimized operator build. Prints a markdown table. Extra arguments go to
-# cargo.
+# cargo. BENCH_PAUSE_CLUSTER=1 stops the local cluster's controller manager, scheduler and kwok
+# during the burst until every Deployment exists (the operator's own pace; see the bench).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"

@@ -10,6 +10,11 @@
 //! - the operator's requests to the API server by verb (its `mcp_operator_kube_requests_total`)
 //!   during the burst and during a quiet window after (BENCH_QUIET_SECS, default 120), where the
 //!   budget is none at all; and objects rewritten in the quiet window (resourceVersion changed);
+//! - with BENCH_PAUSE_CLUSTER=1 (local cluster): the cluster's controller manager, scheduler and
+//!   kwok stopped (SIGSTOP) from the burst's start until every Deployment exists, so that "all
+//!   Deployments" measures the operator's own pace against the API server (which otherwise
+//!   spends most of the machine's two cores on the simulator's writes); "all Running" then
+//!   includes the simulator catching up;
 //! - with BENCH_TOOLHIVE (a thv-operator binary, hack/toolhive.sh) and BENCH_TOOLHIVE_CRDS (its
 //!   CRDs): the same burst of ToolHive MCPServers against ToolHive's operator, on the same
 //!   cluster right after (ours stopped), and the ratios.
@@ -70,6 +75,24 @@ fn cluster_cpu() -> BTreeMap<String, f64> {
             Some((name, cpu_seconds(pid)?))
         })
         .collect()
+}
+
+/// The cluster's own controllers (controller manager, scheduler, kwok), which BENCH_PAUSE_CLUSTER=1
+/// stops (SIGSTOP) for the burst until every Deployment exists: the API server then serves the
+/// operator alone, and "all Deployments" is the operator's own pace on this machine.
+const SIMULATOR: [&str; 3] = ["kube-controller-manager", "kube-scheduler", "kwok-controller"];
+
+/// Sends `signal` to the simulator's processes; true when there was one to send it to.
+fn signal_simulator(signal: &str) -> bool {
+    let Ok(dir) = std::env::var("BENCH_CLUSTER_PIDS") else { return false };
+    let mut sent = false;
+    for name in SIMULATOR {
+        let Ok(pid) = std::fs::read_to_string(format!("{dir}/{name}.pid")) else { continue };
+        let ok = std::process::Command::new("kill").args([signal, pid.trim()]).status().is_ok_and(|s| s.success());
+        assert!(ok, "kill {signal} {name} ({})", pid.trim());
+        sent = true;
+    }
+    sent
 }
 
 /// The operator's requests to the API server so far, by "verb resource".
@@ -281,10 +304,14 @@ async fn bench_operator() {
     wait_running(&running, 20).await;
 
     // The burst.
+    let paused = std::env::var("BENCH_PAUSE_CLUSTER").is_ok_and(|v| v == "1") && signal_simulator("-STOP");
     let (cpu0, req0, cluster0) = (cpu_seconds(pid), requests().await, cluster_cpu());
     let names: Vec<String> = (0..total).map(|i| format!("b-{i}")).collect();
     let t = Instant::now();
     let (loaded, creates) = burst(&servers, &seen, names.clone()).await;
+    if paused {
+        signal_simulator("-CONT");
+    }
     let all_deployments = names
         .iter()
         .filter_map(|n| seen.lock().unwrap().get(n).copied())
@@ -325,6 +352,12 @@ async fn bench_operator() {
         pct(&single, 99.0),
         pct(&single, 50.0) / pct(&rtt, 50.0)
     );
+    if paused {
+        println!(
+            "| the cluster's controllers ({}) stopped until all Deployments existed | yes: Running comes after |",
+            SIMULATOR.join(", ")
+        );
+    }
     println!(
         "| burst of {total} (32 creates in flight): all created / all Deployments / all Running | {:.1} s / {:.1} s / {:.1} s |",
         creates.as_secs_f64(),

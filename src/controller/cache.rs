@@ -302,24 +302,32 @@ pub struct CachedWaiting {
     pub reason: Option<String>,
 }
 
+/// The type-level facts of `$kind` (kind, group, version, plural), for a view's `Resource` or
+/// `Lookup` implementation.
+macro_rules! kind_of {
+    ($kind:ty) => {
+        fn kind(dt: &()) -> Cow<'_, str> {
+            <$kind as Resource>::kind(dt)
+        }
+        fn group(dt: &()) -> Cow<'_, str> {
+            <$kind as Resource>::group(dt)
+        }
+        fn version(dt: &()) -> Cow<'_, str> {
+            <$kind as Resource>::version(dt)
+        }
+        fn plural(dt: &()) -> Cow<'_, str> {
+            <$kind as Resource>::plural(dt)
+        }
+    };
+}
+
 /// `$view` is read from and written to the API of the namespaced kind `$kind`.
 macro_rules! view_of {
     ($view:ty, $kind:ty) => {
         impl Resource for $view {
             type DynamicType = ();
             type Scope = k8s_openapi::NamespaceResourceScope;
-            fn kind(dt: &()) -> Cow<'_, str> {
-                <$kind as Resource>::kind(dt)
-            }
-            fn group(dt: &()) -> Cow<'_, str> {
-                <$kind as Resource>::group(dt)
-            }
-            fn version(dt: &()) -> Cow<'_, str> {
-                <$kind as Resource>::version(dt)
-            }
-            fn plural(dt: &()) -> Cow<'_, str> {
-                <$kind as Resource>::plural(dt)
-            }
+            kind_of!($kind);
             fn meta(&self) -> &ObjectMeta {
                 &self.metadata
             }
@@ -332,23 +340,19 @@ macro_rules! view_of {
 view_of!(WatchedDeployment, Deployment);
 view_of!(WatchedPod, Pod);
 
-/// `$view` is cached for the kind `$kind`; its store keys carry no resourceVersion or UID.
+/// Cached views that carry a [`ChildMeta`].
+pub trait HasChildMeta {
+    /// The view's metadata.
+    fn child_meta(&self) -> &ChildMeta;
+}
+
+/// `$view` (with its [`ChildMeta`] in `metadata`) is cached for the kind `$kind`; its store keys
+/// carry no resourceVersion or UID.
 macro_rules! cached_as {
     ($view:ty, $kind:ty $(, $generic:ident)?) => {
         impl$(<$generic: Resource<DynamicType = ()>>)? reflector::Lookup for $view {
             type DynamicType = ();
-            fn kind(dt: &()) -> Cow<'_, str> {
-                <$kind as Resource>::kind(dt)
-            }
-            fn group(dt: &()) -> Cow<'_, str> {
-                <$kind as Resource>::group(dt)
-            }
-            fn version(dt: &()) -> Cow<'_, str> {
-                <$kind as Resource>::version(dt)
-            }
-            fn plural(dt: &()) -> Cow<'_, str> {
-                <$kind as Resource>::plural(dt)
-            }
+            kind_of!($kind);
             fn name(&self) -> Option<Cow<'_, str>> {
                 Some(Cow::Borrowed(&self.metadata.name))
             }
@@ -362,33 +366,16 @@ macro_rules! cached_as {
                 None
             }
         }
+        impl$(<$generic>)? HasChildMeta for $view {
+            fn child_meta(&self) -> &ChildMeta {
+                &self.metadata
+            }
+        }
     };
 }
 cached_as!(CachedDeployment, Deployment);
 cached_as!(CachedPod, Pod);
 cached_as!(CachedChild<K>, K, K);
-
-/// Cached views that carry a [`ChildMeta`].
-pub trait HasChildMeta {
-    /// The view's metadata.
-    fn child_meta(&self) -> &ChildMeta;
-}
-
-impl HasChildMeta for CachedDeployment {
-    fn child_meta(&self) -> &ChildMeta {
-        &self.metadata
-    }
-}
-impl HasChildMeta for CachedPod {
-    fn child_meta(&self) -> &ChildMeta {
-        &self.metadata
-    }
-}
-impl<K> HasChildMeta for CachedChild<K> {
-    fn child_meta(&self) -> &ChildMeta {
-        &self.metadata
-    }
-}
 
 /// The writing ends of the stores, fed by the controllers' watches.
 pub struct Writers {

@@ -86,7 +86,11 @@ const SIMULATOR: [&str; 3] = ["kube-controller-manager", "kube-scheduler", "kwok
 fn signal_simulator(signal: &str) -> bool {
     let Ok(dir) = std::env::var("BENCH_CLUSTER_PIDS") else { return false };
     let mut sent = false;
-    for name in SIMULATOR {
+    // Resumed in reverse: kwok (which renews the simulated nodes' heartbeats) before the
+    // controller manager, which would otherwise find them stale after a long pause.
+    let order: Vec<&str> =
+        if signal == "-CONT" { SIMULATOR.iter().rev().copied().collect() } else { SIMULATOR.to_vec() };
+    for name in order {
         let Ok(pid) = std::fs::read_to_string(format!("{dir}/{name}.pid")) else { continue };
         let ok = std::process::Command::new("kill").args([signal, pid.trim()]).status().is_ok_and(|s| s.success());
         assert!(ok, "kill {signal} {name} ({})", pid.trim());

@@ -282,8 +282,11 @@ where
     T: Send + Clone + 'static,
     S: Stream<Item = watcher::Event<K>> + Send + 'static,
 {
+    // The objects as of the last complete list and the events since: id → key.
     let mut seen: HashMap<u64, u64> = HashMap::new();
-    let mut relisted: HashSet<u64> = HashSet::new();
+    // The relist in progress, committed to `seen` only at its end: a list that fails part way
+    // is started again from `Init`, and what it saw must not count as seen.
+    let mut relist: HashMap<u64, u64> = HashMap::new();
     // During a relist: what each object cached when it began triggers if it vanished.
     let mut before: HashMap<u64, Vec<T>> = HashMap::new();
     // Triggers from a relist wait for its end: the reflector fills its store only then, and a
@@ -291,37 +294,35 @@ where
     let mut pending: Vec<T> = vec![];
     events.flat_map(move |event| {
         let mut out: Vec<T> = vec![];
-        let mut observe = |o: &K, out: &mut Vec<T>| {
-            let k = key(o);
-            if seen.insert(object_id(o), k) != Some(k) {
-                out.extend(to(o));
-            }
-        };
         match &event {
-            watcher::Event::Apply(o) => observe(o, &mut out),
+            watcher::Event::Apply(o) => {
+                let k = key(o);
+                if seen.insert(object_id(o), k) != Some(k) {
+                    out.extend(to(o));
+                }
+            }
             watcher::Event::InitApply(o) => {
-                relisted.insert(object_id(o));
-                observe(o, &mut pending);
+                let (id, k) = (object_id(o), key(o));
+                if seen.get(&id) != Some(&k) {
+                    pending.extend(to(o));
+                }
+                relist.insert(id, k);
             }
             watcher::Event::Delete(o) => {
                 seen.remove(&object_id(o));
                 out.extend(to(o));
             }
             watcher::Event::Init => {
-                relisted.clear();
+                relist.clear();
                 pending.clear();
                 before = store.state().iter().map(|o| (object_id(&**o), to(o))).collect();
             }
             watcher::Event::InitDone => {
                 out.append(&mut pending);
-                seen.retain(|id, _| {
-                    let stays = relisted.contains(id);
-                    if !stays {
-                        out.extend(before.remove(id).into_iter().flatten());
-                    }
-                    stays
-                });
-                relisted.clear();
+                for id in seen.keys().filter(|id| !relist.contains_key(id)) {
+                    out.extend(before.remove(id).into_iter().flatten());
+                }
+                seen = std::mem::take(&mut relist);
                 before = HashMap::new();
             }
         }
@@ -343,41 +344,40 @@ where
     K: reflector::Lookup + Send + 'static,
     S: Stream<Item = watcher::Event<K>> + Send + 'static,
 {
+    // As in [`changes`]: the last complete list and the events since, and the relist in progress.
     let mut seen: HashMap<u64, u64> = HashMap::new();
-    let mut relisted: HashSet<u64> = HashSet::new();
+    let mut relist: HashMap<u64, u64> = HashMap::new();
     // Objects from a relist are passed on at its end, once the reflector's store holds them.
     let mut pending: Vec<K> = vec![];
     events.flat_map(move |event| {
-        let id = |o: &K| object_id(o);
         let out: Vec<K> = match event {
             watcher::Event::Apply(o) => {
-                let (i, k) = (id(&o), key(&o));
-                if seen.insert(i, k) != Some(k) {
+                let k = key(&o);
+                if seen.insert(object_id(&o), k) != Some(k) {
                     vec![o]
                 } else {
                     vec![]
                 }
             }
             watcher::Event::InitApply(o) => {
-                let (i, k) = (id(&o), key(&o));
-                relisted.insert(i);
-                if seen.insert(i, k) != Some(k) {
+                let (id, k) = (object_id(&o), key(&o));
+                if seen.get(&id) != Some(&k) {
                     pending.push(o);
                 }
+                relist.insert(id, k);
                 vec![]
             }
             watcher::Event::Delete(o) => {
-                seen.remove(&id(&o));
+                seen.remove(&object_id(&o));
                 vec![o]
             }
             watcher::Event::Init => {
-                relisted.clear();
+                relist.clear();
                 pending.clear();
                 vec![]
             }
             watcher::Event::InitDone => {
-                seen.retain(|k, _| relisted.contains(k));
-                relisted.clear();
+                seen = std::mem::take(&mut relist);
                 std::mem::take(&mut pending)
             }
         };
@@ -452,10 +452,12 @@ mod tests {
             .map(|e| match e.unwrap() {
                 Init => "init".to_string(),
                 InitDone => "done".to_string(),
-                InitApply(c) | Apply(c) | Delete(c) => format!("{}:{:?}", c.metadata.name, owning_server(&c)[0].name),
+                InitApply(c) => format!("list {}:{}", c.metadata.name, owning_server(&c)[0].name),
+                Apply(c) => format!("apply {}:{}", c.metadata.name, owning_server(&c)[0].name),
+                Delete(c) => format!("delete {}:{}", c.metadata.name, owning_server(&c)[0].name),
             })
             .collect();
-        assert_eq!(described, ["init", "a:\"s\"", "done", "b:\"s\"", "a:\"s\""]);
+        assert_eq!(described, ["init", "list a:s", "done", "apply b:s", "delete a:s"]);
     }
 
     fn key(c: &ConfigMap) -> u64 {
@@ -523,6 +525,22 @@ mod tests {
         assert_eq!(got[..3], first);
         assert_eq!(second, ["s1", "s2", "s4"], "changed, vanished, new");
         assert_eq!(got[6..], ["s2", "s1"], "b again, then a vanished");
+    }
+
+    /// kube's watcher starts a list that failed part way again from `Init`: what the failed
+    /// attempt saw never reached the store, and must still trigger when the retry sees it.
+    #[tokio::test]
+    async fn a_list_started_again_triggers_what_the_failed_attempt_saw() {
+        use watcher::Event::*;
+        let first = vec![Init, InitApply(cm("a", "s1", "1")), InitDone];
+        let mut events = first.clone();
+        events.extend([Init, InitApply(cm("a", "s1", "2")), Init, InitApply(cm("a", "s1", "2")), InitDone]);
+        assert_eq!(run(events.clone()).await, ["s1", "s1"]);
+        let objects: Vec<String> = changed_objects(stream::iter(events), key)
+            .map(|c| format!("{}={}", c.name_any(), c.data.unwrap()["k"]))
+            .collect()
+            .await;
+        assert_eq!(objects, ["a=1", "a=2"]);
     }
 
     #[tokio::test]

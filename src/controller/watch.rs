@@ -282,11 +282,7 @@ where
     T: Send + Clone + 'static,
     S: Stream<Item = watcher::Event<K>> + Send + 'static,
 {
-    // The objects as of the last complete list and the events since: id → key.
-    let mut seen: HashMap<u64, u64> = HashMap::new();
-    // The relist in progress, committed to `seen` only at its end: a list that fails part way
-    // is started again from `Init`, and what it saw must not count as seen.
-    let mut relist: HashMap<u64, u64> = HashMap::new();
+    let mut seen = Seen::default();
     // During a relist: what each object cached when it began triggers if it vanished.
     let mut before: HashMap<u64, Vec<T>> = HashMap::new();
     // Triggers from a relist wait for its end: the reflector fills its store only then, and a
@@ -296,33 +292,29 @@ where
         let mut out: Vec<T> = vec![];
         match &event {
             watcher::Event::Apply(o) => {
-                let k = key(o);
-                if seen.insert(object_id(o), k) != Some(k) {
+                if seen.applied(o, key(o)) {
                     out.extend(to(o));
                 }
             }
             watcher::Event::InitApply(o) => {
-                let (id, k) = (object_id(o), key(o));
-                if seen.get(&id) != Some(&k) {
+                if seen.listed(o, key(o)) {
                     pending.extend(to(o));
                 }
-                relist.insert(id, k);
             }
             watcher::Event::Delete(o) => {
-                seen.remove(&object_id(o));
+                seen.deleted(o);
                 out.extend(to(o));
             }
             watcher::Event::Init => {
-                relist.clear();
+                seen.relist_started();
                 pending.clear();
                 before = store.state().iter().map(|o| (object_id(&**o), to(o))).collect();
             }
             watcher::Event::InitDone => {
                 out.append(&mut pending);
-                for id in seen.keys().filter(|id| !relist.contains_key(id)) {
-                    out.extend(before.remove(id).into_iter().flatten());
+                for id in seen.relist_done() {
+                    out.extend(before.remove(&id).into_iter().flatten());
                 }
-                seen = std::mem::take(&mut relist);
                 before = HashMap::new();
             }
         }
@@ -330,54 +322,94 @@ where
     })
 }
 
-/// A hash of an object's namespace and name (what [`changes`] and [`changed_objects`] keep per
-/// object instead of the name itself).
+/// A hash of an object's namespace and name (what [`Seen`] keeps per object instead of the name
+/// itself).
 fn object_id<K: reflector::Lookup>(o: &K) -> u64 {
     hash_of((o.namespace(), o.name()))
 }
 
+/// What the trigger filters ([`changes`], [`changed_objects`]) know of a watch's objects: per
+/// object the hashes of its namespace/name and of its trigger key, as of the last complete list
+/// and the events since, and apart from it the relist in progress, committed only at its end (a
+/// list that fails part way is started again from `Init`, and what it saw must not count as
+/// seen).
+#[derive(Default)]
+struct Seen {
+    done: HashMap<u64, u64>,
+    relist: HashMap<u64, u64>,
+}
+
+impl Seen {
+    /// `o` was applied with `key`: true when the key changed (or the object is new).
+    fn applied<K: reflector::Lookup>(&mut self, o: &K, key: u64) -> bool {
+        self.done.insert(object_id(o), key) != Some(key)
+    }
+
+    /// `o` was listed with `key` in the relist in progress: true when the key differs from what
+    /// was seen before the relist.
+    fn listed<K: reflector::Lookup>(&mut self, o: &K, key: u64) -> bool {
+        let id = object_id(o);
+        self.relist.insert(id, key);
+        self.done.get(&id) != Some(&key)
+    }
+
+    /// `o` was deleted.
+    fn deleted<K: reflector::Lookup>(&mut self, o: &K) {
+        self.done.remove(&object_id(o));
+    }
+
+    /// A (re)list starts: whatever an earlier attempt listed is forgotten.
+    fn relist_started(&mut self) {
+        self.relist.clear();
+    }
+
+    /// The relist ended: what it listed is what is seen now. Returns the ids of the objects seen
+    /// before that it did not list (they vanished).
+    fn relist_done(&mut self) -> Vec<u64> {
+        let gone = self.done.keys().filter(|id| !self.relist.contains_key(id)).copied().collect();
+        self.done = std::mem::take(&mut self.relist);
+        gone
+    }
+}
+
 /// The objects whose `key` changed, and every deletion, from watch events; unlike [`changes`]
-/// it keeps only a hash per object (for the watched kind itself, whose vanished objects need no
-/// trigger: the controller finds them gone from its store).
+/// it passes on the objects themselves and nothing for those that vanish in a relist (for the
+/// watched kind itself, whose vanished objects need no trigger: the controller finds them gone
+/// from its store).
 pub fn changed_objects<K, S>(events: S, key: fn(&K) -> u64) -> impl Stream<Item = K> + Send
 where
     K: reflector::Lookup + Send + 'static,
     S: Stream<Item = watcher::Event<K>> + Send + 'static,
 {
-    // As in [`changes`]: the last complete list and the events since, and the relist in progress.
-    let mut seen: HashMap<u64, u64> = HashMap::new();
-    let mut relist: HashMap<u64, u64> = HashMap::new();
+    let mut seen = Seen::default();
     // Objects from a relist are passed on at its end, once the reflector's store holds them.
     let mut pending: Vec<K> = vec![];
     events.flat_map(move |event| {
         let out: Vec<K> = match event {
             watcher::Event::Apply(o) => {
-                let k = key(&o);
-                if seen.insert(object_id(&o), k) != Some(k) {
+                if seen.applied(&o, key(&o)) {
                     vec![o]
                 } else {
                     vec![]
                 }
             }
             watcher::Event::InitApply(o) => {
-                let (id, k) = (object_id(&o), key(&o));
-                if seen.get(&id) != Some(&k) {
+                if seen.listed(&o, key(&o)) {
                     pending.push(o);
                 }
-                relist.insert(id, k);
                 vec![]
             }
             watcher::Event::Delete(o) => {
-                seen.remove(&object_id(&o));
+                seen.deleted(&o);
                 vec![o]
             }
             watcher::Event::Init => {
-                relist.clear();
+                seen.relist_started();
                 pending.clear();
                 vec![]
             }
             watcher::Event::InitDone => {
-                seen = std::mem::take(&mut relist);
+                seen.relist_done();
                 std::mem::take(&mut pending)
             }
         };

@@ -524,12 +524,8 @@ impl Caches {
 
     /// Records what the API server returned for an applied child.
     pub fn applied(&self, key: &str, hash: &str, stored: &ObjectMeta) {
-        let version = ChildMeta {
-            generation: stored.generation,
-            resource_version: stored.resource_version.clone(),
-            ..Default::default()
-        };
-        let baseline = Baseline { hash: hash.to_string(), marker: marker(&version), applied_at: Some(Instant::now()) };
+        let marker = version_marker(stored.generation, stored.resource_version.as_deref());
+        let baseline = Baseline { hash: hash.to_string(), marker, applied_at: Some(Instant::now()) };
         self.applied.lock().expect("applied lock").insert(key.to_string(), baseline);
     }
 
@@ -592,9 +588,14 @@ pub enum Decision {
 /// The version of a child that changes when its desired state does: the generation where the
 /// kind has one (a Deployment's status updates do not count), else the resourceVersion.
 pub fn marker(meta: &ChildMeta) -> String {
-    match meta.generation {
+    version_marker(meta.generation, meta.resource_version.as_deref())
+}
+
+/// [`marker`] from the generation and resourceVersion themselves.
+fn version_marker(generation: Option<i64>, resource_version: Option<&str>) -> String {
+    match generation {
         Some(g) => format!("g{g}"),
-        None => format!("rv{}", meta.resource_version.as_deref().unwrap_or("")),
+        None => format!("rv{}", resource_version.unwrap_or("")),
     }
 }
 

@@ -585,6 +585,14 @@ fn deployment_key(d: &CachedDeployment) -> u64 {
     ))
 }
 
+/// The events of a watch that only fills its cache, as a trigger stream that yields nothing (run
+/// with [`detach`] like the others, so that the watch makes progress).
+fn fills_only<K>(
+    events: impl futures::Stream<Item = kube::runtime::watcher::Event<K>> + Send,
+) -> impl futures::Stream<Item = ObjectRef<Guarded<McpServer>>> + Send {
+    events.filter_map(|_| futures::future::ready(None))
+}
+
 /// What the cache of a user's object (a server, plugin, policy) never reads: its managed fields
 /// and `kubectl apply`'s copy of the whole object in an annotation (often its largest part).
 fn without_managed_fields<K: Resource>(o: &mut K) {
@@ -694,26 +702,21 @@ pub fn controller(
     let service_accounts = meta_child!(ServiceAccount, service_accounts, "ServiceAccount");
     let network_policies = meta_child!(NetworkPolicy, network_policies, "NetworkPolicy");
     let pdbs = meta_child!(PodDisruptionBudget, pdbs, "PodDisruptionBudget");
-    // Pods fill their cache and trigger nothing (a server's status follows its Deployment's).
-    let pods = reflect(
+    // Pods and RuntimeClasses fill their caches and trigger nothing (a server's status follows its
+    // Deployment's).
+    let pods = fills_only(reflect(
         viewed::<_, CachedPod, _>(watcher(scope.api::<WatchedPod>(&client), owned.clone())),
         writers.pods,
         &watches,
         "Pod",
-    )
-    .filter_map(|_| futures::future::ready(None::<ObjectRef<Guarded<McpServer>>>));
-    let runtime_classes = changes(
-        reflect(
-            watcher(Api::<PartialObjectMeta<RuntimeClass>>::all(client.clone()), all.clone())
-                .modify(without_managed_fields),
-            writers.runtime_classes,
-            &watches,
-            "RuntimeClass",
-        ),
-        ctx.caches.runtime_classes.clone(),
-        |r| hash_of(&r.metadata.resource_version),
-        |_: &PartialObjectMeta<RuntimeClass>| Vec::<ObjectRef<Guarded<McpServer>>>::new(),
-    );
+    ));
+    let runtime_classes = fills_only(reflect(
+        watcher(Api::<PartialObjectMeta<RuntimeClass>>::all(client.clone()), all.clone())
+            .modify(without_managed_fields),
+        writers.runtime_classes,
+        &watches,
+        "RuntimeClass",
+    ));
     let by_policy = ctx.caches.servers.clone();
     let policies = changes(
         reflect(

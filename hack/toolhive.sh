@@ -3,9 +3,9 @@
 # TOOLHIVE_VERSION, with `go install`) into the tools cache for the side-by-side operator
 # benchmark, and prints the binary's path; `hack/toolhive.sh crds` prints the folder of its CRDs
 # (in the module). Needs the Go module proxy to serve every module ToolHive depends on: on the
-# development machine of this project it does not (sentry-go/otel/otlp, toolhive-core/redisconn,
-# jwx-go/jwkfetch and one golang.org/x/exp/jsonrpc2 pseudo-version are refused), so there the
-# benchmark runs without the comparison.
+# development machine of this project it does for v0.47.0, not for v0.55 and later
+# (sentry-go/otel/otlp, toolhive-core/redisconn, jwx-go/jwkfetch and one golang.org/x/exp/jsonrpc2
+# pseudo-version are refused).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source "$HACK_DIR/versions.env"

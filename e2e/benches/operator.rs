@@ -25,6 +25,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use kube::api::{ListParams, PostParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, ResourceExt};
 use mcp_operator::api::{McpServer, McpServerPhase};
@@ -171,10 +172,11 @@ fn pct(v: &[f64], p: f64) -> f64 {
     v.get(((p / 100.0) * (v.len().max(1) - 1) as f64).round() as usize).copied().unwrap_or(f64::NAN)
 }
 
-/// When each Deployment of the namespace was first seen on a watch.
+/// When each Deployment of the namespace was first seen on a watch (of metadata only: the
+/// benchmark's own client should cost the machine it measures as little as it can).
 fn watch_deployments(ns: &TestNamespace) -> Arc<Mutex<HashMap<String, Instant>>> {
     let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let (api, s) = (ns.api::<Deployment>(), seen.clone());
+    let (api, s) = (ns.api::<PartialObjectMeta<Deployment>>(), seen.clone());
     tokio::spawn(async move {
         let mut stream = watcher(api, watcher::Config::default()).default_backoff().applied_objects().boxed();
         while let Some(d) = stream.next().await {
@@ -310,9 +312,13 @@ async fn bench_operator() {
     // The burst.
     let paused = std::env::var("BENCH_PAUSE_CLUSTER").is_ok_and(|v| v == "1") && signal_simulator("-STOP");
     let (cpu0, req0, cluster0) = (cpu_seconds(pid), requests().await, cluster_cpu());
+    let bench0 = cpu_seconds(Some(std::process::id()));
     let names: Vec<String> = (0..total).map(|i| format!("b-{i}")).collect();
     let t = Instant::now();
     let (loaded, creates) = burst(&servers, &seen, names.clone()).await;
+    // Where the CPU went until the last Deployment (the operator's own phase when paused).
+    let (cpu_d, req_d, cluster_d, bench_d) =
+        (cpu_seconds(pid), requests().await, cluster_cpu(), cpu_seconds(Some(std::process::id())));
     if paused {
         signal_simulator("-CONT");
     }
@@ -388,6 +394,19 @@ async fn bench_operator() {
             .collect();
         println!("| cluster CPU for the burst, by component | {} |", used.join(", "));
     }
+    let spent = |a: Option<f64>, b: Option<f64>| a.zip(b).map_or("n/a".into(), |(a, b)| format!("{:.1} s", b - a));
+    let mut until: Vec<String> =
+        vec![format!("operator {}", spent(cpu0, cpu_d)), format!("this benchmark's client {}", spent(bench0, bench_d))];
+    until.extend(
+        cluster_d.iter().map(|(name, b)| format!("{name} {:.1} s", b - cluster0.get(name).copied().unwrap_or(*b))),
+    );
+    println!("| CPU until all Deployments, by process | {} |", until.join(", "));
+    let to_deployments = delta(&req0, &req_d);
+    println!(
+        "| operator API requests until all Deployments | {:.1} reads and {:.1} writes per server |",
+        to_deployments.reads / n,
+        to_deployments.writes / n
+    );
     println!(
         "| operator API requests for the burst | {:.1} reads and {:.1} writes per server ({}) |",
         converge.reads / n,
@@ -414,7 +433,7 @@ async fn bench_operator() {
 
     if let (Ok(bin), Ok(crds)) = (std::env::var("BENCH_TOOLHIVE"), std::env::var("BENCH_TOOLHIVE_CRDS")) {
         env.stop_operator().expect("stopping our operator");
-        let thv = toolhive(&bin, &crds, total, quiet).await;
+        let thv = toolhive(&bin, &crds, total, quiet, paused).await;
         let ours = Figures {
             all_deployments,
             p50: pct(&loaded, 50.0),
@@ -493,14 +512,18 @@ async fn rest_client_requests(metrics: &str) -> BTreeMap<String, f64> {
 }
 
 /// The same burst against ToolHive's operator: its CRDs applied, its binary run as a local
-/// process with the admin kubeconfig, `total` ToolHive MCPServers created 32 at a time.
-async fn toolhive(bin: &str, crds: &str, total: usize, quiet: Duration) -> Figures {
+/// process with the admin kubeconfig, `total` ToolHive MCPServers created 32 at a time (with the
+/// simulator stopped until every Deployment exists when `paused`, as for ours).
+async fn toolhive(bin: &str, crds: &str, total: usize, quiet: Duration, paused: bool) -> Figures {
     use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
     let env = env();
     let out = env.admin_sh(&format!("kubectl apply --server-side -f '{crds}' >/dev/null")).expect("ToolHive CRDs");
     assert!(out.status.success(), "ToolHive CRDs: {}", String::from_utf8_lossy(&out.stderr));
-    env.admin_sh("kubectl wait --for=condition=Established crd/mcpservers.toolhive.stacklok.dev --timeout=60s")
-        .expect("CRD established");
+    // Every one of them: the operator sets up a controller per kind and exits on a missing one.
+    let out = env
+        .admin_sh(&format!("kubectl wait --for=condition=Established -f '{crds}' --timeout=60s >/dev/null"))
+        .expect("CRDs established");
+    assert!(out.status.success(), "ToolHive CRDs established: {}", String::from_utf8_lossy(&out.stderr));
     let port = |_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let (metrics, probes) = (format!("127.0.0.1:{}", port(0)), format!("127.0.0.1:{}", port(1)));
     let log = std::fs::File::create(env.work.join("thv-operator.log")).expect("log");
@@ -526,7 +549,7 @@ async fn toolhive(bin: &str, crds: &str, total: usize, quiet: Duration) -> Figur
         Api::namespaced_with(env.client().await.unwrap(), &ns.name, &ApiResource::from_gvk(&gvk));
     // Deployments by the MCPServer that owns them.
     let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let (deployments, s) = (ns.api::<Deployment>(), seen.clone());
+    let (deployments, s) = (ns.api::<PartialObjectMeta<Deployment>>(), seen.clone());
     tokio::spawn(async move {
         let mut stream = watcher(deployments, watcher::Config::default()).default_backoff().applied_objects().boxed();
         while let Some(d) = stream.next().await {
@@ -536,6 +559,7 @@ async fn toolhive(bin: &str, crds: &str, total: usize, quiet: Duration) -> Figur
             }
         }
     });
+    let paused = paused && signal_simulator("-STOP");
     let (cpu0, req0) = (cpu_seconds(pid), rest_client_requests(&metrics).await);
     let t = Instant::now();
     let created: Vec<(String, Instant)> = futures::stream::iter((0..total).map(|i| format!("t-{i}")))
@@ -568,6 +592,9 @@ async fn toolhive(bin: &str, crds: &str, total: usize, quiet: Duration) -> Figur
         latencies.push(at.duration_since(*c).as_secs_f64() * 1e3);
     }
     let all = seen.lock().unwrap().values().max().map(|m| m.duration_since(t)).unwrap_or_default();
+    if paused {
+        signal_simulator("-CONT");
+    }
     let (cpu1, req1) = (cpu_seconds(pid), rest_client_requests(&metrics).await);
     let peak = peak_rss_kib(pid);
     println!("\nToolHive's API requests for the burst: {}", delta(&req0, &req1).detail);

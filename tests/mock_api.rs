@@ -41,8 +41,11 @@ const PDBS: &str = "/apis/policy/v1/namespaces/default/poddisruptionbudgets";
 const SECRETS: &str = "/api/v1/namespaces/default/secrets";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
 
-/// Query of every server-side apply, exactly as kube sends it.
-const SSA: &[(&str, &str)] = &[("force", "true"), ("fieldManager", "mcp-operator")];
+/// Query of every server-side apply, exactly as kube sends it (no search for unknown fields: the
+/// operator's objects are typed).
+const SSA: &[(&str, &str)] = &[("force", "true"), ("fieldManager", "mcp-operator"), ("fieldValidation", "Ignore")];
+/// Query of every status write.
+const STATUS: &[(&str, &str)] = &[("fieldManager", "mcp-operator")];
 /// The server pods (status).
 const SERVER_PODS: &str =
     "app.kubernetes.io/component=server,app.kubernetes.io/instance=my-mcp-server,app.kubernetes.io/name=mcp-server";
@@ -50,6 +53,7 @@ const SERVER_PODS: &str =
 const JSON: &str = "application/json";
 const APPLY: &str = "application/apply-patch+yaml";
 const MERGE: &str = "application/merge-patch+json";
+const JSON_PATCH: &str = "application/json-patch+json";
 
 // ---------------------------------------------------------------------------------------------
 // The scripted API server
@@ -216,17 +220,23 @@ impl ApiServer {
         bodies
     }
 
-    /// A server-side apply of the status of `path`; answers with `obj` carrying that status.
-    async fn apply_status(&mut self, path: &str, mut obj: Value) -> Value {
-        let call = self.expect(Method::PATCH, &format!("{path}/status"), SSA).await;
-        assert_eq!(call.content_type.as_deref(), Some(APPLY), "request #{}: server-side apply", call.number);
-        let body = call.body.clone();
-        assert_eq!(body["apiVersion"], obj["apiVersion"], "status apply carries apiVersion");
-        assert_eq!(body["kind"], obj["kind"], "status apply carries kind");
-        assert_eq!(body.as_object().unwrap().len(), 3, "only apiVersion, kind and status are applied: {body}");
-        obj["status"] = body["status"].clone();
+    /// The status of `path` replaced whole (a JSON patch `add /status`); answers with `obj`
+    /// carrying that status; returns `{"status": <the status written>}`.
+    async fn write_status(&mut self, path: &str, mut obj: Value) -> Value {
+        let call = self.expect(Method::PATCH, &format!("{path}/status"), STATUS).await;
+        assert_eq!(call.content_type.as_deref(), Some(JSON_PATCH), "request #{}: a JSON patch", call.number);
+        let ops = call.body.as_array().unwrap_or_else(|| panic!("a JSON patch: {}", call.body));
+        assert_eq!(ops.len(), 1, "one operation: {}", call.body);
+        assert_eq!(
+            (ops[0]["op"].as_str(), ops[0]["path"].as_str()),
+            (Some("add"), Some("/status")),
+            "the status is replaced whole: {}",
+            call.body
+        );
+        let status = ops[0]["value"].clone();
+        obj["status"] = status.clone();
         call.ok(obj);
-        body
+        json!({ "status": status })
     }
 
     /// An Event about my-mcp-server, published through the events.k8s.io API.
@@ -585,7 +595,7 @@ async fn a_refused_child_is_reported_with_the_api_field_error_and_what_runs_stay
         })
         .await;
         // Nothing is deleted; the running Deployment already has 2 replicas.
-        let body = api.apply_status(&format!("{MCPSERVERS}/{NAME}"), stored(obj)).await;
+        let body = api.write_status(&format!("{MCPSERVERS}/{NAME}"), stored(obj)).await;
         let status = &body["status"];
         assert_eq!(status["phase"], "Failed");
         assert_eq!(status["ready"], "2/2", "what runs keeps running");
@@ -682,7 +692,7 @@ async fn first_reconcile_applies_every_child_then_status_and_event() {
         assert_child(&pdb, "policy/v1", "PodDisruptionBudget", NAME);
         assert_eq!(pdb["spec"], json!({"maxUnavailable": 1, "selector": {"matchLabels": server_selector()}}));
 
-        let body = api.apply_status(&format!("{MCPSERVERS}/{NAME}"), stored(obj)).await;
+        let body = api.write_status(&format!("{MCPSERVERS}/{NAME}"), stored(obj)).await;
         let status = &body["status"];
         assert_json_include!(
             actual: status.clone(),
@@ -734,7 +744,7 @@ async fn a_reconcile_of_an_unchanged_server_makes_no_api_call() {
     let obj = server.clone();
     let script = tokio::spawn(async move {
         let bodies = api.apply_all(&children_paths(), as_stored).await;
-        let status = api.apply_status(&format!("{MCPSERVERS}/{NAME}"), stored(obj)).await;
+        let status = api.write_status(&format!("{MCPSERVERS}/{NAME}"), stored(obj)).await;
         let note = "Created Deployment, Service, ServiceAccount and ConfigMap my-mcp-server-config";
         api.event("Normal", "Created", "Create", note).await;
         api.done().await;
@@ -818,7 +828,7 @@ async fn scale_up_reports_scaled_and_prunes_stale_children() {
         assert_eq!(del.body, json!({"propagationPolicy": "Background"}));
         del.ok(json!({"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Success"}));
 
-        let body = api.apply_status(&format!("{MCPSERVERS}/{NAME}"), stored(obj)).await;
+        let body = api.write_status(&format!("{MCPSERVERS}/{NAME}"), stored(obj)).await;
         assert_json_include!(
             actual: body["status"].clone(),
             expected: json!({"phase": "Running", "replicas": 2, "readyReplicas": 1, "ready": "1/2", "observedGeneration": 2})
@@ -845,7 +855,7 @@ async fn missing_policy_starts_nothing_and_says_why() {
 
         let message =
             "SecurityPolicy \"default-policy\" not found in namespace default: the server is not started without it";
-        let body = api.apply_status(&format!("{MCPSERVERS}/{NAME}"), stored(obj)).await;
+        let body = api.write_status(&format!("{MCPSERVERS}/{NAME}"), stored(obj)).await;
         let status = &body["status"];
         assert_json_include!(
             actual: status.clone(),
@@ -929,7 +939,7 @@ async fn invalid_policy_leaves_the_running_deployment_alone() {
         // No apply, no prune: straight to the status.
 
         let message = "SecurityPolicy \"default-policy\" is invalid: spec.encryption.certSecretName: Secret \"tls-cert-secret\" not found";
-        let body = api.apply_status(&format!("{MCPSERVERS}/{NAME}"), stored(obj)).await;
+        let body = api.write_status(&format!("{MCPSERVERS}/{NAME}"), stored(obj)).await;
         let status = &body["status"];
         assert_json_include!(
             actual: status.clone(),
@@ -1021,7 +1031,7 @@ async fn held_back_server_still_scales_its_running_deployment() {
         scale.ok(json!({"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": NAME, "namespace": NS}, "spec": {"replicas": 5}, "status": {"replicas": 2}}));
 
         let message = "SecurityPolicy \"default-policy\" is invalid: spec.encryption.certSecretName: Secret \"tls-cert-secret\" not found";
-        let body = api.apply_status(&format!("{MCPSERVERS}/{NAME}"), stored(obj)).await;
+        let body = api.write_status(&format!("{MCPSERVERS}/{NAME}"), stored(obj)).await;
         let status = &body["status"];
         assert_json_include!(
             actual: status.clone(),
@@ -1135,7 +1145,7 @@ async fn plugin_in_use_reports_its_users_and_gets_no_finalizer() {
     let script = tokio::spawn(async move {
         // Servers and plugins come from the caches.
         // In use, yet no finalizer: straight to the status.
-        let body = api.apply_status(&format!("{PLUGINS}/wordpress-plugin"), obj.clone()).await;
+        let body = api.write_status(&format!("{PLUGINS}/wordpress-plugin"), obj.clone()).await;
         let status = &body["status"];
         assert_json_include!(
             actual: status.clone(),
@@ -1310,7 +1320,7 @@ async fn missing_secrets_a_policy_asks_for_are_issued_then_it_validates() {
             api.event_about(policy_ref, "Normal", reason, "Issue", &note).await;
         }
         // Validation uses what was written: no read back.
-        let body = api.apply_status(&format!("{POLICIES}/default-policy"), stored(obj)).await;
+        let body = api.write_status(&format!("{POLICIES}/default-policy"), stored(obj)).await;
         assert_eq!(body["status"]["phase"], "Active", "{body}");
         let policy_ref = json!({"apiVersion": API_VERSION, "kind": "SecurityPolicy", "name": "default-policy", "namespace": NS, "uid": "uid-policy"});
         api.event_about(policy_ref, "Normal", "Active", "Validate", "SecurityPolicy is Active").await;
@@ -1422,7 +1432,7 @@ async fn gateway_status_is_read_through_the_service_proxy_and_tool_changes_are_a
             "ready": true, "name": "everything", "version": "2.0.0", "protocolVersion": "2025-06-18",
             "capabilities": {"tools": {}, "prompts": {}}, "tools": ["echo", "add"],
         }));
-        let body = api.apply_status(&format!("{MCPSERVERS}/{NAME}"), stored(obj)).await;
+        let body = api.write_status(&format!("{MCPSERVERS}/{NAME}"), stored(obj)).await;
         let status = &body["status"];
         assert_eq!(status["tools"], json!(["add", "echo"]));
         assert_eq!(status["toolCount"], 2);

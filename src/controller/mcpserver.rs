@@ -12,7 +12,7 @@ use super::watch::{
     self, changed_objects, changes, detach, hash_of, owning_server, referenced_key, reflect, server_key, viewed,
     BoundedBackoff,
 };
-use super::{apply, apply_status, Context, Error, Guarded, Result, Scope};
+use super::{apply, write_status, Context, Error, Guarded, Result, Scope};
 use crate::api::condition_types::*;
 use crate::api::{McpServer, McpServerPhase, McpServerStatus, Plugin, SecurityPolicy};
 use crate::build::{build_children, config_map_too_large, server_selector, BuildInputs, Children};
@@ -428,7 +428,7 @@ async fn apply_server(server: &McpServer, ctx: &Context) -> Result<Action> {
         None => super::gateway_status::merge(&mut status, &previous, server.metadata.generation, None),
     }
     if status != previous {
-        let stored = apply_status(&api::<McpServer>(ctx, &ns), &name, &status).await?;
+        let stored = write_status(&api::<McpServer>(ctx, &ns), &name, &status).await?;
         ctx.caches.status_written(&ns, &name, stored.resource_version());
     }
     publish_transitions(ctx, server, &resolved, existing.as_ref(), &previous, &status).await;

@@ -15,7 +15,7 @@ pub mod watch;
 
 pub use context::{Context, Scope};
 pub use error::{Error, Result};
-pub use ssa::{apply, apply_status};
+pub use ssa::{apply, write_status};
 
 use futures::{FutureExt, StreamExt};
 use kube::core::DeserializeGuard;

@@ -3,7 +3,7 @@
 //! The workloads themselves are built per MCP server by the MCPServer controller.
 
 use super::usage::release_finalizer;
-use super::{apply_status, Context, Error, Result};
+use super::{write_status, Context, Error, Result};
 use crate::api::plugin_condition_types::*;
 use crate::api::{condition, set_condition, IsolationLevel, McpServer, Plugin, PluginPhase, PluginStatus};
 use crate::consts::IN_USE_FINALIZER;
@@ -94,7 +94,7 @@ pub async fn reconcile(plugin: Arc<Plugin>, ctx: Arc<Context>) -> Result<Action>
     let status = plugin_status(&plugin, &dependencies, users, runtime_class_problem);
     let previous = plugin.status.clone().unwrap_or_default();
     if status != previous {
-        apply_status(&api, &name, &status).await?;
+        write_status(&api, &name, &status).await?;
         let ready = |s: &PluginStatus| s.conditions.iter().find(|c| c.type_ == READY).cloned();
         if let Some(c) = ready(&status).filter(|c| c.status == "False") {
             if ready(&previous).is_none_or(|p| p.status != c.status || p.message != c.message) {

@@ -3,7 +3,7 @@
 //! controller, which watches policies.
 
 use super::usage::release_finalizer;
-use super::{apply_status, Context, Error, Result};
+use super::{write_status, Context, Error, Result};
 use crate::api::policy_condition_types::VALID;
 use crate::api::{condition, set_condition, McpServer, SecurityPolicy, SecurityPolicyPhase, SecurityPolicyStatus};
 use crate::consts::IN_USE_FINALIZER;
@@ -88,7 +88,7 @@ pub async fn reconcile(policy: Arc<SecurityPolicy>, ctx: Arc<Context>) -> Result
     let status = policy_status(&policy, &problems, users);
     let previous = policy.status.clone().unwrap_or_default();
     if status != previous {
-        apply_status(&api, &name, &status).await?;
+        write_status(&api, &name, &status).await?;
         if status.phase != previous.phase {
             match status.phase {
                 Some(SecurityPolicyPhase::Error) => {

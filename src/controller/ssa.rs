@@ -1,4 +1,5 @@
-//! Server-side apply under the operator's one field manager.
+//! Writes under the operator's one field manager: objects by server-side apply, statuses by
+//! replacing the status subresource whole.
 
 use crate::consts::FIELD_MANAGER;
 use kube::api::{Patch, PatchParams};
@@ -6,8 +7,11 @@ use kube::{Api, Resource, ResourceExt};
 use serde::{de::DeserializeOwned, Serialize};
 use std::fmt::Debug;
 
-fn params() -> PatchParams {
-    PatchParams::apply(FIELD_MANAGER).force()
+/// Server-side apply, forced, under the operator's field manager. Unknown fields cannot occur in
+/// the typed objects the operator builds, so the API server's search for them (a second, strict
+/// parse of the YAML body, ~6 % of its CPU in a burst) is skipped.
+fn apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force().validation_ignore()
 }
 
 /// Applies `obj` (which carries apiVersion/kind) in its namespace; returns what the server holds.
@@ -18,17 +22,23 @@ where
     let mut obj = obj.clone();
     obj.meta_mut().managed_fields = None;
     let body = with_type_meta::<K>(serde_json::to_value(&obj).expect("objects serialize"));
-    api.patch(&obj.name_any(), &params(), &Patch::Apply(body)).await
+    api.patch(&obj.name_any(), &apply_params(), &Patch::Apply(body)).await
 }
 
-/// Applies `status` to the status subresource of `name`.
-pub async fn apply_status<K, S>(api: &Api<K>, name: &str, status: &S) -> kube::Result<K>
+/// Replaces the status of `name` with `status`, whole: a JSON patch `add /status` on the status
+/// subresource. The operator is the only writer of its resources' statuses and always writes all
+/// of one, so a server-side apply would only add the API server's YAML parse and merge of an
+/// applied configuration (the status writes were a ninth of its CPU in a burst) to the same result:
+/// what the status no longer has is gone.
+pub async fn write_status<K, S>(api: &Api<K>, name: &str, status: &S) -> kube::Result<K>
 where
     K: Resource<DynamicType = ()> + DeserializeOwned + Clone + Debug,
     S: Serialize,
 {
-    let body = with_type_meta::<K>(serde_json::json!({ "status": status }));
-    api.patch_status(name, &params(), &Patch::Apply(body)).await
+    let ops = serde_json::json!([{"op": "add", "path": "/status", "value": status}]);
+    let patch = Patch::<()>::Json(serde_json::from_value(ops).expect("a JSON patch"));
+    let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() };
+    api.patch_status(name, &params, &patch).await
 }
 
 fn with_type_meta<K: Resource<DynamicType = ()>>(mut body: serde_json::Value) -> serde_json::Value {

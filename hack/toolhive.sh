@@ -3,7 +3,7 @@
 # TOOLHIVE_VERSION, with `go install`) into the tools cache for the side-by-side operator
 # benchmark, and prints the binary's path; `hack/toolhive.sh crds` prints the folder of its CRDs
 # (in the module). Needs the Go module proxy to serve every module ToolHive depends on: on the
-# development machine of this project it does for v0.47.0, not for v0.55 and later
+# development machine of this project it does for v0.47.0, not for v0.55.2 or v0.66.0
 # (sentry-go/otel/otlp, toolhive-core/redisconn, jwx-go/jwkfetch and one golang.org/x/exp/jsonrpc2
 # pseudo-version are refused).
 set -euo pipefail

@@ -410,6 +410,14 @@ async fn within<T>(fut: impl std::future::Future<Output = T>) -> T {
 // ---------------------------------------------------------------------------------------------
 
 /// The guide's my-mcp-server as stored: no finalizer, generation 1.
+/// The Progressing condition of a status computed while the Deployment existed (what a server
+/// whose workload runs has from an earlier reconcile).
+fn workload_reported() -> Value {
+    json!([{"type": "Progressing", "status": "True", "reason": "RolloutComplete",
+            "message": "every replica runs the current pod template", "observedGeneration": 1,
+            "lastTransitionTime": "2024-01-01T00:00:00Z"}])
+}
+
 fn server_json() -> Value {
     json!({
         "apiVersion": API_VERSION,
@@ -579,7 +587,8 @@ async fn a_refused_child_is_reported_with_the_api_field_error_and_what_runs_stay
         seed(&mut w.pods, running_pod("a"));
         seed(&mut w.pods, running_pod("b"));
     });
-    let server = server_json();
+    let mut server = server_json();
+    server["status"] = json!({ "conditions": workload_reported() });
     let obj = server.clone();
     let refusal = "Deployment.apps \"my-mcp-server\" is invalid: spec.template.spec.containers[0].env[0].name: Invalid value: \"\": a valid environment variable name must consist of alphabetic characters";
     let script = tokio::spawn(async move {
@@ -800,6 +809,7 @@ async fn scale_up_reports_scaled_and_prunes_stale_children() {
     });
     let mut server = server_json();
     server["metadata"]["generation"] = json!(2);
+    server["status"] = json!({ "conditions": workload_reported() });
     let obj = server.clone();
     let script = tokio::spawn(async move {
         let deployment = format!("{DEPLOYMENTS}/{NAME}");
@@ -1411,7 +1421,7 @@ async fn gateway_status_is_read_through_the_service_proxy_and_tool_changes_are_a
     // Steady state, as the previous reconcile left it, with one tool known.
     server["status"] = json!({
         "phase": "Running", "replicas": 2, "readyReplicas": 2, "ready": "2/2", "observedGeneration": 2,
-        "serverInfo": {"name": "everything"}, "toolCount": 1, "tools": ["echo"],
+        "serverInfo": {"name": "everything"}, "toolCount": 1, "tools": ["echo"], "conditions": workload_reported(),
     });
     let obj = server.clone();
     let script = tokio::spawn(async move {

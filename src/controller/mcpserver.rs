@@ -6,7 +6,7 @@ use super::cache::{
     children_of, marker, with_applied_hash, CachedChild, CachedDeployment, CachedPod, ChildMeta, Decision,
     WatchedDeployment, WatchedPod, Writers,
 };
-use super::status::{server_status, Observation, Resolution};
+use super::status::{server_status, workload_created, Observation, Resolution};
 use super::usage::release_finalizer;
 use super::watch::{
     self, changed_objects, changes, detach, hash_of, owning_server, referenced_key, reflect, server_key, viewed,
@@ -491,7 +491,7 @@ async fn publish_transitions(
 ) {
     let name = server.name_any();
     match existing.and_then(|d| d.spec.replicas) {
-        None if resolved.ok() => {
+        _ if resolved.ok() && workload_created(existing.is_some(), previous, status) => {
             let note = format!("Created Deployment, Service, ServiceAccount and ConfigMap {name}-config");
             ctx.event(server, EventType::Normal, "Created", "Create", note).await;
         }

@@ -111,7 +111,7 @@ pub fn server_status(server: &McpServer, obs: &Observation<'_>) -> McpServerStat
         condition(AVAILABLE, false, "NoReplicasReady", "no replica is ready", generation)
     });
     set(match obs.deployment {
-        None => condition(PROGRESSING, false, "NoWorkload", "no Deployment exists yet", generation),
+        None => condition(PROGRESSING, false, NO_WORKLOAD, "no Deployment exists yet", generation),
         Some(_) if deadline_exceeded => condition(
             PROGRESSING,
             false,
@@ -191,11 +191,53 @@ pub fn server_status(server: &McpServer, obs: &Observation<'_>) -> McpServerStat
     }
 }
 
+/// Reason of the Progressing condition while no Deployment exists.
+pub const NO_WORKLOAD: &str = "NoWorkload";
+
+/// Whether `status` reports a workload: a Deployment existed when it was computed.
+pub fn reports_workload(status: &McpServerStatus) -> bool {
+    status.conditions.iter().any(|c| c.type_ == PROGRESSING && c.reason != NO_WORKLOAD)
+}
+
+/// Whether the step from `previous` to `status` creates the server's workload (the `Created`
+/// Event): `status` reports a Deployment, and either none was cached when the reconcile began
+/// (`existed`) or `previous` never reported one. The second half is a reconcile that created the
+/// Deployment and then failed (another child's apply, the status write): its retry finds the
+/// Deployment cached, and the Event is its to publish.
+pub fn workload_created(existed: bool, previous: &McpServerStatus, status: &McpServerStatus) -> bool {
+    reports_workload(status) && (!existed || !reports_workload(previous))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::build::tests::guide_server;
     use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentStatus};
+
+    fn progressing(reason: &str) -> McpServerStatus {
+        let mut status = McpServerStatus::default();
+        status.conditions.push(condition(PROGRESSING, reason != NO_WORKLOAD, reason, "m", Some(1)));
+        status
+    }
+
+    #[test]
+    fn workload_created_is_the_first_status_that_reports_a_deployment() {
+        let (none, never) = (progressing(NO_WORKLOAD), McpServerStatus::default());
+        let (rolling, complete) = (progressing("RolloutInProgress"), progressing("RolloutComplete"));
+        // The first reconcile creates it.
+        assert!(workload_created(false, &never, &rolling));
+        // A held-back server gets one once its reference resolves.
+        assert!(workload_created(false, &none, &rolling));
+        // The reconcile that created it failed before its status: the retry finds it cached.
+        assert!(workload_created(true, &never, &rolling));
+        assert!(workload_created(true, &none, &rolling));
+        // Deleted by someone and created again.
+        assert!(workload_created(false, &complete, &rolling));
+        // Steady, or nothing created (refused, held back).
+        assert!(!workload_created(true, &rolling, &complete));
+        assert!(!workload_created(false, &never, &none));
+        assert!(!workload_created(true, &rolling, &none));
+    }
 
     fn deployment(replicas: i32, ready: i32, updated: i32, deadline: bool) -> CachedDeployment {
         CachedDeployment {

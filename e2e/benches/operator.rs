@@ -78,6 +78,11 @@ fn cluster_cpu() -> BTreeMap<String, f64> {
         .collect()
 }
 
+/// Each component's CPU seconds between two readings of [`cluster_cpu`], as "name 1.2 s".
+fn cluster_spent(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> Vec<String> {
+    after.iter().map(|(name, b)| format!("{name} {:.1} s", b - before.get(name).copied().unwrap_or(*b))).collect()
+}
+
 /// The cluster's own controllers (controller manager, scheduler, kwok), which BENCH_PAUSE_CLUSTER=1
 /// stops (SIGSTOP) for the burst until every Deployment exists: the API server then serves the
 /// operator alone, and "all Deployments" is the operator's own pace on this machine.
@@ -388,18 +393,12 @@ async fn bench_operator() {
         }
     );
     if !cluster1.is_empty() {
-        let used: Vec<String> = cluster1
-            .iter()
-            .map(|(name, b)| format!("{name} {:.1} s", b - cluster0.get(name).copied().unwrap_or(*b)))
-            .collect();
-        println!("| cluster CPU for the burst, by component | {} |", used.join(", "));
+        println!("| cluster CPU for the burst, by component | {} |", cluster_spent(&cluster0, &cluster1).join(", "));
     }
     let spent = |a: Option<f64>, b: Option<f64>| a.zip(b).map_or("n/a".into(), |(a, b)| format!("{:.1} s", b - a));
     let mut until: Vec<String> =
         vec![format!("operator {}", spent(cpu0, cpu_d)), format!("this benchmark's client {}", spent(bench0, bench_d))];
-    until.extend(
-        cluster_d.iter().map(|(name, b)| format!("{name} {:.1} s", b - cluster0.get(name).copied().unwrap_or(*b))),
-    );
+    until.extend(cluster_spent(&cluster0, &cluster_d));
     println!("| CPU until all Deployments, by process | {} |", until.join(", "));
     let to_deployments = delta(&req0, &req_d);
     println!(

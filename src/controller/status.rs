@@ -195,7 +195,7 @@ pub fn server_status(server: &McpServer, obs: &Observation<'_>) -> McpServerStat
 pub const NO_WORKLOAD: &str = "NoWorkload";
 
 /// Whether `status` reports a workload: a Deployment existed when it was computed.
-pub fn reports_workload(status: &McpServerStatus) -> bool {
+fn reports_workload(status: &McpServerStatus) -> bool {
     status.conditions.iter().any(|c| c.type_ == PROGRESSING && c.reason != NO_WORKLOAD)
 }
 

@@ -96,6 +96,8 @@ pub struct Metrics {
     pub leader: Gauge,
     /// Requests made to the API server, by verb.
     pub kube_requests: Family<VerbLabels, Counter>,
+    /// Events dropped because the queue of Events to publish was full.
+    pub events_dropped: Counter,
     registry: Registry,
 }
 
@@ -120,7 +122,13 @@ impl Default for Metrics {
             "Requests made to the Kubernetes API server, by verb",
             kube_requests.clone(),
         );
-        Self { reconciles, failures, duration, objects, leader, kube_requests, registry }
+        let events_dropped = Counter::default();
+        registry.register(
+            "events_dropped",
+            "Events not published because the queue of Events to publish was full",
+            events_dropped.clone(),
+        );
+        Self { reconciles, failures, duration, objects, leader, kube_requests, events_dropped, registry }
     }
 }
 

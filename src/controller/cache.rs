@@ -103,6 +103,14 @@ pub struct ChildMeta {
     pub resource_version: Option<String>,
     /// Whether `metadata.deletionTimestamp` is set.
     pub deleting: bool,
+    /// [`instance_key`] of the namespace and the instance label (0 without that label): finding
+    /// a server's few children among every cached one compares this first, not strings.
+    pub(crate) instance_key: u64,
+}
+
+/// A number for a (namespace, instance label) pair; equal pairs give equal numbers.
+fn instance_key(ns: Option<&str>, instance: &str) -> u64 {
+    super::watch::hash_of((ns, instance))
 }
 
 impl From<ObjectMeta> for ChildMeta {
@@ -111,7 +119,9 @@ impl From<ObjectMeta> for ChildMeta {
         let mut take = |key: &str| labels.remove(key).map(String::into_boxed_str);
         let managed = take(LABEL_MANAGED_BY).is_some_and(|m| &*m == MANAGED_BY);
         let read = [take(READ_LABELS[1]), take(READ_LABELS[2]), take(READ_LABELS[3])];
+        let instance_key = read[0].as_deref().map_or(0, |i| instance_key(meta.namespace.as_deref(), i));
         Self {
+            instance_key,
             name: meta.name.unwrap_or_default(),
             namespace: meta.namespace,
             labels: read,
@@ -497,10 +507,15 @@ impl Caches {
         self.deployments.get(&ObjectRef::new(name).within(ns)).map(|d| (*d).clone())
     }
 
-    /// The pods of `ns` whose labels include every one of `selector`.
+    /// The pods of `ns` whose labels include every one of `selector` (which names an instance).
     pub fn pods(&self, ns: &str, selector: &BTreeMap<String, String>) -> Vec<CachedPod> {
+        let key = selector.get(LABEL_INSTANCE).map(|i| instance_key(Some(ns), i));
         self.pods
-            .state_filter(|p| p.metadata.namespace.as_deref() == Some(ns) && p.metadata.selected_by(selector))
+            .state_filter(|p| {
+                key.is_none_or(|k| p.metadata.instance_key == k)
+                    && p.metadata.namespace.as_deref() == Some(ns)
+                    && p.metadata.selected_by(selector)
+            })
             .iter()
             .map(|p| (**p).clone())
             .collect()
@@ -564,10 +579,14 @@ where
     K: reflector::Lookup + HasChildMeta + Clone + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
+    let key = instance_key(Some(ns), server);
     store
         .state_filter(|o| {
             let m = o.child_meta();
-            m.managed && m.namespace.as_deref() == Some(ns) && m.label(LABEL_INSTANCE) == Some(server)
+            m.instance_key == key
+                && m.managed
+                && m.namespace.as_deref() == Some(ns)
+                && m.label(LABEL_INSTANCE) == Some(server)
         })
         .iter()
         .map(|o| o.child_meta().clone())
@@ -949,6 +968,38 @@ mod tests {
         assert_eq!(WatchedDeployment::url_path(&(), Some("ns")), Deployment::url_path(&(), Some("ns")));
         assert_eq!(WatchedPod::url_path(&(), Some("ns")), Pod::url_path(&(), Some("ns")));
         assert_eq!(reflector::Lookup::resource_version(&read), None, "store keys carry no resourceVersion");
+    }
+
+    #[test]
+    fn a_servers_pods_are_found_by_namespace_and_every_selector_label() {
+        let (caches, mut writers) = caches();
+        let pod = |name: &str, ns: &str, instance: &str, component: &str| -> CachedPod {
+            let mut labels = crate::build::server_selector(instance);
+            labels.insert(LABEL_COMPONENT.to_string(), component.to_string());
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name, "namespace": ns, "labels": labels}}))
+                .unwrap()
+        };
+        for p in [
+            pod("s-1", "ns", "s", "server"),
+            pod("s-2", "ns", "s", "server"),
+            pod("s-plugin", "ns", "s", "plugin"),
+            pod("t-1", "ns", "t", "server"),
+            pod("s-1", "other", "s", "server"),
+        ] {
+            writers.pods.apply_watcher_event(&kube::runtime::watcher::Event::Apply(p));
+        }
+        let found = |ns: &str, instance: &str| {
+            let mut names: Vec<String> = caches
+                .pods(ns, &crate::build::server_selector(instance))
+                .into_iter()
+                .map(|p| format!("{}/{}", p.metadata.namespace.unwrap_or_default(), p.metadata.name))
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(found("ns", "s"), ["ns/s-1", "ns/s-2"]);
+        assert_eq!(found("other", "s"), ["other/s-1"]);
+        assert_eq!(found("ns", "u"), Vec::<String>::new());
     }
 
     #[test]

@@ -43,7 +43,7 @@ pub struct Context {
     pub defaults: Defaults,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    events: Arc<super::events::Publisher>,
+    events: super::events::Queue,
     failures: Arc<Mutex<HashMap<String, u32>>>,
     /// Read each server's gateway status (from its pods in the cluster, else through the API
     /// server proxy).
@@ -80,7 +80,9 @@ impl Context {
     /// A context whose Events are reported as `mcp-operator` from `instance` (the pod name).
     pub fn new(client: Client, defaults: Defaults, metrics: Arc<Metrics>, instance: Option<String>) -> Self {
         let reporter = Reporter { controller: crate::consts::FIELD_MANAGER.into(), instance };
-        let events = Arc::new(super::events::Publisher::new(client.clone(), reporter));
+        let publisher = super::events::Publisher::new(client.clone(), reporter);
+        let events =
+            super::events::Queue::start(publisher, super::events::QUEUE_CAPACITY, metrics.events_dropped.clone());
         let gateway_reader = super::gateway_status::Reader::new(client.clone(), false, 8);
         Self {
             client,
@@ -158,9 +160,9 @@ impl Context {
         self.failures.lock().expect("backoff lock").remove(&failure_key(controller, obj));
     }
 
-    /// Publishes an Event on `obj` without waiting for it (a reconcile does not spend a round
-    /// trip on it); failures are logged, never fatal.
-    pub async fn event<K: Resource<DynamicType = ()>>(
+    /// Queues an Event on `obj` (published in the background, in order; see
+    /// [`super::events::Queue`]).
+    pub fn event<K: Resource<DynamicType = ()>>(
         &self,
         obj: &K,
         type_: EventType,
@@ -169,12 +171,7 @@ impl Context {
         note: String,
     ) {
         let ev = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
-        let (events, reference, reason) = (self.events.clone(), obj.object_ref(&()), reason.to_string());
-        tokio::spawn(async move {
-            if let Err(e) = events.publish(&ev, &reference).await {
-                tracing::warn!(error = %e, reason, "could not publish Event");
-            }
-        });
+        self.events.send(ev, obj.object_ref(&()));
     }
 }
 

@@ -431,7 +431,7 @@ async fn apply_server(server: &McpServer, ctx: &Context) -> Result<Action> {
         let stored = write_status(&api::<McpServer>(ctx, &ns), &name, &status).await?;
         ctx.caches.status_written(&ns, &name, stored.resource_version());
     }
-    publish_transitions(ctx, server, &resolved, existing.as_ref(), &previous, &status).await;
+    publish_transitions(ctx, server, &resolved, existing.as_ref(), &previous, &status);
     if !applied.ok {
         // Retried with the controller's backoff: the condition and Event say why meanwhile.
         return Err(Error::Refused(applied.message));
@@ -481,7 +481,7 @@ fn condition<'a>(
 }
 
 /// One Event per meaningful transition, derived from the previous and the new status.
-async fn publish_transitions(
+fn publish_transitions(
     ctx: &Context,
     server: &McpServer,
     resolved: &Resolved,
@@ -493,12 +493,12 @@ async fn publish_transitions(
     match existing.and_then(|d| d.spec.replicas) {
         _ if resolved.ok() && workload_created(existing.is_some(), previous, status) => {
             let note = format!("Created Deployment, Service, ServiceAccount and ConfigMap {name}-config");
-            ctx.event(server, EventType::Normal, "Created", "Create", note).await;
+            ctx.event(server, EventType::Normal, "Created", "Create", note);
         }
         Some(old) if old != server.spec.replicas => {
             let held = if resolved.ok() { "" } else { " (the running pod template; other changes are held back)" };
             let note = format!("Scaled from {old} to {} replicas{held}", server.spec.replicas);
-            ctx.event(server, EventType::Normal, "Scaled", "Scale", note).await;
+            ctx.event(server, EventType::Normal, "Scaled", "Scale", note);
         }
         _ => {}
     }
@@ -507,7 +507,7 @@ async fn publish_transitions(
     };
     if let Some(new) = refusal(status) {
         if refusal(previous).is_none_or(|old| old.message != new.message) {
-            ctx.event(server, EventType::Warning, &new.reason, "Apply", new.message.clone()).await;
+            ctx.event(server, EventType::Warning, &new.reason, "Apply", new.message.clone());
         }
     }
     for type_ in [SECURITY_POLICY_RESOLVED, PLUGINS_RESOLVED] {
@@ -516,9 +516,9 @@ async fn publish_transitions(
             continue;
         }
         if new.status == "False" {
-            ctx.event(server, EventType::Warning, &new.reason, "Resolve", new.message.clone()).await;
+            ctx.event(server, EventType::Warning, &new.reason, "Resolve", new.message.clone());
         } else if type_ == SECURITY_POLICY_RESOLVED && server.spec.security_policy.is_some() {
-            ctx.event(server, EventType::Normal, "PolicyApplied", "ApplyPolicy", new.message.clone()).await;
+            ctx.event(server, EventType::Normal, "PolicyApplied", "ApplyPolicy", new.message.clone());
         }
     }
     if previous.server_info.is_some()
@@ -528,7 +528,7 @@ async fn publish_transitions(
         let added: Vec<_> = status.tools.iter().filter(|t| !previous.tools.contains(t)).cloned().collect();
         let removed: Vec<_> = previous.tools.iter().filter(|t| !status.tools.contains(t)).cloned().collect();
         let note = format!("tools added: [{}]; removed: [{}]", added.join(", "), removed.join(", "));
-        ctx.event(server, EventType::Normal, "ToolsChanged", "Discover", note).await;
+        ctx.event(server, EventType::Normal, "ToolsChanged", "Discover", note);
     }
     let failed_rollout = |s: &McpServerStatus| {
         condition(s, DEGRADED).is_some_and(|c| {
@@ -537,7 +537,7 @@ async fn publish_transitions(
     };
     if failed_rollout(status) && !failed_rollout(previous) {
         let msg = condition(status, DEGRADED).map(|c| c.message.clone()).unwrap_or_default();
-        ctx.event(server, EventType::Warning, "RolloutFailed", "Rollout", msg).await;
+        ctx.event(server, EventType::Warning, "RolloutFailed", "Rollout", msg);
     }
 }
 

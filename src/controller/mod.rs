@@ -67,7 +67,7 @@ where
                 "this {kind} cannot be read by the operator ({}); fix it or upgrade the operator",
                 invalid.error
             );
-            ctx.event(&*obj, EventType::Warning, "InvalidObject", "Read", note).await;
+            ctx.event(&*obj, EventType::Warning, "InvalidObject", "Read", note);
             release_unreadable(&obj, &ctx).await?;
             Ok(Action::await_change())
         }
@@ -92,7 +92,7 @@ where
     let api = Api::<Guarded<K>>::namespaced(ctx.client.clone(), &obj.namespace().ok_or(Error::MissingNamespace)?);
     api.patch(&obj.name_any(), &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await?;
     let note = format!("deleting an unreadable {}: the operator's finalizer is released", K::kind(&()));
-    ctx.event(obj, EventType::Warning, "Deleted", "Delete", note).await;
+    ctx.event(obj, EventType::Warning, "Deleted", "Delete", note);
     Ok(())
 }
 

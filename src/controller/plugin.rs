@@ -98,7 +98,7 @@ pub async fn reconcile(plugin: Arc<Plugin>, ctx: Arc<Context>) -> Result<Action>
         let ready = |s: &PluginStatus| s.conditions.iter().find(|c| c.type_ == READY).cloned();
         if let Some(c) = ready(&status).filter(|c| c.status == "False") {
             if ready(&previous).is_none_or(|p| p.status != c.status || p.message != c.message) {
-                ctx.event(&*plugin, EventType::Warning, &c.reason, "Resolve", c.message).await;
+                ctx.event(&*plugin, EventType::Warning, &c.reason, "Resolve", c.message);
             }
         }
     }

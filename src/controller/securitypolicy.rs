@@ -92,11 +92,11 @@ pub async fn reconcile(policy: Arc<SecurityPolicy>, ctx: Arc<Context>) -> Result
         if status.phase != previous.phase {
             match status.phase {
                 Some(SecurityPolicyPhase::Error) => {
-                    ctx.event(&*policy, EventType::Warning, "Invalid", "Validate", problems.join("; ")).await
+                    ctx.event(&*policy, EventType::Warning, "Invalid", "Validate", problems.join("; "))
                 }
                 Some(phase) => {
                     let note = format!("SecurityPolicy is {phase:?}");
-                    ctx.event(&*policy, EventType::Normal, &format!("{phase:?}"), "Validate", note).await
+                    ctx.event(&*policy, EventType::Normal, &format!("{phase:?}"), "Validate", note)
                 }
                 None => {}
             }
@@ -170,7 +170,7 @@ async fn issue_secrets(ctx: &Context, policy: &SecurityPolicy, known: &BTreeMap<
             (Issue::JwtKey { .. }, _) => ("a random HS256 key", "JwtKeyIssued"),
         };
         let note = format!("{verb} Secret {name:?} with {what} ({})", issue.field());
-        ctx.event(policy, EventType::Normal, reason, "Issue", note).await;
+        ctx.event(policy, EventType::Normal, reason, "Issue", note);
     }
     Ok(wrote)
 }

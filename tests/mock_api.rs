@@ -743,6 +743,55 @@ async fn first_reconcile_applies_every_child_then_status_and_event() {
     assert_eq!(result.expect("reconcile"), Action::requeue(Duration::from_secs(30)), "not steady yet: look again soon");
 }
 
+/// A first reconcile that created the Deployment but failed on another child (a 500) writes no
+/// status and publishes nothing; its retry, with the Deployment already in the cache, applies what
+/// is missing, writes the status and publishes the `Created` Event the first attempt could not.
+#[tokio::test]
+async fn a_first_reconcile_that_failed_after_creating_the_deployment_says_created_on_its_retry() {
+    let (ctx, mut api) = testbed();
+    let server = server_json();
+    let service = format!("{SERVICES}/{NAME}");
+    let failing = service.clone();
+    let script = tokio::spawn(async move {
+        let bodies = api
+            .apply_all(&children_paths(), |path, body| {
+                if path == failing {
+                    let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                                        "message": "etcdserver: request timed out", "reason": "InternalError", "code": 500});
+                    (500, status)
+                } else {
+                    as_stored(path, body)
+                }
+            })
+            .await;
+        api.done().await;
+        bodies
+    });
+    let first = within(mcpserver::reconcile(typed(&server), ctx)).await;
+    let bodies = timeout(TIMEOUT, script).await.expect("script").expect("script ran");
+    assert!(first.is_err(), "the failed apply fails the reconcile (retried with backoff)");
+
+    // The retry: the watches delivered every child the first attempt created.
+    let (ctx, mut api, mut w) = testbed_writers();
+    let stored_child = |path: String| stored(bodies[&path].clone());
+    seed(&mut w.deployments, stored_child(format!("{DEPLOYMENTS}/{NAME}")));
+    seed_meta(&mut w.service_accounts, stored_child(format!("{SERVICE_ACCOUNTS}/{NAME}"))["metadata"].clone());
+    seed_meta(&mut w.config_maps, stored_child(format!("{CONFIG_MAPS}/{NAME}-config"))["metadata"].clone());
+    seed_meta(&mut w.pdbs, stored_child(format!("{PDBS}/{NAME}"))["metadata"].clone());
+    let obj = server.clone();
+    let script = tokio::spawn(async move {
+        api.apply_all(&[service], as_stored).await;
+        let body = api.write_status(&format!("{MCPSERVERS}/{NAME}"), stored(obj)).await;
+        assert_eq!(body["status"]["phase"], "Pending");
+        let note = "Created Deployment, Service, ServiceAccount and ConfigMap my-mcp-server-config";
+        api.event("Normal", "Created", "Create", note).await;
+        api.done().await;
+    });
+    let result = within(mcpserver::reconcile(typed(&server), ctx)).await;
+    finish(script).await;
+    assert_eq!(result.expect("the retry"), Action::requeue(Duration::from_secs(30)));
+}
+
 /// The reconcile after the first one, with the caches holding what the first applied and the
 /// status it wrote: no API call at all (no read, no apply, no status, no Event). Then someone
 /// scales the Deployment by hand (its generation moves): only the Deployment is applied again.

@@ -119,6 +119,13 @@ impl Fence {
         Self(channel::channel(false).1)
     }
 
+    /// A fence opened and closed through the returned sender (tests).
+    #[cfg(test)]
+    pub fn controlled(open: bool) -> (channel::Sender<bool>, Self) {
+        let (tx, rx) = channel::channel(open);
+        (tx, Self(rx))
+    }
+
     /// Whether reconciles may start now.
     pub fn is_open(&self) -> bool {
         *self.0.borrow()
@@ -127,6 +134,14 @@ impl Fence {
     /// Resolves once the fence is open; never, if it closed for good (the election ended).
     pub async fn wait(&self) {
         if self.0.clone().wait_for(|open| *open).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Resolves once the fence is closed (this replica may no longer lead); never for a fence
+    /// that cannot close.
+    pub async fn closed(&self) {
+        if self.0.clone().wait_for(|open| !*open).await.is_err() {
             std::future::pending::<()>().await;
         }
     }

@@ -17,6 +17,11 @@ pub enum Error {
     /// dropped and retried with backoff, so that nothing that hangs holds a worker for good.
     #[error("{0} took longer than {1:?}")]
     TimedOut(&'static str, std::time::Duration),
+    /// The leader fence closed while the reconcile ran (this replica may no longer lead): the
+    /// reconcile was dropped at once, so that a deposed leader stops writing before another
+    /// replica can take over.
+    #[error("the leader fence closed during the reconcile")]
+    Fenced,
 }
 
 impl Error {
@@ -27,6 +32,7 @@ impl Error {
             Self::Refused(_) => "Refused",
             Self::MissingNamespace => "MissingNamespace",
             Self::TimedOut(..) => "TimedOut",
+            Self::Fenced => "Fenced",
         }
     }
 }

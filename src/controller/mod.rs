@@ -118,7 +118,10 @@ where
     tokio::time::timeout(start, ctx.may_reconcile())
         .await
         .map_err(|_| Error::TimedOut("waiting for the leader fence and the caches", start))?;
-    tokio::time::timeout(run, work).await.map_err(|_| Error::TimedOut("the reconcile", run))?
+    tokio::select! {
+        done = tokio::time::timeout(run, work) => done.map_err(|_| Error::TimedOut("the reconcile", run))?,
+        () = ctx.fence.closed() => Err(Error::Fenced),
+    }
 }
 
 /// Forgets an object's failure count once it reconciles (the end of every controller's stream).
@@ -224,5 +227,19 @@ mod tests {
         fenced.fence = crate::leader::Fence::never();
         let waited = bounded_by(&fenced, async { Ok(Action::await_change()) }, start, run).await;
         assert!(matches!(waited, Err(Error::TimedOut(_, d)) if d == start), "{waited:?}");
+        // The fence closes while a reconcile runs: dropped at once, not after its bound.
+        let (lead, fence) = crate::leader::Fence::controlled(true);
+        let mut leading = ctx.clone();
+        leading.fence = fence;
+        let deposed = tokio::spawn(async move {
+            let began = tokio::time::Instant::now();
+            let r = bounded_by(&leading, std::future::pending(), start, run).await;
+            (r, began.elapsed())
+        });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        lead.send(false).unwrap();
+        let (r, took) = deposed.await.unwrap();
+        assert!(matches!(r, Err(Error::Fenced)), "{r:?}");
+        assert_eq!((r.unwrap_err().metric_label(), took), ("Fenced", Duration::from_secs(5)));
     }
 }

@@ -98,6 +98,13 @@ pub struct Args {
     /// Requests allowed in a burst above the QPS (0: twice the QPS).
     #[arg(long, env = "MCP_KUBE_API_BURST", default_value_t = 0)]
     pub kube_api_burst: u32,
+    /// Events published a second once `--event-burst` is spent (0: no limit). Events are the
+    /// least urgent writes: in a burst of new servers they trail the children.
+    #[arg(long, env = "MCP_EVENT_QPS", default_value_t = 20.0)]
+    pub event_qps: f64,
+    /// Events published at once after a quiet time.
+    #[arg(long, env = "MCP_EVENT_BURST", default_value_t = 100)]
+    pub event_burst: u32,
     /// Where gateway status is read: `pod` (the pods' admin port, in the cluster), `proxy` (the
     /// API server's service proxy, for an operator running outside the cluster) or `auto`
     /// (`pod` when running in a pod).
@@ -365,9 +372,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if args.gateway_status {
         tracing::info!(via = if direct { "pod" } else { "proxy" }, "reading gateway status");
     }
+    anyhow::ensure!(
+        args.event_qps.is_finite() && args.event_qps >= 0.0,
+        "--event-qps must be a number of Events a second, 0 or more (got {})",
+        args.event_qps
+    );
     let mut ctx = Context::new(client.clone(), defaults, metrics.clone(), Some(identity.clone()))
         .with_gateway_status(args.gateway_status)
-        .with_gateway_reader(reader);
+        .with_gateway_reader(reader)
+        .with_event_pace(crate::controller::EventPace { qps: args.event_qps, burst: f64::from(args.event_burst) });
     ctx.health = health.clone();
 
     if args.leader_election {

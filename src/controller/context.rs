@@ -44,6 +44,7 @@ pub struct Context {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     events: super::events::Queue,
+    reporter: Reporter,
     failures: Arc<Mutex<HashMap<String, u32>>>,
     /// Read each server's gateway status (from its pods in the cluster, else through the API
     /// server proxy).
@@ -59,6 +60,16 @@ pub struct Context {
     pub health: Arc<super::watch::WatchHealth>,
     /// Open while this replica may start reconciles (always, without leader election).
     pub fence: crate::leader::Fence,
+}
+
+fn events_queue(
+    client: &Client,
+    reporter: Reporter,
+    metrics: &Metrics,
+    pace: super::events::Pace,
+) -> super::events::Queue {
+    let publisher = super::events::Publisher::new(client.clone(), reporter);
+    super::events::Queue::start(publisher, pace, super::events::QUEUE_CAPACITY, metrics.events_dropped.clone())
 }
 
 fn failure_key<K: Resource<DynamicType = ()>>(controller: &str, obj: &ObjectRef<K>) -> String {
@@ -80,15 +91,14 @@ impl Context {
     /// A context whose Events are reported as `mcp-operator` from `instance` (the pod name).
     pub fn new(client: Client, defaults: Defaults, metrics: Arc<Metrics>, instance: Option<String>) -> Self {
         let reporter = Reporter { controller: crate::consts::FIELD_MANAGER.into(), instance };
-        let publisher = super::events::Publisher::new(client.clone(), reporter);
-        let events =
-            super::events::Queue::start(publisher, super::events::QUEUE_CAPACITY, metrics.events_dropped.clone());
+        let events = events_queue(&client, reporter.clone(), &metrics, super::events::Pace::default());
         let gateway_reader = super::gateway_status::Reader::new(client.clone(), false, 8);
         Self {
             client,
             defaults,
             metrics,
             events,
+            reporter,
             failures: Default::default(),
             gateway_status: false,
             caches: Arc::new(super::cache::caches().0),
@@ -97,6 +107,12 @@ impl Context {
             health: Default::default(),
             fence: Default::default(),
         }
+    }
+
+    /// Publishes Events at `pace`.
+    pub fn with_event_pace(mut self, pace: super::events::Pace) -> Self {
+        self.events = events_queue(&self.client, self.reporter.clone(), &self.metrics, pace);
+        self
     }
 
     /// The same context reading `caches` (one set per watched scope).

@@ -27,7 +27,52 @@ pub const REPEAT_WINDOW: Duration = Duration::from_secs(360);
 /// broadcaster holds 1,000). A burst of 5,000 new servers queues 5,000 `Created` Events.
 pub const QUEUE_CAPACITY: usize = 10_000;
 
-/// Events waiting to be published, and the one task that publishes them, in order.
+/// How fast the writer publishes: `burst` Events at once, then `qps` a second (kubelet's
+/// `--event-qps`/`--event-burst`, 50/100 per node). Events are the least urgent writes: in a burst
+/// of new servers they trail the children instead of taking the API server's time from them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Pace {
+    /// Events a second once the burst is spent (0: no limit).
+    pub qps: f64,
+    /// Events published at once after a quiet time.
+    pub burst: f64,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Self { qps: 20.0, burst: 100.0 }
+    }
+}
+
+/// The writer's token bucket.
+struct Bucket {
+    pace: Pace,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(pace: Pace, now: Instant) -> Self {
+        Self { pace, tokens: pace.burst, at: now }
+    }
+
+    /// Takes the token of one Event at `now`: how long to wait before publishing it.
+    fn take(&mut self, now: Instant) -> Duration {
+        if self.pace.qps <= 0.0 {
+            return Duration::ZERO;
+        }
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * self.pace.qps;
+        self.tokens = (self.tokens + refill).min(self.pace.burst.max(1.0)) - 1.0;
+        self.at = now;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / self.pace.qps)
+        }
+    }
+}
+
+/// Events waiting to be published, and the one task that publishes them, in order, at [`Pace`].
 #[derive(Clone)]
 pub struct Queue {
     tx: mpsc::Sender<(Event, ObjectReference)>,
@@ -35,12 +80,14 @@ pub struct Queue {
 }
 
 impl Queue {
-    /// Starts the task that publishes through `publisher` what is sent here (at most `capacity`
-    /// waiting; each Event dropped beyond that counts in `dropped`).
-    pub fn start(publisher: Publisher, capacity: usize, dropped: Counter) -> Self {
+    /// Starts the task that publishes through `publisher` what is sent here at `pace` (at most
+    /// `capacity` waiting; each Event dropped beyond that counts in `dropped`).
+    pub fn start(publisher: Publisher, pace: Pace, capacity: usize, dropped: Counter) -> Self {
         let (tx, mut rx) = mpsc::channel::<(Event, ObjectReference)>(capacity);
         tokio::spawn(async move {
+            let mut bucket = Bucket::new(pace, Instant::now());
             while let Some((ev, regarding)) = rx.recv().await {
+                tokio::time::sleep(bucket.take(Instant::now())).await;
                 if let Err(e) = publisher.publish(&ev, &regarding).await {
                     tracing::warn!(error = %e, reason = ev.reason, "could not publish Event");
                 }
@@ -251,7 +298,7 @@ mod tests {
             Reporter { controller: "mcp-operator".into(), instance: None },
         );
         let dropped = Counter::default();
-        let queue = Queue::start(publisher, 2, dropped.clone());
+        let queue = Queue::start(publisher, Pace::default(), 2, dropped.clone());
         // Nothing answered yet: sending never waits. The writer takes the first; two wait; the
         // fourth finds the queue full.
         queue.send(event("A"), regarding("a"));
@@ -267,6 +314,21 @@ mod tests {
         respond.send_response(Response::builder().status(201).body(Body::from(body.to_string().into_bytes())).unwrap());
         let reasons = [answer(&mut handle).await.2, answer(&mut handle).await.2].map(|b| b["reason"].clone());
         assert_eq!(reasons, ["B", "C"], "the rest in order");
+    }
+
+    #[test]
+    fn the_writer_publishes_a_burst_at_once_then_paces_and_refills_while_quiet() {
+        let t0 = Instant::now();
+        let mut bucket = Bucket::new(Pace { qps: 2.0, burst: 3.0 }, t0);
+        let waits: Vec<Duration> = (0..5).map(|_| bucket.take(t0)).collect();
+        let ms = |n| Duration::from_millis(n);
+        assert_eq!(waits, [ms(0), ms(0), ms(0), ms(500), ms(1000)], "3 at once, then 2 a second");
+        // Published at t0 + 1 s (the last wait): quiet for a minute refills the burst, no more.
+        let later = t0 + Duration::from_secs(61);
+        let waits: Vec<Duration> = (0..4).map(|_| bucket.take(later)).collect();
+        assert_eq!(waits, [ms(0), ms(0), ms(0), ms(500)]);
+        let mut unpaced = Bucket::new(Pace { qps: 0.0, burst: 0.0 }, t0);
+        assert!((0..1000).all(|_| unpaced.take(t0).is_zero()), "qps 0: no limit");
     }
 
     #[test]

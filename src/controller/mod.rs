@@ -15,6 +15,7 @@ pub mod watch;
 
 pub use context::{Context, Scope};
 pub use error::{Error, Result};
+pub use events::Pace as EventPace;
 pub use ssa::{apply, write_status};
 
 use futures::{FutureExt, StreamExt};

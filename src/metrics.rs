@@ -98,6 +98,8 @@ pub struct Metrics {
     pub kube_requests: Family<VerbLabels, Counter>,
     /// Events dropped because the queue of Events to publish was full.
     pub events_dropped: Counter,
+    /// Events queued or being published.
+    pub events_queued: Gauge,
     registry: Registry,
 }
 
@@ -128,7 +130,9 @@ impl Default for Metrics {
             "Events not published because the queue of Events to publish was full",
             events_dropped.clone(),
         );
-        Self { reconciles, failures, duration, objects, leader, kube_requests, events_dropped, registry }
+        let events_queued = Gauge::default();
+        registry.register("events_queued", "Events queued or being published", events_queued.clone());
+        Self { reconciles, failures, duration, objects, leader, kube_requests, events_dropped, events_queued, registry }
     }
 }
 

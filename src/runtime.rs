@@ -100,7 +100,7 @@ pub struct Args {
     pub kube_api_burst: u32,
     /// Events published a second once `--event-burst` is spent (0: no limit). Events are the
     /// least urgent writes: in a burst of new servers they trail the children.
-    #[arg(long, env = "MCP_EVENT_QPS", default_value_t = 20.0)]
+    #[arg(long, env = "MCP_EVENT_QPS", default_value_t = 50.0)]
     pub event_qps: f64,
     /// Events published at once after a quiet time.
     #[arg(long, env = "MCP_EVENT_BURST", default_value_t = 100)]

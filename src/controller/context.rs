@@ -69,7 +69,8 @@ fn events_queue(
     pace: super::events::Pace,
 ) -> super::events::Queue {
     let publisher = super::events::Publisher::new(client.clone(), reporter);
-    super::events::Queue::start(publisher, pace, super::events::QUEUE_CAPACITY, metrics.events_dropped.clone())
+    let (dropped, queued) = (metrics.events_dropped.clone(), metrics.events_queued.clone());
+    super::events::Queue::start(publisher, pace, super::events::QUEUE_CAPACITY, dropped, queued)
 }
 
 fn failure_key<K: Resource<DynamicType = ()>>(controller: &str, obj: &ObjectRef<K>) -> String {

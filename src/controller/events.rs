@@ -15,6 +15,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Reporter};
 use kube::{Api, Client};
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -40,7 +41,7 @@ pub struct Pace {
 
 impl Default for Pace {
     fn default() -> Self {
-        Self { qps: 20.0, burst: 100.0 }
+        Self { qps: 50.0, burst: 100.0 }
     }
 }
 
@@ -77,13 +78,16 @@ impl Bucket {
 pub struct Queue {
     tx: mpsc::Sender<(Event, ObjectReference)>,
     dropped: Counter,
+    queued: Gauge,
 }
 
 impl Queue {
     /// Starts the task that publishes through `publisher` what is sent here at `pace` (at most
-    /// `capacity` waiting; each Event dropped beyond that counts in `dropped`).
-    pub fn start(publisher: Publisher, pace: Pace, capacity: usize, dropped: Counter) -> Self {
+    /// `capacity` waiting; each Event dropped beyond that counts in `dropped`; `queued` counts
+    /// those waiting or being published).
+    pub fn start(publisher: Publisher, pace: Pace, capacity: usize, dropped: Counter, queued: Gauge) -> Self {
         let (tx, mut rx) = mpsc::channel::<(Event, ObjectReference)>(capacity);
+        let pending = queued.clone();
         tokio::spawn(async move {
             let mut bucket = Bucket::new(pace, Instant::now());
             while let Some((ev, regarding)) = rx.recv().await {
@@ -91,17 +95,25 @@ impl Queue {
                 if let Err(e) = publisher.publish(&ev, &regarding).await {
                     tracing::warn!(error = %e, reason = ev.reason, "could not publish Event");
                 }
+                pending.dec();
             }
         });
-        Self { tx, dropped }
+        Self { tx, dropped, queued }
     }
 
     /// Queues `ev` about `regarding` without waiting; drops it (counted, logged) when the queue
     /// is full.
     pub fn send(&self, ev: Event, regarding: ObjectReference) {
-        if let Err(mpsc::error::TrySendError::Full((ev, regarding))) = self.tx.try_send((ev, regarding)) {
-            self.dropped.inc();
-            tracing::warn!(reason = ev.reason, object = ?regarding.name, "Event queue full: Event dropped");
+        match self.tx.try_send((ev, regarding)) {
+            Ok(()) => {
+                self.queued.inc();
+            }
+            Err(mpsc::error::TrySendError::Full((ev, regarding))) => {
+                self.dropped.inc();
+                tracing::warn!(reason = ev.reason, object = ?regarding.name, "Event queue full: Event dropped");
+            }
+            // The writer is gone (the runtime is shutting down).
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 }
@@ -297,8 +309,8 @@ mod tests {
             Client::new(service, "default"),
             Reporter { controller: "mcp-operator".into(), instance: None },
         );
-        let dropped = Counter::default();
-        let queue = Queue::start(publisher, Pace::default(), 2, dropped.clone());
+        let (dropped, queued) = (Counter::default(), Gauge::default());
+        let queue = Queue::start(publisher, Pace::default(), 2, dropped.clone(), queued.clone());
         // Nothing answered yet: sending never waits. The writer takes the first; two wait; the
         // fourth finds the queue full.
         queue.send(event("A"), regarding("a"));
@@ -306,7 +318,7 @@ mod tests {
         for reason in ["B", "C", "D"] {
             queue.send(event(reason), regarding("a"));
         }
-        assert_eq!(dropped.get(), 1, "one Event beyond the queue's capacity");
+        assert_eq!((dropped.get(), queued.get()), (1, 3), "one Event beyond the queue's capacity");
         tokio::task::yield_now().await;
         assert!(futures::FutureExt::now_or_never(handle.next_request()).is_none(), "one request in flight at a time");
         let body: serde_json::Value = serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
@@ -314,6 +326,13 @@ mod tests {
         respond.send_response(Response::builder().status(201).body(Body::from(body.to_string().into_bytes())).unwrap());
         let reasons = [answer(&mut handle).await.2, answer(&mut handle).await.2].map(|b| b["reason"].clone());
         assert_eq!(reasons, ["B", "C"], "the rest in order");
+        for _ in 0..100 {
+            if queued.get() == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(queued.get(), 0, "all published");
     }
 
     #[test]

@@ -344,7 +344,7 @@ async fn bench_operator() {
     // The Events trail the children (paced): the burst ends once they are published too.
     let queued_when_running = events_queued().await.unwrap_or_default();
     let events_deadline = tokio::time::Instant::now() + Duration::from_secs(600);
-    while events_queued().await != Some(0.0) {
+    while events_queued().await.is_some_and(|q| q > 0.0) {
         assert!(tokio::time::Instant::now() < events_deadline, "the operator's Events still queued after 600 s");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

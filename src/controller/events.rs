@@ -4,9 +4,9 @@
 //! time. The Recorder keeps every whole Event for those 6 minutes (12 MB right after 5,000 servers
 //! were created, in a heap profile) and scans all of them on every publish.
 //!
-//! Reconciles hand their Events to a [`Queue`], which one task writes in order, as client-go's
-//! broadcaster does: a reconcile never waits for an Event, and the Events of a burst do not compete
-//! with its child writes for the API server (one request in flight instead of one per reconcile).
+//! Reconciles hand their Events to a [`Queue`], dispatched in order by one task, as client-go's
+//! broadcaster does: a reconcile never waits for an Event, and at most [`IN_FLIGHT`] requests at
+//! the [`Pace`] reach the API server however many Events a burst or a storm makes.
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::{Event as K8sEvent, EventSeries};
@@ -30,7 +30,7 @@ pub const QUEUE_CAPACITY: usize = 10_000;
 
 /// How fast the writer publishes: `burst` Events at once, then `qps` a second (kubelet's
 /// `--event-qps`/`--event-burst`, 50/100 per node). Events are the least urgent writes: in a burst
-/// of new servers they trail the children instead of taking the API server's time from them.
+/// of new servers they trail the children, and a storm of them cannot flood the API server.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Pace {
     /// Events a second once the burst is spent (0: no limit).
@@ -118,16 +118,19 @@ impl Queue {
     /// Queues `ev` about `regarding` without waiting; drops it (counted, logged) when the queue
     /// is full.
     pub fn send(&self, ev: Event, regarding: ObjectReference) {
+        // Counted first: the writer may take it (and count it done) before try_send returns.
+        self.queued.inc();
         match self.tx.try_send((ev, regarding)) {
-            Ok(()) => {
-                self.queued.inc();
-            }
+            Ok(()) => {}
             Err(mpsc::error::TrySendError::Full((ev, regarding))) => {
+                self.queued.dec();
                 self.dropped.inc();
                 tracing::warn!(reason = ev.reason, object = ?regarding.name, "Event queue full: Event dropped");
             }
             // The writer is gone (the runtime is shutting down).
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.queued.dec();
+            }
         }
     }
 }

@@ -1,5 +1,5 @@
 //! JSON-RPC 2.0 as the gateway admits it: a body is parsed strictly, once (UTF-8 only, no lone
-//! surrogates, no duplicate keys at any depth, no members JSON-RPC does not define, only the
+//! surrogates, no duplicate keys and no serde_json private keys at any depth, no members JSON-RPC does not define, only the
 //! methods of the MCP specification, each with the shape its kind requires), and what is
 //! forwarded is exactly those bytes: each message keeps the byte span it was read from, and the
 //! only change the gateway may make is to replace a request's id with one it controls.
@@ -242,6 +242,11 @@ impl<'de> Deserialize<'de> for NoDuplicateKeys {
 
 struct NoDuplicateKeysVisitor;
 
+/// serde_json's private tokens (`$serde_json::private::RawValue`, `...::Number`): an object whose
+/// first key is one is read by `serde_json::Value` as the JSON inside its string, by every other
+/// parser as an ordinary object.
+const SERDE_JSON_PRIVATE: &str = "$serde_json::private::";
+
 impl<'de> Visitor<'de> for NoDuplicateKeysVisitor {
     type Value = NoDuplicateKeys;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -272,6 +277,9 @@ impl<'de> Visitor<'de> for NoDuplicateKeysVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut seen = HashSet::new();
         while let Some(key) = map.next_key::<String>()? {
+            if key.starts_with(SERDE_JSON_PRIVATE) {
+                return Err(de::Error::custom(format!("reserved key {key:?}")));
+            }
             if !seen.insert(key.clone()) {
                 return Err(de::Error::custom(format!("duplicate key {key:?}")));
             }
@@ -358,12 +366,14 @@ pub enum StrictError {
     Syntax(String),
     /// An object names a key twice.
     DuplicateKey(String),
+    /// An object has a key that serde_json reads as an instruction (see `SERDE_JSON_PRIVATE`).
+    ReservedKey(String),
 }
 
 impl std::fmt::Display for StrictError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Syntax(m) | Self::DuplicateKey(m) => f.write_str(m),
+            Self::Syntax(m) | Self::DuplicateKey(m) | Self::ReservedKey(m) => f.write_str(m),
         }
     }
 }
@@ -385,6 +395,8 @@ pub fn check_strict(body: &[u8]) -> Result<&str, StrictError> {
         let m = e.to_string();
         if m.starts_with("duplicate key") {
             StrictError::DuplicateKey(m)
+        } else if m.starts_with("reserved key") {
+            StrictError::ReservedKey(m)
         } else {
             StrictError::Syntax(m)
         }
@@ -398,7 +410,7 @@ pub fn parse(body: bytes::Bytes, max_batch: usize) -> Result<Parsed, ParseError>
     let text = match check_strict(&body) {
         Ok(t) => t,
         Err(StrictError::Syntax(m)) => return Err(parse_error(m)),
-        Err(StrictError::DuplicateKey(m)) => return Err(ParseError::invalid(m, None)),
+        Err(StrictError::DuplicateKey(m) | StrictError::ReservedKey(m)) => return Err(ParseError::invalid(m, None)),
     };
     let trimmed = text.trim_start_matches([' ', '\t', '\n', '\r']);
     let (batch, messages) = if trimmed.starts_with('[') {
@@ -584,6 +596,32 @@ mod tests {
             assert_eq!(e.code, INVALID_REQUEST, "{body}");
             assert!(e.message.contains("duplicate key"), "{e:?}");
         }
+    }
+
+    /// serde_json (with `raw_value`, which the gateway needs for byte spans) reads an object whose
+    /// first key is its private RawValue token as the JSON inside the string: the gateway would
+    /// check `{"name":"echo"}` where any other parser reads an object with no name. Such keys, at
+    /// any depth and however escaped, are refused before anything is read from the message.
+    #[test]
+    fn serde_json_private_keys_are_refused_at_any_depth() {
+        let token = r#""$serde_json::private::RawValue""#;
+        let escaped = r#""\u0024serde_json::private::RawValue""#;
+        let number = r#""$serde_json::private::Number""#;
+        for body in [
+            format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{{token}:"{{\"name\":\"echo\"}}"}}}}"#),
+            format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{{escaped}:"{{\"name\":\"echo\"}}"}}}}"#),
+            format!(r#"{{"jsonrpc":"2.0","id":{{{token}:"1"}},"method":"ping"}}"#),
+            format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"echo","arguments":{{{number}:"1"}}}}}}"#),
+            format!(r#"[{{"jsonrpc":"2.0","id":1,"result":{{"x":[{{{token}:"2"}}]}}}}]"#),
+        ] {
+            let e = p(&body).unwrap_err();
+            assert_eq!(e.code, INVALID_REQUEST, "{body}");
+            assert!(e.message.contains("reserved key"), "{e:?}");
+        }
+        assert!(matches!(check_strict(format!("{{{token}:\"1\"}}").as_bytes()), Err(StrictError::ReservedKey(_))));
+        // Near misses are ordinary keys.
+        let ok = p(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"$serde_json":1}}}"#);
+        assert_eq!(ok.unwrap().messages[0].tool.as_deref(), Some("echo"));
     }
 
     #[test]

@@ -377,10 +377,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "--event-qps must be a number of Events a second, 0 or more (got {})",
         args.event_qps
     );
-    let mut ctx = Context::new(client.clone(), defaults, metrics.clone(), Some(identity.clone()))
+    let pace = crate::controller::EventPace { qps: args.event_qps, burst: f64::from(args.event_burst) };
+    let mut ctx = Context::new(client.clone(), defaults, metrics.clone(), Some(identity.clone()), pace)
         .with_gateway_status(args.gateway_status)
-        .with_gateway_reader(reader)
-        .with_event_pace(crate::controller::EventPace { qps: args.event_qps, burst: f64::from(args.event_burst) });
+        .with_gateway_reader(reader);
     ctx.health = health.clone();
 
     if args.leader_election {
@@ -431,6 +431,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         if args.upgrade_crds {
             upgrade_crds(&client).await;
         }
+        let events = ctx.events();
         let run = controllers(Arc::new(ctx), &args, &admin);
         tokio::select! {
             _ = run => tracing::info!("controllers stopped"),
@@ -439,16 +440,32 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 anyhow::bail!("lost the leader Lease");
             }
         }
+        // The successor may start at once; this replica's last Events still go out.
         election.release(Duration::from_secs(5)).await;
+        flush_events(&events).await;
     } else {
         if args.upgrade_crds {
             upgrade_crds(&client).await;
         }
+        let events = ctx.events();
         controllers(Arc::new(ctx), &args, &admin).await;
+        flush_events(&events).await;
     }
     server.abort();
     tracing::info!("shut down");
     Ok(())
+}
+
+/// How long a stopping operator waits for its queued Events (within the pod's 30 s grace, after
+/// the Lease's release).
+const EVENT_FLUSH: Duration = Duration::from_secs(10);
+
+/// Publishes the Events still queued at shutdown, for at most [`EVENT_FLUSH`]; says how many are lost.
+async fn flush_events(events: &crate::controller::EventQueue) {
+    let left = events.flush(EVENT_FLUSH).await;
+    if left > 0 {
+        tracing::warn!(left, "shutting down with Events not yet published");
+    }
 }
 
 /// Upgrades this operator's installed CRDs (`crate::crds`) and logs what was done. Not fatal: the

@@ -349,8 +349,14 @@ fn testbed_writers() -> (Arc<Context>, ApiServer, Writers) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(service, NS);
     let (caches, writers) = caches();
-    let ctx = Context::new(client, Defaults::default(), Arc::new(Metrics::default()), Some("test".into()))
-        .with_caches(Arc::new(caches));
+    let ctx = Context::new(
+        client,
+        Defaults::default(),
+        Arc::new(Metrics::default()),
+        Some("test".into()),
+        Default::default(),
+    )
+    .with_caches(Arc::new(caches));
     (Arc::new(ctx), ApiServer { handle, seen: 0, stash: Default::default() }, writers)
 }
 

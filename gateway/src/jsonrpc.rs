@@ -609,9 +609,13 @@ mod tests {
         let number = r#""$serde_json::private::Number""#;
         for body in [
             format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{{token}:"{{\"name\":\"echo\"}}"}}}}"#),
-            format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{{escaped}:"{{\"name\":\"echo\"}}"}}}}"#),
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{{escaped}:"{{\"name\":\"echo\"}}"}}}}"#
+            ),
             format!(r#"{{"jsonrpc":"2.0","id":{{{token}:"1"}},"method":"ping"}}"#),
-            format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"echo","arguments":{{{number}:"1"}}}}}}"#),
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"echo","arguments":{{{number}:"1"}}}}}}"#
+            ),
             format!(r#"[{{"jsonrpc":"2.0","id":1,"result":{{"x":[{{{token}:"2"}}]}}}}]"#),
         ] {
             let e = p(&body).unwrap_err();
@@ -620,7 +624,9 @@ mod tests {
         }
         assert!(matches!(check_strict(format!("{{{token}:\"1\"}}").as_bytes()), Err(StrictError::ReservedKey(_))));
         // Near misses are ordinary keys.
-        let ok = p(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"$serde_json":1}}}"#);
+        let ok = p(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"$serde_json":1}}}"#,
+        );
         assert_eq!(ok.unwrap().messages[0].tool.as_deref(), Some("echo"));
     }
 

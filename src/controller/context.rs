@@ -44,7 +44,6 @@ pub struct Context {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     events: super::events::Queue,
-    reporter: Reporter,
     failures: Arc<Mutex<HashMap<String, u32>>>,
     /// Read each server's gateway status (from its pods in the cluster, else through the API
     /// server proxy).
@@ -89,17 +88,23 @@ pub fn backoff_delay(failures: u32) -> Duration {
 }
 
 impl Context {
-    /// A context whose Events are reported as `mcp-operator` from `instance` (the pod name).
-    pub fn new(client: Client, defaults: Defaults, metrics: Arc<Metrics>, instance: Option<String>) -> Self {
+    /// A context whose Events are reported as `mcp-operator` from `instance` (the pod name) and
+    /// published at `event_pace`.
+    pub fn new(
+        client: Client,
+        defaults: Defaults,
+        metrics: Arc<Metrics>,
+        instance: Option<String>,
+        event_pace: super::events::Pace,
+    ) -> Self {
         let reporter = Reporter { controller: crate::consts::FIELD_MANAGER.into(), instance };
-        let events = events_queue(&client, reporter.clone(), &metrics, super::events::Pace::default());
+        let events = events_queue(&client, reporter, &metrics, event_pace);
         let gateway_reader = super::gateway_status::Reader::new(client.clone(), false, 8);
         Self {
             client,
             defaults,
             metrics,
             events,
-            reporter,
             failures: Default::default(),
             gateway_status: false,
             caches: Arc::new(super::cache::caches().0),
@@ -110,10 +115,9 @@ impl Context {
         }
     }
 
-    /// Publishes Events at `pace`.
-    pub fn with_event_pace(mut self, pace: super::events::Pace) -> Self {
-        self.events = events_queue(&self.client, self.reporter.clone(), &self.metrics, pace);
-        self
+    /// The queue this context's Events go through (to flush it at shutdown).
+    pub fn events(&self) -> super::events::Queue {
+        self.events.clone()
     }
 
     /// The same context reading `caches` (one set per watched scope).

@@ -115,6 +115,19 @@ impl Queue {
         Self { tx, dropped, queued }
     }
 
+    /// Waits until every Event handed over so far is published, at most `limit`: what a shutdown
+    /// owes the last reconciles' Events. Returns how many were still waiting or in flight.
+    pub async fn flush(&self, limit: Duration) -> i64 {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let left = self.queued.get().max(0);
+            if left == 0 || tokio::time::Instant::now() >= deadline {
+                return left;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Queues `ev` about `regarding` without waiting; drops it (counted, logged) when the queue
     /// is full.
     pub fn send(&self, ev: Event, regarding: ObjectReference) {
@@ -369,6 +382,34 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert_eq!(queued.get(), 0, "all published");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flush_waits_for_the_queued_events_but_not_beyond_its_limit() {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let publisher = Publisher::new(
+            Client::new(service, "default"),
+            Reporter { controller: "mcp-operator".into(), instance: None },
+        );
+        let queued = Gauge::default();
+        let queue = Queue::start(publisher, Pace::default(), 10, Counter::default(), queued.clone());
+        assert_eq!(queue.flush(Duration::from_secs(5)).await, 0, "nothing queued: at once");
+        for r in ["A", "B"] {
+            queue.send(event(r), regarding("a"));
+        }
+        let created = || Response::builder().status(201).body(Body::from(b"{}".to_vec())).unwrap();
+        let api = tokio::spawn(async move {
+            // The first is answered after 1 s, the second never.
+            let (_, first) = handle.next_request().await.expect("A");
+            let (_, _second) = handle.next_request().await.expect("B");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            first.send_response(created());
+            std::future::pending::<()>().await;
+        });
+        let t0 = tokio::time::Instant::now();
+        assert_eq!(queue.flush(Duration::from_secs(5)).await, 1, "B is still in flight after the limit");
+        assert_eq!(t0.elapsed().as_secs(), 5, "waited the whole limit, no longer");
+        api.abort();
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub mod watch;
 
 pub use context::{Context, Scope};
 pub use error::{Error, Result};
-pub use events::Pace as EventPace;
+pub use events::{Pace as EventPace, Queue as EventQueue};
 pub use ssa::{apply, write_status};
 
 use futures::{FutureExt, StreamExt};
@@ -216,8 +216,14 @@ mod tests {
         let (caches, writers) = cache::caches();
         writers.synced.watched("Pod");
         writers.synced.filled("Pod");
-        let ctx = Context::new(client, Default::default(), Arc::new(crate::metrics::Metrics::default()), None)
-            .with_caches(Arc::new(caches));
+        let ctx = Context::new(
+            client,
+            Default::default(),
+            Arc::new(crate::metrics::Metrics::default()),
+            None,
+            Default::default(),
+        )
+        .with_caches(Arc::new(caches));
         let (start, run) = (Duration::from_secs(300), Duration::from_secs(60));
         let hung = bounded_by(&ctx, std::future::pending(), start, run).await;
         assert!(matches!(hung, Err(Error::TimedOut("the reconcile", d)) if d == run), "{hung:?}");

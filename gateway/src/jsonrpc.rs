@@ -503,6 +503,19 @@ fn message(body: &str, raw: &RawValue) -> Result<Message, ParseError> {
             reply_id,
         ));
     }
+    // Go's encoding/json matches keys without regard to case (the last match wins): a server
+    // written with it reads `{"name":"echo","Name":"delete"}` as a call of `delete`.
+    if let Some(Value::Object(members)) = &params {
+        let mut folded = HashSet::new();
+        if let Some(k) = members.keys().find(|k| !folded.insert(k.to_uppercase().to_lowercase())) {
+            return Err(ParseError::new(
+                INVALID_PARAMS,
+                "invalid_params",
+                format!("Invalid params: {k:?} differs from another key of params only in case"),
+                reply_id,
+            ));
+        }
+    }
     let tool = if method == "tools/call" {
         match params.as_ref().and_then(|p| p.get("name")) {
             Some(Value::String(name)) => Some(name.clone()),
@@ -627,6 +640,29 @@ mod tests {
         let ok = p(
             r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"$serde_json":1}}}"#,
         );
+        assert_eq!(ok.unwrap().messages[0].tool.as_deref(), Some("echo"));
+    }
+
+    /// A server may read keys without regard to case (Go's encoding/json does, and takes the last
+    /// match): params whose keys differ only in case are refused, whatever the method.
+    #[test]
+    fn params_keys_that_differ_only_in_case_are_refused() {
+        for (method, params) in [
+            ("tools/call", r#"{"name":"echo","Name":"get-env"}"#),
+            ("tools/call", r#"{"name":"echo","NAME":"get-env","arguments":{}}"#),
+            ("tools/call", r#"{"Name":"get-env","name":"echo"}"#),
+            ("tools/call", r#"{"name":"echo","arguments":{},"Arguments":{"x":1}}"#),
+            ("resources/read", r#"{"uri":"file:///a","URI":"file:///etc/passwd"}"#),
+        ] {
+            let body = format!(r#"{{"jsonrpc":"2.0","id":7,"method":"{method}","params":{params}}}"#);
+            let e = p(&body).unwrap_err();
+            assert_eq!((e.code, e.reason), (INVALID_PARAMS, "invalid_params"), "{body}");
+            assert!(e.message.contains("only in case"), "{e:?}");
+            assert_eq!(e.id, Some(json!(7)));
+        }
+        // Case inside arguments is the tool's business; distinct keys pass.
+        let ok =
+            p(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"a":1,"A":2}}}"#);
         assert_eq!(ok.unwrap().messages[0].tool.as_deref(), Some("echo"));
     }
 

@@ -1,8 +1,9 @@
 //! JSON-RPC 2.0 as the gateway admits it: a body is parsed strictly, once (UTF-8 only, no lone
-//! surrogates, no duplicate keys and no serde_json private keys at any depth, no members JSON-RPC does not define, only the
-//! methods of the MCP specification, each with the shape its kind requires), and what is
-//! forwarded is exactly those bytes: each message keeps the byte span it was read from, and the
-//! only change the gateway may make is to replace a request's id with one it controls.
+//! surrogates, no duplicate keys and no serde_json private keys at any depth, no members JSON-RPC
+//! does not define, only the methods of the MCP specification, each with the shape its kind
+//! requires), and what is forwarded is exactly those bytes: each message keeps the byte span it
+//! was read from, and the only change the gateway may make is to replace a request's id with one
+//! it controls.
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;

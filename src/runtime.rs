@@ -382,6 +382,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with_gateway_status(args.gateway_status)
         .with_gateway_reader(reader);
     ctx.health = health.clone();
+    // Flushed at shutdown, whichever way the controllers ran.
+    let events = ctx.events();
 
     if args.leader_election {
         let (lease_client, lease) = (client.clone(), args.leader_election_lease.clone());
@@ -431,7 +433,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         if args.upgrade_crds {
             upgrade_crds(&client).await;
         }
-        let events = ctx.events();
         let run = controllers(Arc::new(ctx), &args, &admin);
         tokio::select! {
             _ = run => tracing::info!("controllers stopped"),
@@ -447,7 +448,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         if args.upgrade_crds {
             upgrade_crds(&client).await;
         }
-        let events = ctx.events();
         controllers(Arc::new(ctx), &args, &admin).await;
         flush_events(&events).await;
     }

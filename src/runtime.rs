@@ -386,20 +386,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let events = ctx.events();
 
     if args.leader_election {
-        let (lease_client, lease) = (client.clone(), args.leader_election_lease.clone());
-        let (lease_namespace, me) = (args.leader_election_namespace.clone(), identity.clone());
-        let manager: crate::leader::Manager = Box::new(move || {
-            kube_lease_manager::LeaseManagerBuilder::new(lease_client.clone(), &lease)
-                .with_namespace(&lease_namespace)
-                .with_identity(&me)
-                .with_field_manager(FIELD_MANAGER)
-                .with_duration(crate::leader::LEASE_SECONDS)
-                .with_grace(crate::leader::RENEW_BEFORE_SECONDS)
-                .build()
-                .boxed()
-        });
+        let leases = Api::namespaced(client.clone(), &args.leader_election_namespace);
+        let seconds = crate::leader::LEASE_SECONDS as i32;
+        let mut lock = crate::leader::LeaseLock::new(leases, &args.leader_election_lease, &identity, seconds);
         // The Lease exists before its owner is set (the elector makes it again if it is deleted).
-        let first = manager().await.context("leader election Lease")?;
+        lock.ensure().await.context("leader election Lease")?;
         if let Some(owner) = &args.leader_election_owner {
             // Not fatal: an orphaned Lease is only clutter; the operator still elects.
             if let Err(e) =
@@ -411,7 +402,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let leader = metrics.leader.clone();
         let election = crate::leader::Election::start(
             client.clone(),
-            crate::leader::Managers { first, make: manager },
+            lock,
             &args.leader_election_namespace,
             &args.leader_election_lease,
             &identity,

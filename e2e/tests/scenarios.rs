@@ -1016,24 +1016,32 @@ fn lease_holder(env: &mcp_operator_e2e::Env) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// Another holder takes the Lease for an hour (as a replica that acquired it would).
-fn take_lease(env: &mcp_operator_e2e::Env) -> Result<()> {
+/// Another holder takes the Lease for an hour (as a replica that acquired it would), with an
+/// unconditional write; returns the Lease's spec as the intruder wrote it (holder, renew time,
+/// term).
+fn take_lease(env: &mcp_operator_e2e::Env) -> Result<String> {
     let now = k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
     let patch =
         format!(r#"{{"spec":{{"holderIdentity":"intruder","renewTime":"{now}","leaseDurationSeconds":3600}}}}"#);
     env.admin_sh(&format!("kubectl patch lease {LEASE} -n mcp-system --type=merge -p '{patch}'"))?;
-    Ok(())
+    Ok(format!("intruder {now} 3600"))
 }
 
-/// The Lease taken again once the old leader is gone stays the intruder's for longer than a term,
-/// whatever replicas wait. Again, because kube-lease-manager renews from what it last read,
-/// without a precondition: a leader deposed in the instant of a renewal writes its renewTime and
-/// term over the intruder's once (between replicas of the operator, which share the term, that
-/// only extends the new holder's), and the intruder's hour becomes 15 s.
-async fn nobody_takes_a_current_lease(env: &'static mcp_operator_e2e::Env) -> Result<()> {
-    take_lease(env)?;
+fn lease_spec(env: &mcp_operator_e2e::Env) -> Result<String> {
+    let out = env.admin_sh(&format!(
+        "kubectl get lease {LEASE} -n mcp-system -o jsonpath='{{.spec.holderIdentity}} {{.spec.renewTime}} {{.spec.leaseDurationSeconds}}'"
+    ))?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The taken Lease stays exactly as the intruder wrote it, for longer than a term, whatever
+/// replicas wait: the deposed leader's renewals are conditional on the Lease it read, so one in
+/// flight when the Lease was taken fails instead of writing its renew time and 15 s term over
+/// the intruder's hour (which kube-lease-manager, used before, did).
+async fn nobody_takes_a_current_lease(env: &'static mcp_operator_e2e::Env, taken: &str) -> Result<()> {
+    ensure!(lease_spec(env)? == taken, "the deposed leader wrote over the taken Lease");
     tokio::time::sleep(std::time::Duration::from_secs(mcp_operator::leader::LEASE_SECONDS + 5)).await;
-    ensure!(lease_holder(env)? == "intruder", "nobody takes a current Lease");
+    ensure!(lease_spec(env)? == taken, "nobody takes a current Lease");
     Ok(())
 }
 
@@ -1083,7 +1091,7 @@ async fn failover_in_cluster(env: &'static mcp_operator_e2e::Env) -> Result<()> 
     let ns = env.namespace("failover").await?;
     deploy_guide_server(&ns).await.context("the new leader reconciles")?;
 
-    take_lease(env)?;
+    let taken = take_lease(env)?;
     eventually("the leader to stop on seeing another holder (a container restart)", || {
         let next = next.clone();
         async move {
@@ -1098,7 +1106,7 @@ async fn failover_in_cluster(env: &'static mcp_operator_e2e::Env) -> Result<()> 
     let log = env.admin_sh(&format!("kubectl logs {next} -n mcp-system --previous"))?;
     let log = String::from_utf8_lossy(&log.stdout);
     ensure!(log.contains("lost the leader Lease"), "the old leader's log:\n{log}");
-    nobody_takes_a_current_lease(env).await
+    nobody_takes_a_current_lease(env, &taken).await
 }
 
 async fn failover_local(env: &'static mcp_operator_e2e::Env) -> Result<()> {
@@ -1125,7 +1133,7 @@ async fn failover_local(env: &'static mcp_operator_e2e::Env) -> Result<()> {
             .await?;
         let ns = env.namespace("failover").await?;
         deploy_guide_server(&ns).await.context("the new leader reconciles")?;
-        take_lease(env)?;
+        let taken = take_lease(env)?;
         eventually("the leader to exit on seeing another holder", || {
             let exited = standby.try_wait().ok().flatten().is_some();
             async move { Ok(exited.then_some(())) }
@@ -1133,7 +1141,7 @@ async fn failover_local(env: &'static mcp_operator_e2e::Env) -> Result<()> {
         .await?;
         let log = std::fs::read_to_string(env.work.join("operator-e2e-standby.log")).unwrap_or_default();
         ensure!(log.contains("lost the leader Lease"), "the standby's log:\n{log}");
-        nobody_takes_a_current_lease(env).await
+        nobody_takes_a_current_lease(env, &taken).await
     }
     .await;
     let _ = standby.kill();

@@ -1,8 +1,9 @@
 //! Leader election with a fence.
 //!
-//! kube-lease-manager keeps the Lease. This module drives it with a bounded retry (the crate's
-//! own loop backs off to 30 s, so a replica could stay unsure for half a minute after the API
-//! server returned), watches the Lease itself, and fences the controllers: a reconcile starts
+//! [`LeaseLock`] takes, renews and releases the Lease with conditional writes (client-go's
+//! algorithm: a write from a stale read fails instead of overwriting another holder's Lease).
+//! This module drives it with a bounded retry, watches the Lease, and fences the controllers: a
+//! reconcile starts
 //! only while this replica is elected *and* the Lease, as last seen renewed, is still current by
 //! the renew time this replica wrote. A leader that cannot renew (API server away, a request
 //! that hangs) stops starting reconciles [`MARGIN`] before its Lease can expire and another
@@ -14,6 +15,9 @@ use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::runtime::watcher;
 use kube::Api;
+
+mod lock;
+pub use lock::{LeaseLock, Step};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch as channel;
@@ -51,7 +55,7 @@ pub fn holder(lease: &Lease, me: &str) -> Holder {
     let Some(who) = spec.holder_identity.as_deref().filter(|h| !h.is_empty()) else { return Holder::Nobody };
     let renewed = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()).map(|t| SystemTime::from(t.0));
     let seconds = spec.lease_duration_seconds.unwrap_or(0).max(0) as u64;
-    // A holder without a renew time holds nothing (kube-lease-manager erases it to expire a Lease).
+    // A holder without a renew time holds nothing (a released Lease has neither).
     let until = renewed.map_or(SystemTime::UNIX_EPOCH, |t| t + Duration::from_secs(seconds));
     if who == me {
         Holder::Me { until }
@@ -74,7 +78,7 @@ pub enum Gate {
     Lost,
 }
 
-/// The fence for a replica that is `elected` (by kube-lease-manager) and sees `holder` at `now`.
+/// The fence for a replica that is `elected` (holds the Lease by its own last round) and sees `holder` at `now`.
 pub fn gate(elected: bool, holder: Holder, now: SystemTime) -> Gate {
     match holder {
         Holder::Other { until } if elected && now < until => Gate::Lost,
@@ -157,12 +161,12 @@ pub struct Election {
 }
 
 impl Election {
-    /// Starts electing with `managers` for the Lease `name` in `namespace`, as `me`, watching
+    /// Starts electing through `lock` for the Lease `name` in `namespace`, as `me`, watching
     /// the Lease through `client` (its watch health recorded in `health`). `on_gate` is told
     /// every change of the fence (the leader metric).
     pub fn start(
         client: kube::Client,
-        managers: Managers,
+        lock: LeaseLock,
         namespace: &str,
         name: &str,
         me: &str,
@@ -171,9 +175,8 @@ impl Election {
     ) -> Self {
         let (elected_tx, elected) = channel::channel(false);
         let (stop, stopped) = tokio::sync::oneshot::channel();
-        let leases: Api<Lease> = Api::namespaced(client.clone(), namespace);
         let (holder_tx, holders) = channel::channel(Holder::Nobody);
-        let elector = tokio::spawn(elect(managers, leases, name.to_string(), elected_tx, holders.clone(), stopped));
+        let elector = tokio::spawn(elect(lock, elected_tx, holders.clone(), stopped));
 
         let me = me.to_string();
         let config = watch::config(watcher::Config::default().fields(&format!("metadata.name={name}")));
@@ -220,81 +223,80 @@ impl Election {
     }
 }
 
-/// Makes the kube-lease-manager of this replica (creating the Lease when it is missing).
-pub type Manager = Box<
-    dyn Fn() -> futures::future::BoxFuture<'static, kube_lease_manager::Result<kube_lease_manager::LeaseManager>>
-        + Send
-        + Sync,
->;
+/// How long one round of the election (a read and a write of the Lease) may take before it is
+/// given up and retried: a request that hangs must not hold up the renewals after it.
+const ROUND_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The kube-lease-manager built at start-up (which made the Lease), and how to build another
-/// (a deleted Lease made again, a released one read afresh).
-pub struct Managers {
-    /// The first manager.
-    pub first: kube_lease_manager::LeaseManager,
-    /// Builds the next ones.
-    pub make: Manager,
-}
-
-/// Drives kube-lease-manager (the first of `managers`, then new ones): every change of this
-/// replica's state is sent on `elected`;
-/// errors are retried after a bounded backoff (≤ 5 s), and a Lease deleted by someone is made
-/// again (kube-lease-manager creates it only when built). On `stop` the Lease is released.
+/// Takes and renews the Lease through `lock` until `stop`, then releases it. Every round's
+/// outcome is sent on `elected` (true while this replica holds the Lease; false once another
+/// replica is seen holding a current one); a failed round is retried after a bounded backoff
+/// (≤ 5 s) and changes nothing. This replica renews [`RENEW_BEFORE_SECONDS`] before its term
+/// ends; waiting, it tries again when the holder's term ends, or at once when the watched Lease
+/// (`holders`) is released or deleted.
 async fn elect(
-    Managers { first, make }: Managers,
-    leases: Api<Lease>,
-    name: String,
+    mut lock: LeaseLock,
     elected: channel::Sender<bool>,
     mut holders: channel::Receiver<Holder>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
+    let renew_every = Duration::from_secs(LEASE_SECONDS - RENEW_BEFORE_SECONDS);
     let mut watching = true;
     let mut backoff = BoundedBackoff::default();
-    let mut manager = first;
     loop {
-        tokio::select! {
-            biased;
-            _ = &mut stop => break,
-            seen = holders.changed(), if watching && !*elected.borrow() => {
-                if seen.is_err() {
-                    watching = false;
-                } else if free(*holders.borrow_and_update(), SystemTime::now()) {
-                    // kube-lease-manager sleeps until the expiry it last read: a Lease released
-                    // (a leader that shut down) or deleted is taken now, by a manager that reads
-                    // it afresh.
-                    match make().await {
-                        Ok(m) => manager = m,
-                        Err(e) => tracing::warn!(error = %e, "leader election: the released Lease could not be read"),
+        let now = SystemTime::now();
+        let wait = match tokio::time::timeout(ROUND_TIMEOUT, lock.try_acquire_or_renew(now)).await {
+            Ok(Ok(seen)) => {
+                kube::runtime::utils::Backoff::reset(&mut backoff);
+                match seen {
+                    Holder::Me { .. } => {
+                        elected.send_if_modified(|was| !std::mem::replace(was, true));
+                        renew_every
                     }
+                    Holder::Other { until } => {
+                        elected.send_if_modified(|was| std::mem::replace(was, false));
+                        until.duration_since(now).unwrap_or_default().max(Duration::from_millis(100))
+                    }
+                    // Released or deleted while this round ran: the next one takes it.
+                    Holder::Nobody => Duration::from_millis(100),
                 }
             }
-            changed = manager.changed() => match changed {
-                Ok(state) => {
-                    kube::runtime::utils::Backoff::reset(&mut backoff);
-                    elected.send_replace(state);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "leader election: the Lease could not be read or renewed");
-                    if matches!(leases.get_opt(&name).await, Ok(None)) {
-                        match make().await {
-                            Ok(m) => {
-                                tracing::warn!(lease = %name, "the leader Lease was deleted: made it again");
-                                manager = m;
-                            }
-                            Err(e) => tracing::warn!(error = %e, "could not make the deleted leader Lease again"),
-                        }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "leader election: the Lease could not be read or written");
+                backoff.next().unwrap_or(ROUND_TIMEOUT)
+            }
+            Err(_) => {
+                tracing::warn!(timeout = ?ROUND_TIMEOUT, "leader election: the Lease did not answer in time");
+                backoff.next().unwrap_or(ROUND_TIMEOUT)
+            }
+        };
+        let mut deadline = tokio::time::Instant::now() + wait;
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut stop => {
+                    if let Err(e) = lock.release().await {
+                        tracing::warn!(error = %e, "could not release the leader Lease");
                     }
-                    let delay = backoff.next().unwrap_or(Duration::from_secs(5));
-                    tokio::select! {
-                        _ = &mut stop => break,
-                        _ = tokio::time::sleep(delay) => {}
+                    return;
+                }
+                _ = tokio::time::sleep_until(deadline) => break,
+                seen = holders.changed(), if watching && !*elected.borrow() => {
+                    if seen.is_err() {
+                        watching = false;
+                        continue;
+                    }
+                    let now = SystemTime::now();
+                    match *holders.borrow_and_update() {
+                        seen if free(seen, now) => break,
+                        // Renewed by its holder: wait for the new end of its term.
+                        Holder::Other { until } => {
+                            deadline = tokio::time::Instant::now() + until.duration_since(now).unwrap_or_default();
+                        }
+                        _ => {}
                     }
                 }
             }
         }
-    }
-    if let Err(e) = manager.release().await {
-        tracing::warn!(error = %e, "could not release the leader Lease");
     }
 }
 
@@ -313,7 +315,7 @@ async fn keep(
         let now = SystemTime::now();
         let is_elected = *elected.borrow_and_update();
         let mut state = gate(is_elected, *holders.borrow_and_update(), now);
-        // kube-lease-manager un-elects only on finding another holder: lost as well.
+        // The elector un-elects only on finding another current holder: lost as well.
         if led && !is_elected {
             state = Gate::Lost;
         }
@@ -402,8 +404,8 @@ mod tests {
         assert!(free(Holder::Nobody, at(0)));
         assert!(free(Holder::Other { until: at(10) }, at(10)));
         assert!(!free(Holder::Other { until: at(10) }, at(9)));
-        assert!(!free(Holder::Me { until: at(0) }, at(10)), "our own Lease is kube-lease-manager's to renew");
-        // A released Lease as kube-lease-manager leaves it: no holder.
+        assert!(!free(Holder::Me { until: at(0) }, at(10)), "our own Lease is ours to renew, not to take");
+        // A released Lease: no holder.
         let mut released = lease("other", at(0), 15);
         released.spec.as_mut().unwrap().holder_identity = None;
         assert!(free(holder(&released, "me"), at(1)));

@@ -164,7 +164,11 @@ impl LeaseLock {
     pub async fn release(&mut self) -> kube::Result<()> {
         let cleared =
             json!({"holderIdentity": null, "acquireTime": null, "renewTime": null, "leaseDurationSeconds": null});
-        let mut current = self.last.take();
+        let mut current = match self.last.take() {
+            Some(lease) => Some(lease),
+            // A round was cut short: what it wrote is not known.
+            None => self.api.get_opt(&self.name).await?,
+        };
         for _ in 0..2 {
             let Some(read) = current.as_ref().filter(|l| matches!(holder(l, &self.me), Holder::Me { .. })) else {
                 return Ok(());
@@ -424,6 +428,46 @@ mod tests {
 
         *store.lease.lock().unwrap() = None;
         assert_eq!(b.try_acquire_or_renew(now).await.unwrap(), Holder::Me { until: now + Duration::from_secs(15) });
+        assert_eq!(store.spec()["holderIdentity"], "b");
+    }
+
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        let start = std::time::Instant::now();
+        while !done() {
+            assert!(start.elapsed() < Duration::from_secs(10), "{what}: not within 10 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn an_elector_takes_the_lease_and_releases_it_when_stopped() {
+        let store = Store::default();
+        let (elected_tx, elected) = tokio::sync::watch::channel(false);
+        let (_holders_tx, holders) = tokio::sync::watch::channel(Holder::Nobody);
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let elector = tokio::spawn(super::super::elect(store.lock("a"), elected_tx, holders, stopped));
+        until("elected", || *elected.borrow()).await;
+        assert_eq!(store.spec()["holderIdentity"], "a");
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), elector).await.unwrap().unwrap();
+        assert!(store.spec().get("holderIdentity").is_none(), "released: {}", store.spec());
+    }
+
+    #[tokio::test]
+    async fn a_standby_takes_a_released_lease_as_soon_as_its_watch_shows_it() {
+        let store = Store::default();
+        let mut a = store.lock("a");
+        let held = a.try_acquire_or_renew(SystemTime::now()).await.unwrap();
+        let (elected_tx, elected) = tokio::sync::watch::channel(false);
+        let (holders_tx, holders) = tokio::sync::watch::channel(held);
+        let (_stop, stopped) = tokio::sync::oneshot::channel();
+        tokio::spawn(super::super::elect(store.lock("b"), elected_tx, holders, stopped));
+        // b reads a's current Lease and waits (its term is 15 s).
+        until("b's first round", || store.requests.lock().unwrap().len() >= 2).await;
+        assert!(!*elected.borrow());
+        a.release().await.unwrap();
+        holders_tx.send_replace(Holder::Nobody);
+        until("b elected", || *elected.borrow()).await;
         assert_eq!(store.spec()["holderIdentity"], "b");
     }
 }

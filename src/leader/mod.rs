@@ -242,9 +242,15 @@ async fn elect(
     let renew_every = Duration::from_secs(LEASE_SECONDS - RENEW_BEFORE_SECONDS);
     let mut watching = true;
     let mut backoff = BoundedBackoff::default();
-    loop {
+    'rounds: loop {
         let now = SystemTime::now();
-        let wait = match tokio::time::timeout(ROUND_TIMEOUT, lock.try_acquire_or_renew(now)).await {
+        // A stop cancels a round in flight: the release reads the Lease afresh.
+        let round = tokio::select! {
+            biased;
+            _ = &mut stop => break 'rounds,
+            round = tokio::time::timeout(ROUND_TIMEOUT, lock.try_acquire_or_renew(now)) => round,
+        };
+        let wait = match round {
             Ok(Ok(seen)) => {
                 kube::runtime::utils::Backoff::reset(&mut backoff);
                 match seen {
@@ -273,12 +279,7 @@ async fn elect(
         loop {
             tokio::select! {
                 biased;
-                _ = &mut stop => {
-                    if let Err(e) = lock.release().await {
-                        tracing::warn!(error = %e, "could not release the leader Lease");
-                    }
-                    return;
-                }
+                _ = &mut stop => break 'rounds,
                 _ = tokio::time::sleep_until(deadline) => break,
                 seen = holders.changed(), if watching && !*elected.borrow() => {
                     if seen.is_err() {
@@ -297,6 +298,9 @@ async fn elect(
                 }
             }
         }
+    }
+    if let Err(e) = lock.release().await {
+        tracing::warn!(error = %e, "could not release the leader Lease");
     }
 }
 

@@ -227,7 +227,8 @@ impl Election {
 /// given up and retried: a request that hangs must not hold up the renewals after it.
 const ROUND_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Takes and renews the Lease through `lock` until `stop`, then releases it. Every round's
+/// Takes and renews the Lease through `lock` until `stop`, then releases it (not when `stop` is
+/// dropped: the election was abandoned, e.g. on a loss, and the process is ending). Every round's
 /// outcome is sent on `elected` (true while this replica holds the Lease; false once another
 /// replica is seen holding a current one); a failed round is retried after a bounded backoff
 /// (≤ 5 s) and changes nothing. This replica renews [`RENEW_BEFORE_SECONDS`] before its term
@@ -247,7 +248,7 @@ async fn elect(
         // A stop cancels a round in flight: the release reads the Lease afresh.
         let round = tokio::select! {
             biased;
-            _ = &mut stop => break 'rounds,
+            asked = &mut stop => if asked.is_ok() { break 'rounds } else { return },
             round = tokio::time::timeout(ROUND_TIMEOUT, lock.try_acquire_or_renew(now)) => round,
         };
         let wait = match round {
@@ -279,7 +280,7 @@ async fn elect(
         loop {
             tokio::select! {
                 biased;
-                _ = &mut stop => break 'rounds,
+                asked = &mut stop => if asked.is_ok() { break 'rounds } else { return },
                 _ = tokio::time::sleep_until(deadline) => break,
                 seen = holders.changed(), if watching && !*elected.borrow() => {
                     if seen.is_err() {

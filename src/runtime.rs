@@ -428,19 +428,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tokio::select! {
             _ = run => tracing::info!("controllers stopped"),
             _ = election.lost() => {
-                // Another replica reconciles now: stop at once and let Kubernetes restart us.
+                // Another replica reconciles now: stop at once (the fence is closed, no reconcile
+                // starts), publish briefly what this one already said, and let Kubernetes restart
+                // us.
+                flush_events(&events, LOST_EVENT_FLUSH).await;
                 anyhow::bail!("lost the leader Lease");
             }
         }
         // The successor may start at once; this replica's last Events still go out.
         election.release(Duration::from_secs(5)).await;
-        flush_events(&events).await;
+        flush_events(&events, EVENT_FLUSH).await;
     } else {
         if args.upgrade_crds {
             upgrade_crds(&client).await;
         }
         controllers(Arc::new(ctx), &args, &admin).await;
-        flush_events(&events).await;
+        flush_events(&events, EVENT_FLUSH).await;
     }
     server.abort();
     tracing::info!("shut down");
@@ -450,10 +453,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 /// How long a stopping operator waits for its queued Events (within the pod's 30 s grace, after
 /// the Lease's release).
 const EVENT_FLUSH: Duration = Duration::from_secs(10);
+/// How long a replica that lost the Lease waits for its queued Events before it exits.
+const LOST_EVENT_FLUSH: Duration = Duration::from_secs(2);
 
-/// Publishes the Events still queued at shutdown, for at most [`EVENT_FLUSH`]; says how many are lost.
-async fn flush_events(events: &crate::controller::EventQueue) {
-    let left = events.flush(EVENT_FLUSH).await;
+/// Publishes the Events still queued at shutdown, for at most `limit`; says how many are lost.
+async fn flush_events(events: &crate::controller::EventQueue, limit: Duration) {
+    let left = events.flush(limit).await;
     if left > 0 {
         tracing::warn!(left, "shutting down with Events not yet published");
     }

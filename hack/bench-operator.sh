@@ -6,7 +6,8 @@
 # default (a cluster of its own, mcp-bench, with one simulated node per 100 servers and the
 # controller manager's client limits raised, deleted afterwards), or E2E_CLUSTER=k3s|existing as
 # for the e2e suite; an optimized operator build. Prints a markdown table. Extra arguments go to
-# cargo. BENCH_PAUSE_CLUSTER=1 stops the local cluster's controller manager, scheduler and kwok
+# cargo. BENCH_PROFILE_APISERVER=1 profiles the API server during the burst (hack/profile-apiserver.sh).
+# BENCH_PAUSE_CLUSTER=1 stops the local cluster's controller manager, scheduler and kwok
 # during the burst until every Deployment exists (the operator's own pace; see the bench).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -39,6 +40,15 @@ if [[ "${BENCH_TOOLHIVE:-}" == 1 ]]; then
   export BENCH_TOOLHIVE BENCH_TOOLHIVE_CRDS
 fi
 cargo build --quiet --release --bin mcp-operator
+# BENCH_PROFILE_APISERVER=1 (local cluster): a 40 s CPU profile of the API server once a tenth of
+# the burst exists, and a summary of where its time went.
+if [[ "${BENCH_PROFILE_APISERVER:-}" == 1 && "$E2E_CLUSTER" == local ]]; then
+  mkdir -p "$TOOLS_DIR/../bench"
+  "$HACK_DIR/profile-apiserver.sh" "$TOOLS_DIR/../bench/apiserver-$BENCH_SERVERS.pprof" \
+    "$((BENCH_SERVERS / 10 > 0 ? BENCH_SERVERS / 10 : 1))" 40 &
+  profiler=$!
+  trap 'kill "$profiler" 2>/dev/null; "$HACK_DIR/cluster-down.sh"' EXIT
+fi
 # libtest harness (Cargo's default for benches): the benchmark is a #[test], run with --test. The
 # measuring client is built like the e2e suite (dev profile, shared with `just test`): it times
 # the baseline round trip and the reconciles alike, and the operator itself is the release build.

@@ -6,6 +6,11 @@
 //!
 //! Writes are merge patches (the chart's Role grants `patch`, not `update`), whose
 //! `metadata.resourceVersion` is the precondition.
+//!
+//! Unlike client-go, a Lease's term is judged by its own renew time and duration against this
+//! replica's clock (as kube-lease-manager, used before, did), not by how long this replica has
+//! seen it unchanged: a standby takes an expired Lease at once when it starts, and clocks must
+//! agree within the fence's margin (`super::MARGIN`, 3 s).
 
 use super::{free, holder, Holder};
 use crate::consts::FIELD_MANAGER;
@@ -76,6 +81,11 @@ impl LeaseLock {
     /// a time.
     pub fn new(api: Api<Lease>, name: &str, me: &str, seconds: i32) -> Self {
         Self { api, name: name.into(), me: me.into(), seconds, last: None }
+    }
+
+    /// The resourceVersion of the Lease as this replica last read or wrote it.
+    pub fn version(&self) -> Option<&str> {
+        self.last.as_ref().and_then(|l| l.metadata.resource_version.as_deref())
     }
 
     fn params() -> PatchParams {
@@ -152,7 +162,12 @@ impl LeaseLock {
 
     /// A merge patch of `spec` over `read`, on the condition that the Lease has not changed since.
     async fn write(&self, read: &Lease, spec: serde_json::Value) -> kube::Result<Lease> {
-        let patch = json!({"metadata": {"resourceVersion": read.resource_version()}, "spec": spec});
+        // Without a resourceVersion the patch would be unconditional (never so for what the API
+        // server returned).
+        let version = read.resource_version().ok_or_else(|| {
+            kube::Error::Service("the Lease as read has no resourceVersion to write it conditionally".into())
+        })?;
+        let patch = json!({"metadata": {"resourceVersion": version}, "spec": spec});
         self.api.patch(&self.name, &Self::params(), &Patch::Merge(&patch)).await
     }
 
@@ -443,9 +458,10 @@ mod tests {
     async fn an_elector_takes_the_lease_and_releases_it_when_stopped() {
         let store = Store::default();
         let (elected_tx, elected) = tokio::sync::watch::channel(false);
-        let (_holders_tx, holders) = tokio::sync::watch::channel(Holder::Nobody);
+        let (holders_tx, holders) = tokio::sync::watch::channel(Holder::Nobody);
+        let views = Arc::new(super::super::Views::new(holders_tx));
         let (stop, stopped) = tokio::sync::oneshot::channel();
-        let elector = tokio::spawn(super::super::elect(store.lock("a"), elected_tx, holders, stopped));
+        let elector = tokio::spawn(super::super::elect(store.lock("a"), elected_tx, views, holders, stopped));
         until("elected", || *elected.borrow()).await;
         assert_eq!(store.spec()["holderIdentity"], "a");
         stop.send(()).unwrap();
@@ -460,14 +476,33 @@ mod tests {
         let held = a.try_acquire_or_renew(SystemTime::now()).await.unwrap();
         let (elected_tx, elected) = tokio::sync::watch::channel(false);
         let (holders_tx, holders) = tokio::sync::watch::channel(held);
+        let views = Arc::new(super::super::Views::new(holders_tx));
         let (_stop, stopped) = tokio::sync::oneshot::channel();
-        tokio::spawn(super::super::elect(store.lock("b"), elected_tx, holders, stopped));
-        // b reads a's current Lease and waits (its term is 15 s).
-        until("b's first round", || store.requests.lock().unwrap().len() >= 2).await;
+        tokio::spawn(super::super::elect(store.lock("b"), elected_tx, views.clone(), holders, stopped));
+        // a made the Lease (a read and a create); b reads a's current Lease and waits (its term
+        // is 15 s).
+        until("b's first round", || store.requests.lock().unwrap().len() >= 3).await;
         assert!(!*elected.borrow());
         a.release().await.unwrap();
-        holders_tx.send_replace(Holder::Nobody);
+        // What the watch shows: the release.
+        let released = store.version.lock().unwrap().to_string();
+        views.offer(Holder::Nobody, Some(&released));
         until("b elected", || *elected.borrow()).await;
         assert_eq!(store.spec()["holderIdentity"], "b");
+    }
+
+    #[tokio::test]
+    async fn a_deposed_replica_releases_nothing_even_straight_after_its_own_renewal() {
+        let store = Store::default();
+        let mut a = store.lock("a");
+        a.try_acquire_or_renew(at(0)).await.unwrap();
+        let taken = json!({"holderIdentity": "intruder", "renewTime": stamp(at(1)), "leaseDurationSeconds": 3600});
+        store.overwrite(taken.clone());
+        // a still believes it holds the Lease (its last write), and releases.
+        a.release().await.unwrap();
+        let spec = store.spec();
+        for field in ["holderIdentity", "renewTime", "leaseDurationSeconds"] {
+            assert_eq!(spec[field], taken[field], "{field} stays the intruder's");
+        }
     }
 }

@@ -17,7 +17,7 @@ use kube::runtime::watcher;
 use kube::Api;
 
 mod lock;
-pub use lock::{LeaseLock, Step};
+pub use lock::LeaseLock;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch as channel;
@@ -176,7 +176,8 @@ impl Election {
         let (elected_tx, elected) = channel::channel(false);
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let (holder_tx, holders) = channel::channel(Holder::Nobody);
-        let elector = tokio::spawn(elect(lock, elected_tx, holders.clone(), stopped));
+        let views = Arc::new(Views::new(holder_tx));
+        let elector = tokio::spawn(elect(lock, elected_tx, views.clone(), holders.clone(), stopped));
 
         let me = me.to_string();
         let config = watch::config(watcher::Config::default().fields(&format!("metadata.name={name}")));
@@ -184,12 +185,13 @@ impl Election {
         let reader = tokio::spawn(async move {
             let mut leases = std::pin::pin!(leases);
             while let Some(event) = leases.next().await {
-                let seen = match event {
-                    watcher::Event::Apply(l) | watcher::Event::InitApply(l) => holder(&l, &me),
-                    watcher::Event::Delete(_) => Holder::Nobody,
-                    watcher::Event::Init | watcher::Event::InitDone => continue,
-                };
-                holder_tx.send_replace(seen);
+                match event {
+                    watcher::Event::Apply(l) | watcher::Event::InitApply(l) => {
+                        views.offer(holder(&l, &me), l.metadata.resource_version.as_deref())
+                    }
+                    watcher::Event::Delete(l) => views.offer(Holder::Nobody, l.metadata.resource_version.as_deref()),
+                    watcher::Event::Init | watcher::Event::InitDone => {}
+                }
             }
         });
 
@@ -223,6 +225,34 @@ impl Election {
     }
 }
 
+/// The newest view of the Lease, from its watch and from this replica's own reads and writes: a
+/// view older (by resourceVersion) than one already passed on is dropped, so that a watch that
+/// lags behind does not undo what this replica just wrote (a Lease it has just taken seen as still
+/// held by the replica that released it, which would read as a loss). resourceVersions are etcd
+/// revisions, which only grow; one that is not a number is passed on whatever its order.
+pub(crate) struct Views {
+    tx: channel::Sender<Holder>,
+    newest: std::sync::Mutex<u64>,
+}
+
+impl Views {
+    pub(crate) fn new(tx: channel::Sender<Holder>) -> Self {
+        Self { tx, newest: std::sync::Mutex::new(0) }
+    }
+
+    /// Passes `seen`, of the Lease at `version`, on unless a newer view was passed on before.
+    pub(crate) fn offer(&self, seen: Holder, version: Option<&str>) {
+        let mut newest = self.newest.lock().expect("views lock");
+        if let Some(v) = version.and_then(|v| v.parse::<u64>().ok()) {
+            if v < *newest {
+                return;
+            }
+            *newest = v;
+        }
+        self.tx.send_replace(seen);
+    }
+}
+
 /// How long one round of the election (a read and a write of the Lease) may take before it is
 /// given up and retried: a request that hangs must not hold up the renewals after it.
 const ROUND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -237,6 +267,7 @@ const ROUND_TIMEOUT: Duration = Duration::from_secs(5);
 async fn elect(
     mut lock: LeaseLock,
     elected: channel::Sender<bool>,
+    views: Arc<Views>,
     mut holders: channel::Receiver<Holder>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
@@ -245,38 +276,44 @@ async fn elect(
     let mut backoff = BoundedBackoff::default();
     'rounds: loop {
         let now = SystemTime::now();
+        let started = tokio::time::Instant::now();
         // A stop cancels a round in flight: the release reads the Lease afresh.
         let round = tokio::select! {
             biased;
             asked = &mut stop => if asked.is_ok() { break 'rounds } else { return },
             round = tokio::time::timeout(ROUND_TIMEOUT, lock.try_acquire_or_renew(now)) => round,
         };
-        let wait = match round {
+        // From the round's start (the renew time it wrote), however long the round took.
+        let mut deadline = match round {
             Ok(Ok(seen)) => {
                 kube::runtime::utils::Backoff::reset(&mut backoff);
-                match seen {
-                    Holder::Me { .. } => {
+                views.offer(seen, lock.version());
+                let left = |until: SystemTime| until.duration_since(now).unwrap_or_default();
+                let wait = match seen {
+                    Holder::Me { until } => {
                         elected.send_if_modified(|was| !std::mem::replace(was, true));
-                        renew_every
+                        // Renewed: after `renew_every`. Seen ours but not renewed (the Lease kept
+                        // changing under the round): soon.
+                        left(until).saturating_sub(Duration::from_secs(RENEW_BEFORE_SECONDS)).min(renew_every)
                     }
                     Holder::Other { until } => {
                         elected.send_if_modified(|was| std::mem::replace(was, false));
-                        until.duration_since(now).unwrap_or_default().max(Duration::from_millis(100))
+                        left(until)
                     }
                     // Released or deleted while this round ran: the next one takes it.
-                    Holder::Nobody => Duration::from_millis(100),
-                }
+                    Holder::Nobody => Duration::ZERO,
+                };
+                started + wait.max(Duration::from_millis(100))
             }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "leader election: the Lease could not be read or written");
-                backoff.next().unwrap_or(ROUND_TIMEOUT)
+                tokio::time::Instant::now() + backoff.next().unwrap_or(ROUND_TIMEOUT)
             }
             Err(_) => {
                 tracing::warn!(timeout = ?ROUND_TIMEOUT, "leader election: the Lease did not answer in time");
-                backoff.next().unwrap_or(ROUND_TIMEOUT)
+                tokio::time::Instant::now() + backoff.next().unwrap_or(ROUND_TIMEOUT)
             }
         };
-        let mut deadline = tokio::time::Instant::now() + wait;
         loop {
             tokio::select! {
                 biased;
@@ -342,10 +379,17 @@ async fn keep(
             Gate::Open { until } => until.duration_since(now).unwrap_or_default(),
             _ => Duration::from_secs(3600),
         };
-        tokio::select! {
-            r = elected.changed() => if r.is_err() { return },
-            r = holders.changed() => if r.is_err() { return },
-            _ = tokio::time::sleep(wake) => {}
+        let ended = tokio::select! {
+            r = elected.changed() => r.is_err(),
+            r = holders.changed() => r.is_err(),
+            _ = tokio::time::sleep(wake) => false,
+        };
+        if ended {
+            // The elector or the Lease's watch is gone: nothing can keep the fence open any more.
+            if fence.send_if_modified(|was| std::mem::replace(was, false)) {
+                on_gate(false);
+            }
+            return;
         }
     }
 }
@@ -473,6 +517,40 @@ mod tests {
         assert!(!*lost.borrow());
         elected_tx.send_replace(false);
         tokio::time::timeout(Duration::from_secs(10), lost.wait_for(|l| *l)).await.unwrap().unwrap();
+        assert!(!fence.is_open());
+    }
+
+    #[test]
+    fn a_view_older_than_one_passed_on_is_dropped() {
+        let (tx, rx) = channel::channel(Holder::Nobody);
+        let views = Views::new(tx);
+        let me = Holder::Me { until: at(15) };
+        let released = Holder::Nobody;
+        let old = Holder::Other { until: at(10) };
+        views.offer(me, Some("20"));
+        assert_eq!(*rx.borrow(), me);
+        // The watch, behind: the previous holder's renewal and its release, both older.
+        views.offer(old, Some("18"));
+        views.offer(released, Some("19"));
+        assert_eq!(*rx.borrow(), me, "older views change nothing");
+        views.offer(me, Some("20"));
+        views.offer(old, Some("21"));
+        assert_eq!(*rx.borrow(), old, "a newer view is passed on");
+        views.offer(released, Some("not a number"));
+        assert_eq!(*rx.borrow(), released, "an unordered one too");
+    }
+
+    #[tokio::test]
+    async fn the_fence_closes_when_the_elector_is_gone() {
+        let (elected_tx, elected) = channel::channel(true);
+        let (_holder_tx, holders) = channel::channel(Holder::Me { until: SystemTime::now() + Duration::from_secs(15) });
+        let (fence_tx, fence) = channel::channel(false);
+        let (lost_tx, _lost) = channel::channel(false);
+        let keeper = tokio::spawn(keep(elected, holders, fence_tx, lost_tx, |_| {}));
+        let mut fence = Fence(fence);
+        tokio::time::timeout(Duration::from_secs(10), fence.0.wait_for(|open| *open)).await.unwrap().unwrap();
+        drop(elected_tx);
+        tokio::time::timeout(Duration::from_secs(10), keeper).await.unwrap().unwrap();
         assert!(!fence.is_open());
     }
 }

@@ -47,7 +47,7 @@ if [[ "${BENCH_PROFILE_APISERVER:-}" == 1 && "$E2E_CLUSTER" == local ]]; then
   "$HACK_DIR/profile-apiserver.sh" "$TOOLS_DIR/../bench/apiserver-$BENCH_SERVERS.pprof" \
     "$((BENCH_SERVERS / 10 > 0 ? BENCH_SERVERS / 10 : 1))" 40 &
   profiler=$!
-  trap 'kill "$profiler" 2>/dev/null; "$HACK_DIR/cluster-down.sh"' EXIT
+  trap 'kill "$profiler" 2>/dev/null || true; "$HACK_DIR/cluster-down.sh"' EXIT
 fi
 # libtest harness (Cargo's default for benches): the benchmark is a #[test], run with --test. The
 # measuring client is built like the e2e suite (dev profile, shared with `just test`): it times

@@ -318,6 +318,21 @@ mod tests {
             l["metadata"]["resourceVersion"] = json!(version.to_string());
         }
 
+        /// An intruder takes the Lease for an hour, unconditionally; returns what it wrote.
+        fn take_for_an_hour(&self, at: SystemTime) -> Value {
+            let taken = json!({"holderIdentity": "intruder", "renewTime": stamp(at), "leaseDurationSeconds": 3600});
+            self.overwrite(taken.clone());
+            taken
+        }
+
+        /// The Lease is still exactly as the intruder wrote it.
+        fn assert_kept(&self, taken: &Value) {
+            let spec = self.spec();
+            for field in ["holderIdentity", "renewTime", "leaseDurationSeconds"] {
+                assert_eq!(spec[field], taken[field], "{field} stays the intruder's");
+            }
+        }
+
         fn writes(&self) -> usize {
             self.requests.lock().unwrap().iter().filter(|(m, _)| *m != Method::GET).count()
         }
@@ -397,17 +412,13 @@ mod tests {
         let now = at(0);
         a.try_acquire_or_renew(now).await.unwrap();
         // Taken by someone else for an hour, between two renewals of a.
-        let taken = json!({"holderIdentity": "intruder", "renewTime": stamp(now), "leaseDurationSeconds": 3600});
-        store.overwrite(taken.clone());
+        let taken = store.take_for_an_hour(now);
         let seen = a.try_acquire_or_renew(now + Duration::from_secs(8)).await.unwrap();
         assert_eq!(seen, Holder::Other { until: now + Duration::from_secs(3600) });
-        let spec = store.spec();
-        for field in ["holderIdentity", "renewTime", "leaseDurationSeconds"] {
-            assert_eq!(spec[field], taken[field], "{field} stays the intruder's");
-        }
+        store.assert_kept(&taken);
         // And a release by the deposed replica leaves it alone too.
         a.release().await.unwrap();
-        assert_eq!(store.spec()["holderIdentity"], "intruder");
+        store.assert_kept(&taken);
     }
 
     #[tokio::test]
@@ -496,13 +507,9 @@ mod tests {
         let store = Store::default();
         let mut a = store.lock("a");
         a.try_acquire_or_renew(at(0)).await.unwrap();
-        let taken = json!({"holderIdentity": "intruder", "renewTime": stamp(at(1)), "leaseDurationSeconds": 3600});
-        store.overwrite(taken.clone());
+        let taken = store.take_for_an_hour(at(1));
         // a still believes it holds the Lease (its last write), and releases.
         a.release().await.unwrap();
-        let spec = store.spec();
-        for field in ["holderIdentity", "renewTime", "leaseDurationSeconds"] {
-            assert_eq!(spec[field], taken[field], "{field} stays the intruder's");
-        }
+        store.assert_kept(&taken);
     }
 }

@@ -1,26 +1,25 @@
 //! Leader election with a fence.
 //!
-//! [`LeaseLock`] takes, renews and releases the Lease with conditional writes (client-go's
-//! algorithm: a write from a stale read fails instead of overwriting another holder's Lease).
-//! This module drives it with a bounded retry, watches the Lease, and fences the controllers: a
-//! reconcile starts
-//! only while this replica is elected *and* the Lease, as last seen renewed, is still current by
-//! the renew time this replica wrote. A leader that cannot renew (API server away, a request
-//! that hangs) stops starting reconciles [`MARGIN`] before its Lease can expire and another
-//! replica can take it, and resumes as soon as a renewal is seen; one that sees another holder
-//! has lost and says so.
+//! [`LeaseLock`] takes, renews and releases the Lease with conditional writes (as client-go's
+//! are: a write from a stale read fails instead of overwriting another holder's Lease). This
+//! module drives it with a bounded retry, watches the Lease, and fences the controllers: a
+//! reconcile starts only while this replica is elected *and* the Lease, as last seen renewed, is
+//! still current by the renew time this replica wrote. A leader that cannot renew (API server
+//! away, a request that hangs) stops starting reconciles [`MARGIN`] before its Lease can expire
+//! and another replica can take it, and resumes as soon as a renewal is seen; one that sees
+//! another holder has lost and says so.
 
 use crate::controller::watch::{self, BoundedBackoff, WatchHealth};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::runtime::watcher;
 use kube::Api;
-
-mod lock;
-pub use lock::LeaseLock;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch as channel;
+
+mod lock;
+pub use lock::LeaseLock;
 
 /// How long the fence closes before the Lease expires (clock differences between replicas,
 /// requests in flight).
@@ -78,7 +77,8 @@ pub enum Gate {
     Lost,
 }
 
-/// The fence for a replica that is `elected` (holds the Lease by its own last round) and sees `holder` at `now`.
+/// The fence for a replica that is `elected` (holds the Lease by its own last round) and sees
+/// `holder` at `now`.
 pub fn gate(elected: bool, holder: Holder, now: SystemTime) -> Gate {
     match holder {
         Holder::Other { until } if elected && now < until => Gate::Lost,

@@ -92,6 +92,19 @@ impl LeaseLock {
         PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() }
     }
 
+    /// Whether `lease` names this replica as its holder.
+    fn ours(&self, lease: &Lease) -> bool {
+        matches!(holder(lease, &self.me), Holder::Me { .. })
+    }
+
+    /// Makes the Lease with `spec`.
+    async fn create(&self, spec: LeaseSpec) -> kube::Result<Lease> {
+        let lease =
+            Lease { metadata: ObjectMeta { name: Some(self.name.clone()), ..ObjectMeta::default() }, spec: Some(spec) };
+        let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
+        self.api.create(&params, &lease).await
+    }
+
     /// Makes the Lease when it is missing, held by nobody (so that it can be given an owner
     /// before anyone elects).
     pub async fn ensure(&mut self) -> kube::Result<()> {
@@ -99,12 +112,7 @@ impl LeaseLock {
             self.last = Some(lease);
             return Ok(());
         }
-        let lease = Lease {
-            metadata: ObjectMeta { name: Some(self.name.clone()), ..ObjectMeta::default() },
-            spec: Some(LeaseSpec { lease_duration_seconds: Some(self.seconds), ..LeaseSpec::default() }),
-        };
-        let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
-        match self.api.create(&params, &lease).await {
+        match self.create(LeaseSpec { lease_duration_seconds: Some(self.seconds), ..LeaseSpec::default() }).await {
             Ok(made) => self.last = Some(made),
             // Another replica made it first.
             Err(kube::Error::Api(e)) if e.code == 409 => {}
@@ -117,7 +125,7 @@ impl LeaseLock {
     /// Lease afterwards. A renewal is written from what this replica wrote last (one request);
     /// anything else, and a write that met a change (409), reads the Lease first.
     pub async fn try_acquire_or_renew(&mut self, now: SystemTime) -> kube::Result<Holder> {
-        let mut current = self.last.take().filter(|l| matches!(holder(l, &self.me), Holder::Me { .. }));
+        let mut current = self.last.take().filter(|l| self.ours(l));
         for attempt in 0..2 {
             if current.is_none() || attempt > 0 {
                 current = self.api.get_opt(&self.name).await?;
@@ -128,14 +136,7 @@ impl LeaseLock {
                     self.last = current;
                     return Ok(seen);
                 }
-                Step::Create(spec) => {
-                    let lease = Lease {
-                        metadata: ObjectMeta { name: Some(self.name.clone()), ..ObjectMeta::default() },
-                        spec: Some(spec),
-                    };
-                    let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
-                    self.api.create(&params, &lease).await
-                }
+                Step::Create(spec) => self.create(spec).await,
                 Step::Write(spec) => {
                     let read = current.as_ref().expect("a Lease was read");
                     self.write(read, serde_json::to_value(&spec).expect("a Lease spec serializes")).await
@@ -185,7 +186,7 @@ impl LeaseLock {
             None => self.api.get_opt(&self.name).await?,
         };
         for _ in 0..2 {
-            let Some(read) = current.as_ref().filter(|l| matches!(holder(l, &self.me), Holder::Me { .. })) else {
+            let Some(read) = current.as_ref().filter(|l| self.ours(l)) else {
                 return Ok(());
             };
             match self.write(read, cleared.clone()).await {

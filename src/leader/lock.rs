@@ -212,12 +212,15 @@ mod tests {
 
     /// An API server holding one Lease, with the resourceVersion rules of a real one: a create of
     /// an existing Lease and a patch whose resourceVersion is not the current one are refused
-    /// with 409 Conflict. Every request is recorded.
+    /// with 409 Conflict. Every request answered is recorded; the next `hang` requests are never
+    /// answered (an API server that accepts a connection and then stalls).
     #[derive(Clone, Default)]
     struct Store {
         lease: Arc<Mutex<Option<Value>>>,
         version: Arc<Mutex<u64>>,
         requests: Arc<Mutex<Vec<(Method, Value)>>>,
+        hang: Arc<Mutex<usize>>,
+        hung: Arc<Mutex<usize>>,
     }
 
     fn merge(target: &mut Value, patch: &Value) {
@@ -286,6 +289,9 @@ mod tests {
             let service = tower::service_fn(move |request: Request<Body>| {
                 let store = store.clone();
                 async move {
+                    if store.stalls() {
+                        std::future::pending::<()>().await;
+                    }
                     let (parts, body) = request.into_parts();
                     let bytes = body.collect_bytes().await.unwrap();
                     let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
@@ -332,6 +338,21 @@ mod tests {
             for field in ["holderIdentity", "renewTime", "leaseDurationSeconds"] {
                 assert_eq!(spec[field], taken[field], "{field} stays the intruder's");
             }
+        }
+
+        /// Whether this request is one of those that hang (counted).
+        fn stalls(&self) -> bool {
+            let mut hang = self.hang.lock().unwrap();
+            if *hang == 0 {
+                return false;
+            }
+            *hang -= 1;
+            *self.hung.lock().unwrap() += 1;
+            true
+        }
+
+        fn hung(&self) -> usize {
+            *self.hung.lock().unwrap()
         }
 
         fn writes(&self) -> usize {
@@ -466,18 +487,31 @@ mod tests {
         }
     }
 
+    /// An elector running as `me` against `store`, whose watch of the Lease last showed `seen`.
+    struct Elector {
+        elected: tokio::sync::watch::Receiver<bool>,
+        views: Arc<super::super::Views>,
+        stop: tokio::sync::oneshot::Sender<()>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    fn elector(store: &Store, me: &str, seen: Holder) -> Elector {
+        let (elected_tx, elected) = tokio::sync::watch::channel(false);
+        let (holders_tx, holders) = tokio::sync::watch::channel(seen);
+        let views = Arc::new(super::super::Views::new(holders_tx));
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(super::super::elect(store.lock(me), elected_tx, views.clone(), holders, stopped));
+        Elector { elected, views, stop, task }
+    }
+
     #[tokio::test]
     async fn an_elector_takes_the_lease_and_releases_it_when_stopped() {
         let store = Store::default();
-        let (elected_tx, elected) = tokio::sync::watch::channel(false);
-        let (holders_tx, holders) = tokio::sync::watch::channel(Holder::Nobody);
-        let views = Arc::new(super::super::Views::new(holders_tx));
-        let (stop, stopped) = tokio::sync::oneshot::channel();
-        let elector = tokio::spawn(super::super::elect(store.lock("a"), elected_tx, views, holders, stopped));
-        until("elected", || *elected.borrow()).await;
+        let a = elector(&store, "a", Holder::Nobody);
+        until("elected", || *a.elected.borrow()).await;
         assert_eq!(store.spec()["holderIdentity"], "a");
-        stop.send(()).unwrap();
-        tokio::time::timeout(Duration::from_secs(10), elector).await.unwrap().unwrap();
+        a.stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), a.task).await.unwrap().unwrap();
         assert!(store.spec().get("holderIdentity").is_none(), "released: {}", store.spec());
     }
 
@@ -486,11 +520,7 @@ mod tests {
         let store = Store::default();
         let mut a = store.lock("a");
         let held = a.try_acquire_or_renew(SystemTime::now()).await.unwrap();
-        let (elected_tx, elected) = tokio::sync::watch::channel(false);
-        let (holders_tx, holders) = tokio::sync::watch::channel(held);
-        let views = Arc::new(super::super::Views::new(holders_tx));
-        let (_stop, stopped) = tokio::sync::oneshot::channel();
-        tokio::spawn(super::super::elect(store.lock("b"), elected_tx, views.clone(), holders, stopped));
+        let Elector { elected, views, stop: _stop, .. } = elector(&store, "b", held);
         // a made the Lease (a read and a create); b reads a's current Lease and waits (its term
         // is 15 s).
         until("b's first round", || store.requests.lock().unwrap().len() >= 3).await;
@@ -512,5 +542,33 @@ mod tests {
         // a still believes it holds the Lease (its last write), and releases.
         a.release().await.unwrap();
         store.assert_kept(&taken);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_round_that_hangs_is_given_up_and_a_later_one_renews() {
+        let store = Store::default();
+        let a = elector(&store, "a", Holder::Nobody);
+        until("elected", || *a.elected.borrow()).await;
+        let renewed = store.spec()["renewTime"].clone();
+        *store.hang.lock().unwrap() = 1;
+        until("a renewal after the hung one", || store.spec()["renewTime"] != renewed).await;
+        assert_eq!(store.hung(), 1);
+        assert!(*a.elected.borrow(), "a hung round changes nothing");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_cancels_a_hanging_round_and_releases_at_once() {
+        let store = Store::default();
+        let a = elector(&store, "a", Holder::Nobody);
+        until("elected", || *a.elected.borrow()).await;
+        *store.hang.lock().unwrap() = 1;
+        until("the renewal hangs", || store.hung() == 1).await;
+        let asked = tokio::time::Instant::now();
+        a.stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(60), a.task).await.expect("the elector ends").unwrap();
+        let took = asked.elapsed();
+        // The clock is paused: only a timer (the round's timeout) could make this take time.
+        assert!(took < Duration::from_secs(1), "released {took:?} after the stop, not at once");
+        assert!(store.spec().get("holderIdentity").is_none(), "released: {}", store.spec());
     }
 }

@@ -477,27 +477,29 @@ mod tests {
         let seen = changes.clone();
         tokio::spawn(keep(elected, holders, fence_tx, lost_tx, move |open| seen.lock().unwrap().push(open)));
         let mut fence = Fence(fence);
-        let settle = || tokio::time::sleep(Duration::from_millis(50));
         let renewed = |secs: f64| Holder::Me { until: SystemTime::now() + Duration::from_secs_f64(secs) };
+        let opens = |mut fence: channel::Receiver<bool>| async move {
+            tokio::time::timeout(Duration::from_secs(10), fence.wait_for(|open| *open)).await.unwrap().unwrap();
+        };
 
         elected_tx.send_replace(true);
-        settle().await;
+        // What must not happen cannot be awaited: a pause (which a slow machine only shortens
+        // into a weaker check, never into a false failure).
+        tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!fence.is_open(), "elected, but the Lease is not seen as ours yet");
 
         holder_tx.send_replace(renewed(15.0));
-        settle().await;
-        assert!(fence.is_open(), "elected and renewed");
+        opens(fence.0.clone()).await;
 
-        // Renewed once more, then no more renewals: the fence closes on its own MARGIN before
-        // the Lease expires (here 1 s after this renewal).
-        holder_tx.send_replace(renewed(MARGIN.as_secs_f64() + 1.0));
-        settle().await;
-        assert!(fence.is_open());
+        // Renewed once more, then no more renewals: the fence stays open, then closes on its own
+        // MARGIN before the Lease expires (here 3 s after this renewal).
+        holder_tx.send_replace(renewed(MARGIN.as_secs_f64() + 3.0));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(fence.is_open(), "a renewal keeps it open");
         tokio::time::timeout(Duration::from_secs(10), fence.0.wait_for(|open| !*open)).await.unwrap().unwrap();
 
         holder_tx.send_replace(renewed(15.0));
-        settle().await;
-        assert!(fence.is_open(), "a renewal reopens it");
+        opens(fence.0.clone()).await;
 
         holder_tx.send_replace(Holder::Other { until: SystemTime::now() + Duration::from_secs(15) });
         tokio::time::timeout(Duration::from_secs(10), lost.wait_for(|l| *l)).await.unwrap().unwrap();

@@ -1,7 +1,8 @@
 //! Events (`events.k8s.io/v1`), published as kube's `Recorder` publishes them — a repeat of an
 //! event (same type, action, reason, object) within 6 minutes is counted in the first one's
-//! series instead of making another Event — but remembering per event only its name, count and
-//! time. The Recorder keeps every whole Event for those 6 minutes (12 MB right after 5,000 servers
+//! series instead of making another Event, also while the first one's create is still in flight
+//! (counted, then published as its series once it exists) — but remembering per event only its
+//! name, count and time. The Recorder keeps every whole Event for those 6 minutes (12 MB right after 5,000 servers
 //! were created, in a heap profile) and scans all of them on every publish.
 //!
 //! Reconciles hand their Events to a [`Queue`], dispatched in order by one task, as client-go's
@@ -167,6 +168,20 @@ struct Sent {
     name: String,
     count: i32,
     last: Instant,
+    /// Whether its create has landed: until then repeats are only counted, and the count goes
+    /// out in one series update once it has.
+    created: bool,
+}
+
+/// What publishing an event takes.
+#[derive(Debug, PartialEq)]
+enum Publish {
+    /// A new Event of this name.
+    Create(String),
+    /// The count of the Event of this name's series.
+    Count(String, i32),
+    /// Nothing now: counted for the Event still being created.
+    Nothing,
 }
 
 impl Recent {
@@ -179,13 +194,32 @@ impl Recent {
         self.sent.retain(|_, s| now.duration_since(s.last) < REPEAT_WINDOW);
     }
 
-    /// Counts a repeat of `key` at `now`: the Event's name and its new count, if it is one.
-    fn repeat(&mut self, key: u64, now: Instant) -> Option<(String, i32)> {
+    /// What publishing `key` at `now` takes: a repeat within the window counts in the first
+    /// Event's series, anything else is a new Event named `name`.
+    fn claim(&mut self, key: u64, now: Instant, name: String) -> Publish {
         self.prune(now);
-        let sent = self.sent.get_mut(&key).filter(|s| now.duration_since(s.last) < REPEAT_WINDOW)?;
-        sent.count += 1;
-        sent.last = now;
-        Some((sent.name.clone(), sent.count))
+        match self.sent.get_mut(&key).filter(|s| now.duration_since(s.last) < REPEAT_WINDOW) {
+            Some(sent) => {
+                sent.count += 1;
+                sent.last = now;
+                if sent.created {
+                    Publish::Count(sent.name.clone(), sent.count)
+                } else {
+                    Publish::Nothing
+                }
+            }
+            None => {
+                self.sent.insert(key, Sent { name: name.clone(), count: 1, last: now, created: false });
+                Publish::Create(name)
+            }
+        }
+    }
+
+    /// Marks `key`'s Event created: its repeats meanwhile, if any, as a series count to publish.
+    fn created(&mut self, key: u64) -> Option<(String, i32)> {
+        let sent = self.sent.get_mut(&key)?;
+        sent.created = true;
+        (sent.count > 1).then(|| (sent.name.clone(), sent.count))
     }
 }
 
@@ -212,21 +246,16 @@ impl Publisher {
         let ns = regarding.namespace.as_deref().unwrap_or("default");
         let events: Api<K8sEvent> = Api::namespaced(self.client.clone(), ns);
         let key = key(ev, regarding);
-        let now = Instant::now();
-        let repeat = self.recent.lock().expect("events lock").repeat(key, now);
         let stamp = MicroTime(k8s_openapi::jiff::Timestamp::now());
-        if let Some((name, count)) = repeat {
-            let series = EventSeries { count, last_observed_time: stamp };
-            let patch = serde_json::json!({ "series": series });
-            let sent = events.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await;
-            if sent.is_err() {
-                // Gone (expired or deleted): the next one starts a new Event.
-                self.recent.lock().expect("events lock").sent.remove(&key);
-            }
-            return sent.map(|_| ());
-        }
         let name =
             format!("{}.{:x}", regarding.name.as_deref().unwrap_or(&self.reporter.controller), stamp.0.as_nanosecond());
+        // (The guard ends with this statement: the lock is never held across a request.)
+        let claimed = self.recent().claim(key, Instant::now(), name);
+        let name = match claimed {
+            Publish::Create(name) => name,
+            Publish::Count(name, count) => return self.count(&events, key, &name, count).await,
+            Publish::Nothing => return Ok(()),
+        };
         let event = K8sEvent {
             metadata: ObjectMeta { name: Some(name.clone()), namespace: Some(ns.to_string()), ..Default::default() },
             action: Some(ev.action.clone()),
@@ -242,9 +271,32 @@ impl Publisher {
             ),
             ..Default::default()
         };
-        events.create(&PostParams::default(), &event).await?;
-        self.recent.lock().expect("events lock").sent.insert(key, Sent { name, count: 1, last: now });
-        Ok(())
+        if let Err(e) = events.create(&PostParams::default(), &event).await {
+            // Not created: the next one starts a new Event (the repeats meanwhile are lost with it).
+            self.recent().sent.remove(&key);
+            return Err(e);
+        }
+        let repeated = self.recent().created(key);
+        match repeated {
+            Some((name, count)) => self.count(&events, key, &name, count).await,
+            None => Ok(()),
+        }
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.recent.lock().expect("events lock")
+    }
+
+    /// Sets the series count of `key`'s Event `name`, last observed now.
+    async fn count(&self, events: &Api<K8sEvent>, key: u64, name: &str, count: i32) -> kube::Result<()> {
+        let series = EventSeries { count, last_observed_time: MicroTime(k8s_openapi::jiff::Timestamp::now()) };
+        let sent =
+            events.patch(name, &PatchParams::default(), &Patch::Merge(&serde_json::json!({ "series": series }))).await;
+        if sent.is_err() {
+            // Gone (expired or deleted): the next one starts a new Event.
+            self.recent().sent.remove(&key);
+        }
+        sent.map(|_| ())
     }
 }
 
@@ -330,6 +382,64 @@ mod tests {
             );
         }
         client.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_repeat_while_the_first_is_being_created_counts_in_its_series_once_it_exists() {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let publisher = std::sync::Arc::new(Publisher::new(
+            Client::new(service, "default"),
+            Reporter { controller: "mcp-operator".into(), instance: None },
+        ));
+        let p = publisher.clone();
+        let first = tokio::spawn(async move { p.publish(&event("ApplyFailed"), &regarding("a")).await });
+        // The create is in flight (not answered yet) when the same event repeats twice.
+        let (req, respond) = handle.next_request().await.expect("the create");
+        assert_eq!(req.method().as_str(), "POST");
+        let body: serde_json::Value = serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
+        for _ in 0..2 {
+            let (ev, about) = (event("ApplyFailed"), regarding("a"));
+            let repeat = publisher.publish(&ev, &about);
+            tokio::time::timeout(Duration::from_secs(5), repeat).await.expect("a repeat sends nothing").unwrap();
+        }
+        assert!(futures::FutureExt::now_or_never(handle.next_request()).is_none(), "no second Event meanwhile");
+        respond.send_response(
+            Response::builder().status(201).body(Body::from(serde_json::to_vec(&body).unwrap())).unwrap(),
+        );
+        // Once created, the repeats are its series.
+        let (method, at, patch) = answer(&mut handle).await;
+        let name = body["metadata"]["name"].as_str().unwrap();
+        assert_eq!((method.as_str(), at), ("PATCH", format!("/apis/events.k8s.io/v1/namespaces/ns/events/{name}")));
+        assert_eq!(patch["series"]["count"], 3, "{patch}");
+        first.await.unwrap().unwrap();
+        // A later repeat goes on counting in it.
+        let p = publisher.clone();
+        let later = tokio::spawn(async move { p.publish(&event("ApplyFailed"), &regarding("a")).await });
+        let (method, _, patch) = answer(&mut handle).await;
+        assert_eq!((method.as_str(), &patch["series"]["count"]), ("PATCH", &serde_json::json!(4)));
+        later.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_event_whose_create_failed_is_created_again_by_its_next_repeat() {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let publisher = std::sync::Arc::new(Publisher::new(
+            Client::new(service, "default"),
+            Reporter { controller: "mcp-operator".into(), instance: None },
+        ));
+        let p = publisher.clone();
+        let first = tokio::spawn(async move { p.publish(&event("ApplyFailed"), &regarding("a")).await });
+        let (_, respond) = handle.next_request().await.expect("the create");
+        let refused = serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 500,
+            "reason": "InternalError", "message": "etcd timeout"});
+        respond
+            .send_response(Response::builder().status(500).body(Body::from(refused.to_string().into_bytes())).unwrap());
+        assert!(first.await.unwrap().is_err());
+        let p = publisher.clone();
+        let again = tokio::spawn(async move { p.publish(&event("ApplyFailed"), &regarding("a")).await });
+        let (method, _, body) = answer(&mut handle).await;
+        assert_eq!((method.as_str(), body["reason"].as_str()), ("POST", Some("ApplyFailed")), "a new Event");
+        again.await.unwrap().unwrap();
     }
 
     #[tokio::test]
@@ -431,11 +541,15 @@ mod tests {
     fn repeats_are_counted_within_the_window_only_and_old_events_are_forgotten() {
         let mut recent = Recent::default();
         let t0 = Instant::now();
-        recent.sent.insert(1, Sent { name: "a.1".into(), count: 1, last: t0 });
-        assert_eq!(recent.repeat(1, t0 + Duration::from_secs(10)), Some(("a.1".into(), 2)));
-        assert_eq!(recent.repeat(2, t0 + Duration::from_secs(10)), None, "never published");
-        let late = t0 + Duration::from_secs(10) + REPEAT_WINDOW;
-        assert_eq!(recent.repeat(1, late), None, "the window passed: a new Event");
-        assert!(recent.sent.is_empty(), "pruned");
+        let at = |secs| t0 + Duration::from_secs(secs);
+        assert_eq!(recent.claim(1, t0, "a.1".into()), Publish::Create("a.1".into()));
+        assert_eq!(recent.created(1), None, "no repeat while it was created");
+        assert_eq!(recent.claim(1, at(10), "a.2".into()), Publish::Count("a.1".into(), 2));
+        assert_eq!(recent.claim(2, at(10), "b.1".into()), Publish::Create("b.1".into()), "never published");
+        assert_eq!(recent.claim(2, at(11), "b.2".into()), Publish::Nothing, "b.1 is being created");
+        assert_eq!(recent.created(2), Some(("b.1".into(), 2)), "the repeat, once b.1 exists");
+        let late = at(11) + REPEAT_WINDOW;
+        assert_eq!(recent.claim(1, late, "a.3".into()), Publish::Create("a.3".into()), "the window passed");
+        assert_eq!(recent.sent.len(), 1, "the old ones pruned");
     }
 }

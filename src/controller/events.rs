@@ -2,8 +2,8 @@
 //! event (same type, action, reason, object) within 6 minutes is counted in the first one's
 //! series instead of making another Event, also while the first one's create is still in flight
 //! (counted, then published as its series once it exists) — but remembering per event only its
-//! name, count and time. The Recorder keeps every whole Event for those 6 minutes (12 MB right after 5,000 servers
-//! were created, in a heap profile) and scans all of them on every publish.
+//! name, count and time. The Recorder keeps every whole Event for those 6 minutes (12 MB right
+//! after 5,000 servers were created, in a heap profile) and scans all of them on every publish.
 //!
 //! Reconciles hand their Events to a [`Queue`], dispatched in order by one task, as client-go's
 //! broadcaster does: a reconcile never waits for an Event, and at most [`IN_FLIGHT`] requests at
@@ -195,8 +195,8 @@ impl Recent {
     }
 
     /// What publishing `key` at `now` takes: a repeat within the window counts in the first
-    /// Event's series, anything else is a new Event named `name`.
-    fn claim(&mut self, key: u64, now: Instant, name: String) -> Publish {
+    /// Event's series, anything else is a new Event, named by `name`.
+    fn claim(&mut self, key: u64, now: Instant, name: impl FnOnce() -> String) -> Publish {
         self.prune(now);
         match self.sent.get_mut(&key).filter(|s| now.duration_since(s.last) < REPEAT_WINDOW) {
             Some(sent) => {
@@ -209,6 +209,7 @@ impl Recent {
                 }
             }
             None => {
+                let name = name();
                 self.sent.insert(key, Sent { name: name.clone(), count: 1, last: now, created: false });
                 Publish::Create(name)
             }
@@ -247,8 +248,9 @@ impl Publisher {
         let events: Api<K8sEvent> = Api::namespaced(self.client.clone(), ns);
         let key = key(ev, regarding);
         let stamp = MicroTime(k8s_openapi::jiff::Timestamp::now());
-        let name =
-            format!("{}.{:x}", regarding.name.as_deref().unwrap_or(&self.reporter.controller), stamp.0.as_nanosecond());
+        let name = || {
+            format!("{}.{:x}", regarding.name.as_deref().unwrap_or(&self.reporter.controller), stamp.0.as_nanosecond())
+        };
         // (The guard ends with this statement: the lock is never held across a request.)
         let claimed = self.recent().claim(key, Instant::now(), name);
         let name = match claimed {
@@ -327,9 +329,7 @@ mod tests {
     }
 
     /// Answers the next request with 201 and its body; returns (method, path, body).
-    async fn answer(
-        handle: &mut tower_test::mock::Handle<Request<Body>, Response<Body>>,
-    ) -> (String, String, serde_json::Value) {
+    async fn answer(handle: &mut Handle) -> (String, String, serde_json::Value) {
         let (req, respond) = handle.next_request().await.expect("a request");
         let (parts, body) = req.into_parts();
         let body: serde_json::Value = serde_json::from_slice(&body.collect_bytes().await.unwrap()).unwrap();
@@ -384,15 +384,25 @@ mod tests {
         client.await.unwrap();
     }
 
+    type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+    /// A publisher whose API server is the returned handle.
+    fn mock_publisher() -> (std::sync::Arc<Publisher>, Handle) {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let reporter = Reporter { controller: "mcp-operator".into(), instance: None };
+        (std::sync::Arc::new(Publisher::new(Client::new(service, "default"), reporter)), handle)
+    }
+
+    /// Publishes an `ApplyFailed` Event about server `a` in a task of its own.
+    fn publish_apply_failed(publisher: &std::sync::Arc<Publisher>) -> tokio::task::JoinHandle<kube::Result<()>> {
+        let p = publisher.clone();
+        tokio::spawn(async move { p.publish(&event("ApplyFailed"), &regarding("a")).await })
+    }
+
     #[tokio::test]
     async fn a_repeat_while_the_first_is_being_created_counts_in_its_series_once_it_exists() {
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let publisher = std::sync::Arc::new(Publisher::new(
-            Client::new(service, "default"),
-            Reporter { controller: "mcp-operator".into(), instance: None },
-        ));
-        let p = publisher.clone();
-        let first = tokio::spawn(async move { p.publish(&event("ApplyFailed"), &regarding("a")).await });
+        let (publisher, mut handle) = mock_publisher();
+        let first = publish_apply_failed(&publisher);
         // The create is in flight (not answered yet) when the same event repeats twice.
         let (req, respond) = handle.next_request().await.expect("the create");
         assert_eq!(req.method().as_str(), "POST");
@@ -413,8 +423,7 @@ mod tests {
         assert_eq!(patch["series"]["count"], 3, "{patch}");
         first.await.unwrap().unwrap();
         // A later repeat goes on counting in it.
-        let p = publisher.clone();
-        let later = tokio::spawn(async move { p.publish(&event("ApplyFailed"), &regarding("a")).await });
+        let later = publish_apply_failed(&publisher);
         let (method, _, patch) = answer(&mut handle).await;
         assert_eq!((method.as_str(), &patch["series"]["count"]), ("PATCH", &serde_json::json!(4)));
         later.await.unwrap().unwrap();
@@ -422,21 +431,15 @@ mod tests {
 
     #[tokio::test]
     async fn an_event_whose_create_failed_is_created_again_by_its_next_repeat() {
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let publisher = std::sync::Arc::new(Publisher::new(
-            Client::new(service, "default"),
-            Reporter { controller: "mcp-operator".into(), instance: None },
-        ));
-        let p = publisher.clone();
-        let first = tokio::spawn(async move { p.publish(&event("ApplyFailed"), &regarding("a")).await });
+        let (publisher, mut handle) = mock_publisher();
+        let first = publish_apply_failed(&publisher);
         let (_, respond) = handle.next_request().await.expect("the create");
         let refused = serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 500,
             "reason": "InternalError", "message": "etcd timeout"});
         respond
             .send_response(Response::builder().status(500).body(Body::from(refused.to_string().into_bytes())).unwrap());
         assert!(first.await.unwrap().is_err());
-        let p = publisher.clone();
-        let again = tokio::spawn(async move { p.publish(&event("ApplyFailed"), &regarding("a")).await });
+        let again = publish_apply_failed(&publisher);
         let (method, _, body) = answer(&mut handle).await;
         assert_eq!((method.as_str(), body["reason"].as_str()), ("POST", Some("ApplyFailed")), "a new Event");
         again.await.unwrap().unwrap();
@@ -542,14 +545,15 @@ mod tests {
         let mut recent = Recent::default();
         let t0 = Instant::now();
         let at = |secs| t0 + Duration::from_secs(secs);
-        assert_eq!(recent.claim(1, t0, "a.1".into()), Publish::Create("a.1".into()));
+        let named = |n: &'static str| move || n.to_string();
+        assert_eq!(recent.claim(1, t0, named("a.1")), Publish::Create("a.1".into()));
         assert_eq!(recent.created(1), None, "no repeat while it was created");
-        assert_eq!(recent.claim(1, at(10), "a.2".into()), Publish::Count("a.1".into(), 2));
-        assert_eq!(recent.claim(2, at(10), "b.1".into()), Publish::Create("b.1".into()), "never published");
-        assert_eq!(recent.claim(2, at(11), "b.2".into()), Publish::Nothing, "b.1 is being created");
+        assert_eq!(recent.claim(1, at(10), named("a.2")), Publish::Count("a.1".into(), 2));
+        assert_eq!(recent.claim(2, at(10), named("b.1")), Publish::Create("b.1".into()), "never published");
+        assert_eq!(recent.claim(2, at(11), named("b.2")), Publish::Nothing, "b.1 is being created");
         assert_eq!(recent.created(2), Some(("b.1".into(), 2)), "the repeat, once b.1 exists");
         let late = at(11) + REPEAT_WINDOW;
-        assert_eq!(recent.claim(1, late, "a.3".into()), Publish::Create("a.3".into()), "the window passed");
+        assert_eq!(recent.claim(1, late, named("a.3")), Publish::Create("a.3".into()), "the window passed");
         assert_eq!(recent.sent.len(), 1, "the old ones pruned");
     }
 }

@@ -1,7 +1,8 @@
 //! Events (`events.k8s.io/v1`), published as kube's `Recorder` publishes them — a repeat of an
 //! event (same type, action, reason, object) within 6 minutes is counted in the first one's
-//! series instead of making another Event, also while the first one's create is still in flight
-//! (counted, then published as its series once it exists) — but remembering per event only its
+//! series instead of making another Event, also while the first one's create or a series update
+//! is still in flight (counted, then published as one series update once that lands: one Event's
+//! requests never race) — but remembering per event only its
 //! name, count and time. The Recorder keeps every whole Event for those 6 minutes (12 MB right
 //! after 5,000 servers were created, in a heap profile) and scans all of them on every publish.
 //!
@@ -168,9 +169,13 @@ struct Sent {
     name: String,
     count: i32,
     last: Instant,
-    /// Whether its create has landed: until then repeats are only counted, and the count goes
-    /// out in one series update once it has.
-    created: bool,
+    /// Whether a request of this Event (its create or a series update) is in flight: repeats
+    /// meanwhile are only counted, and their count goes out in one series update once it lands,
+    /// so that one Event's requests never race each other (a later count overtaken by an
+    /// earlier one would leave the series one short).
+    busy: bool,
+    /// The count of the request in flight or last made.
+    published: i32,
 }
 
 /// What publishing an event takes.
@@ -180,7 +185,7 @@ enum Publish {
     Create(String),
     /// The count of the Event of this name's series.
     Count(String, i32),
-    /// Nothing now: counted for the Event still being created.
+    /// Nothing now: counted for the request of this Event still in flight.
     Nothing,
 }
 
@@ -195,33 +200,58 @@ impl Recent {
     }
 
     /// What publishing `key` at `now` takes: a repeat within the window counts in the first
-    /// Event's series, anything else is a new Event, named by `name`.
+    /// Event's series (sent now unless a request of that Event is in flight), anything else is a
+    /// new Event, named by `name`.
     fn claim(&mut self, key: u64, now: Instant, name: impl FnOnce() -> String) -> Publish {
         self.prune(now);
         match self.sent.get_mut(&key).filter(|s| now.duration_since(s.last) < REPEAT_WINDOW) {
             Some(sent) => {
                 sent.count += 1;
                 sent.last = now;
-                if sent.created {
-                    Publish::Count(sent.name.clone(), sent.count)
-                } else {
-                    Publish::Nothing
+                if sent.busy {
+                    return Publish::Nothing;
                 }
+                sent.busy = true;
+                sent.published = sent.count;
+                Publish::Count(sent.name.clone(), sent.count)
             }
             None => {
                 let name = name();
-                self.sent.insert(key, Sent { name: name.clone(), count: 1, last: now, created: false });
+                self.sent.insert(key, Sent { name: name.clone(), count: 1, last: now, busy: true, published: 1 });
                 Publish::Create(name)
             }
         }
     }
 
-    /// Marks `key`'s Event created: its repeats meanwhile, if any, as a series count to publish.
-    fn created(&mut self, key: u64) -> Option<(String, i32)> {
+    /// Marks the request of `key`'s Event in flight done: the repeats counted meanwhile, if any,
+    /// as the series count to publish next.
+    fn landed(&mut self, key: u64) -> Option<(String, i32)> {
         let sent = self.sent.get_mut(&key)?;
-        sent.created = true;
-        (sent.count > 1).then(|| (sent.name.clone(), sent.count))
+        if sent.count > sent.published {
+            sent.published = sent.count;
+            return Some((sent.name.clone(), sent.count));
+        }
+        sent.busy = false;
+        None
     }
+}
+
+/// The longest note an Event may have (`events.k8s.io/v1` refuses a longer one, and with it the
+/// Event).
+pub const MAX_NOTE: usize = 1024;
+
+/// `note` cut to [`MAX_NOTE`] bytes at a character boundary, marked as cut (the condition keeps the
+/// whole message).
+fn fit_note(note: &str) -> String {
+    if note.len() <= MAX_NOTE {
+        return note.to_string();
+    }
+    const MORE: &str = " …";
+    let mut end = MAX_NOTE - MORE.len();
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{MORE}", &note[..end])
 }
 
 fn key(ev: &Event, regarding: &ObjectReference) -> u64 {
@@ -255,14 +285,14 @@ impl Publisher {
         let claimed = self.recent().claim(key, Instant::now(), name);
         let name = match claimed {
             Publish::Create(name) => name,
-            Publish::Count(name, count) => return self.count(&events, key, &name, count).await,
+            Publish::Count(name, count) => return self.count(&events, key, name, count).await,
             Publish::Nothing => return Ok(()),
         };
         let event = K8sEvent {
             metadata: ObjectMeta { name: Some(name.clone()), namespace: Some(ns.to_string()), ..Default::default() },
             action: Some(ev.action.clone()),
             reason: Some(ev.reason.clone()),
-            note: ev.note.clone(),
+            note: ev.note.as_deref().map(fit_note),
             type_: Some(if matches!(ev.type_, EventType::Warning) { "Warning" } else { "Normal" }.into()),
             event_time: Some(stamp),
             regarding: Some(regarding.clone()),
@@ -278,9 +308,9 @@ impl Publisher {
             self.recent().sent.remove(&key);
             return Err(e);
         }
-        let repeated = self.recent().created(key);
+        let repeated = self.recent().landed(key);
         match repeated {
-            Some((name, count)) => self.count(&events, key, &name, count).await,
+            Some((name, count)) => self.count(&events, key, name, count).await,
             None => Ok(()),
         }
     }
@@ -289,16 +319,21 @@ impl Publisher {
         self.recent.lock().expect("events lock")
     }
 
-    /// Sets the series count of `key`'s Event `name`, last observed now.
-    async fn count(&self, events: &Api<K8sEvent>, key: u64, name: &str, count: i32) -> kube::Result<()> {
-        let series = EventSeries { count, last_observed_time: MicroTime(k8s_openapi::jiff::Timestamp::now()) };
-        let sent =
-            events.patch(name, &PatchParams::default(), &Patch::Merge(&serde_json::json!({ "series": series }))).await;
-        if sent.is_err() {
-            // Gone (expired or deleted): the next one starts a new Event.
-            self.recent().sent.remove(&key);
+    /// Sets the series count of `key`'s Event `name`, last observed now, and then the count of
+    /// the repeats made meanwhile, until none was.
+    async fn count(&self, events: &Api<K8sEvent>, key: u64, name: String, count: i32) -> kube::Result<()> {
+        let mut next = Some((name, count));
+        while let Some((name, count)) = next {
+            let series = EventSeries { count, last_observed_time: MicroTime(k8s_openapi::jiff::Timestamp::now()) };
+            let patch = Patch::Merge(serde_json::json!({ "series": series }));
+            if let Err(e) = events.patch(&name, &PatchParams::default(), &patch).await {
+                // Gone (expired or deleted): the next one starts a new Event.
+                self.recent().sent.remove(&key);
+                return Err(e);
+            }
+            next = self.recent().landed(key);
         }
-        sent.map(|_| ())
+        Ok(())
     }
 }
 
@@ -430,6 +465,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn repeats_while_a_series_update_is_in_flight_go_out_after_it_in_one_update() {
+        let (publisher, mut handle) = mock_publisher();
+        let first = publish_apply_failed(&publisher);
+        let (_, _, created) = answer(&mut handle).await;
+        first.await.unwrap().unwrap();
+        let second = publish_apply_failed(&publisher);
+        let (req, respond) = handle.next_request().await.expect("the series update");
+        let body: serde_json::Value = serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
+        assert_eq!(body["series"]["count"], 2, "{body}");
+        // Two repeats while count 2 is in flight: no second update races it.
+        for _ in 0..2 {
+            let (ev, about) = (event("ApplyFailed"), regarding("a"));
+            let repeat = publisher.publish(&ev, &about);
+            tokio::time::timeout(Duration::from_secs(5), repeat).await.expect("a repeat sends nothing").unwrap();
+        }
+        assert!(futures::FutureExt::now_or_never(handle.next_request()).is_none(), "one update at a time");
+        respond
+            .send_response(Response::builder().status(200).body(Body::from(created.to_string().into_bytes())).unwrap());
+        let (method, _, patch) = answer(&mut handle).await;
+        assert_eq!((method.as_str(), &patch["series"]["count"]), ("PATCH", &serde_json::json!(4)), "both, after it");
+        second.await.unwrap().unwrap();
+        assert!(futures::FutureExt::now_or_never(handle.next_request()).is_none(), "and nothing more");
+    }
+
+    #[tokio::test]
     async fn an_event_whose_create_failed_is_created_again_by_its_next_repeat() {
         let (publisher, mut handle) = mock_publisher();
         let first = publish_apply_failed(&publisher);
@@ -541,17 +601,34 @@ mod tests {
     }
 
     #[test]
+    fn a_note_over_the_limit_is_cut_at_a_character_boundary() {
+        assert_eq!(fit_note("short"), "short");
+        let exact = "x".repeat(MAX_NOTE);
+        assert_eq!(fit_note(&exact), exact);
+        for long in ["x".repeat(3000), "é".repeat(1500), format!("{}日本語", "y".repeat(1019))] {
+            let cut = fit_note(&long);
+            assert!(cut.len() <= MAX_NOTE && cut.ends_with(" …"), "{} bytes", cut.len());
+            assert!(long.starts_with(cut.trim_end_matches(" …")), "a prefix of the note");
+        }
+    }
+
+    #[test]
     fn repeats_are_counted_within_the_window_only_and_old_events_are_forgotten() {
         let mut recent = Recent::default();
         let t0 = Instant::now();
         let at = |secs| t0 + Duration::from_secs(secs);
         let named = |n: &'static str| move || n.to_string();
         assert_eq!(recent.claim(1, t0, named("a.1")), Publish::Create("a.1".into()));
-        assert_eq!(recent.created(1), None, "no repeat while it was created");
+        assert_eq!(recent.landed(1), None, "no repeat while it was created");
         assert_eq!(recent.claim(1, at(10), named("a.2")), Publish::Count("a.1".into(), 2));
+        assert_eq!(recent.claim(1, at(10), named("a.3")), Publish::Nothing, "count 2 is in flight");
+        assert_eq!(recent.landed(1), Some(("a.1".into(), 3)), "the repeat, once count 2 landed");
+        assert_eq!(recent.landed(1), None, "nothing more");
+        assert_eq!(recent.claim(1, at(10), named("a.4")), Publish::Count("a.1".into(), 4), "none in flight");
+        assert_eq!(recent.landed(1), None);
         assert_eq!(recent.claim(2, at(10), named("b.1")), Publish::Create("b.1".into()), "never published");
         assert_eq!(recent.claim(2, at(11), named("b.2")), Publish::Nothing, "b.1 is being created");
-        assert_eq!(recent.created(2), Some(("b.1".into(), 2)), "the repeat, once b.1 exists");
+        assert_eq!(recent.landed(2), Some(("b.1".into(), 2)), "the repeat, once b.1 exists");
         let late = at(11) + REPEAT_WINDOW;
         assert_eq!(recent.claim(1, late, named("a.3")), Publish::Create("a.3".into()), "the window passed");
         assert_eq!(recent.sent.len(), 1, "the old ones pruned");

@@ -1231,12 +1231,12 @@ async fn plugin_in_use_reports_its_users_and_gets_no_finalizer() {
 
 /// An MCPServer written under a newer CRD (`transport: grpc`) with `meta` merged into its
 /// metadata, as the operator's guard reads it, and the reason it cannot be read.
-fn unreadable_server(meta: Value) -> (Value, kube::core::DeserializeGuard<mcp_operator::api::McpServer>, String) {
+fn unreadable_server(meta: Value) -> (Value, mcp_operator::controller::Guarded<mcp_operator::api::McpServer>, String) {
     let mut obj = server_named("future-server", json!({"transport": "grpc"}));
     for (k, v) in meta.as_object().unwrap() {
         obj["metadata"][k] = v.clone();
     }
-    let guard: kube::core::DeserializeGuard<mcp_operator::api::McpServer> =
+    let guard: mcp_operator::controller::Guarded<mcp_operator::api::McpServer> =
         serde_json::from_value(obj.clone()).expect("the guard takes any object");
     let error = guard.0.as_ref().expect_err("not readable").error.clone();
     assert!(error.contains("grpc") && error.contains("websocket"), "names the value and what is accepted: {error}");
@@ -1250,7 +1250,7 @@ fn future_server_ref() -> Value {
 }
 
 async fn reconcile_unreadable(
-    guard: kube::core::DeserializeGuard<mcp_operator::api::McpServer>,
+    guard: mcp_operator::controller::Guarded<mcp_operator::api::McpServer>,
     ctx: Arc<Context>,
 ) -> kube::runtime::controller::Action {
     let result =

@@ -5,6 +5,7 @@ mod context;
 mod error;
 mod events;
 pub mod gateway_status;
+mod guard;
 pub mod mcpserver;
 pub mod plugin;
 pub mod securitypolicy;
@@ -16,21 +17,16 @@ pub mod watch;
 pub use context::{Context, Scope};
 pub use error::{Error, Result};
 pub use events::{Pace as EventPace, Queue as EventQueue};
+pub use guard::Guarded;
 pub use ssa::{apply, write_status};
 
 use futures::{FutureExt, StreamExt};
-use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::Controller;
 use kube::{Api, Resource, ResourceExt};
 use std::sync::Arc;
-
-/// Objects as the controllers watch and list them: one this operator cannot read (written under
-/// another version of the CRD, e.g. during an upgrade) is reported on its own instead of stopping
-/// the watch, and with it the reconciliation of every object of its kind.
-pub type Guarded<K> = DeserializeGuard<K>;
 
 /// Reconcile a guarded object: a readable one with `reconcile`; an unreadable one gets a Warning
 /// Event naming the problem (`InvalidObject`), and waits for a change.

@@ -201,6 +201,22 @@ pub fn media_type(value: &str) -> String {
     value.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
 }
 
+/// Whether a Content-Type is JSON in UTF-8, the only encoding the gateway parses: a server that
+/// honoured another `charset` (UTF-7, UTF-16, ...) would read other JSON than the checked one.
+/// `application/json` takes no parameter but `charset`, and only `utf-8` (quoted or not).
+fn is_utf8_json(value: &str) -> bool {
+    let mut parts = value.split(';');
+    if parts.next().is_none_or(|t| !t.trim().eq_ignore_ascii_case("application/json")) {
+        return false;
+    }
+    parts.all(|param| {
+        let (name, value) = param.split_once('=').unwrap_or((param, ""));
+        let value = value.trim();
+        let value = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value);
+        name.trim().eq_ignore_ascii_case("charset") && value.eq_ignore_ascii_case("utf-8")
+    })
+}
+
 fn has_body(headers: &HeaderMap) -> bool {
     headers.contains_key(header::TRANSFER_ENCODING)
         || headers
@@ -249,8 +265,9 @@ pub fn route(s: &Surface, method: &Method, path: &str, headers: &HeaderMap) -> R
             Ok(Route::Mcp)
         }
         Method::POST => {
-            let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(media_type);
-            if ct.as_deref() != Some("application/json") {
+            let mut types = headers.get_all(header::CONTENT_TYPE).iter();
+            let ct = types.next().map(|v| v.to_str().unwrap_or("").to_string());
+            if types.next().is_some() || !ct.as_deref().is_some_and(is_utf8_json) {
                 return Err(Refusal::UnsupportedMediaType(ct.unwrap_or_default()));
             }
             Ok(Route::Mcp)
@@ -426,7 +443,26 @@ mod tests {
             let h = headers(&[("content-type", ct)]);
             assert_eq!(route(&surface(), &Method::POST, "/mcp", &h), Ok(Route::Mcp), "{ct}");
         }
-        for ct in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data", "application/jsonx"] {
+        for ct in ["application/json;charset=UTF-8", "application/json; charset=\"utf-8\""] {
+            let h = headers(&[("content-type", ct)]);
+            assert_eq!(route(&surface(), &Method::POST, "/mcp", &h), Ok(Route::Mcp), "{ct}");
+        }
+        // Another charset would make a server that honours it read other JSON than the checked
+        // one (UTF-7's `+ACI-` is a quote): refused, as is any other parameter or a second header.
+        for ct in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data",
+            "application/jsonx",
+            "application/json; charset=utf-7",
+            "application/json; charset=utf-7-imap",
+            "application/json; charset=utf-16le",
+            "application/json; charset=latin1",
+            "application/json; charset=",
+            "application/json; charset=utf-8; charset=utf-7",
+            "application/json; boundary=x",
+            "application/json;",
+        ] {
             let h = headers(&[("content-type", ct)]);
             assert!(
                 matches!(route(&surface(), &Method::POST, "/mcp", &h), Err(Refusal::UnsupportedMediaType(_))),
@@ -437,6 +473,8 @@ mod tests {
             route(&surface(), &Method::POST, "/mcp", &headers(&[])),
             Err(Refusal::UnsupportedMediaType(_))
         ));
+        let two = headers(&[("content-type", "application/json"), ("content-type", "application/json; charset=utf-7")]);
+        assert!(matches!(route(&surface(), &Method::POST, "/mcp", &two), Err(Refusal::UnsupportedMediaType(_))));
     }
 
     #[test]

@@ -77,12 +77,17 @@ impl Grants {
         let Some(p) = self.authz.as_ref().filter(|p| !p.tools.is_empty()) else {
             return ToolAccess::All;
         };
+        // A role without an entry may use every tool only when `allowedRoles` names it: any other
+        // role a token happens to carry (an identity provider's `offline_access`, ...) grants
+        // nothing beyond the anonymous tools.
         let mut patterns = anonymous();
-        let roles = id.roles.iter().filter(|r| p.allowed_roles.is_empty() || p.allowed_roles.contains(r));
-        for role in roles {
+        for role in &id.roles {
             match p.tools.get(role.as_str()) {
-                None => return ToolAccess::All,
-                Some(allow) => patterns.extend(allow.iter().cloned()),
+                Some(allow) if p.allowed_roles.is_empty() || p.allowed_roles.contains(role) => {
+                    patterns.extend(allow.iter().cloned())
+                }
+                None if p.allowed_roles.contains(role) => return ToolAccess::All,
+                _ => {}
             }
         }
         ToolAccess::only(patterns)
@@ -279,6 +284,12 @@ mod tests {
         assert_eq!(g.tool_access(&id(&["developer", "admin"])), ToolAccess::All);
         let g2 = grants(true, &["developer"], &[("developer", &["echo"])], &[]);
         assert_eq!(g2.tool_access(&id(&["developer", "root"])), ToolAccess::Only(vec!["echo".into()]));
+        // Any role admitted (no allowedRoles): a role without an entry grants nothing, so a
+        // token's incidental roles never widen what its listed roles allow.
+        let any = grants(true, &[], &[("developer", &["echo"])], &[]);
+        let dev = id(&["developer", "offline_access", "uma_authorization"]);
+        assert_eq!(any.tool_access(&dev), ToolAccess::Only(vec!["echo".into()]));
+        assert_eq!(any.tool_access(&id(&["offline_access"])), ToolAccess::Only(vec![]));
     }
 
     #[test]

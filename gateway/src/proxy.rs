@@ -573,10 +573,15 @@ fn upstream_request(
 ) -> http::request::Builder {
     let mut b = Request::builder().method(parts.method.clone()).uri(format!("{}{}", up.origin, up.path));
     if let Some(h) = b.headers_mut() {
+        // One value of each, the one the gateway checked (a second `Mcp-Session-Id` a server
+        // read instead would be another caller's session); a body is always UTF-8 JSON.
         for name in FORWARDED_HEADERS {
-            for v in parts.headers.get_all(*name) {
-                h.append(*name, v.clone());
+            if let Some(v) = parts.headers.get(*name) {
+                h.insert(*name, v.clone());
             }
+        }
+        if parts.method == Method::POST {
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
         // Without authentication at the gateway, the server's own is the caller's business;
         // with it, the token was for the gateway and is not passed on (no token passthrough).

@@ -165,14 +165,40 @@ async fn methods_other_than_post_get_delete_are_refused_and_overrides_ignored() 
     for name in ["x-http-method-override", "x-http-method", "x-method-override", "authorization"] {
         assert!(!seen.headers.contains_key(name), "{name} forwarded");
     }
-    // A body that is not application/json is not a JSON-RPC message.
-    for ct in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"] {
+    // A body that is not application/json is not a JSON-RPC message, nor is JSON in a charset the
+    // gateway does not parse: a server that decoded UTF-7 would read `+ACI-` as a quote, i.e. a
+    // second "name" the gateway never saw.
+    let utf7 = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"a":"+ACI-},+ACI-name+ACI-:+ACI-admin-reset+ACI-,+ACI-m+ACI-:+ACI-m-ct"}}}"#;
+    for ct in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/json; charset=utf-7",
+        "application/json; charset=UTF-7-IMAP",
+        "application/json; charset=utf-16",
+    ] {
         let h = [("authorization", dev()), ("content-type", ct.to_string())];
         let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let r = raw(gw.addr, &request("POST", "/mcp", &h, &body("m-ct"))).await;
+        let r = raw(gw.addr, &request("POST", "/mcp", &h, utf7)).await;
         assert_eq!(r.status, 415, "{ct}");
     }
     assert_eq!(rec.with_marker("m-ct"), 0);
+    // UTF-8 named explicitly is admitted, and the server is told plain application/json; of a
+    // header sent twice it gets only the value the gateway checked.
+    let token = dev();
+    let h = [
+        ("authorization", token.as_str()),
+        ("content-type", "application/json; charset=UTF-8"),
+        ("accept", "application/json, text/event-stream"),
+        ("mcp-protocol-version", "2025-06-18"),
+        ("mcp-protocol-version", "1999-01-01"),
+    ];
+    let r =
+        raw(gw.addr, &request("POST", "/mcp", &h, &call_tool(json!("ok-utf8"), "echo", json!({})).to_string())).await;
+    assert_eq!(r.status, 200, "{}", r.head);
+    let seen = rec.seen().into_iter().find(|s| s.body.contains("ok-utf8")).unwrap();
+    assert_eq!(seen.headers.get_all("content-type").iter().collect::<Vec<_>>(), ["application/json"]);
+    assert_eq!(seen.headers.get_all("mcp-protocol-version").iter().collect::<Vec<_>>(), ["2025-06-18"]);
 }
 
 #[tokio::test]

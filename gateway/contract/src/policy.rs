@@ -184,7 +184,8 @@ pub struct Authorization {
     #[serde(default = "default_roles_claim")]
     pub roles_claim: String,
     /// Per-role tool allow lists (`*` alone, or a trailing `*` for a prefix); a role without an
-    /// entry may use every tool.
+    /// entry may use every tool if `allowed_roles` names it, and no tool otherwise (when any list
+    /// exists).
     #[serde(default)]
     pub tools: BTreeMap<String, Vec<String>>,
     /// Tools a caller without credentials may use (when authentication is not required);

@@ -150,6 +150,36 @@ fn services_proxy_is_granted_only_when_status_goes_through_the_proxy() -> Result
 }
 
 #[test]
+fn service_monitors_the_guides_and_the_charts_select_the_metrics_port() -> Result<()> {
+    assert!(find(&render("mcp-operator", "mcp-system", &[])?, "ServiceMonitor").is_empty(), "off by default");
+    let objects = render(
+        "mcp-operator",
+        "mcp-system",
+        &["--set", "serviceMonitor.enabled=true", "--set", "serviceMonitor.labels.release=prometheus"],
+    )?;
+    let monitor = one(&objects, "ServiceMonitor");
+    assert_eq!(monitor["metadata"]["namespace"], "mcp-system");
+    assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus", "serviceMonitor.labels");
+    assert_eq!(monitor["spec"]["namespaceSelector"]["matchNames"], json!(["mcp-system"]));
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
+    // Both the chart's selector and the guide's hand-written one (app.kubernetes.io/name:
+    // mcp-operator, port metrics) pick exactly the metrics Service, which has that port.
+    let guides = json!({"app.kubernetes.io/name": "mcp-operator"});
+    for selector in [&monitor["spec"]["selector"]["matchLabels"], &guides] {
+        let selected: Vec<_> = find(&objects, "Service")
+            .into_iter()
+            .filter(|svc| {
+                selector.as_object().unwrap().iter().all(|(k, v)| &svc["metadata"]["labels"][k.as_str()] == v)
+            })
+            .filter(|svc| svc["spec"]["ports"].as_array().unwrap().iter().any(|p| p["name"] == "metrics"))
+            .map(|svc| svc["metadata"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(selected, ["mcp-operator-metrics"], "selector {selector}");
+    }
+    Ok(())
+}
+
+#[test]
 fn pod_disruption_budget_is_configurable() -> Result<()> {
     let pdb = |args: &[&str]| -> Result<Option<Value>> {
         Ok(find(&render("mcp-operator", "mcp-system", args)?, "PodDisruptionBudget").first().map(|p| p["spec"].clone()))

@@ -175,6 +175,12 @@ async fn deploy_basic_mcpserver_creates_children_and_status() -> Result<()> {
     ensure!(out.contains("Available") && out.contains("Created"), "describe shows conditions and events:\n{out}");
     let all = ns.sh_ok("kubectl get mcp-all")?;
     ensure!(all.contains("mcpserver.mcp.n-takatsu.dev/my-mcp-server"), "{all}");
+    // The guide's short names resolve (an unknown one makes kubectl fail).
+    for short in ["mcp", "mcps"] {
+        let listed = ns.sh_ok(&format!("kubectl get {short} my-mcp-server -o name"))?;
+        ensure!(listed.trim() == "mcpserver.mcp.n-takatsu.dev/my-mcp-server", "kubectl get {short}: {listed}");
+    }
+    ns.sh_ok("kubectl get mcpplugin && kubectl get secpol")?;
     // As on other operators: wait on the Ready condition, by plain or fully qualified kind.
     let waited = ns.sh_ok(
         "kubectl wait --for=condition=Ready mcpserver/my-mcp-server --timeout=60s && \
@@ -561,41 +567,82 @@ EOF",
 
 #[tokio::test(flavor = "multi_thread")]
 async fn apply_policy_deleting_an_in_use_policy_holds_the_server_back() -> Result<()> {
-    let env = env();
-    let _g = env.shared().await;
-    let ns = env.namespace("inuse").await?;
     let policy = "apiVersion: mcp.n-takatsu.dev/v1alpha1
 kind: SecurityPolicy
 metadata: {name: open}
 spec: {enabled: true, rateLimiting: {enabled: true, requestsPerMinute: 10}}";
+    deleting_in_use_holds_the_server_back(
+        "inuse",
+        policy,
+        "{securityPolicy: open}",
+        "securitypolicy open",
+        "PolicyNotFound",
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn add_plugin_deleting_an_in_use_plugin_holds_the_server_back() -> Result<()> {
+    let plugin = "apiVersion: mcp.n-takatsu.dev/v1alpha1
+kind: Plugin
+metadata: {name: tool-plugin}
+spec: {name: tool, image: \"mcp-plugin:e2e\", port: 9000, isolation: {level: Process}}";
+    deleting_in_use_holds_the_server_back(
+        "inuse-plugin",
+        plugin,
+        "{plugins: [tool-plugin]}",
+        "plugin tool-plugin",
+        "PluginsUnresolved",
+    )
+    .await
+}
+
+/// The guide's fail-closed promise for a policy or plugin deleted while a server uses it
+/// (`referenced`, deleted as `kubectl delete <kind_and_name>`): the delete completes at once, the
+/// server is held back (Failed, Ready=False with `reason`, a Warning Event naming the object), its
+/// pods keep running, scaling still follows the spec, and it resumes once the object is back.
+async fn deleting_in_use_holds_the_server_back(
+    namespace: &str,
+    referenced: &str,
+    server_spec: &str,
+    kind_and_name: &str,
+    reason: &str,
+) -> Result<()> {
+    let env = env();
+    let _g = env.shared().await;
+    let ns = env.namespace(namespace).await?;
     ns.sh_ok(&format!(
         "kubectl apply -f - <<EOF
-{policy}
+{referenced}
 ---
 apiVersion: mcp.n-takatsu.dev/v1alpha1
 kind: MCPServer
 metadata: {{name: s}}
-spec: {{securityPolicy: open}}
+spec: {server_spec}
 EOF"
     ))?;
     running(&ns, "s", 1).await?;
     let pods = pod_uids(&ns, "app=s").await?;
-    let policies = ns.api::<SecurityPolicy>();
-    ensure!(policies.get("open").await?.finalizers().is_empty(), "no finalizer holds a policy");
-    // Deleting a policy in use completes at once: nothing can leave it stuck.
-    ns.sh_ok("kubectl delete securitypolicy open --timeout=60s")?;
+    let finalizers = ns.sh_ok(&format!("kubectl get {kind_and_name} -o jsonpath='{{.metadata.finalizers}}'"))?;
+    ensure!(finalizers.trim().is_empty(), "no finalizer holds a {kind_and_name}: {finalizers}");
+    // Deleting it while in use completes at once: nothing can leave it stuck.
+    ns.sh_ok(&format!("kubectl delete {kind_and_name} --timeout=60s"))?;
     let servers = ns.api::<McpServer>();
-    let held = wait_for(&servers, "s", "held back without its policy", |s: Option<&McpServer>| {
+    let held = wait_for(&servers, "s", "held back without it", |s: Option<&McpServer>| {
         s.and_then(|s| s.status.as_ref()).is_some_and(|st| {
-            st.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == "PolicyNotFound")
+            st.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == reason)
         })
     })
     .await?;
     ensure!(held.status.as_ref().unwrap().phase == McpServerPhase::Failed, "{:?}", held.status);
     let shown = ns.sh_ok("kubectl get mcpserver s")?;
-    ensure!(shown.contains("Failed"), "visible in kubectl get: {shown}");
+    ensure!(
+        shown.contains("Failed") && shown.contains("1/1"),
+        "visible in kubectl get, the pods still counted: {shown}"
+    );
+    let name = kind_and_name.rsplit(' ').next().unwrap_or_default();
     let events = ns.sh_ok("kubectl get events --field-selector involvedObject.name=s,type=Warning")?;
-    ensure!(events.contains("open"), "a Warning Event names the missing policy: {events}");
+    ensure!(events.contains(name), "a Warning Event names the missing {kind_and_name}: {events}");
     ensure!(pod_uids(&ns, "app=s").await? == pods, "the running pods keep their admitted configuration");
     // The replica count still follows the spec.
     ns.sh_ok("kubectl scale mcpserver s --replicas=2")?;
@@ -603,8 +650,8 @@ EOF"
         d.is_some_and(|d| d.spec.replicas == Some(2))
     })
     .await?;
-    // Back with the policy, the server resumes.
-    ns.sh_ok(&format!("kubectl apply -f - <<EOF\n{policy}\nEOF"))?;
+    // Back under the same name, the server resumes.
+    ns.sh_ok(&format!("kubectl apply -f - <<EOF\n{referenced}\nEOF"))?;
     running(&ns, "s", 2).await?;
     Ok(())
 }
@@ -807,7 +854,7 @@ async fn upgrade_with_kubectl_keeps_servers_running() -> Result<()> {
 
 /// What an uninstall must not leave behind, anywhere in the cluster: one line per leftover.
 const LEFTOVERS: &str = "kubectl get crd -o name | grep mcp.n-takatsu.dev || true
-kubectl get deployments,services,configmaps,poddisruptionbudgets,networkpolicies -A \\
+kubectl get deployments,services,configmaps,poddisruptionbudgets,networkpolicies,secrets -A \\
   -l app.kubernetes.io/managed-by=mcp-operator -o name
 kubectl get pods -A -l app.kubernetes.io/managed-by=mcp-operator -o name
 kubectl get clusterroles,clusterrolebindings -o name | grep -E '/mcp-operator(-[a-z-]+)?$' || true
@@ -1510,6 +1557,47 @@ EOF"
 /// What the schema cannot see (the ConfigMap a server's plugins fill must stay under 1 MiB) is
 /// a Ready=False condition and a Warning Event naming the field; what runs stays; the server is
 /// still deletable; a neighbour is untouched.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_plugin_config_nested_too_deep_is_reported_and_the_others_go_on() -> Result<()> {
+    let env = env();
+    let _g = env.shared().await;
+    let ns = env.namespace("deep-config").await?;
+    // The API server stores JSON nested up to 10,000 levels; the operator reads 127. Such a
+    // Plugin once failed every list of Plugins, and with it every reconcile in the cluster.
+    let depth = 300;
+    let config = format!("{}1{}", r#"{"a":"#.repeat(depth), "}".repeat(depth));
+    let deep = format!(
+        r#"{{"apiVersion":"mcp.n-takatsu.dev/v1alpha1","kind":"Plugin","metadata":{{"name":"deep"}},"spec":{{"name":"deep","image":"mcp-plugin:e2e","isolation":{{"level":"None"}},"config":{config}}}}}"#
+    );
+    ns.sh_ok(&format!("kubectl create -f - <<'EOF'\n{deep}\nEOF"))?;
+    let events = eventually("an InvalidObject Event on the deep Plugin", || {
+        let ns = &ns;
+        async move {
+            let out = ns.sh_ok("kubectl get events --field-selector involvedObject.name=deep,type=Warning")?;
+            Ok(out.contains("InvalidObject").then_some(out))
+        }
+    })
+    .await?;
+    ensure!(events.contains("127 levels"), "names the problem: {events}");
+    // A Plugin made after it, and a server using that one, are reconciled as ever.
+    ns.sh_ok(
+        "kubectl apply -f - <<EOF
+apiVersion: mcp.n-takatsu.dev/v1alpha1
+kind: Plugin
+metadata: {name: fine}
+spec: {name: fine, image: \"mcp-plugin:e2e\", port: 9000, isolation: {level: Process}}
+---
+apiVersion: mcp.n-takatsu.dev/v1alpha1
+kind: MCPServer
+metadata: {name: s}
+spec: {plugins: [fine]}
+EOF",
+    )?;
+    running(&ns, "s", 1).await?;
+    ns.sh_ok("kubectl delete plugin deep --timeout=60s")?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_plugin_config_over_a_configmap_is_reported_and_nothing_running_is_lost() -> Result<()> {
     let env = env();

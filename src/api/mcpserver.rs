@@ -85,8 +85,9 @@ pub struct McpServerSpec {
     #[schemars(length(min = 1))]
     pub image: Option<String>,
 
-    /// When the kubelet pulls the image: Always, IfNotPresent or Never. Default IfNotPresent, for
-    /// every tag including `latest` (an image loaded onto the nodes without a registry runs).
+    /// When the kubelet pulls the server's and its plugins' images: Always, IfNotPresent or Never.
+    /// Default IfNotPresent, for every tag including `latest` (an image loaded onto the nodes
+    /// without a registry runs). The gateway's versioned image is always IfNotPresent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<ImagePullPolicy>,
 
@@ -243,7 +244,7 @@ pub struct McpServerStatus {
     /// Names of the tools the server offers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<String>,
-    /// Available, Progressing, Degraded, SecurityPolicyResolved, PluginsResolved, McpReady.
+    /// Ready, Available, Progressing, Degraded, SecurityPolicyResolved, PluginsResolved, McpReady.
     #[serde(default)]
     #[schemars(schema_with = "super::conditions")]
     pub conditions: Vec<Condition>,

@@ -238,7 +238,8 @@ pub struct Authorization {
     /// Token claim the roles are read from.
     #[serde(default = "default_roles_claim")]
     pub roles_claim: String,
-    /// Per-role allow lists of tool names; a role without an entry may use every tool.
+    /// Per-role allow lists of tool names. A role without an entry may use every tool if
+    /// `allowedRoles` names it; other roles grant no tool (only `anonymousTools`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<ToolAccess>,
     /// Tools a caller without credentials may list and call when authentication is not required

@@ -58,7 +58,8 @@ fn plugin_config_volume(server: &str, plugin: &Plugin, volume: String) -> Volume
     }
 }
 
-fn plugin_container(plugin: &Plugin, config_volume: &str) -> Container {
+/// A plugin's container; its image is pulled as the server's (`spec.imagePullPolicy`).
+fn plugin_container(inputs: &BuildInputs<'_>, plugin: &Plugin, config_volume: &str) -> Container {
     let iso = &plugin.spec.isolation;
     let port = plugin_port(plugin);
     let var = |name: &str, value: String| EnvVar { name: name.into(), value: Some(value), ..Default::default() };
@@ -66,7 +67,7 @@ fn plugin_container(plugin: &Plugin, config_volume: &str) -> Container {
     Container {
         name: container_name(plugin),
         image: Some(plugin.spec.image.clone()),
-        image_pull_policy: Some(super::server::IF_NOT_PRESENT.into()),
+        image_pull_policy: Some(super::server::pull_policy(&inputs.server.spec)),
         env: Some(vec![
             var("MCP_PLUGIN_NAME", plugin.spec.name.clone()),
             var("MCP_PLUGIN_VERSION", plugin.spec.version.clone()),
@@ -114,7 +115,7 @@ pub(super) fn build_sidecars(inputs: &BuildInputs<'_>) -> Sidecars {
         let iso = &plugin.spec.isolation;
         let volume = format!("plugin-config-{i}");
         out.volumes.push(plugin_config_volume(&server, plugin, volume.clone()));
-        let mut container = plugin_container(plugin, &volume);
+        let mut container = plugin_container(inputs, plugin, &volume);
         if iso.level == IsolationLevel::None && !iso.filesystem_isolation {
             container.volume_mounts.get_or_insert_with(Vec::new).push(shared_mount());
             if out.server_mounts.is_empty() {
@@ -169,7 +170,7 @@ pub(super) fn build_plugin_workloads(inputs: &BuildInputs<'_>, hash: &str) -> (V
                         enable_service_links: Some(false),
                         runtime_class_name: runtime_class,
                         security_context: Some(restricted_pod_security()),
-                        containers: vec![plugin_container(plugin, &volume)],
+                        containers: vec![plugin_container(inputs, plugin, &volume)],
                         volumes: Some(vec![plugin_config_volume(&server_name, plugin, volume)]),
                         ..Default::default()
                     }),

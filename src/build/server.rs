@@ -253,6 +253,12 @@ pub const UPSTREAM_PORT_NAME: &str = "upstream";
 /// The pull policy of every image the operator runs unless a spec says otherwise.
 pub const IF_NOT_PRESENT: &str = "IfNotPresent";
 
+/// How the server's and its plugins' images are pulled: `spec.imagePullPolicy`, else
+/// IfNotPresent (the gateway's versioned image is always IfNotPresent).
+pub(super) fn pull_policy(spec: &crate::api::McpServerSpec) -> String {
+    spec.image_pull_policy.map_or(IF_NOT_PRESENT, |p| p.as_str()).to_string()
+}
+
 fn server_container(inputs: &BuildInputs<'_>, gw: GatewayPorts, gateway_mounts: &[VolumeMount]) -> Container {
     let server = inputs.server;
     let spec = &server.spec;
@@ -265,7 +271,7 @@ fn server_container(inputs: &BuildInputs<'_>, gw: GatewayPorts, gateway_mounts: 
     let mut container = Container {
         name: SERVER_CONTAINER.into(),
         image: Some(spec.image.clone().unwrap_or_else(|| inputs.defaults.server_image.clone())),
-        image_pull_policy: Some(spec.image_pull_policy.map_or(IF_NOT_PRESENT, |p| p.as_str()).to_string()),
+        image_pull_policy: Some(pull_policy(spec)),
         lifecycle: Some(gateway::drain_before_stop(gw)),
         command: spec.command.clone(),
         args: spec.args.clone(),

@@ -220,9 +220,22 @@ fn images_are_pulled_if_not_present_and_pods_drain_before_stop() {
         // By number (the server container declares no admin port), moved aside from the server's 9090.
         assert_eq!(hook.port, IntOrString::Int(9091));
     }
+    // The spec's policy is the server's and its plugins' (sidecars and workloads), not the
+    // gateway's (the operator's versioned image).
     let explicit = server("apiVersion: mcp.n-takatsu.dev/v1alpha1\nkind: MCPServer\nmetadata: {name: t}\nspec: {imagePullPolicy: Always}\n");
-    let pod = pod_spec(&build(&explicit, None, &[]).deployment).clone();
-    assert_eq!(pod.containers[0].image_pull_policy.as_deref(), Some("Always"), "the spec wins");
+    let (sidecar, workload) = (plugin("wp", "Process", ""), plugin("db", "Container", ""));
+    let c = build(&explicit, None, &[&sidecar, &workload]);
+    let pod = pod_spec(&c.deployment);
+    let policies: Vec<_> = pod.containers.iter().map(|c| (c.name.as_str(), c.image_pull_policy.as_deref())).collect();
+    assert_eq!(
+        policies,
+        [("server", Some("Always")), ("gateway", Some("IfNotPresent")), ("plugin-wp", Some("Always"))],
+        "the spec wins for the server's and plugins' images"
+    );
+    let inits: Vec<_> = pod.init_containers.iter().flatten().map(|c| c.image_pull_policy.as_deref()).collect();
+    assert!(inits.iter().all(|p| *p == Some("IfNotPresent")), "{inits:?}");
+    let plugin_pod = pod_spec(&c.plugin_deployments[0]);
+    assert_eq!(plugin_pod.containers[0].image_pull_policy.as_deref(), Some("Always"), "a Container plugin's too");
 }
 
 #[test]

@@ -574,9 +574,14 @@ fn upstream_request(
     let mut b = Request::builder().method(parts.method.clone()).uri(format!("{}{}", up.origin, up.path));
     if let Some(h) = b.headers_mut() {
         // One value of each, the one the gateway checked (a second `Mcp-Session-Id` a server
-        // read instead would be another caller's session); a body is always UTF-8 JSON.
+        // read instead would be another caller's session), but every value of `Accept`, a list
+        // the gateway decides nothing on; a body is always UTF-8 JSON.
         for name in FORWARDED_HEADERS {
-            if let Some(v) = parts.headers.get(*name) {
+            if *name == header::ACCEPT {
+                for v in parts.headers.get_all(*name) {
+                    h.append(*name, v.clone());
+                }
+            } else if let Some(v) = parts.headers.get(*name) {
                 h.insert(*name, v.clone());
             }
         }

@@ -31,7 +31,7 @@ pub struct Args {
     #[arg(long, default_value = "/etc/mcp/policy.json")]
     pub policy: PathBuf,
     /// The MCP server's endpoint (http mode), e.g. http://127.0.0.1:3000/mcp.
-    #[arg(long, required_unless_present_any = ["stdio", "install_to"])]
+    #[arg(long, required_unless_present_any = ["stdio", "install_to", "drain"])]
     pub upstream: Option<String>,
     /// Transport towards --upstream.
     #[arg(long, value_enum, default_value = "http")]
@@ -107,6 +107,10 @@ pub struct Args {
     /// the stdio wrapper into a server image that does not have it.
     #[arg(long, exclusive = true)]
     pub install_to: Option<PathBuf>,
+    /// Ask the gateway whose admin port is this (on loopback) to drain, wait until it has, and
+    /// exit: the preStop hook of the container the gateway runs in.
+    #[arg(long, exclusive = true, value_name = "ADMIN_ADDR")]
+    pub drain: Option<SocketAddr>,
 }
 
 /// Copies the running executable to `to` (mode 0755), creating its directory.

@@ -21,6 +21,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         builder.init();
     }
+    if let Some(admin) = args.drain {
+        mcp_gateway::admin::request_drain(admin).await?;
+        tracing::info!(%admin, "drained");
+        return Ok(());
+    }
     if let Some(to) = &args.install_to {
         mcp_gateway::config::install_self(to)?;
         tracing::info!(path = %to.display(), "installed");

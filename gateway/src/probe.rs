@@ -269,7 +269,8 @@ impl Health {
         }
     }
 
-    fn is_draining(&self) -> bool {
+    /// Whether the pod is draining (a `/drain` arrived).
+    pub fn is_draining(&self) -> bool {
         self.draining.load(std::sync::atomic::Ordering::SeqCst)
     }
 

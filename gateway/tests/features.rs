@@ -320,10 +320,24 @@ async fn drain_turns_readiness_off_and_answers_after_the_delay() {
     )
     .await;
     gw.wait_ready(Duration::from_secs(10)).await;
+    // The server container's hook waits for the drain, and starts none itself.
+    let url = gw.admin_url("/drained");
+    let waiting = tokio::spawn(async move { send(Method::GET, &url, &[], None).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ready = send(Method::GET, &gw.admin_url("/readyz"), &[], None).await.unwrap();
+    assert_eq!(ready.status, StatusCode::OK, "/drained drains nothing");
+    // The gateway container's hook: the binary's --drain, over loopback.
     let start = std::time::Instant::now();
-    let drained = send(Method::GET, &gw.admin_url("/drain"), &[], None).await.unwrap();
-    assert_eq!(drained.status, StatusCode::OK);
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-gateway"))
+        .arg(format!("--drain={}", gw.admin))
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(start.elapsed() >= Duration::from_millis(700), "answered after the delay: {:?}", start.elapsed());
+    let waited = waiting.await.unwrap().unwrap();
+    assert_eq!(waited.status, StatusCode::OK);
+    assert!(start.elapsed() >= Duration::from_millis(700), "/drained answered after the drain");
     let ready = send(Method::GET, &gw.admin_url("/readyz"), &[], None).await.unwrap();
     assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(ready.body.contains("draining"), "{}", ready.body);

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::*;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use mcp_gateway_contract::admin;
-use mcp_gateway_contract::command::{install_args, GatewayCommand, Upstream};
+use mcp_gateway_contract::command::{drain_command, install_args, GatewayCommand, Upstream};
 use sha2::{Digest, Sha256};
 
 /// The gateway's ports in one pod: the defaults, moved by one where the server uses them.
@@ -145,7 +145,7 @@ pub(super) fn gateway_sidecar(inputs: &BuildInputs<'_>, gw: GatewayPorts, mounts
         image: Some(inputs.defaults.gateway_image.clone()),
         image_pull_policy: Some(super::server::IF_NOT_PRESENT.into()),
         args: Some(gateway_command(inputs, gw).args()),
-        lifecycle: Some(drain_before_stop(gw)),
+        lifecycle: Some(drain_before_stop(mcp_gateway_contract::image_binary(), gw)),
         ports: Some(ports(gw)),
         readiness_probe: Some(http_probe(admin::READYZ, 5)),
         liveness_probe: Some(http_probe(admin::HEALTHZ, 10)),
@@ -199,14 +199,31 @@ pub(super) fn stdio_wrapper(
     (init, volume, command, ports(gw))
 }
 
-/// The preStop hook of the server and gateway containers: the gateway's `/drain` turns its
-/// readiness off and answers after its drain delay, so the Service stops routing to the pod
-/// before any of its containers gets SIGTERM (an httpGet hook: no shell needed in the images).
-pub(super) fn drain_before_stop(ports: GatewayPorts) -> Lifecycle {
+/// The preStop hook of the container the gateway runs in (`binary`: where its binary is there):
+/// `mcp-gateway --drain` asks it over loopback to turn its readiness off and answers after its
+/// drain delay, so the Service stops routing to the pod before any of its containers gets
+/// SIGTERM. (The gateway drains only on a request from loopback: a client reaching the admin
+/// port cannot take the pod out of its Service.)
+pub(super) fn drain_before_stop(binary: String, ports: GatewayPorts) -> Lifecycle {
+    Lifecycle {
+        pre_stop: Some(LifecycleHandler {
+            exec: Some(ExecAction {
+                command: Some(drain_command(&binary, u16::try_from(ports.admin).expect("a port number"))),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The preStop hook of a server container beside the gateway: waits until the gateway has
+/// drained (`/drained`, an httpGet hook: no tool needed in the server's image), so the server
+/// outlives the gateway's last call.
+pub(super) fn wait_for_drain(ports: GatewayPorts) -> Lifecycle {
     Lifecycle {
         pre_stop: Some(LifecycleHandler {
             http_get: Some(HTTPGetAction {
-                path: Some(admin::DRAIN.into()),
+                path: Some(admin::DRAINED.into()),
                 // By number: a named port resolves only among the hooked container's own ports.
                 port: IntOrString::Int(ports.admin),
                 ..Default::default()

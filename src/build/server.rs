@@ -272,7 +272,12 @@ fn server_container(inputs: &BuildInputs<'_>, gw: GatewayPorts, gateway_mounts: 
         name: SERVER_CONTAINER.into(),
         image: Some(spec.image.clone().unwrap_or_else(|| inputs.defaults.server_image.clone())),
         image_pull_policy: Some(pull_policy(spec)),
-        lifecycle: Some(gateway::drain_before_stop(gw)),
+        lifecycle: Some(if spec.transport == Transport::Stdio {
+            // The gateway is this container's process.
+            gateway::drain_before_stop(mcp_gateway_contract::installed_binary(), gw)
+        } else {
+            gateway::wait_for_drain(gw)
+        }),
         command: spec.command.clone(),
         args: spec.args.clone(),
         env: Some(server_env(server)),

@@ -212,14 +212,25 @@ fn images_are_pulled_if_not_present_and_pods_drain_before_stop() {
     let s = server("apiVersion: mcp.n-takatsu.dev/v1alpha1\nkind: MCPServer\nmetadata: {name: t}\nspec: {image: \"mcp-rs:latest\", port: 9090}\n");
     let c = build(&s, None, &[]);
     let pod = pod_spec(&c.deployment);
+    let pre_stop = |ctr: &k8s_openapi::api::core::v1::Container| {
+        ctr.lifecycle.clone().and_then(|l| l.pre_stop).expect("a preStop hook")
+    };
     for ctr in &pod.containers {
         assert_eq!(ctr.image_pull_policy.as_deref(), Some("IfNotPresent"), "{}: also for :latest", ctr.name);
-        let hook = ctr.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()).and_then(|h| h.http_get.as_ref());
-        let hook = hook.unwrap_or_else(|| panic!("{} has no preStop drain", ctr.name));
-        assert_eq!(hook.path.as_deref(), Some("/drain"));
-        // By number (the server container declares no admin port), moved aside from the server's 9090.
-        assert_eq!(hook.port, IntOrString::Int(9091));
     }
+    // The gateway drains itself over loopback (its admin port moved aside from the server's
+    // 9090); the server container waits for that (by number: it declares no admin port).
+    let gateway = pod.containers.iter().find(|c| c.name == "gateway").unwrap();
+    let exec = pre_stop(gateway).exec.and_then(|e| e.command);
+    assert_eq!(exec, Some(vec!["/mcp-gateway".to_string(), "--drain=127.0.0.1:9091".into()]));
+    let wait = pre_stop(&pod.containers[0]).http_get.expect("an httpGet hook on the server container");
+    assert_eq!((wait.path.as_deref(), &wait.port), (Some("/drained"), &IntOrString::Int(9091)));
+    // A stdio server container runs the gateway itself, installed into it.
+    let stdio = server("apiVersion: mcp.n-takatsu.dev/v1alpha1\nkind: MCPServer\nmetadata: {name: t}\nspec: {transport: stdio, command: [srv]}\n");
+    let pod = pod_spec(&build(&stdio, None, &[]).deployment).clone();
+    assert_eq!(pod.containers.len(), 1);
+    let exec = pre_stop(&pod.containers[0]).exec.and_then(|e| e.command);
+    assert_eq!(exec, Some(vec!["/opt/mcp-gateway/mcp-gateway".to_string(), "--drain=127.0.0.1:9090".into()]));
     // The spec's policy is the server's and its plugins' (sidecars and workloads), not the
     // gateway's (the operator's versioned image).
     let explicit = server("apiVersion: mcp.n-takatsu.dev/v1alpha1\nkind: MCPServer\nmetadata: {name: t}\nspec: {imagePullPolicy: Always}\n");

@@ -53,6 +53,8 @@ pub mod flags {
     pub const STDIO: &str = "--stdio";
     /// `--install-to`.
     pub const INSTALL_TO: &str = "--install-to";
+    /// `--drain`.
+    pub const DRAIN: &str = "--drain";
 }
 
 impl GatewayCommand {
@@ -99,6 +101,13 @@ impl GatewayCommand {
         }
         a
     }
+}
+
+/// The command that asks the gateway in the same pod, its admin port `admin_port`, to drain and
+/// waits until it has (the preStop hook of the container the gateway runs in): `binary` is
+/// where the gateway's binary is in that container.
+pub fn drain_command(binary: &str, admin_port: u16) -> Vec<String> {
+    vec![binary.to_string(), format!("{}=127.0.0.1:{admin_port}", flags::DRAIN)]
 }
 
 /// The init container's arguments: copy the gateway binary to `to` and exit.

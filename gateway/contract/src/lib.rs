@@ -41,13 +41,24 @@ pub mod admin {
     pub const METRICS: &str = "/metrics";
     /// The status document ([`crate::status::StatusDocument`]).
     pub const STATUS: &str = "/status";
-    /// The preStop hooks' call: not ready from now on; answered after the drain delay.
+    /// The gateway's preStop hook (`mcp-gateway --drain`, in the pod): not ready from now on;
+    /// answered after the drain delay. Only from loopback: from anywhere else it is refused (403),
+    /// else any client that reaches the admin port could take every pod out of its Service.
     pub const DRAIN: &str = "/drain";
+    /// The server container's preStop hook (an httpGet; server images need no tool): answered
+    /// once the gateway has drained (it waits for the drain to start, at most the drain delay,
+    /// then the delay), so the server outlives the gateway's last call. Starts nothing itself.
+    pub const DRAINED: &str = "/drained";
 }
 
 /// `/etc/mcp/policy.json`.
 pub fn policy_path() -> String {
     format!("{CONFIG_DIR}/{POLICY_FILE}")
+}
+
+/// `/mcp-gateway`: the binary in the gateway's image.
+pub fn image_binary() -> String {
+    format!("/{BINARY}")
 }
 
 /// `/opt/mcp-gateway/mcp-gateway`.

@@ -258,7 +258,7 @@ impl JwtVerifier {
             .unwrap_or("unknown")
             .to_string();
         // Accepted until exp plus the clock skew allowance, as above.
-        let until = claims.get("exp").and_then(Value::as_u64).map(|exp| exp.saturating_add(LEEWAY_SECS));
+        let until = super::numeric_date(claims.get("exp")).map(|exp| exp.saturating_add(LEEWAY_SECS));
         Ok(Identity::new(&subject, "jwt", roles_from_claims(&claims, &self.roles_claim)).until(until))
     }
 }

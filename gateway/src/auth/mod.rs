@@ -228,9 +228,28 @@ impl Authenticator {
     }
 }
 
+/// A NumericDate claim (`exp`, ...) as whole unix seconds: an integer, or a non-integer number as
+/// RFC 7519 allows (rounded down), so that a token's expiry is never lost to its number type
+/// (a stream opened with `"exp": 1767225600.5` once never ended).
+pub fn numeric_date(value: Option<&serde_json::Value>) -> Option<u64> {
+    let value = value?;
+    value.as_u64().or_else(|| value.as_f64().filter(|f| f.is_finite() && *f >= 0.0).map(|f| f.floor() as u64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numeric_dates_of_either_number_type_are_read() {
+        use serde_json::json;
+        let read = |v: serde_json::Value| numeric_date(Some(&v));
+        assert_eq!(read(json!(1767225600)), Some(1767225600));
+        assert_eq!(read(json!(1767225600.5)), Some(1767225600), "a non-integer NumericDate");
+        assert_eq!(read(json!(1.7672256e9)), Some(1767225600));
+        assert_eq!((read(json!(-1)), read(json!(-0.5)), read(json!("1767225600"))), (None, None, None));
+        assert_eq!(numeric_date(None), None);
+    }
 
     #[test]
     fn credentials_from_headers() {

@@ -108,7 +108,7 @@ impl Introspector {
             return Err(AuthError::new("invalid_token", "token is not active"));
         }
         let unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let Some(ttl) = cache_for(doc.get("exp").and_then(Value::as_u64), unix) else {
+        let Some(ttl) = cache_for(super::numeric_date(doc.get("exp")), unix) else {
             return Err(AuthError::new("invalid_token", "token expired"));
         };
         let subject = ["sub", "username", "client_id"]
@@ -117,7 +117,7 @@ impl Introspector {
             .unwrap_or("unknown")
             .to_string();
         let id = Identity::new(&subject, "oauth2", roles_from_claims(&doc, &self.roles_claim))
-            .until(doc.get("exp").and_then(Value::as_u64));
+            .until(super::numeric_date(doc.get("exp")));
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= MAX_ENTRIES {
             cache.retain(|_, (_, until)| *until > now);

@@ -16,7 +16,7 @@ use mcp_operator::controller::cache::{caches, CachedChild, Writers, ANNOTATION_A
 use mcp_operator::controller::{mcpserver, plugin, securitypolicy, Context};
 use mcp_operator::metrics::Metrics;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -183,6 +183,32 @@ impl ApiServer {
     /// GET of one object that exists.
     async fn get(&mut self, path: &str, obj: Value) {
         self.expect(Method::GET, path, &[]).await.ok(obj);
+    }
+
+    /// Dry runs (`dryRun=All`) of server-side applies of exactly `paths`, in any order, each
+    /// answered by `answer`: how a change of a running server to more than one child starts.
+    async fn dry_run_all(&mut self, paths: &[String], answer: impl Fn(&str, &Value) -> (u16, Value)) {
+        let mut seen = BTreeSet::new();
+        for _ in paths {
+            let call = self.next().await;
+            let mut want: Vec<(String, String)> = SSA.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            want.push(("dryRun".into(), "All".into()));
+            let (mut got, mut want) = (call.query.clone(), want);
+            got.sort();
+            want.sort();
+            assert_eq!(
+                (&call.method, &got),
+                (&Method::PATCH, &want),
+                "request #{}: a dry-run apply expected, got {} {}",
+                call.number,
+                call.method,
+                call.path
+            );
+            assert!(paths.contains(&call.path), "request #{}: unexpected dry run of {}", call.number, call.path);
+            assert!(seen.insert(call.path.clone()), "request #{}: {} tried twice", call.number, call.path);
+            let (code, body) = answer(&call.path, &call.body);
+            call.respond(code, body);
+        }
     }
 
     /// Server-side applies of exactly `paths`, in any order (the children are applied
@@ -599,7 +625,9 @@ async fn a_refused_child_is_reported_with_the_api_field_error_and_what_runs_stay
     let refusal = "Deployment.apps \"my-mcp-server\" is invalid: spec.template.spec.containers[0].env[0].name: Invalid value: \"\": a valid environment variable name must consist of alphabetic characters";
     let script = tokio::spawn(async move {
         let deployment = format!("{DEPLOYMENTS}/{NAME}");
-        api.apply_all(&children_paths(), |path, body| {
+        // A change of a running server to several children is tried first: the refusal of one
+        // leaves every other child unwritten.
+        api.dry_run_all(&children_paths(), |path, body| {
             if path == deployment {
                 let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                                     "message": refusal, "reason": "Invalid", "code": 422});
@@ -868,6 +896,8 @@ async fn scale_up_reports_scaled_and_prunes_stale_children() {
     let obj = server.clone();
     let script = tokio::spawn(async move {
         let deployment = format!("{DEPLOYMENTS}/{NAME}");
+        // A running server changing more than one child: a dry run of them first.
+        api.dry_run_all(&children_paths(), as_stored).await;
         let bodies = api
             .apply_all(&children_paths(), |path, body| {
                 if path != deployment {
@@ -1480,8 +1510,10 @@ async fn gateway_status_is_read_through_the_service_proxy_and_tool_changes_are_a
     });
     let obj = server.clone();
     let script = tokio::spawn(async move {
-        // The cached children carry no applied hash: each is applied once.
+        // The cached children carry no applied hash: each is applied once (after a dry run: the
+        // server runs and more than one child changes).
         let deployment = format!("{DEPLOYMENTS}/{NAME}");
+        api.dry_run_all(&children_paths(), as_stored).await;
         api.apply_all(&children_paths(), |path, body| {
             if path == deployment {
                 (200, running_deployment(2, 2, 3))

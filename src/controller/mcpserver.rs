@@ -6,6 +6,7 @@ use super::cache::{
     children_of, marker, with_applied_hash, CachedChild, CachedDeployment, CachedPod, ChildMeta, Decision,
     WatchedDeployment, WatchedPod, Writers,
 };
+use super::ssa::apply_dry_run;
 use super::status::{server_status, workload_created, Observation, Resolution};
 use super::usage::release_finalizer;
 use super::watch::{
@@ -223,40 +224,59 @@ impl<'a> Writes<'a> {
     }
 }
 
-/// Applies, concurrently, every child that is missing or differs from what was last applied
-/// (see [`super::cache::Caches::needs_apply`]), then deletes the children this server no longer
-/// needs.
-pub async fn apply_children(ctx: &Context, ns: &str, server: &str, children: &Children) -> Result<Applied> {
+/// The writes of `children` (dry runs when `dry_run`), the Deployment's last; whether the
+/// Deployment is among them, and the Deployment as cached.
+fn plan<'a>(
+    ctx: &'a Context,
+    ns: &'a str,
+    children: &Children,
+    dry_run: bool,
+) -> (Writes<'a>, bool, Option<CachedDeployment>) {
     let caches = &ctx.caches;
     fn meta_of<K: Resource<DynamicType = ()>>(
         store: &Store<CachedChild<K>>,
         ns: &str,
         name: &Option<String>,
     ) -> Option<ChildMeta> {
-        name.as_ref().and_then(|n| store.get(&ObjectRef::new(n).within(ns))).map(|o| o.metadata.clone())
+        name.as_ref().and_then(|n| cached_meta(store, ns, n))
     }
     let mut writes = Writes::default();
     let sa = &children.service_account;
-    writes.add(write(ctx, ns, sa, meta_of(&caches.service_accounts, ns, &sa.metadata.name)));
+    writes.add(write(ctx, ns, sa, meta_of(&caches.service_accounts, ns, &sa.metadata.name), dry_run));
     let cm = &children.config_map;
-    writes.add(write(ctx, ns, cm, meta_of(&caches.config_maps, ns, &cm.metadata.name)));
+    writes.add(write(ctx, ns, cm, meta_of(&caches.config_maps, ns, &cm.metadata.name), dry_run));
     for svc in std::iter::once(&children.service).chain(&children.plugin_services) {
-        writes.add(write(ctx, ns, svc, meta_of(&caches.services, ns, &svc.metadata.name)));
+        writes.add(write(ctx, ns, svc, meta_of(&caches.services, ns, &svc.metadata.name), dry_run));
     }
     for np in &children.network_policies {
-        writes.add(write(ctx, ns, np, meta_of(&caches.network_policies, ns, &np.metadata.name)));
+        writes.add(write(ctx, ns, np, meta_of(&caches.network_policies, ns, &np.metadata.name), dry_run));
     }
     if let Some(pdb) = &children.pdb {
-        writes.add(write(ctx, ns, pdb, meta_of(&caches.pdbs, ns, &pdb.metadata.name)));
+        writes.add(write(ctx, ns, pdb, meta_of(&caches.pdbs, ns, &pdb.metadata.name), dry_run));
     }
     let cached_deployment = |d: &Deployment| d.metadata.name.as_ref().and_then(|n| caches.deployment(ns, n));
     for d in &children.plugin_deployments {
-        writes.add(write(ctx, ns, d, cached_deployment(d).map(|c| c.metadata)));
+        writes.add(write(ctx, ns, d, cached_deployment(d).map(|c| c.metadata), dry_run));
     }
     let main = &children.deployment;
     let cached_main = cached_deployment(main);
     // Last in the list, so that its result is the last one.
-    let main_applied = writes.add(write(ctx, ns, main, cached_main.as_ref().map(|c| c.metadata.clone())));
+    let main_applied = writes.add(write(ctx, ns, main, cached_main.as_ref().map(|c| c.metadata.clone()), dry_run));
+    (writes, main_applied, cached_main)
+}
+
+/// Applies, concurrently, every child that is missing or differs from what was last applied
+/// (see [`super::cache::Caches::needs_apply`]), then deletes the children this server no longer
+/// needs. A change of a running server that touches more than one child is first applied as a
+/// dry run: a child the API server refuses then leaves every child as it was (else a new
+/// NetworkPolicy or Service could already have landed beside the old pods).
+pub async fn apply_children(ctx: &Context, ns: &str, server: &str, children: &Children) -> Result<Applied> {
+    let caches = &ctx.caches;
+    let (writes, main_applied, cached_main) = plan(ctx, ns, children, false);
+    if cached_main.is_some() && writes.futures.len() > 1 {
+        let (trial, _, _) = plan(ctx, ns, children, true);
+        futures::future::try_join_all(trial.futures).await?;
+    }
     let lagging = writes.lagging;
     let results = futures::future::try_join_all(writes.futures).await?;
     let deployment = if main_applied { results.into_iter().last().flatten() } else { cached_main };
@@ -280,6 +300,50 @@ pub async fn apply_children(ctx: &Context, ns: &str, server: &str, children: &Ch
     Ok(Applied { deployment, lagging })
 }
 
+/// The cached metadata of the child `name` of `ns` in `store`.
+fn cached_meta<K: Resource<DynamicType = ()>>(
+    store: &Store<CachedChild<K>>,
+    ns: &str,
+    name: &str,
+) -> Option<ChildMeta> {
+    store.get(&ObjectRef::new(name).within(ns)).map(|o| o.metadata.clone())
+}
+
+/// A child of `server` whose name another server's child already has (a plugin workload is
+/// named `SERVER-PLUGIN`, which can be another server's own name): the apply would take that
+/// object over, so nothing is applied and the problem names both.
+fn name_taken(ctx: &Context, ns: &str, server: &str, children: &Children) -> Option<String> {
+    let caches = &ctx.caches;
+    let named = |kind: &'static str, name: &Option<String>| (kind, name.clone().unwrap_or_default());
+    let mut wanted = vec![named("ServiceAccount", &children.service_account.metadata.name)];
+    wanted.push(named("ConfigMap", &children.config_map.metadata.name));
+    wanted.extend(
+        std::iter::once(&children.service).chain(&children.plugin_services).map(|s| named("Service", &s.metadata.name)),
+    );
+    wanted.extend(children.network_policies.iter().map(|n| named("NetworkPolicy", &n.metadata.name)));
+    wanted.extend(children.pdb.iter().map(|p| named("PodDisruptionBudget", &p.metadata.name)));
+    wanted.extend(
+        std::iter::once(&children.deployment)
+            .chain(&children.plugin_deployments)
+            .map(|d| named("Deployment", &d.metadata.name)),
+    );
+    wanted.into_iter().find_map(|(kind, name)| {
+        let cached = match kind {
+            "ServiceAccount" => cached_meta(&caches.service_accounts, ns, &name),
+            "ConfigMap" => cached_meta(&caches.config_maps, ns, &name),
+            "Service" => cached_meta(&caches.services, ns, &name),
+            "NetworkPolicy" => cached_meta(&caches.network_policies, ns, &name),
+            "PodDisruptionBudget" => cached_meta(&caches.pdbs, ns, &name),
+            _ => caches.deployment(ns, &name).map(|d| d.metadata),
+        }?;
+        let other = cached.label(LABEL_INSTANCE).filter(|other| *other != server)?;
+        Some(format!(
+            "{kind} {name:?} belongs to MCPServer {other:?}: this server's would replace it (a plugin's workload is \
+             named SERVER-PLUGIN; rename the plugin object or one of the servers)"
+        ))
+    })
+}
+
 /// One child's write: none, none yet (the cache lags the operator's own apply), or an apply.
 enum Write<'a> {
     Skip,
@@ -289,7 +353,7 @@ enum Write<'a> {
 
 /// The apply of `desired` when it needs one (see [`Write`]); a Deployment's apply yields what
 /// the API server holds.
-fn write<'a, K>(ctx: &'a Context, ns: &'a str, desired: &K, cached: Option<ChildMeta>) -> Write<'a>
+fn write<'a, K>(ctx: &'a Context, ns: &'a str, desired: &K, cached: Option<ChildMeta>, dry_run: bool) -> Write<'a>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -305,6 +369,13 @@ where
     match ctx.caches.needs_apply(&key, &hash, cached.as_ref()) {
         Decision::Skip => Write::Skip,
         Decision::Lagging => Write::Lagging,
+        Decision::Apply if dry_run => Write::Apply(
+            async move {
+                apply_dry_run(&api::<K>(ctx, ns), &obj).await?;
+                Ok(None)
+            }
+            .boxed(),
+        ),
         Decision::Apply => Write::Apply(
             async move {
                 let stored = apply(&api::<K>(ctx, ns), &obj).await?;
@@ -368,8 +439,11 @@ async fn apply_server(server: &McpServer, ctx: &Context) -> Result<Action> {
             defaults: &ctx.defaults,
         };
         let children = build_children(&inputs);
-        let outcome = match config_map_too_large(&inputs, &children.config_map) {
-            Some(problem) => Err(Resolution::failed("ConfigTooLarge", problem)),
+        let blocked = config_map_too_large(&inputs, &children.config_map)
+            .map(|problem| Resolution::failed("ConfigTooLarge", problem))
+            .or_else(|| name_taken(ctx, &ns, &name, &children).map(|problem| Resolution::failed("NameTaken", problem)));
+        let outcome = match blocked {
+            Some(problem) => Err(problem),
             None => match apply_children(ctx, &ns, &name, &children).await {
                 // The Deployment was applied moments ago and is not cached yet: nothing to report.
                 Ok(done) if done.lagging && done.deployment.is_none() => return Ok(Action::requeue(CATCH_UP)),

@@ -19,10 +19,26 @@ pub async fn apply<K>(api: &Api<K>, obj: &K) -> kube::Result<K>
 where
     K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
 {
+    apply_with(api, obj, apply_params()).await
+}
+
+/// What [`apply`] would do, stored nowhere (`dryRun=All`): the API server's validation and
+/// admission run, so a refusal is known before anything is written.
+pub async fn apply_dry_run<K>(api: &Api<K>, obj: &K) -> kube::Result<K>
+where
+    K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
+{
+    apply_with(api, obj, apply_params().dry_run()).await
+}
+
+async fn apply_with<K>(api: &Api<K>, obj: &K, params: PatchParams) -> kube::Result<K>
+where
+    K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
+{
     let mut obj = obj.clone();
     obj.meta_mut().managed_fields = None;
     let body = with_type_meta::<K>(serde_json::to_value(&obj).expect("objects serialize"));
-    api.patch(&obj.name_any(), &apply_params(), &Patch::Apply(body)).await
+    api.patch(&obj.name_any(), &params, &Patch::Apply(body)).await
 }
 
 /// Replaces the status of `name` with `status`, whole: a JSON patch `add /status` on the status

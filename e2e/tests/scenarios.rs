@@ -392,6 +392,44 @@ EOF"
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn add_plugin_whose_workload_name_is_another_servers_is_refused_and_that_server_untouched() -> Result<()> {
+    let env = env();
+    let _g = env.shared().await;
+    let ns = env.namespace("plugin-names").await?;
+    ns.sh_ok("kubectl apply -f - <<EOF\napiVersion: mcp.n-takatsu.dev/v1alpha1\nkind: MCPServer\nmetadata: {name: web-db}\nspec: {}\nEOF")?;
+    running(&ns, "web-db", 1).await?;
+    let before = ns.api::<k8s_openapi::api::core::v1::Service>().get("web-db").await?;
+    // Server web with a Container plugin db: its plugin workload would be named web-db.
+    ns.sh_ok(
+        "kubectl apply -f - <<EOF
+apiVersion: mcp.n-takatsu.dev/v1alpha1
+kind: Plugin
+metadata: {name: db}
+spec: {name: db, image: \"mcp-plugin:e2e\", isolation: {level: Container}}
+---
+apiVersion: mcp.n-takatsu.dev/v1alpha1
+kind: MCPServer
+metadata: {name: web}
+spec: {plugins: [db]}
+EOF",
+    )?;
+    let web = wait_for(&ns.api::<McpServer>(), "web", "Ready False NameTaken", |s: Option<&McpServer>| {
+        s.and_then(|s| s.status.as_ref())
+            .is_some_and(|st| st.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == "NameTaken"))
+    })
+    .await?;
+    let (_, _, message) = condition(&web, "Ready");
+    ensure!(message.contains("web-db") && message.contains("belongs to MCPServer"), "names both: {message}");
+    let after = ns.api::<k8s_openapi::api::core::v1::Service>().get("web-db").await?;
+    ensure!(
+        after.metadata.resource_version == before.metadata.resource_version,
+        "the other server's Service is untouched"
+    );
+    running(&ns, "web-db", 1).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn add_plugin_dependency_closure_missing_and_cycle_are_reported() -> Result<()> {
     let env = env();
     let _g = env.shared().await;
@@ -1301,6 +1339,11 @@ async fn multi_tenant_policy_per_tenant_namespace() -> Result<()> {
 #[case::bad_request_quantity("resources: {requests: {memory: 1GB}}", "spec.resources.requests.memory")]
 #[case::empty_env_name("env: [{name: \"\", value: x}]", "spec.env[0].name")]
 #[case::env_name_with_digit_first("env: [{name: 1ABC, value: x}]", "spec.env[0].name")]
+#[case::env_name_dot("env: [{name: x, value: y}, {name: ., value: x}]", "spec.env[1].name")]
+#[case::env_name_dot_dot("env: [{name: ..x, value: x}]", "spec.env[0].name")]
+#[case::negative_quantity("resources: {limits: {cpu: \"-1\"}}", "spec.resources.limits.cpu")]
+#[case::fractional_exponent("resources: {limits: {cpu: 1e1.5}}", "spec.resources.limits.cpu")]
+#[case::image_with_a_space("image: \"mcp-rs latest\"", "spec.image")]
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_mcpserver_is_rejected_naming_the_field(#[case] spec: &str, #[case] field: &str) -> Result<()> {
     let env = env();
@@ -1369,6 +1412,31 @@ async fn bad_input_mcpserver_is_rejected_naming_the_field(#[case] spec: &str, #[
     "kind: SecurityPolicy\nmetadata: {name: p}\nspec: {audit: {enabled: true, logLevel: debug}}",
     "spec.audit.logLevel"
 )]
+#[case::cert_secret_name_with_a_space(
+    "kind: SecurityPolicy\nmetadata: {name: p}\nspec: {encryption: {tlsEnabled: true, certSecretName: \"my cert\"}}",
+    "spec.encryption.certSecretName"
+)]
+#[case::secret_ref_uppercase(
+    "kind: SecurityPolicy\nmetadata: {name: p}\nspec: {authentication: {methods: [apikey], apiKeys: {secretRef: {name: Keys}}}}",
+    "spec.authentication.apiKeys.secretRef.name"
+)]
+#[case::cidr_octet(
+    "kind: SecurityPolicy\nmetadata: {name: p}\nspec: {network: {allowedCIDRs: [10.0.0.0/8, 999.1.1.1/8]}}",
+    "spec.network.allowedCIDRs[1]"
+)]
+#[case::cidr_prefix(
+    "kind: SecurityPolicy\nmetadata: {name: p}\nspec: {network: {allowedCIDRs: [1.2.3.4/40]}}",
+    "spec.network.allowedCIDRs[0]"
+)]
+#[case::namespace_name(
+    "kind: SecurityPolicy\nmetadata: {name: p}\nspec: {network: {allowedNamespaces: [Team A]}}",
+    "spec.network.allowedNamespaces[0]"
+)]
+#[case::duplicate_role(
+    "kind: SecurityPolicy\nmetadata: {name: p}\nspec: {authorization: {tools: [{role: dev, allow: [a]}, {role: dev, allow: [b]}]}}",
+    "spec.authorization.tools"
+)]
+#[case::plugin_image_with_a_space("kind: Plugin\nmetadata: {name: p}\nspec: {name: p, image: \"a b\"}", "spec.image")]
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_plugin_and_policy_are_rejected_naming_the_field(
     #[case] body: &str,

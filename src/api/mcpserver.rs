@@ -80,9 +80,10 @@ pub struct McpServerSpec {
     #[schemars(range(min = 1, max = 10))]
     pub replicas: i32,
 
-    /// Container image of the MCP server. Defaults to the operator's `--default-server-image`.
+    /// Container image of the MCP server (no whitespace). Defaults to the operator's
+    /// `--default-server-image`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^[^\s]+$"))]
     pub image: Option<String>,
 
     /// When the kubelet pulls the server's and its plugins' images: Always, IfNotPresent or Never.

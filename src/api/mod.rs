@@ -51,11 +51,12 @@ pub(crate) fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::S
 
 /// Syntax of a resource quantity (`resource.Quantity`), so that the API server refuses a
 /// malformed one with the field named instead of the Deployment failing later.
-const QUANTITY_PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
+const QUANTITY_PATTERN: &str = r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]+))?$";
 
 /// Environment variable names every supported Kubernetes accepts (1.25+: a C identifier with
-/// `-` and `.`; newer versions accept more, which older ones would refuse in the pod).
-const ENV_NAME_PATTERN: &str = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$";
+/// `-` and `.`, not `.` and not starting with `..`; newer versions accept more, which older ones
+/// would refuse in the pod).
+const ENV_NAME_PATTERN: &str = r"^([-_a-zA-Z]|\.[-_a-zA-Z0-9])[-._a-zA-Z0-9]*$";
 
 /// Compute resources whose quantities must parse.
 pub(crate) fn resources(gen: &mut schemars::SchemaGenerator) -> schemars::Schema {

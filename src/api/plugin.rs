@@ -51,8 +51,8 @@ pub struct PluginSpec {
     #[schemars(length(min = 1, max = 63))]
     pub name: String,
 
-    /// Container image of the plugin.
-    #[schemars(length(min = 1))]
+    /// Container image of the plugin (no whitespace).
+    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^[^\s]+$"))]
     pub image: String,
 
     /// Plugin version.

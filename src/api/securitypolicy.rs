@@ -208,19 +208,25 @@ pub struct MtlsAuth {
 /// A Secret in the policy's namespace.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct SecretRef {
-    /// Secret name.
-    #[schemars(length(min = 1, max = 253))]
+    /// Secret name (a DNS subdomain: lowercase letters, digits, '-' and '.').
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub name: String,
 }
 
 /// One key of a Secret in the policy's namespace.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct SecretKeyRef {
-    /// Secret name.
-    #[schemars(length(min = 1, max = 253))]
+    /// Secret name (a DNS subdomain: lowercase letters, digits, '-' and '.').
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub name: String,
-    /// Key in the Secret.
-    #[schemars(length(min = 1, max = 253))]
+    /// Key in the Secret (letters, digits, '-', '_' and '.').
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
     pub key: String,
 }
 
@@ -238,9 +244,10 @@ pub struct Authorization {
     /// Token claim the roles are read from.
     #[serde(default = "default_roles_claim")]
     pub roles_claim: String,
-    /// Per-role allow lists of tool names. A role without an entry may use every tool if
-    /// `allowedRoles` names it; other roles grant no tool (only `anonymousTools`).
+    /// Per-role allow lists of tool names, one per role. A role without an entry may use every
+    /// tool if `allowedRoles` names it; other roles grant no tool (only `anonymousTools`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["role"]))]
     pub tools: Vec<ToolAccess>,
     /// Tools a caller without credentials may list and call when authentication is not required
     /// (exact names, `prefix*`, or `*`). Default: none; anonymous callers may still initialize,
@@ -306,8 +313,12 @@ pub struct Encryption {
     /// Minimum TLS version: "1.2" or "1.3".
     #[serde(default)]
     pub tls_version: TlsVersion,
-    /// kubernetes.io/tls Secret (tls.crt, tls.key) in the policy's namespace.
+    /// kubernetes.io/tls Secret (tls.crt, tls.key) in the policy's namespace (a DNS subdomain).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub cert_secret_name: Option<String>,
     /// When the Secret `certSecretName` does not exist, the operator creates it: a self-signed
     /// certificate (ECDSA P-256, one year) for the Services of the policy's namespace
@@ -389,10 +400,11 @@ pub struct Cors {
 pub struct Network {
     /// Client address ranges that may connect.
     #[serde(default, rename = "allowedCIDRs")]
-    #[schemars(extend("items" = {"type": "string", "pattern": r"^([0-9]{1,3}\.){3}[0-9]{1,3}/[0-9]{1,2}$|^[0-9a-fA-F:]+/[0-9]{1,3}$"}))]
+    #[schemars(extend("items" = {"type": "string", "maxLength": 43, "pattern": r"^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])/([0-9]|[12][0-9]|3[0-2])$|^[0-9a-fA-F:.]*:[0-9a-fA-F:.]*/([0-9]|[1-9][0-9]|1[01][0-9]|12[0-8])$"}))]
     pub allowed_cidrs: Vec<String>,
-    /// Namespaces whose pods may connect.
+    /// Namespaces whose pods may connect (namespace names).
     #[serde(default)]
+    #[schemars(extend("items" = {"type": "string", "maxLength": 63, "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"}))]
     pub allowed_namespaces: Vec<String>,
 }
 

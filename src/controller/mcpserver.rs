@@ -313,35 +313,39 @@ fn cached_meta<K: Resource<DynamicType = ()>>(
 /// named `SERVER-PLUGIN`, which can be another server's own name): the apply would take that
 /// object over, so nothing is applied and the problem names both.
 fn name_taken(ctx: &Context, ns: &str, server: &str, children: &Children) -> Option<String> {
-    let caches = &ctx.caches;
-    let named = |kind: &'static str, name: &Option<String>| (kind, name.clone().unwrap_or_default());
-    let mut wanted = vec![named("ServiceAccount", &children.service_account.metadata.name)];
-    wanted.push(named("ConfigMap", &children.config_map.metadata.name));
-    wanted.extend(
-        std::iter::once(&children.service).chain(&children.plugin_services).map(|s| named("Service", &s.metadata.name)),
-    );
-    wanted.extend(children.network_policies.iter().map(|n| named("NetworkPolicy", &n.metadata.name)));
-    wanted.extend(children.pdb.iter().map(|p| named("PodDisruptionBudget", &p.metadata.name)));
-    wanted.extend(
-        std::iter::once(&children.deployment)
-            .chain(&children.plugin_deployments)
-            .map(|d| named("Deployment", &d.metadata.name)),
-    );
-    wanted.into_iter().find_map(|(kind, name)| {
-        let cached = match kind {
-            "ServiceAccount" => cached_meta(&caches.service_accounts, ns, &name),
-            "ConfigMap" => cached_meta(&caches.config_maps, ns, &name),
-            "Service" => cached_meta(&caches.services, ns, &name),
-            "NetworkPolicy" => cached_meta(&caches.network_policies, ns, &name),
-            "PodDisruptionBudget" => cached_meta(&caches.pdbs, ns, &name),
-            _ => caches.deployment(ns, &name).map(|d| d.metadata),
-        }?;
+    let (caches, c) = (&ctx.caches, children);
+    let conflict = |kind: &str, name: &str, cached: ChildMeta| {
         let other = cached.label(LABEL_INSTANCE).filter(|other| *other != server)?;
         Some(format!(
             "{kind} {name:?} belongs to MCPServer {other:?}: this server's would replace it (a plugin's workload is \
              named SERVER-PLUGIN; rename the plugin object or one of the servers)"
         ))
-    })
+    };
+    fn taken<K: Resource<DynamicType = ()>>(
+        store: &Store<CachedChild<K>>,
+        ns: &str,
+        name: &Option<String>,
+        conflict: &dyn Fn(&str, &str, ChildMeta) -> Option<String>,
+    ) -> Option<String> {
+        let name = name.as_deref()?;
+        conflict(&K::kind(&()), name, cached_meta(store, ns, name)?)
+    }
+    taken(&caches.service_accounts, ns, &c.service_account.metadata.name, &conflict)
+        .or_else(|| taken(&caches.config_maps, ns, &c.config_map.metadata.name, &conflict))
+        .or_else(|| {
+            let services = std::iter::once(&c.service).chain(&c.plugin_services);
+            services.into_iter().find_map(|svc| taken(&caches.services, ns, &svc.metadata.name, &conflict))
+        })
+        .or_else(|| {
+            c.network_policies.iter().find_map(|np| taken(&caches.network_policies, ns, &np.metadata.name, &conflict))
+        })
+        .or_else(|| c.pdb.iter().find_map(|pdb| taken(&caches.pdbs, ns, &pdb.metadata.name, &conflict)))
+        .or_else(|| {
+            std::iter::once(&c.deployment).chain(&c.plugin_deployments).find_map(|d| {
+                let name = d.metadata.name.as_deref()?;
+                conflict("Deployment", name, caches.deployment(ns, name)?.metadata)
+            })
+        })
 }
 
 /// One child's write: none, none yet (the cache lags the operator's own apply), or an apply.

@@ -252,14 +252,15 @@ impl JwtVerifier {
         })?;
         let claims = data.claims;
         check_claim_types(&claims, self.issuer.as_deref())?;
-        let subject = ["sub", "client_id", "azp"]
-            .iter()
-            .find_map(|c| claims.get(*c).and_then(Value::as_str))
-            .unwrap_or("unknown")
-            .to_string();
+        // A token that names no subject is refused: all of them would be one caller ("unknown"),
+        // sharing sessions and a rate limit.
+        let (claim, subject) = ["sub", "client_id", "azp"]
+            .into_iter()
+            .find_map(|c| claims.get(c).and_then(Value::as_str).map(|s| (c, s.to_string())))
+            .ok_or_else(|| invalid("the token names no subject (sub, client_id or azp)"))?;
         // Accepted until exp plus the clock skew allowance, as above.
         let until = super::numeric_date(claims.get("exp")).map(|exp| exp.saturating_add(LEEWAY_SECS));
-        Ok(Identity::new(&subject, "jwt", roles_from_claims(&claims, &self.roles_claim)).until(until))
+        Ok(Identity::new(&subject, "jwt", roles_from_claims(&claims, &self.roles_claim)).until(until).from_claim(claim))
     }
 }
 
@@ -296,6 +297,27 @@ mod tests {
         let id = verifier(b"k").verify(&hs(good(), b"k")).await.unwrap();
         assert_eq!(id.subject, "alice");
         assert_eq!(id.roles, vec!["developer"]);
+    }
+
+    #[tokio::test]
+    async fn the_subject_claim_keys_the_caller_and_a_token_without_one_is_refused() {
+        let v = verifier(b"k");
+        let user = v.verify(&hs(good(), b"k")).await.unwrap();
+        let mut client = good();
+        client.as_object_mut().unwrap().remove("sub");
+        client["client_id"] = json!("alice");
+        let client = v.verify(&hs(client, b"k")).await.unwrap();
+        assert_eq!((user.subject.as_str(), client.subject.as_str()), ("alice", "alice"));
+        assert_ne!(user.session_owner(), client.session_owner(), "a client id never passes for a user's subject");
+        assert_ne!(user.rate_key(), client.rate_key());
+        let mut nobody = good();
+        nobody.as_object_mut().unwrap().remove("sub");
+        let e = v.verify(&hs(nobody, b"k")).await.unwrap_err();
+        assert!(e.detail.contains("no subject"), "{}", e.detail);
+        // A float exp still bounds the streams the token opens.
+        let mut float = good();
+        float["exp"] = json!(now() as f64 + 600.5);
+        assert!(v.verify(&hs(float, b"k")).await.unwrap().expires_at.is_some());
     }
 
     #[tokio::test]

@@ -23,12 +23,20 @@ pub struct Identity {
     pub anonymous: bool,
     /// When the credential stops being accepted (unix seconds): streams opened with it end then.
     pub expires_at: Option<u64>,
+    /// The token claim the subject was read from (`sub`, `client_id`, ...; empty for API keys and
+    /// certificates): part of the keys sessions and rate limits go by, so that a client's id can
+    /// never pass for a user's subject of the same value.
+    pub subject_claim: &'static str,
 }
 
 impl Identity {
     /// An authenticated identity.
     pub fn new(subject: &str, method: &'static str, roles: Vec<String>) -> Self {
-        Self { subject: subject.to_string(), method, roles, anonymous: false, expires_at: None }
+        Self { subject: subject.to_string(), method, roles, anonymous: false, expires_at: None, subject_claim: "" }
+    }
+    /// The same identity, its subject read from the token claim `claim`.
+    pub fn from_claim(self, claim: &'static str) -> Self {
+        Self { subject_claim: claim, ..self }
     }
     /// The same identity, valid until `expires_at` (unix seconds).
     pub fn until(self, expires_at: Option<u64>) -> Self {
@@ -41,7 +49,14 @@ impl Identity {
     }
     /// An anonymous caller, known by its address.
     pub fn anonymous(client: &str) -> Self {
-        Self { subject: client.to_string(), method: "anonymous", roles: vec![], anonymous: true, expires_at: None }
+        Self {
+            subject: client.to_string(),
+            method: "anonymous",
+            roles: vec![],
+            anonymous: true,
+            expires_at: None,
+            subject_claim: "",
+        }
     }
     /// The same caller served as anonymous (its roles not allowed where authentication is
     /// optional): no roles, anonymous grants, still known by its subject for audit and limits.
@@ -53,7 +68,7 @@ impl Identity {
         if self.method == "anonymous" {
             format!("ip:{}", self.subject)
         } else {
-            format!("{}:{}", self.method, self.subject)
+            format!("{}:{}:{}", self.method, self.subject_claim, self.subject)
         }
     }
     /// Who owns the sessions this caller creates: its identity, or `anonymous` (whose sessions
@@ -62,7 +77,7 @@ impl Identity {
         if self.anonymous {
             "anonymous".to_string()
         } else {
-            format!("{}:{}", self.method, self.subject)
+            format!("{}:{}:{}", self.method, self.subject_claim, self.subject)
         }
     }
     /// For audit records.

@@ -111,13 +111,16 @@ impl Introspector {
         let Some(ttl) = cache_for(super::numeric_date(doc.get("exp")), unix) else {
             return Err(AuthError::new("invalid_token", "token expired"));
         };
-        let subject = ["sub", "username", "client_id"]
-            .iter()
-            .find_map(|c| doc.get(*c).and_then(Value::as_str))
-            .unwrap_or("unknown")
-            .to_string();
+        // An answer that names no subject is refused: all of them would be one caller.
+        let Some((claim, subject)) = ["sub", "username", "client_id"]
+            .into_iter()
+            .find_map(|c| doc.get(c).and_then(Value::as_str).map(|s| (c, s.to_string())))
+        else {
+            return Err(AuthError::new("invalid_token", "the introspection answer names no subject"));
+        };
         let id = Identity::new(&subject, "oauth2", roles_from_claims(&doc, &self.roles_claim))
-            .until(super::numeric_date(doc.get("exp")));
+            .until(super::numeric_date(doc.get("exp")))
+            .from_claim(claim);
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= MAX_ENTRIES {
             cache.retain(|_, (_, until)| *until > now);

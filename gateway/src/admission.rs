@@ -9,7 +9,7 @@
 //! were checked are the bytes forwarded.
 
 use crate::auth::AuthError;
-use crate::authz::{denied_tools, IdMap, ToolAccess};
+use crate::authz::{denied_to_anonymous, denied_tools, IdMap, ToolAccess};
 use crate::config::Cors;
 use crate::jsonrpc::{self, error_response, Kind, ParseError, Parsed};
 use bytes::Bytes;
@@ -47,6 +47,10 @@ pub enum Refusal {
     Invalid(ParseError),
     /// A `tools/call` of a tool the caller may not use (403).
     ToolDenied(Vec<String>),
+    /// A method an anonymous caller may not use (403): it may initialize, ping, list, call the
+    /// anonymous tools and follow their tasks; reading resources or prompts, completions and
+    /// logging need credentials.
+    MethodDenied(Vec<String>),
     /// No `Mcp-Session-Id` where one is needed (400).
     NoSession,
     /// A session the gateway does not know, or that ended (404, the client starts a new one).
@@ -63,9 +67,11 @@ impl Refusal {
         match self {
             Self::NotFound | Self::UnknownSession => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::OriginNotAllowed(_) | Self::InsufficientRole(_) | Self::ToolDenied(_) | Self::ForeignSession => {
-                StatusCode::FORBIDDEN
-            }
+            Self::OriginNotAllowed(_)
+            | Self::InsufficientRole(_)
+            | Self::ToolDenied(_)
+            | Self::MethodDenied(_)
+            | Self::ForeignSession => StatusCode::FORBIDDEN,
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -92,6 +98,7 @@ impl Refusal {
             Self::Overloaded => "overloaded",
             Self::Invalid(e) => e.reason,
             Self::ToolDenied(_) => "tool_denied",
+            Self::MethodDenied(_) => "method_denied",
             Self::NoSession => "no_session",
             Self::UnknownSession => "unknown_session",
             Self::ForeignSession => "session_owner",
@@ -109,6 +116,7 @@ impl Refusal {
             Self::BodyTooLarge(n) => format!("body_too_large: more than {n} bytes"),
             Self::Invalid(e) => format!("{}: {}", e.reason, e.message),
             Self::ToolDenied(tools) => format!("tool_denied: {}", tools.join(",")),
+            Self::MethodDenied(methods) => format!("method_denied: {}", methods.join(",")),
             Self::ForeignSession => "session_owner: session of another caller".into(),
             other => other.reason().to_string(),
         }
@@ -146,6 +154,9 @@ impl Refusal {
             Self::Overloaded => "Service Unavailable: too many requests in flight".into(),
             Self::Invalid(e) => e.message.clone(),
             Self::ToolDenied(tools) => format!("Forbidden: tool {:?} is not allowed", tools.join(",")),
+            Self::MethodDenied(methods) => {
+                format!("Forbidden: {:?} needs credentials", methods.join(","))
+            }
             Self::NoSession => "Bad Request: no valid session ID provided".into(),
             Self::UnknownSession => "Session not found".into(),
             Self::ForeignSession => "Forbidden: session of another caller".into(),
@@ -322,16 +333,28 @@ fn gateway_id() -> String {
 }
 
 /// Decide on a body (a POST's, or a WebSocket text frame): parse it strictly, check every message
-/// (batches element by element, notifications like requests) against the caller's tool access,
-/// and give ids the gateway controls to a restricted caller's `tools/list` requests (every
-/// request when `rewrite_all`, as the stdio bridge matches every answer itself).
-pub fn admit(body: Bytes, max_batch: usize, access: &ToolAccess, rewrite_all: bool) -> Result<Admitted, Box<Denied>> {
+/// (batches element by element, notifications like requests) against the caller's tool access
+/// (and, for an `anonymous` caller, the methods it may use), and give ids the gateway controls to
+/// a restricted caller's `tools/list` requests (every request when `rewrite_all`, as the stdio
+/// bridge matches every answer itself).
+pub fn admit(
+    body: Bytes,
+    max_batch: usize,
+    access: &ToolAccess,
+    anonymous: bool,
+    rewrite_all: bool,
+) -> Result<Admitted, Box<Denied>> {
     let parsed = jsonrpc::parse(body, max_batch).map_err(|e| {
         Box::new(Denied { reply: e.to_response(), refusal: Refusal::Invalid(e), method: None, tool: None })
     })?;
-    let denied = denied_tools(&parsed, access);
-    if !denied.is_empty() {
-        let refusal = Refusal::ToolDenied(denied);
+    let methods = if anonymous { denied_to_anonymous(&parsed) } else { vec![] };
+    let tools = denied_tools(&parsed, access);
+    let refusal = match (methods.is_empty(), tools.is_empty()) {
+        (false, _) => Some(Refusal::MethodDenied(methods)),
+        (true, false) => Some(Refusal::ToolDenied(tools)),
+        (true, true) => None,
+    };
+    if let Some(refusal) = refusal {
         // One error per request (an array for a batch), each echoing its request's id.
         let errors: Vec<Value> = parsed.requests().map(|m| refusal.rpc_error(m.id.as_ref())).collect();
         let reply = if parsed.batch { Value::Array(errors) } else { errors.into_iter().next().unwrap_or(Value::Null) };
@@ -513,37 +536,66 @@ mod tests {
     fn tool_calls_are_checked_whatever_their_framing() {
         let dev = ToolAccess::Only(vec!["echo".into()]);
         let call = |id: Value, tool: &str| json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool}});
-        assert!(admit(body(&call(json!(1), "echo")), 8, &dev, false).is_ok());
+        assert!(admit(body(&call(json!(1), "echo")), 8, &dev, false, false).is_ok());
         assert_eq!(
-            admit(body(&call(json!(1), "get-env")), 8, &dev, false).unwrap_err().refusal,
+            admit(body(&call(json!(1), "get-env")), 8, &dev, false, false).unwrap_err().refusal,
             Refusal::ToolDenied(vec!["get-env".into()])
         );
         let batch = json!([call(json!(1), "echo"), call(json!(2), "get-env")]);
-        assert_eq!(admit(body(&batch), 8, &dev, false).unwrap_err().refusal.reason(), "tool_denied");
+        assert_eq!(admit(body(&batch), 8, &dev, false, false).unwrap_err().refusal.reason(), "tool_denied");
         let note = json!({"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "get-env"}});
-        assert_eq!(admit(body(&note), 8, &dev, false).unwrap_err().refusal.reason(), "invalid_request");
+        assert_eq!(admit(body(&note), 8, &dev, false, false).unwrap_err().refusal.reason(), "invalid_request");
         let dup = Bytes::from_static(
             br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get-env","name":"echo"}}"#,
         );
-        assert_eq!(admit(dup, 8, &dev, false).unwrap_err().refusal.reason(), "invalid_request");
+        assert_eq!(admit(dup, 8, &dev, false, false).unwrap_err().refusal.reason(), "invalid_request");
         let spelled = json!({"jsonrpc": "2.0", "id": 1, "method": "Tools/Call", "params": {"name": "get-env"}});
-        assert_eq!(admit(body(&spelled), 8, &dev, false).unwrap_err().refusal.reason(), "unknown_method");
+        assert_eq!(admit(body(&spelled), 8, &dev, false, false).unwrap_err().refusal.reason(), "unknown_method");
+    }
+
+    #[test]
+    fn an_anonymous_caller_may_initialize_ping_list_and_call_its_tools_only() {
+        let anon = ToolAccess::Only(vec!["get-sum".into()]);
+        let req = |method: &str| json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": {}});
+        for method in ["initialize", "ping", "tools/list", "resources/list", "resources/templates/list", "prompts/list"]
+        {
+            assert!(admit(body(&req(method)), 8, &anon, true, false).is_ok(), "{method}");
+        }
+        let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "get-sum"}});
+        assert!(admit(body(&call), 8, &anon, true, false).is_ok());
+        let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        assert!(admit(body(&note), 8, &anon, true, false).is_ok());
+        for method in
+            ["resources/read", "resources/subscribe", "prompts/get", "completion/complete", "logging/setLevel"]
+        {
+            let denied = admit(body(&req(method)), 8, &anon, true, false).unwrap_err();
+            assert_eq!(denied.refusal, Refusal::MethodDenied(vec![method.into()]), "{method}");
+            assert_eq!(denied.refusal.status(), StatusCode::FORBIDDEN);
+            assert_eq!(denied.reply["id"], 1, "the JSON-RPC error answers the request");
+            // A caller with credentials may.
+            assert!(admit(body(&req(method)), 8, &anon, false, false).is_ok(), "{method}");
+        }
+        // Inside a batch too, and before any tool check.
+        let mut read = req("resources/read");
+        read["id"] = json!(2);
+        let batch = json!([req("ping"), read]);
+        assert_eq!(admit(body(&batch), 8, &anon, true, false).unwrap_err().refusal.reason(), "method_denied");
     }
 
     #[test]
     fn restricted_tool_lists_get_gateway_ids_and_nothing_else_changes() {
         let dev = ToolAccess::Only(vec!["echo".into()]);
         let text = r#"[{"jsonrpc":"2.0","id":1.0,"method":"tools/list"},{"jsonrpc":"2.0","id":"p","method":"ping"}]"#;
-        let a = admit(Bytes::from_static(text.as_bytes()), 8, &dev, false).unwrap();
+        let a = admit(Bytes::from_static(text.as_bytes()), 8, &dev, false, false).unwrap();
         assert_eq!(a.rewrites.len(), 1);
         let forwarded: Value = serde_json::from_slice(&a.forward()).unwrap();
         let gw_id = forwarded[0]["id"].as_str().unwrap().to_string();
         assert!(gw_id.starts_with("mcpgw-"), "{gw_id}");
         assert_eq!(forwarded[1]["id"], "p");
         assert_eq!(a.ids.entries, vec![(gw_id, json!(1.0))]);
-        let all = admit(Bytes::from_static(text.as_bytes()), 8, &ToolAccess::All, false).unwrap();
+        let all = admit(Bytes::from_static(text.as_bytes()), 8, &ToolAccess::All, false, false).unwrap();
         assert_eq!(all.forward(), text.as_bytes(), "an unrestricted caller's bytes pass untouched");
-        let bridged = admit(Bytes::from_static(text.as_bytes()), 8, &ToolAccess::All, true).unwrap();
+        let bridged = admit(Bytes::from_static(text.as_bytes()), 8, &ToolAccess::All, false, true).unwrap();
         assert_eq!(bridged.rewrites.len(), 2, "the bridge gets a gateway id for every request");
         assert_eq!(bridged.ids.entries[1].1, json!("p"));
     }

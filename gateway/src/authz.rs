@@ -134,6 +134,35 @@ pub fn pattern_matches(pattern: &str, name: &str) -> bool {
     }
 }
 
+/// What an anonymous caller (no credentials where they are optional) may ask for: initialize,
+/// ping, the lists (its `tools/list` filtered), `tools/call` of its tools and the tasks those
+/// start, and notifications. Anything else (reading resources and prompts, completions,
+/// logging, a method a later revision adds) needs credentials.
+const ANONYMOUS_METHODS: &[&str] = &[
+    "initialize",
+    "ping",
+    "tools/list",
+    "tools/call",
+    "resources/list",
+    "resources/templates/list",
+    "prompts/list",
+    "tasks/get",
+    "tasks/list",
+    "tasks/result",
+    "tasks/cancel",
+];
+
+/// The methods of a request an anonymous caller may not use.
+pub fn denied_to_anonymous(parsed: &crate::jsonrpc::Parsed) -> Vec<String> {
+    parsed
+        .messages
+        .iter()
+        .filter_map(|m| m.method.as_deref())
+        .filter(|m| !m.starts_with("notifications/") && !ANONYMOUS_METHODS.contains(m))
+        .map(str::to_string)
+        .collect()
+}
+
 /// The `tools/call`s of a request that `access` refuses (their tool names).
 pub fn denied_tools(parsed: &crate::jsonrpc::Parsed, access: &ToolAccess) -> Vec<String> {
     parsed

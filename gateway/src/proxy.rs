@@ -544,7 +544,10 @@ async fn serve_mcp(gw: &Arc<Gateway>, conn: &ConnInfo, cx: &mut Ctx, req: Reques
         };
         _held = permit;
         let rewrite_all = matches!(gw.backend, Backend::Stdio(_));
-        match admission::admit(bytes, gw.max_batch, &access, rewrite_all) {
+        // An anonymous caller under a policy (authentication optional) may use only some
+        // methods; where no authentication is configured everyone is anonymous and unrestricted.
+        let anonymous = identity.anonymous && access.is_restricted();
+        match admission::admit(bytes, gw.max_batch, &access, anonymous, rewrite_all) {
             Ok(a) => {
                 cx.rec.method = Some(a.parsed.method_label());
                 cx.rec.tool = a.parsed.tool_label();

@@ -208,7 +208,9 @@ fn check(
     access: &ToolAccess,
     rec: &mut Record,
 ) -> Result<admission::Admitted, (Refusal, Option<Value>)> {
-    let admitted = match admission::admit(bytes::Bytes::copy_from_slice(text.as_bytes()), gw.max_batch, access, false) {
+    let anonymous = identity.anonymous && access.is_restricted();
+    let bytes = bytes::Bytes::copy_from_slice(text.as_bytes());
+    let admitted = match admission::admit(bytes, gw.max_batch, access, anonymous, false) {
         Ok(a) => a,
         Err(denied) => {
             let denied = *denied;

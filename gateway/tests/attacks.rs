@@ -415,6 +415,18 @@ async fn anonymous_is_never_more_privileged_than_a_role() {
     }
     let a = gw.denied("tool_denied", 403).await;
     assert_eq!(a["identity"], "anonymous");
+    // Nor may anonymous read what the server holds besides tools: resources, prompts,
+    // completions and logging need credentials (the lists do not).
+    for method in ["resources/read", "prompts/get", "completion/complete", "logging/setLevel", "resources/subscribe"] {
+        let marker = format!("m-anon-{method}");
+        let msg = json!({"jsonrpc": "2.0", "id": marker, "method": method, "params": {"uri": "demo://x", "name": "p"}});
+        let r = rpc(&gw.url(), &[], &msg).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "anonymous {method}");
+        assert_eq!(rec.with_marker(&marker), 0, "{method} not forwarded");
+    }
+    gw.denied("method_denied", 403).await;
+    let lists = json!({"jsonrpc": "2.0", "id": "ok-anon-resources", "method": "resources/list"});
+    assert_eq!(rpc(&gw.url(), &[], &lists).await.status, StatusCode::OK, "the lists stay open");
     // A caller whose role is not allowed is served as anonymous, not better.
     let guest = bearer(&hs256(&claims("guest", &["viewer"])));
     let r = rpc(&gw.url(), &[("authorization", &guest)], &call_tool(json!("m-guest"), "get-sum", json!({}))).await;

@@ -31,12 +31,17 @@ fuzz_target!(|data: &[u8]| {
         _ => ToolAccess::Only(vec![]),
     };
     let rewrite_all = flags & 4 != 0;
-    let Ok(admitted) = admit(bytes::Bytes::copy_from_slice(body), 8, &access, rewrite_all) else { return };
+    let anonymous = flags & 8 != 0;
+    let Ok(admitted) = admit(bytes::Bytes::copy_from_slice(body), 8, &access, anonymous, rewrite_all) else { return };
     let checked: Vec<(Option<String>, Option<String>)> =
         admitted.parsed.messages.iter().map(|m| (m.method.clone(), m.tool.clone())).collect();
-    for (_, tool) in &checked {
+    for (method, tool) in &checked {
         if let Some(t) = tool {
             assert!(access.allows(t), "a denied tool was admitted: {t}");
+        }
+        if let (true, Some(m)) = (anonymous, method) {
+            let may = m.starts_with("notifications/") || m.ends_with("/list") || m.starts_with("tasks/");
+            assert!(may || ["initialize", "ping", "tools/call"].contains(&m.as_str()), "an anonymous {m} was admitted");
         }
     }
     let forwarded = admitted.forward();

@@ -657,6 +657,39 @@ async fn a_refused_child_is_reported_with_the_api_field_error_and_what_runs_stay
     assert_eq!(err.metric_label(), "Refused");
 }
 
+/// A child whose name another server's child has (a plugin workload `SERVER-PLUGIN` can be
+/// another server's own name) is never applied over it: nothing of this server is written, and
+/// the status names both.
+#[tokio::test]
+async fn a_child_name_held_by_another_server_is_refused_before_any_write() {
+    let (ctx, mut api) = testbed_with(|w| {
+        let mut labels = server_labels();
+        labels["app.kubernetes.io/instance"] = json!("other-server");
+        seed_meta(&mut w.services, json!({"name": NAME, "namespace": NS, "labels": labels}));
+    });
+    let server = server_json();
+    let obj = server.clone();
+    let script = tokio::spawn(async move {
+        // No apply, no dry run, no deletion: the first request is the status.
+        let body = api.write_status(&format!("{MCPSERVERS}/{NAME}"), stored(obj)).await;
+        let status = &body["status"];
+        assert_eq!(status["phase"], "Failed");
+        let ready = cond(status, "Ready");
+        assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some("NameTaken")));
+        let message = ready["message"].as_str().unwrap().to_string();
+        assert!(
+            message.contains(&format!("Service \"{NAME}\" belongs to MCPServer \"other-server\"")),
+            "names the kind, the object and the other server: {message}"
+        );
+        api.event("Warning", "NameTaken", "Apply", &message).await;
+        api.done().await;
+    });
+    let result = within(mcpserver::reconcile(typed(&server), ctx)).await;
+    finish(script).await;
+    let err = result.expect_err("retried with backoff (the other server may go)");
+    assert_eq!(err.metric_label(), "Refused");
+}
+
 /// The full apply of my-mcp-server without policy and plugins, from the first GET to the Event.
 #[tokio::test]
 async fn first_reconcile_applies_every_child_then_status_and_event() {

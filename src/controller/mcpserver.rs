@@ -18,7 +18,7 @@ use crate::api::condition_types::*;
 use crate::api::{McpServer, McpServerPhase, McpServerStatus, Plugin, SecurityPolicy};
 use crate::build::{build_children, config_map_too_large, server_selector, BuildInputs, Children};
 use crate::consts::*;
-use crate::plugins::{check_sidecar_ports, describe, index, resolve_plugins};
+use crate::plugins::{check_plugin_names, check_sidecar_ports, describe, index};
 use crate::policy::{required_secrets, validate_policy};
 use futures::channel::mpsc::{unbounded, UnboundedSender};
 use futures::future::BoxFuture;
@@ -160,12 +160,13 @@ pub async fn resolve(server: &McpServer, ctx: &Context) -> Result<Resolved> {
     } else {
         let all = ctx.caches.plugins(&ns);
         let idx = index(&all);
-        match resolve_plugins(&server.spec.plugins, &idx) {
+        match super::plugin::resolve(ctx, &ns, &server.spec.plugins, &idx) {
             Err(problems) => (vec![], Resolution::failed("PluginsUnresolved", describe(&problems))),
             Ok(order) => {
                 let plugins: Vec<Plugin> = order.iter().map(|n| idx[n].clone()).collect();
                 let refs: Vec<&Plugin> = plugins.iter().collect();
-                let mut problems = check_sidecar_ports(server.spec.port, &refs);
+                let mut problems = check_plugin_names(&refs);
+                problems.extend(check_sidecar_ports(server.spec.port, &refs));
                 if plugins.iter().any(|p| p.spec.isolation.level == crate::api::IsolationLevel::Vm) {
                     let class = &ctx.defaults.vm_runtime_class;
                     if !ctx.caches.runtime_class_exists(class) {
@@ -198,6 +199,8 @@ pub struct Applied {
     pub deployment: Option<CachedDeployment>,
     /// A child applied moments ago is not in its cache yet (look again shortly).
     pub lagging: bool,
+    /// Nothing was applied: a child's name is another server's child's (the problem).
+    pub taken: Option<String>,
 }
 
 /// The writes of one reconcile, run concurrently.
@@ -205,6 +208,8 @@ pub struct Applied {
 struct Writes<'a> {
     futures: Vec<BoxFuture<'a, Result<Option<CachedDeployment>>>>,
     lagging: bool,
+    /// The first child whose name another server's child has.
+    taken: Option<String>,
 }
 
 impl<'a> Writes<'a> {
@@ -214,6 +219,10 @@ impl<'a> Writes<'a> {
             Write::Skip => false,
             Write::Lagging => {
                 self.lagging = true;
+                false
+            }
+            Write::Taken(problem) => {
+                self.taken.get_or_insert(problem);
                 false
             }
             Write::Apply(f) => {
@@ -273,6 +282,9 @@ fn plan<'a>(
 pub async fn apply_children(ctx: &Context, ns: &str, server: &str, children: &Children) -> Result<Applied> {
     let caches = &ctx.caches;
     let (writes, main_applied, cached_main) = plan(ctx, ns, children, false);
+    if let Some(problem) = writes.taken {
+        return Ok(Applied { taken: Some(problem), ..Applied::default() });
+    }
     if cached_main.is_some() && writes.futures.len() > 1 {
         let (trial, _, _) = plan(ctx, ns, children, true);
         futures::future::try_join_all(trial.futures).await?;
@@ -297,7 +309,7 @@ pub async fn apply_children(ctx: &Context, ns: &str, server: &str, children: &Ch
     prune::<Service>(ctx, ns, server, children_of(&caches.services, ns, server), &keep_services).await?;
     prune::<NetworkPolicy>(ctx, ns, server, children_of(&caches.network_policies, ns, server), &keep_policies).await?;
     prune::<PodDisruptionBudget>(ctx, ns, server, children_of(&caches.pdbs, ns, server), &keep_pdbs).await?;
-    Ok(Applied { deployment, lagging })
+    Ok(Applied { deployment, lagging, taken: None })
 }
 
 /// The cached metadata of the child `name` of `ns` in `store`.
@@ -309,49 +321,12 @@ fn cached_meta<K: Resource<DynamicType = ()>>(
     store.get(&ObjectRef::new(name).within(ns)).map(|o| o.metadata.clone())
 }
 
-/// A child of `server` whose name another server's child already has (a plugin workload is
-/// named `SERVER-PLUGIN`, which can be another server's own name): the apply would take that
-/// object over, so nothing is applied and the problem names both.
-fn name_taken(ctx: &Context, ns: &str, server: &str, children: &Children) -> Option<String> {
-    let (caches, c) = (&ctx.caches, children);
-    let conflict = |kind: &str, name: &str, cached: ChildMeta| {
-        let other = cached.label(LABEL_INSTANCE).filter(|other| *other != server)?;
-        Some(format!(
-            "{kind} {name:?} belongs to MCPServer {other:?}: this server's would replace it (a plugin's workload is \
-             named SERVER-PLUGIN; rename the plugin object or one of the servers)"
-        ))
-    };
-    fn taken<K: Resource<DynamicType = ()>>(
-        store: &Store<CachedChild<K>>,
-        ns: &str,
-        name: &Option<String>,
-        conflict: &dyn Fn(&str, &str, ChildMeta) -> Option<String>,
-    ) -> Option<String> {
-        let name = name.as_deref()?;
-        conflict(&K::kind(&()), name, cached_meta(store, ns, name)?)
-    }
-    taken(&caches.service_accounts, ns, &c.service_account.metadata.name, &conflict)
-        .or_else(|| taken(&caches.config_maps, ns, &c.config_map.metadata.name, &conflict))
-        .or_else(|| {
-            let services = std::iter::once(&c.service).chain(&c.plugin_services);
-            services.into_iter().find_map(|svc| taken(&caches.services, ns, &svc.metadata.name, &conflict))
-        })
-        .or_else(|| {
-            c.network_policies.iter().find_map(|np| taken(&caches.network_policies, ns, &np.metadata.name, &conflict))
-        })
-        .or_else(|| c.pdb.iter().find_map(|pdb| taken(&caches.pdbs, ns, &pdb.metadata.name, &conflict)))
-        .or_else(|| {
-            std::iter::once(&c.deployment).chain(&c.plugin_deployments).find_map(|d| {
-                let name = d.metadata.name.as_deref()?;
-                conflict("Deployment", name, caches.deployment(ns, name)?.metadata)
-            })
-        })
-}
-
-/// One child's write: none, none yet (the cache lags the operator's own apply), or an apply.
+/// One child's write: none, none yet (the cache lags the operator's own apply), none because
+/// another server's child has the name (the problem, naming both), or an apply.
 enum Write<'a> {
     Skip,
     Lagging,
+    Taken(String),
     Apply(BoxFuture<'a, Result<Option<CachedDeployment>>>),
 }
 
@@ -368,6 +343,17 @@ where
         + Sync
         + 'static,
 {
+    // A plugin workload is named SERVER-PLUGIN, which can be another server's own name: the
+    // apply would take that server's object over.
+    let mine = desired.labels().get(LABEL_INSTANCE).map(String::as_str);
+    if let Some(other) = cached.as_ref().and_then(|c| c.label(LABEL_INSTANCE)).filter(|other| Some(*other) != mine) {
+        return Write::Taken(format!(
+            "{} {:?} belongs to MCPServer {other:?}: this server's would replace it (a plugin's workload is named \
+             SERVER-PLUGIN; rename the plugin object or one of the servers)",
+            K::kind(&()),
+            desired.name_any()
+        ));
+    }
     let (obj, hash) = with_applied_hash(desired);
     let key = format!("{}/{ns}/{}", K::kind(&()), obj.name_any());
     match ctx.caches.needs_apply(&key, &hash, cached.as_ref()) {
@@ -444,11 +430,11 @@ async fn apply_server(server: &McpServer, ctx: &Context) -> Result<Action> {
         };
         let children = build_children(&inputs);
         let blocked = config_map_too_large(&inputs, &children.config_map)
-            .map(|problem| Resolution::failed("ConfigTooLarge", problem))
-            .or_else(|| name_taken(ctx, &ns, &name, &children).map(|problem| Resolution::failed("NameTaken", problem)));
+            .map(|problem| Resolution::failed("ConfigTooLarge", problem));
         let outcome = match blocked {
             Some(problem) => Err(problem),
             None => match apply_children(ctx, &ns, &name, &children).await {
+                Ok(Applied { taken: Some(problem), .. }) => Err(Resolution::failed("NameTaken", problem)),
                 // The Deployment was applied moments ago and is not cached yet: nothing to report.
                 Ok(done) if done.lagging && done.deployment.is_none() => return Ok(Action::requeue(CATCH_UP)),
                 Ok(done) => {
@@ -581,7 +567,9 @@ fn publish_transitions(
         _ => {}
     }
     let refusal = |s: &McpServerStatus| {
-        condition(s, READY).filter(|c| matches!(c.reason.as_str(), "ApplyFailed" | "ConfigTooLarge")).cloned()
+        condition(s, READY)
+            .filter(|c| matches!(c.reason.as_str(), "ApplyFailed" | "ConfigTooLarge" | "NameTaken"))
+            .cloned()
     };
     if let Some(new) = refusal(status) {
         if refusal(previous).is_none_or(|old| old.message != new.message) {

@@ -17,6 +17,29 @@ pub enum PluginProblem {
     },
     /// Dependencies form a cycle; the path starts and ends with the same plugin.
     Cycle(Vec<String>),
+    /// `plugin` exists but this operator cannot read it (`why`); `required_by` as for Missing.
+    Unreadable {
+        /// The Plugin object.
+        plugin: String,
+        /// The plugin whose dependencies name it, or None when the MCPServer does.
+        required_by: Option<String>,
+        /// Why it cannot be read.
+        why: String,
+    },
+}
+
+impl PluginProblem {
+    /// The same problem, told better: a plugin "missing" from the readable ones for which
+    /// `unreadable` knows why it cannot be read exists after all.
+    pub fn explained(self, unreadable: impl Fn(&str) -> Option<String>) -> Self {
+        match self {
+            Self::Missing { missing, required_by } => match unreadable(&missing) {
+                Some(why) => Self::Unreadable { plugin: missing, required_by, why },
+                None => Self::Missing { missing, required_by },
+            },
+            other => other,
+        }
+    }
 }
 
 impl fmt::Display for PluginProblem {
@@ -27,6 +50,13 @@ impl fmt::Display for PluginProblem {
             }
             Self::Missing { missing, required_by: None } => write!(f, "plugin {missing:?} does not exist"),
             Self::Cycle(path) => write!(f, "dependency cycle: {}", path.join(" -> ")),
+            Self::Unreadable { plugin, required_by, why } => {
+                write!(f, "plugin {plugin:?}")?;
+                if let Some(by) = required_by {
+                    write!(f, " (a dependency of {by:?})")?;
+                }
+                write!(f, " cannot be read by this operator: {why}")
+            }
         }
     }
 }
@@ -169,6 +199,18 @@ mod tests {
     }
 
     #[test]
+    fn a_plugin_that_exists_but_cannot_be_read_is_not_called_missing() {
+        let all = vec![plugin("wordpress", &["deep", "gone"])];
+        let err = resolve_plugins(&names(&["wordpress"]), &index(&all)).unwrap_err();
+        let why = |name: &str| (name == "deep").then(|| "spec.config nests more than 127 levels".to_string());
+        let told: Vec<_> = err.into_iter().map(|p| p.explained(why)).collect();
+        assert_eq!(
+            describe(&told),
+            r#"plugin "deep" (a dependency of "wordpress") cannot be read by this operator: spec.config nests more than 127 levels; plugin "gone" (a dependency of "wordpress") does not exist"#
+        );
+    }
+
+    #[test]
     fn cycle_is_named_with_its_path() {
         let all = vec![plugin("a", &["b"]), plugin("b", &["c"]), plugin("c", &["a"])];
         let err = resolve_plugins(&names(&["a"]), &index(&all)).unwrap_err();
@@ -214,6 +256,26 @@ pub fn check_sidecar_ports(server_port: i32, plugins: &[&Plugin]) -> Vec<String>
     problems
 }
 
+/// The MCP server tells plugins apart by `spec.name` (`plugins.json`, `MCP_PLUGIN_NAME`): two
+/// plugins of one server must not share it. Returns one message per clash.
+pub fn check_plugin_names(plugins: &[&Plugin]) -> Vec<String> {
+    let mut seen: BTreeMap<&str, String> = BTreeMap::new();
+    let mut problems = vec![];
+    for p in plugins {
+        let me = p.name_any();
+        match seen.get(p.spec.name.as_str()) {
+            Some(other) => problems.push(format!(
+                "plugins {other:?} and {me:?} both have spec.name {:?} (the server could not tell them apart)",
+                p.spec.name
+            )),
+            None => {
+                seen.insert(&p.spec.name, me);
+            }
+        }
+    }
+    problems
+}
+
 /// Every plugin reachable from `roots` (including them), ignoring missing ones and cycles:
 /// the plugins a server uses, for `usedBy`.
 pub fn reachable(roots: &[String], plugins: &PluginIndex<'_>) -> std::collections::BTreeSet<String> {
@@ -248,6 +310,19 @@ mod more_tests {
                 r#"plugin "a" and the MCP server (spec.port) both use port 3000 in the server pod"#,
                 r#"plugin "c" and plugin "b" both use port 8080 in the server pod"#,
             ]
+        );
+    }
+
+    #[test]
+    fn plugins_sharing_a_spec_name_are_named() {
+        let mut b = plugin("b", "None", "");
+        b.spec.name = "a".into();
+        let c = plugin("c", "None", "");
+        let a = plugin("a", "None", "");
+        assert_eq!(check_plugin_names(&[&a, &c]), Vec::<String>::new());
+        assert_eq!(
+            check_plugin_names(&[&a, &c, &b]),
+            vec![r#"plugins "a" and "b" both have spec.name "a" (the server could not tell them apart)"#]
         );
     }
 

@@ -420,6 +420,14 @@ EOF",
     .await?;
     let (_, _, message) = condition(&web, "Ready");
     ensure!(message.contains("web-db") && message.contains("belongs to MCPServer"), "names both: {message}");
+    eventually("a NameTaken Warning Event on web", || {
+        let ns = &ns;
+        async move {
+            let out = ns.sh_ok("kubectl get events --field-selector involvedObject.name=web,type=Warning")?;
+            Ok(out.contains("NameTaken").then_some(()))
+        }
+    })
+    .await?;
     let after = ns.api::<k8s_openapi::api::core::v1::Service>().get("web-db").await?;
     ensure!(
         after.metadata.resource_version == before.metadata.resource_version,
@@ -1344,6 +1352,7 @@ async fn multi_tenant_policy_per_tenant_namespace() -> Result<()> {
 #[case::negative_quantity("resources: {limits: {cpu: \"-1\"}}", "spec.resources.limits.cpu")]
 #[case::fractional_exponent("resources: {limits: {cpu: 1e1.5}}", "spec.resources.limits.cpu")]
 #[case::image_with_a_space("image: \"mcp-rs latest\"", "spec.image")]
+#[case::empty_executable("command: [\"\", serve]", "spec.command[0]")]
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_mcpserver_is_rejected_naming_the_field(#[case] spec: &str, #[case] field: &str) -> Result<()> {
     let env = env();
@@ -1435,6 +1444,10 @@ async fn bad_input_mcpserver_is_rejected_naming_the_field(#[case] spec: &str, #[
 #[case::duplicate_role(
     "kind: SecurityPolicy\nmetadata: {name: p}\nspec: {authorization: {tools: [{role: dev, allow: [a]}, {role: dev, allow: [b]}]}}",
     "spec.authorization.tools"
+)]
+#[case::empty_roles_claim(
+    "kind: SecurityPolicy\nmetadata: {name: p}\nspec: {authorization: {rolesClaim: \"\"}}",
+    "spec.authorization.rolesClaim"
 )]
 #[case::plugin_image_with_a_space("kind: Plugin\nmetadata: {name: p}\nspec: {name: p, image: \"a b\"}", "spec.image")]
 #[tokio::test(flavor = "multi_thread")]
@@ -1662,6 +1675,16 @@ spec: {plugins: [fine]}
 EOF",
     )?;
     running(&ns, "s", 1).await?;
+    // A server naming the deep Plugin is told it cannot be read, not that it does not exist.
+    ns.sh_ok("kubectl apply -f - <<EOF\napiVersion: mcp.n-takatsu.dev/v1alpha1\nkind: MCPServer\nmetadata: {name: uses-deep}\nspec: {plugins: [deep]}\nEOF")?;
+    let held = wait_for(&ns.api::<McpServer>(), "uses-deep", "PluginsResolved False", |s: Option<&McpServer>| {
+        s.and_then(|s| s.status.as_ref())
+            .is_some_and(|st| st.conditions.iter().any(|c| c.type_ == "PluginsResolved" && c.status == "False"))
+    })
+    .await?;
+    let (_, _, message) = condition(&held, "PluginsResolved");
+    ensure!(message.contains("\"deep\" cannot be read") && message.contains("127 levels"), "says why: {message}");
+    ns.sh_ok("kubectl delete mcpserver uses-deep --timeout=60s")?;
     ns.sh_ok("kubectl delete plugin deep --timeout=60s")?;
     Ok(())
 }

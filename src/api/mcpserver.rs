@@ -72,7 +72,9 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "self.transport != 'stdio' || (has(self.command) && size(self.command) > 0)",
-     "message": "spec.command is required when spec.transport is stdio"}
+     "message": "spec.command is required when spec.transport is stdio"},
+    {"rule": "!has(self.command) || size(self.command) == 0 || size(self.command[0]) > 0",
+     "message": "spec.command[0] (the executable) must not be empty"}
 ]))]
 pub struct McpServerSpec {
     /// Number of server pods, 1 to 10. The scale subresource (`kubectl scale`, HPA) sets it.

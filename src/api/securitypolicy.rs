@@ -241,8 +241,10 @@ pub struct Authorization {
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub allowed_roles: Vec<String>,
-    /// Token claim the roles are read from.
+    /// Token claim the roles are read from: a claim name, or a dotted path into nested claims
+    /// (`realm_access.roles`) when no claim has that exact name.
     #[serde(default = "default_roles_claim")]
+    #[schemars(length(min = 1, max = 256))]
     pub roles_claim: String,
     /// Per-role allow lists of tool names, one per role. A role without an entry may use every
     /// tool if `allowedRoles` names it; other roles grant no tool (only `anonymousTools`).

@@ -488,6 +488,11 @@ impl Caches {
             .collect()
     }
 
+    /// Why Plugin `name` of `ns` cannot be read, when it exists but cannot.
+    pub fn unreadable_plugin(&self, ns: &str, name: &str) -> Option<String> {
+        self.plugins.get(&ObjectRef::new(name).within(ns)).and_then(|p| readable(&p).err())
+    }
+
     /// The readable servers of `ns`.
     pub fn servers(&self, ns: &str) -> Vec<McpServer> {
         self.servers

@@ -7,7 +7,7 @@ use super::{write_status, Context, Error, Result};
 use crate::api::plugin_condition_types::*;
 use crate::api::{condition, set_condition, IsolationLevel, McpServer, Plugin, PluginPhase, PluginStatus};
 use crate::consts::IN_USE_FINALIZER;
-use crate::plugins::{describe, index, reachable, resolve_plugins, PluginProblem};
+use crate::plugins::{describe, index, reachable, resolve_plugins, PluginIndex, PluginProblem};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
@@ -24,6 +24,19 @@ pub fn used_by(plugin: &str, servers: &[McpServer], plugins: &[Plugin]) -> Vec<S
         servers.iter().filter(|s| reachable(&s.spec.plugins, &idx).contains(plugin)).map(|s| s.name_any()).collect();
     names.sort();
     names
+}
+
+/// [`resolve_plugins`] over the readable Plugins of `ns` (`plugins`), a Plugin that exists but
+/// cannot be read said to be so (not to be missing).
+pub(crate) fn resolve(
+    ctx: &Context,
+    ns: &str,
+    roots: &[String],
+    plugins: &PluginIndex<'_>,
+) -> Result<Vec<String>, Vec<PluginProblem>> {
+    resolve_plugins(roots, plugins).map_err(|problems| {
+        problems.into_iter().map(|p| p.explained(|n| ctx.caches.unreadable_plugin(ns, n))).collect()
+    })
 }
 
 /// Computes a plugin's status from its dependency resolution, users and RuntimeClass check.
@@ -80,7 +93,7 @@ pub async fn reconcile(plugin: Arc<Plugin>, ctx: Arc<Context>) -> Result<Action>
     let servers = ctx.caches.servers(&ns);
     let plugins = ctx.caches.plugins(&ns);
     let users = used_by(&name, &servers, &plugins);
-    let dependencies = resolve_plugins(std::slice::from_ref(&name), &index(&plugins));
+    let dependencies = resolve(&ctx, &ns, std::slice::from_ref(&name), &index(&plugins));
     let runtime_class_problem = if plugin.spec.isolation.level == IsolationLevel::Vm {
         let class = &ctx.defaults.vm_runtime_class;
         (!ctx.caches.runtime_class_exists(class))

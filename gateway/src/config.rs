@@ -87,6 +87,11 @@ pub struct Args {
     /// Most HTTP-mode sessions remembered; the least recently used is then forgotten (and refused).
     #[arg(long, default_value_t = 10_000)]
     pub max_tracked_sessions: usize,
+    /// Most HTTP-mode sessions of one caller (all anonymous callers are one) when the policy
+    /// authenticates; a caller opening more loses its own least recently used one. Without
+    /// authentication everyone is the one anonymous caller and only --max-tracked-sessions applies.
+    #[arg(long, default_value_t = 1_000)]
+    pub max_sessions_per_caller: usize,
     /// A session unused for this long is forgotten (and refused).
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub session_idle_timeout: Duration,

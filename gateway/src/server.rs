@@ -108,7 +108,11 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>, on_bound: impl 
         audit,
         metrics: metrics.clone(),
         backend,
-        sessions: Sessions::new(args.max_tracked_sessions, args.session_idle_timeout),
+        sessions: Sessions::new(
+            args.max_tracked_sessions,
+            if policy.authn().is_some() { args.max_sessions_per_caller } else { args.max_tracked_sessions },
+            args.session_idle_timeout,
+        ),
         max_body: args.max_body_bytes,
         max_batch: args.max_batch,
         body_timeout: args.body_timeout,

@@ -2,45 +2,84 @@
 //! session the table does not hold (never seen, ended, expired or evicted) is refused, and so is
 //! one naming another caller's session: ownership fails closed. The table is bounded: when it is
 //! full the least recently used session is evicted, and from then on refused like any unknown one.
+//! Each caller holds at most `per_owner` sessions: a caller over it loses its own least recently
+//! used session, so that one caller opening sessions in a loop cannot evict everyone else's.
 
 use crate::admission::Refusal;
 use lru::LruCache;
+use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Session id → (owner, last use).
+/// Session id → (owner, last use), and how many sessions each owner holds.
+struct Table {
+    lru: LruCache<String, (String, Instant)>,
+    held: HashMap<String, usize>,
+}
+
+impl Table {
+    fn release(&mut self, owner: &str) {
+        if let Some(n) = self.held.get_mut(owner) {
+            *n -= 1;
+            if *n == 0 {
+                self.held.remove(owner);
+            }
+        }
+    }
+
+    fn pop(&mut self, id: &str) {
+        if let Some((owner, _)) = self.lru.pop(id) {
+            self.release(&owner);
+        }
+    }
+}
+
+/// The sessions table.
 pub struct Sessions {
-    table: Mutex<LruCache<String, (String, Instant)>>,
+    table: Mutex<Table>,
+    per_owner: usize,
     idle: Duration,
 }
 
 impl Sessions {
-    /// A table of at most `capacity` sessions, each forgotten after `idle` without use.
-    pub fn new(capacity: usize, idle: Duration) -> Self {
+    /// A table of at most `capacity` sessions, at most `per_owner` of one caller, each forgotten
+    /// after `idle` without use.
+    pub fn new(capacity: usize, per_owner: usize, idle: Duration) -> Self {
         let cap = NonZeroUsize::new(capacity.max(1)).unwrap_or(NonZeroUsize::MIN);
-        Self { table: Mutex::new(LruCache::new(cap)), idle }
+        let table = Table { lru: LruCache::new(cap), held: HashMap::new() };
+        Self { table: Mutex::new(table), per_owner: per_owner.clamp(1, cap.get()), idle }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<String, (String, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A session created by `owner`; returns how many are held.
     pub fn bind(&self, id: &str, owner: &str) -> usize {
         let mut t = self.lock();
-        if let Some((evicted, _)) = t.push(id.to_string(), (owner.to_string(), Instant::now())) {
-            if evicted != id {
-                tracing::info!(session = %evicted, "session table full: least recently used session evicted");
+        t.pop(id);
+        if t.held.get(owner).copied().unwrap_or(0) >= self.per_owner {
+            // The caller's own least recently used session goes (the iterator runs from the
+            // most recently used).
+            let oldest = t.lru.iter().rev().find(|(_, (who, _))| who == owner).map(|(sid, _)| sid.clone());
+            if let Some(oldest) = oldest {
+                tracing::info!(session = %oldest, "a caller's session limit reached: its least recently used session ended");
+                t.pop(&oldest);
             }
         }
-        t.len()
+        if let Some((evicted, (who, _))) = t.lru.push(id.to_string(), (owner.to_string(), Instant::now())) {
+            tracing::info!(session = %evicted, "session table full: least recently used session evicted");
+            t.release(&who);
+        }
+        *t.held.entry(owner.to_string()).or_default() += 1;
+        t.lru.len()
     }
 
     /// May `owner` use session `id`?
     pub fn check(&self, id: &str, owner: &str) -> Result<(), Refusal> {
         let mut t = self.lock();
-        let Some((who, seen)) = t.get_mut(id) else { return Err(Refusal::UnknownSession) };
+        let Some((who, seen)) = t.lru.get_mut(id) else { return Err(Refusal::UnknownSession) };
         if seen.elapsed() > self.idle {
             t.pop(id);
             return Err(Refusal::UnknownSession);
@@ -56,7 +95,7 @@ impl Sessions {
     pub fn forget(&self, id: &str) -> usize {
         let mut t = self.lock();
         t.pop(id);
-        t.len()
+        t.lru.len()
     }
 }
 
@@ -66,7 +105,7 @@ mod tests {
 
     #[test]
     fn unknown_and_foreign_sessions_are_refused() {
-        let s = Sessions::new(10, Duration::from_secs(60));
+        let s = Sessions::new(10, 10, Duration::from_secs(60));
         s.bind("s1", "jwt:alice");
         assert_eq!(s.check("s1", "jwt:alice"), Ok(()));
         assert_eq!(s.check("s1", "jwt:bob"), Err(Refusal::ForeignSession));
@@ -78,7 +117,7 @@ mod tests {
 
     #[test]
     fn full_table_evicts_the_least_recently_used_which_is_then_refused() {
-        let s = Sessions::new(2, Duration::from_secs(60));
+        let s = Sessions::new(2, 2, Duration::from_secs(60));
         s.bind("a", "o");
         s.bind("b", "o");
         assert_eq!(s.check("a", "o"), Ok(()), "a is now the most recent");
@@ -90,9 +129,40 @@ mod tests {
 
     #[test]
     fn idle_sessions_expire() {
-        let s = Sessions::new(2, Duration::from_millis(1));
+        let s = Sessions::new(2, 2, Duration::from_millis(1));
         s.bind("a", "o");
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(s.check("a", "o"), Err(Refusal::UnknownSession));
+    }
+
+    #[test]
+    fn a_caller_over_its_limit_loses_its_own_oldest_session_not_anothers() {
+        let s = Sessions::new(4, 2, Duration::from_secs(60));
+        s.bind("alice-1", "jwt:sub:alice");
+        s.bind("anon-1", "anonymous");
+        s.bind("anon-2", "anonymous");
+        assert_eq!(s.check("anon-1", "anonymous"), Ok(()), "anon-1 is now its most recent");
+        for n in 3..100 {
+            assert!(s.bind(&format!("anon-{n}"), "anonymous") <= 3, "alice's and two of the caller's");
+        }
+        assert_eq!(s.check("alice-1", "jwt:sub:alice"), Ok(()), "another caller's session stays");
+        assert_eq!(s.check("anon-99", "anonymous"), Ok(()));
+        assert_eq!(s.check("anon-98", "anonymous"), Ok(()));
+        assert_eq!(s.check("anon-1", "anonymous"), Err(Refusal::UnknownSession));
+        // A session that ended (DELETE) is no longer counted: the caller may open another.
+        s.forget("anon-99");
+        s.bind("anon-100", "anonymous");
+        assert_eq!(s.check("anon-98", "anonymous"), Ok(()));
+        assert_eq!(s.check("anon-100", "anonymous"), Ok(()));
+    }
+
+    #[test]
+    fn binding_an_id_again_is_counted_once() {
+        let s = Sessions::new(4, 2, Duration::from_secs(60));
+        s.bind("a", "o");
+        s.bind("a", "o");
+        s.bind("b", "o");
+        assert_eq!(s.check("a", "o"), Ok(()));
+        assert_eq!(s.check("b", "o"), Ok(()));
     }
 }

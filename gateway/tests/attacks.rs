@@ -636,6 +636,46 @@ async fn unknown_foreign_and_evicted_sessions_are_refused() {
     }
 }
 
+/// One caller opening sessions in a loop fills only its own share of the session table: it loses
+/// its own oldest sessions, never another caller's.
+#[tokio::test]
+async fn a_session_flood_of_one_caller_evicts_no_other_callers_session() {
+    let rec = Recorder::start().await;
+    let idp = Idp::start(json!({"keys": []})).await;
+    let dir = tempdir("sess-flood");
+    let args = ["--max-tracked-sessions", "10", "--max-sessions-per-caller", "3"].map(String::from).to_vec();
+    let gw = Gw::start(
+        &policy(json!({
+            "authentication": jwt_auth(&dir, Some(&idp.jwks_uri()), true),
+            "authorization": rbac(&["admin", "developer"], json!({"developer": ["echo"]})),
+        })),
+        &[rec.upstream_args(), args].concat(),
+    )
+    .await;
+    let open = |auth: String| {
+        let url = gw.url();
+        async move { rpc(&url, &[("authorization", &auth)], &initialize(json!(1))).await.header("mcp-session-id").unwrap() }
+    };
+    let status = |auth: String, sid: String, marker: String| {
+        let url = gw.url();
+        async move {
+            let headers = [("authorization", auth.as_str()), ("mcp-session-id", sid.as_str())];
+            rpc(&url, &headers, &call_tool(json!(marker), "echo", json!({}))).await.status
+        }
+    };
+    let theirs = open(admin()).await;
+    let mut mine = vec![];
+    for _ in 0..25 {
+        mine.push(open(dev()).await);
+    }
+    assert_eq!(status(admin(), theirs, "ok-theirs".into()).await, StatusCode::OK, "another caller's session stays");
+    for (n, sid) in mine.iter().enumerate() {
+        let expected = if n >= 22 { StatusCode::OK } else { StatusCode::NOT_FOUND };
+        assert_eq!(status(dev(), sid.clone(), format!("flood-{n}")).await, expected, "session {n} of 25");
+    }
+    gw.denied("unknown_session", 404).await;
+}
+
 #[tokio::test]
 async fn server_everything_never_runs_a_denied_tool_by_another_path() {
     let (_server, port) = server_everything_http().await;

@@ -412,10 +412,16 @@ fn cel_rules_are_in_the_crds() {
     let server = validations(&crd_schema("MCPServer"), "/properties/spec/x-kubernetes-validations");
     assert_eq!(
         server,
-        [(
-            "self.transport != 'stdio' || (has(self.command) && size(self.command) > 0)".to_string(),
-            "spec.command is required when spec.transport is stdio".to_string()
-        )]
+        [
+            (
+                "self.transport != 'stdio' || (has(self.command) && size(self.command) > 0)".to_string(),
+                "spec.command is required when spec.transport is stdio".to_string()
+            ),
+            (
+                "!has(self.command) || size(self.command) == 0 || size(self.command[0]) > 0".to_string(),
+                "spec.command[0] (the executable) must not be empty".to_string()
+            )
+        ]
     );
 
     let policy = crd_schema("SecurityPolicy");

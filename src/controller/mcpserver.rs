@@ -203,10 +203,14 @@ pub struct Applied {
     pub taken: Option<String>,
 }
 
+/// One child's apply, built once: run as a server-side dry run (true) or for real (false). A
+/// Deployment's real apply yields what the API server holds.
+type Apply<'a> = Box<dyn Fn(bool) -> BoxFuture<'a, Result<Option<CachedDeployment>>> + Send + Sync + 'a>;
+
 /// The writes of one reconcile, run concurrently.
 #[derive(Default)]
 struct Writes<'a> {
-    futures: Vec<BoxFuture<'a, Result<Option<CachedDeployment>>>>,
+    applies: Vec<Apply<'a>>,
     lagging: bool,
     /// The first child whose name another server's child has.
     taken: Option<String>,
@@ -226,21 +230,16 @@ impl<'a> Writes<'a> {
                 false
             }
             Write::Apply(f) => {
-                self.futures.push(f);
+                self.applies.push(f);
                 true
             }
         }
     }
 }
 
-/// The writes of `children` (dry runs when `dry_run`), the Deployment's last; whether the
-/// Deployment is among them, and the Deployment as cached.
-fn plan<'a>(
-    ctx: &'a Context,
-    ns: &'a str,
-    children: &Children,
-    dry_run: bool,
-) -> (Writes<'a>, bool, Option<CachedDeployment>) {
+/// The writes of `children`, the Deployment's last; whether the Deployment is among them, and the
+/// Deployment as cached.
+fn plan<'a>(ctx: &'a Context, ns: &'a str, children: &Children) -> (Writes<'a>, bool, Option<CachedDeployment>) {
     let caches = &ctx.caches;
     fn meta_of<K: Resource<DynamicType = ()>>(
         store: &Store<CachedChild<K>>,
@@ -251,26 +250,26 @@ fn plan<'a>(
     }
     let mut writes = Writes::default();
     let sa = &children.service_account;
-    writes.add(write(ctx, ns, sa, meta_of(&caches.service_accounts, ns, &sa.metadata.name), dry_run));
+    writes.add(write(ctx, ns, sa, meta_of(&caches.service_accounts, ns, &sa.metadata.name)));
     let cm = &children.config_map;
-    writes.add(write(ctx, ns, cm, meta_of(&caches.config_maps, ns, &cm.metadata.name), dry_run));
+    writes.add(write(ctx, ns, cm, meta_of(&caches.config_maps, ns, &cm.metadata.name)));
     for svc in std::iter::once(&children.service).chain(&children.plugin_services) {
-        writes.add(write(ctx, ns, svc, meta_of(&caches.services, ns, &svc.metadata.name), dry_run));
+        writes.add(write(ctx, ns, svc, meta_of(&caches.services, ns, &svc.metadata.name)));
     }
     for np in &children.network_policies {
-        writes.add(write(ctx, ns, np, meta_of(&caches.network_policies, ns, &np.metadata.name), dry_run));
+        writes.add(write(ctx, ns, np, meta_of(&caches.network_policies, ns, &np.metadata.name)));
     }
     if let Some(pdb) = &children.pdb {
-        writes.add(write(ctx, ns, pdb, meta_of(&caches.pdbs, ns, &pdb.metadata.name), dry_run));
+        writes.add(write(ctx, ns, pdb, meta_of(&caches.pdbs, ns, &pdb.metadata.name)));
     }
     let cached_deployment = |d: &Deployment| d.metadata.name.as_ref().and_then(|n| caches.deployment(ns, n));
     for d in &children.plugin_deployments {
-        writes.add(write(ctx, ns, d, cached_deployment(d).map(|c| c.metadata), dry_run));
+        writes.add(write(ctx, ns, d, cached_deployment(d).map(|c| c.metadata)));
     }
     let main = &children.deployment;
     let cached_main = cached_deployment(main);
     // Last in the list, so that its result is the last one.
-    let main_applied = writes.add(write(ctx, ns, main, cached_main.as_ref().map(|c| c.metadata.clone()), dry_run));
+    let main_applied = writes.add(write(ctx, ns, main, cached_main.as_ref().map(|c| c.metadata.clone())));
     (writes, main_applied, cached_main)
 }
 
@@ -281,16 +280,15 @@ fn plan<'a>(
 /// NetworkPolicy or Service could already have landed beside the old pods).
 pub async fn apply_children(ctx: &Context, ns: &str, server: &str, children: &Children) -> Result<Applied> {
     let caches = &ctx.caches;
-    let (writes, main_applied, cached_main) = plan(ctx, ns, children, false);
+    let (writes, main_applied, cached_main) = plan(ctx, ns, children);
     if let Some(problem) = writes.taken {
         return Ok(Applied { taken: Some(problem), ..Applied::default() });
     }
-    if cached_main.is_some() && writes.futures.len() > 1 {
-        let (trial, _, _) = plan(ctx, ns, children, true);
-        futures::future::try_join_all(trial.futures).await?;
+    if cached_main.is_some() && writes.applies.len() > 1 {
+        futures::future::try_join_all(writes.applies.iter().map(|apply| apply(true))).await?;
     }
     let lagging = writes.lagging;
-    let results = futures::future::try_join_all(writes.futures).await?;
+    let results = futures::future::try_join_all(writes.applies.iter().map(|apply| apply(false))).await?;
     let deployment = if main_applied { results.into_iter().last().flatten() } else { cached_main };
 
     let names =
@@ -327,12 +325,11 @@ enum Write<'a> {
     Skip,
     Lagging,
     Taken(String),
-    Apply(BoxFuture<'a, Result<Option<CachedDeployment>>>),
+    Apply(Apply<'a>),
 }
 
-/// The apply of `desired` when it needs one (see [`Write`]); a Deployment's apply yields what
-/// the API server holds.
-fn write<'a, K>(ctx: &'a Context, ns: &'a str, desired: &K, cached: Option<ChildMeta>, dry_run: bool) -> Write<'a>
+/// The apply of `desired` when it needs one (see [`Write`]).
+fn write<'a, K>(ctx: &'a Context, ns: &'a str, desired: &K, cached: Option<ChildMeta>) -> Write<'a>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -359,23 +356,21 @@ where
     match ctx.caches.needs_apply(&key, &hash, cached.as_ref()) {
         Decision::Skip => Write::Skip,
         Decision::Lagging => Write::Lagging,
-        Decision::Apply if dry_run => Write::Apply(
+        Decision::Apply => Write::Apply(Box::new(move |dry_run| {
+            let (obj, hash, key) = (obj.clone(), hash.clone(), key.clone());
             async move {
-                apply_dry_run(&api::<K>(ctx, ns), &obj).await?;
-                Ok(None)
-            }
-            .boxed(),
-        ),
-        Decision::Apply => Write::Apply(
-            async move {
+                if dry_run {
+                    apply_dry_run(&api::<K>(ctx, ns), &obj).await?;
+                    return Ok(None);
+                }
                 let stored = apply(&api::<K>(ctx, ns), &obj).await?;
                 ctx.caches.applied(&key, &hash, stored.meta());
                 // Only the Deployment's answer is used (for status).
                 let value = serde_json::to_value(&stored).ok().filter(|_| K::kind(&()) == "Deployment");
                 Ok(value.and_then(|v| serde_json::from_value(v).ok()))
             }
-            .boxed(),
-        ),
+            .boxed()
+        })),
     }
 }
 

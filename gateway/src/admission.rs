@@ -59,6 +59,8 @@ pub enum Refusal {
     ForeignSession,
     /// As many sessions as --max-sessions (503).
     TooManySessions,
+    /// The caller has --max-in-flight-per-caller requests and streams open (429).
+    CallerBusy,
 }
 
 impl Refusal {
@@ -73,7 +75,7 @@ impl Refusal {
             | Self::MethodDenied(_)
             | Self::ForeignSession => StatusCode::FORBIDDEN,
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited(_) | Self::CallerBusy => StatusCode::TOO_MANY_REQUESTS,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::UnexpectedBody | Self::Invalid(_) | Self::NoSession => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -103,6 +105,7 @@ impl Refusal {
             Self::UnknownSession => "unknown_session",
             Self::ForeignSession => "session_owner",
             Self::TooManySessions => "too_many_sessions",
+            Self::CallerBusy => "caller_in_flight",
         }
     }
 
@@ -161,6 +164,7 @@ impl Refusal {
             Self::UnknownSession => "Session not found".into(),
             Self::ForeignSession => "Forbidden: session of another caller".into(),
             Self::TooManySessions => "too many sessions".into(),
+            Self::CallerBusy => "Too Many Requests: too many requests and streams of this caller in flight".into(),
         }
     }
 
@@ -619,6 +623,7 @@ mod tests {
             Refusal::UnknownSession,
             Refusal::ForeignSession,
             Refusal::TooManySessions,
+            Refusal::CallerBusy,
         ];
         for r in all {
             assert!(r.status().is_client_error() || r.status().is_server_error(), "{r:?}");

@@ -92,6 +92,10 @@ pub struct Args {
     /// authentication everyone is the one anonymous caller and only --max-tracked-sessions applies.
     #[arg(long, default_value_t = 1_000)]
     pub max_sessions_per_caller: usize,
+    /// Most requests and streams (SSE streams, WebSockets) of one caller at once when the policy
+    /// authenticates (anonymous callers by client address); more are refused with 429.
+    #[arg(long, default_value_t = 1_024)]
+    pub max_in_flight_per_caller: usize,
     /// A session unused for this long is forgotten (and refused).
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub session_idle_timeout: Duration,

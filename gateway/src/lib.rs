@@ -10,6 +10,7 @@ pub mod auth;
 pub mod authz;
 pub mod config;
 pub mod httpclient;
+pub mod inflight;
 pub mod jsonrpc;
 pub mod metrics;
 pub mod probe;

@@ -132,6 +132,8 @@ pub struct Gateway {
     pub backend: Backend,
     /// Sessions and their owners (HTTP mode).
     pub sessions: Sessions,
+    /// Requests and streams in flight per caller.
+    pub in_flight: Arc<crate::inflight::InFlight>,
     /// --max-body-bytes.
     pub max_body: usize,
     /// --max-batch.
@@ -507,10 +509,14 @@ pub async fn handle(gw: Arc<Gateway>, conn: Arc<ConnInfo>, mut req: Request<Inco
             if let Err(refusal) = gw.rate_check(&identity.rate_key()) {
                 return gw.refuse(&mut cx, refusal, None, &parts.headers, &parts.uri);
             }
+            let Some(permit) = gw.in_flight.acquire(&identity.rate_key()) else {
+                return gw.refuse(&mut cx, Refusal::CallerBusy, None, &parts.headers, &parts.uri);
+            };
             let Backend::Http(up) = &gw.backend else {
                 return gw.refuse(&mut cx, Refusal::NotFound, None, &parts.headers, &parts.uri);
             };
-            crate::ws::proxy(gw.clone(), up, &parts, on_upgrade, identity, access, cx.rec).await
+            let caller = crate::ws::Caller { identity, access, permit };
+            crate::ws::proxy(gw.clone(), up, &parts, on_upgrade, caller, cx.rec).await
         }
         Route::Mcp => serve_mcp(&gw, &conn, &mut cx, req).await,
     };
@@ -529,6 +535,9 @@ async fn serve_mcp(gw: &Arc<Gateway>, conn: &ConnInfo, cx: &mut Ctx, req: Reques
     if let Err(refusal) = gw.rate_check(&identity.rate_key()) {
         return refuse(cx, refusal, None);
     }
+    let Some(permit) = gw.in_flight.acquire(&identity.rate_key()) else {
+        return refuse(cx, Refusal::CallerBusy, None);
+    };
     let session = parts.headers.get(SESSION_HEADER).map(|v| v.to_str().unwrap_or("\u{fffd}").to_string());
     if let (Some(sid), Backend::Http(_)) = (&session, &gw.backend) {
         if let Err(refusal) = gw.sessions.check(sid, &identity.session_owner()) {
@@ -561,10 +570,11 @@ async fn serve_mcp(gw: &Arc<Gateway>, conn: &ConnInfo, cx: &mut Ctx, req: Reques
             }
         }
     }
-    match &gw.backend {
+    let response = match &gw.backend {
         Backend::Http(up) => forward_http(gw, up, cx, parts, admitted, conn, &identity, &access).await,
         Backend::Stdio(bridge) => forward_stdio(gw, bridge, cx, &parts, admitted, &identity, &access, session).await,
-    }
+    };
+    response.map(|body| permit.hold(body))
 }
 
 /// The request to the upstream: method, the upstream's MCP path, the allowed headers.

@@ -108,6 +108,11 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>, on_bound: impl 
         audit,
         metrics: metrics.clone(),
         backend,
+        in_flight: crate::inflight::InFlight::new(if policy.authn().is_some() {
+            args.max_in_flight_per_caller
+        } else {
+            usize::MAX
+        }),
         sessions: Sessions::new(
             args.max_tracked_sessions,
             if policy.authn().is_some() { args.max_sessions_per_caller } else { args.max_tracked_sessions },

@@ -28,16 +28,27 @@ fn config(max: usize) -> WebSocketConfig {
     WebSocketConfig::default().max_message_size(Some(max)).max_frame_size(Some(max))
 }
 
+/// Who a WebSocket is served to: the identity, its tool access, and its in-flight permit (held
+/// until the WebSocket closes).
+pub struct Caller {
+    /// The authenticated (or anonymous) identity.
+    pub identity: Identity,
+    /// Its tool access.
+    pub access: ToolAccess,
+    /// Its permit.
+    pub permit: crate::inflight::Permit,
+}
+
 /// Upgrade the client connection and pipe it to the server.
 pub async fn proxy(
     gw: Arc<Gateway>,
     up: &HttpUpstream,
     parts: &http::request::Parts,
     on_upgrade: OnUpgrade,
-    identity: Identity,
-    access: ToolAccess,
+    caller: Caller,
     mut rec: Record,
 ) -> Response<Body> {
+    let Caller { identity, access, permit } = caller;
     let start = Instant::now();
     let Some(key) = parts.headers.get(header::SEC_WEBSOCKET_KEY) else {
         return json_response(StatusCode::BAD_REQUEST, &serde_json::json!({"error": "not a WebSocket handshake"}));
@@ -83,6 +94,8 @@ pub async fn proxy(
     let base = Record { method: None, ..rec.clone() };
     gw.audit.record(rec);
     tokio::spawn(async move {
+        // The caller's permit is held until the WebSocket closes.
+        let _permit = permit;
         match on_upgrade.await {
             Ok(upgraded) => {
                 let client =

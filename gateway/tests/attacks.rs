@@ -676,6 +676,122 @@ async fn a_session_flood_of_one_caller_evicts_no_other_callers_session() {
     gw.denied("unknown_session", 404).await;
 }
 
+/// An upstream whose GET streams never end (a server pushing notifications), whose initialize
+/// issues a session, and which answers every other request with an empty result.
+async fn endless_streams() -> std::net::SocketAddr {
+    use bytes::Bytes;
+    use futures_util::StreamExt;
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sessions = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let sessions = sessions.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let sessions = sessions.clone();
+                    async move {
+                        type Frames =
+                            futures_util::stream::BoxStream<'static, Result<Frame<Bytes>, std::convert::Infallible>>;
+                        let resp = http::Response::builder();
+                        let (resp, frames): (_, Frames) = if req.method() == http::Method::GET {
+                            let first = Frame::data(Bytes::from("event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{\"level\":\"info\",\"data\":\"hello\"}}\n\n"));
+                            let endless = futures_util::stream::once(async move { Ok(first) })
+                                .chain(futures_util::stream::pending());
+                            (resp.header("content-type", "text/event-stream"), endless.boxed())
+                        } else {
+                            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let msg: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                            let mut resp = resp.header("content-type", "application/json");
+                            let result = if msg["method"] == "initialize" {
+                                let n = sessions.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                resp = resp.header("mcp-session-id", format!("endless-{n}"));
+                                json!({"protocolVersion": "2025-06-18", "capabilities": {"tools": {}}, "serverInfo": {"name": "endless", "version": "1"}})
+                            } else {
+                                json!({})
+                            };
+                            let out = json!({"jsonrpc": "2.0", "id": msg["id"], "result": result}).to_string();
+                            (resp, futures_util::stream::once(async move { Ok(Frame::data(Bytes::from(out))) }).boxed())
+                        };
+                        Ok::<_, std::convert::Infallible>(resp.body(StreamBody::new(frames)).unwrap())
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Opens a GET stream of session `sid` and returns its status and, while open, the connection.
+async fn open_stream(addr: std::net::SocketAddr, auth: &str, sid: &str) -> (u16, tokio::net::TcpStream) {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let headers = [("authorization", auth), ("accept", "text/event-stream"), ("mcp-session-id", sid)];
+    tcp.write_all(&request("GET", "/mcp", &headers, "")).await.unwrap();
+    let mut head = vec![];
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut byte)).await {
+            Ok(Ok(1)) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    let head = String::from_utf8_lossy(&head).to_string();
+    (head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0), tcp)
+}
+
+/// One caller holding its limit of requests and streams in flight is refused more (429) before
+/// anything is forwarded; another caller is served; a stream that ends frees its permit.
+#[tokio::test]
+async fn a_caller_at_its_limit_of_open_streams_is_refused_more_and_no_one_else_is() {
+    let addr = endless_streams().await;
+    let idp = Idp::start(json!({"keys": []})).await;
+    let dir = tempdir("in-flight");
+    let gw = Gw::start(
+        &policy(json!({
+            "authentication": jwt_auth(&dir, Some(&idp.jwks_uri()), true),
+            "authorization": rbac(&["admin", "developer"], json!({"developer": ["echo"]})),
+        })),
+        &["--upstream", &format!("http://{addr}/mcp"), "--check-interval", "60s", "--max-in-flight-per-caller", "2"]
+            .map(String::from),
+    )
+    .await;
+    let session = |auth: String| {
+        let url = gw.url();
+        async move { rpc(&url, &[("authorization", &auth)], &initialize(json!(1))).await.header("mcp-session-id").unwrap() }
+    };
+    let (mine, theirs) = (session(dev()).await, session(admin()).await);
+    let (first, stream1) = open_stream(gw.addr, &dev(), &mine).await;
+    let (second, _stream2) = open_stream(gw.addr, &dev(), &mine).await;
+    assert_eq!((first, second), (200, 200), "two streams within the limit");
+    let third = rpc(&gw.url(), &[("authorization", &dev()), ("mcp-session-id", &mine)], &list_tools(json!(3))).await;
+    assert_eq!(third.status, StatusCode::TOO_MANY_REQUESTS, "{}", third.body);
+    gw.denied("caller_in_flight", 429).await;
+    let (other, _stream3) = open_stream(gw.addr, &admin(), &theirs).await;
+    assert_eq!(other, 200, "another caller is served");
+    let r = rpc(&gw.url(), &[("authorization", &admin()), ("mcp-session-id", &theirs)], &list_tools(json!(4))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    // The client closes one stream: its permit is free again.
+    drop(stream1);
+    let again = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let r =
+                rpc(&gw.url(), &[("authorization", &dev()), ("mcp-session-id", &mine)], &list_tools(json!(5))).await;
+            if r.status == StatusCode::OK {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(again.is_ok(), "a closed stream frees its caller's permit");
+}
+
 #[tokio::test]
 async fn server_everything_never_runs_a_denied_tool_by_another_path() {
     let (_server, port) = server_everything_http().await;

@@ -1,0 +1,111 @@
+//! Requests and streams in flight per caller: each MCP request holds a permit of its caller until
+//! its answer has been sent in full (an SSE stream until it ends, a WebSocket until it closes),
+//! so that one caller cannot hold every connection, stream or child process the gateway and the
+//! server behind it can serve. A caller over its limit is refused (429) before anything is
+//! forwarded.
+
+use crate::Body;
+use http_body_util::BodyExt;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// The permits held, by caller.
+pub struct InFlight {
+    limit: usize,
+    held: Mutex<HashMap<String, usize>>,
+}
+
+/// One request's (or stream's) permit: released when dropped.
+pub struct Permit {
+    table: Arc<InFlight>,
+    owner: String,
+}
+
+impl InFlight {
+    /// At most `limit` of one caller at once.
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self { limit: limit.max(1), held: Mutex::new(HashMap::new()) })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A permit for `owner`, unless it holds `limit` already.
+    pub fn acquire(self: &Arc<Self>, owner: &str) -> Option<Permit> {
+        let mut held = self.lock();
+        let n = held.entry(owner.to_string()).or_default();
+        if *n >= self.limit {
+            return None;
+        }
+        *n += 1;
+        Some(Permit { table: self.clone(), owner: owner.to_string() })
+    }
+
+    /// How many permits `owner` holds.
+    pub fn held(&self, owner: &str) -> usize {
+        self.lock().get(owner).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut held = self.table.lock();
+        if let Some(n) = held.get_mut(&self.owner) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.owner);
+            }
+        }
+    }
+}
+
+impl Permit {
+    /// `body`, holding this permit until it is dropped (sent in full, or the client went).
+    pub fn hold(self, body: Body) -> Body {
+        body.map_frame(move |frame| {
+            let _held = &self;
+            frame
+        })
+        .boxed_unsync()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::{Full, StreamBody};
+    use hyper::body::Frame;
+
+    #[test]
+    fn a_caller_over_its_limit_is_refused_and_others_are_not() {
+        let t = InFlight::new(2);
+        let a1 = t.acquire("a").expect("first");
+        let _a2 = t.acquire("a").expect("second");
+        assert!(t.acquire("a").is_none(), "third refused");
+        let _b = t.acquire("b").expect("another caller is not affected");
+        drop(a1);
+        assert!(t.acquire("a").is_some(), "a permit released is available again");
+    }
+
+    #[tokio::test]
+    async fn a_body_holds_its_permit_until_it_is_sent_or_dropped() {
+        let t = InFlight::new(1);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, crate::BoxError>>(1);
+        let frames = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+        let stream = StreamBody::new(frames);
+        let body = t.acquire("a").unwrap().hold(stream.boxed_unsync());
+        assert_eq!(t.held("a"), 1);
+        tx.send(Ok(Frame::data(Bytes::from("x")))).await.unwrap();
+        drop(tx);
+        let bytes = body.collect().await.unwrap().to_bytes();
+        assert_eq!(bytes, "x");
+        assert_eq!(t.held("a"), 0, "released once the body is sent in full");
+
+        let body = t.acquire("a").unwrap().hold(Full::new(Bytes::from("y")).map_err(|e| match e {}).boxed_unsync());
+        assert!(t.acquire("a").is_none());
+        drop(body);
+        assert_eq!(t.held("a"), 0, "released when the client goes");
+    }
+}

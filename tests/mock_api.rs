@@ -690,6 +690,35 @@ async fn a_child_name_held_by_another_server_is_refused_before_any_write() {
     assert_eq!(err.metric_label(), "Refused");
 }
 
+/// The same when this server comes second: a Deployment of its name that another server's plugin
+/// workload holds is neither written, nor scaled to this server's replicas, nor reported as its.
+#[tokio::test]
+async fn a_deployment_of_another_server_with_this_servers_name_is_not_scaled_or_reported() {
+    let (ctx, mut api) = testbed_with(|w| {
+        let mut other = running_deployment(3, 3, 1);
+        other["metadata"]["labels"]["app.kubernetes.io/instance"] = json!("other-server");
+        seed(&mut w.deployments, other);
+    });
+    let server = server_json();
+    let obj = server.clone();
+    let script = tokio::spawn(async move {
+        // No scale, no apply: the first request is the status.
+        let body = api.write_status(&format!("{MCPSERVERS}/{NAME}"), stored(obj)).await;
+        let status = &body["status"];
+        assert_eq!(status["phase"], "Failed");
+        assert_eq!((status["replicas"].as_i64(), status["ready"].as_str()), (Some(0), Some("0/0")), "not its replicas");
+        let ready = cond(status, "Ready");
+        assert_eq!(ready["reason"], "NameTaken");
+        let message = ready["message"].as_str().unwrap().to_string();
+        assert!(message.contains(&format!("Deployment \"{NAME}\" belongs to MCPServer \"other-server\"")), "{message}");
+        api.event("Warning", "NameTaken", "Apply", &message).await;
+        api.done().await;
+    });
+    let result = within(mcpserver::reconcile(typed(&server), ctx)).await;
+    finish(script).await;
+    assert_eq!(result.expect_err("retried with backoff").metric_label(), "Refused");
+}
+
 /// The full apply of my-mcp-server without policy and plugins, from the first GET to the Event.
 #[tokio::test]
 async fn first_reconcile_applies_every_child_then_status_and_event() {

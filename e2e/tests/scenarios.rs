@@ -391,6 +391,47 @@ EOF"
     Ok(())
 }
 
+/// The other order: a server named like another server's plugin workload is refused, and that
+/// workload is neither taken over, nor scaled to the new server's replicas.
+#[tokio::test(flavor = "multi_thread")]
+async fn server_named_like_another_servers_plugin_workload_is_refused_and_that_workload_untouched() -> Result<()> {
+    let env = env();
+    let _g = env.shared().await;
+    let ns = env.namespace("plugin-names-2").await?;
+    ns.sh_ok(
+        "kubectl apply -f - <<EOF
+apiVersion: mcp.n-takatsu.dev/v1alpha1
+kind: Plugin
+metadata: {name: db}
+spec: {name: db, image: \"mcp-plugin:e2e\", isolation: {level: Container}}
+---
+apiVersion: mcp.n-takatsu.dev/v1alpha1
+kind: MCPServer
+metadata: {name: web}
+spec: {plugins: [db]}
+EOF",
+    )?;
+    running(&ns, "web", 1).await?;
+    let before = ns.api::<Deployment>().get("web-db").await?;
+    ns.sh_ok("kubectl apply -f - <<EOF\napiVersion: mcp.n-takatsu.dev/v1alpha1\nkind: MCPServer\nmetadata: {name: web-db}\nspec: {replicas: 3}\nEOF")?;
+    let taken = wait_for(&ns.api::<McpServer>(), "web-db", "Ready False NameTaken", |s: Option<&McpServer>| {
+        s.and_then(|s| s.status.as_ref())
+            .is_some_and(|st| st.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == "NameTaken"))
+    })
+    .await?;
+    let (_, _, message) = condition(&taken, "Ready");
+    ensure!(message.contains("belongs to MCPServer \"web\""), "names the other server: {message}");
+    let status = taken.status.clone().unwrap_or_default();
+    ensure!(status.ready_replicas == 0, "web's plugin pods are not reported as web-db's: {status:?}");
+    // Give a wrong scale time to land, then look: web's plugin workload is as it was.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let after = ns.api::<Deployment>().get("web-db").await?;
+    let spec = |d: &Deployment| (d.metadata.generation, d.spec.replicas, d.labels().clone());
+    ensure!(spec(&after) == spec(&before), "web's plugin Deployment is untouched: {:?}", spec(&after));
+    running(&ns, "web", 1).await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn add_plugin_whose_workload_name_is_another_servers_is_refused_and_that_server_untouched() -> Result<()> {
     let env = env();

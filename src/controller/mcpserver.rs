@@ -413,7 +413,10 @@ async fn apply_server(server: &McpServer, ctx: &Context) -> Result<Action> {
     let resolved = resolve(server, ctx).await?;
     let mut lagging = false;
     let deployments = api::<Deployment>(ctx, &ns);
-    let existing = ctx.caches.deployment(&ns, &name);
+    // A Deployment of this name that another server's child holds (a plugin workload named
+    // SERVER-PLUGIN made before this server) is not this server's: never scaled or reported.
+    let existing =
+        ctx.caches.deployment(&ns, &name).filter(|d| d.metadata.label(LABEL_INSTANCE).is_none_or(|i| i == name));
     let mut applied = Resolution::ok("Applied", "every child object is applied");
     let deployment = if resolved.ok() {
         let inputs = BuildInputs {

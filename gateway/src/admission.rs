@@ -61,6 +61,8 @@ pub enum Refusal {
     TooManySessions,
     /// The caller has --max-in-flight-per-caller requests and streams open (429).
     CallerBusy,
+    /// The caller has as many stdio sessions (processes) as one caller may (429).
+    CallerSessions,
 }
 
 impl Refusal {
@@ -75,7 +77,7 @@ impl Refusal {
             | Self::MethodDenied(_)
             | Self::ForeignSession => StatusCode::FORBIDDEN,
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            Self::RateLimited(_) | Self::CallerBusy => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited(_) | Self::CallerBusy | Self::CallerSessions => StatusCode::TOO_MANY_REQUESTS,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::UnexpectedBody | Self::Invalid(_) | Self::NoSession => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -106,6 +108,7 @@ impl Refusal {
             Self::ForeignSession => "session_owner",
             Self::TooManySessions => "too_many_sessions",
             Self::CallerBusy => "caller_in_flight",
+            Self::CallerSessions => "caller_sessions",
         }
     }
 
@@ -165,6 +168,7 @@ impl Refusal {
             Self::ForeignSession => "Forbidden: session of another caller".into(),
             Self::TooManySessions => "too many sessions".into(),
             Self::CallerBusy => "Too Many Requests: too many requests and streams of this caller in flight".into(),
+            Self::CallerSessions => "Too Many Requests: this caller has as many sessions as it may".into(),
         }
     }
 
@@ -624,6 +628,7 @@ mod tests {
             Refusal::ForeignSession,
             Refusal::TooManySessions,
             Refusal::CallerBusy,
+            Refusal::CallerSessions,
         ];
         for r in all {
             assert!(r.status().is_client_error() || r.status().is_server_error(), "{r:?}");

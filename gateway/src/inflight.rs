@@ -1,6 +1,6 @@
 //! Requests and streams in flight per caller: each MCP request holds a permit of its caller until
 //! its answer has been sent in full (an SSE stream until it ends, a WebSocket until it closes),
-//! so that one caller cannot hold every connection, stream or child process the gateway and the
+//! so that one caller cannot hold every connection and stream the gateway and the
 //! server behind it can serve. A caller over its limit is refused (429) before anything is
 //! forwarded.
 
@@ -99,9 +99,12 @@ mod tests {
         assert_eq!(t.held("a"), 1);
         tx.send(Ok(Frame::data(Bytes::from("x")))).await.unwrap();
         drop(tx);
-        let bytes = body.collect().await.unwrap().to_bytes();
-        assert_eq!(bytes, "x");
-        assert_eq!(t.held("a"), 0, "released once the body is sent in full");
+        let mut body = body;
+        assert_eq!(body.frame().await.unwrap().unwrap().into_data().unwrap(), "x");
+        assert!(body.frame().await.is_none(), "the end of the stream");
+        assert_eq!(t.held("a"), 1, "held while the body lives");
+        drop(body);
+        assert_eq!(t.held("a"), 0, "released with the body (hyper drops it once sent in full)");
 
         let body = t.acquire("a").unwrap().hold(Full::new(Bytes::from("y")).map_err(|e| match e {}).boxed_unsync());
         assert!(t.acquire("a").is_none());

@@ -535,9 +535,6 @@ async fn serve_mcp(gw: &Arc<Gateway>, conn: &ConnInfo, cx: &mut Ctx, req: Reques
     if let Err(refusal) = gw.rate_check(&identity.rate_key()) {
         return refuse(cx, refusal, None);
     }
-    let Some(permit) = gw.in_flight.acquire(&identity.rate_key()) else {
-        return refuse(cx, Refusal::CallerBusy, None);
-    };
     let session = parts.headers.get(SESSION_HEADER).map(|v| v.to_str().unwrap_or("\u{fffd}").to_string());
     if let (Some(sid), Backend::Http(_)) = (&session, &gw.backend) {
         if let Err(refusal) = gw.sessions.check(sid, &identity.session_owner()) {
@@ -570,11 +567,28 @@ async fn serve_mcp(gw: &Arc<Gateway>, conn: &ConnInfo, cx: &mut Ctx, req: Reques
             }
         }
     }
+    // A GET stream or a POST with requests holds one of the caller's permits until its answer
+    // ends. A DELETE, and a POST of only answers and notifications (a client at its limit must
+    // still answer an elicitation its open streams wait for), need none.
+    let permit = match &admitted {
+        Some(a) if a.parsed.requests().next().is_none() => None,
+        _ if parts.method == Method::DELETE => None,
+        _ => match gw.in_flight.acquire(&identity.rate_key()) {
+            Some(permit) => Some(permit),
+            None => {
+                let reply = Refusal::CallerBusy.rpc_error(admitted.as_ref().and_then(|a| a.parsed.single_id()));
+                return refuse(cx, Refusal::CallerBusy, Some(reply));
+            }
+        },
+    };
     let response = match &gw.backend {
         Backend::Http(up) => forward_http(gw, up, cx, parts, admitted, conn, &identity, &access).await,
         Backend::Stdio(bridge) => forward_stdio(gw, bridge, cx, &parts, admitted, &identity, &access, session).await,
     };
-    response.map(|body| permit.hold(body))
+    match permit {
+        Some(permit) => response.map(|body| permit.hold(body)),
+        None => response,
+    }
 }
 
 /// The request to the upstream: method, the upstream's MCP path, the allowed headers.
@@ -658,8 +672,9 @@ async fn forward_http(
     let created = rparts.headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok());
     let initialize = admitted.as_ref().is_some_and(|a| a.parsed.messages.iter().any(|m| m.is_initialize()));
     if let (Some(sid), true, true) = (created, initialize, status.is_success()) {
-        let n = gw.sessions.bind(sid, &identity.session_owner());
+        let (n, forgotten) = gw.sessions.bind(sid, &identity.session_owner());
         gw.metrics.sessions.set(i64::try_from(n).unwrap_or(i64::MAX));
+        end_upstream_sessions(up, forgotten);
         cx.rec.session = Some(sid.to_string());
     }
     if let (true, Some(sid), true) = (parts.method == Method::DELETE, &cx.rec.session, status.is_success()) {
@@ -709,6 +724,26 @@ async fn forward_http(
     Response::from_parts(rparts, body)
 }
 
+/// Tells the server, in the background, to end sessions the gateway forgot to make room (a
+/// DELETE each, as a client ending its session would): their streams end and their state goes,
+/// instead of lingering until the server's own timeout while nobody may use them.
+fn end_upstream_sessions(up: &HttpUpstream, ids: Vec<String>) {
+    for id in ids {
+        let request = Request::builder()
+            .method(Method::DELETE)
+            .uri(format!("{}{}", up.origin, up.path))
+            .header(SESSION_HEADER, id.as_str())
+            .body(empty());
+        let Ok(request) = request else { continue };
+        let client = up.client.clone();
+        tokio::spawn(async move {
+            if let Err(e) = client.request(request).await {
+                tracing::debug!(session = %id, error = %e, "ending a forgotten session at the server failed");
+            }
+        });
+    }
+}
+
 /// An answer a restricted caller may not see unfiltered could not be inspected: never passed on.
 fn inspect_failed(gw: &Gateway, cx: &mut Ctx, id: Option<&Value>, why: String) -> Response<Body> {
     tracing::warn!(error = %why, "an answer from the server could not be inspected: replaced by an error");
@@ -724,6 +759,7 @@ fn bridge_refusal(e: &BridgeError) -> Option<Refusal> {
         BridgeError::NoSession => Some(Refusal::NoSession),
         BridgeError::UnknownSession => Some(Refusal::UnknownSession),
         BridgeError::TooMany => Some(Refusal::TooManySessions),
+        BridgeError::CallerTooMany => Some(Refusal::CallerSessions),
         BridgeError::Spawn(_) | BridgeError::Gone => None,
     }
 }

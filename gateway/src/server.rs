@@ -71,7 +71,13 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>, on_bound: impl 
 
     let health = Health::new(&args.name, metrics.clone());
     let (backend, target) = if args.stdio {
-        let bridge = Bridge::new(args.command.clone(), args.max_sessions, args.idle_timeout, metrics.clone());
+        // When the policy authenticates, a quarter of the processes stays for other callers.
+        let per_caller = match policy.authn() {
+            Some(_) => args.max_sessions_per_caller.min(args.max_sessions - args.max_sessions / 4),
+            None => args.max_sessions,
+        };
+        let bridge =
+            Bridge::new(args.command.clone(), args.max_sessions, per_caller, args.idle_timeout, metrics.clone());
         bridge.spawn_reaper();
         (Backend::Stdio(bridge.clone()), probe::Target::Stdio(bridge))
     } else {

@@ -55,25 +55,30 @@ impl Sessions {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A session created by `owner`; returns how many are held.
-    pub fn bind(&self, id: &str, owner: &str) -> usize {
+    /// A session created by `owner`; returns how many are held and the sessions forgotten to make
+    /// room (the caller's own oldest, or the table's least recently used), which the server
+    /// should be told to end.
+    pub fn bind(&self, id: &str, owner: &str) -> (usize, Vec<String>) {
         let mut t = self.lock();
+        let mut forgotten = vec![];
         t.pop(id);
         if t.held.get(owner).copied().unwrap_or(0) >= self.per_owner {
             // The caller's own least recently used session goes (the iterator runs from the
             // most recently used).
             let oldest = t.lru.iter().rev().find(|(_, (who, _))| who == owner).map(|(sid, _)| sid.clone());
             if let Some(oldest) = oldest {
-                tracing::info!(session = %oldest, "a caller's session limit reached: its least recently used session ended");
+                tracing::info!(session = %oldest, "a caller's session limit reached: its least recently used session forgotten");
                 t.pop(&oldest);
+                forgotten.push(oldest);
             }
         }
         if let Some((evicted, (who, _))) = t.lru.push(id.to_string(), (owner.to_string(), Instant::now())) {
-            tracing::info!(session = %evicted, "session table full: least recently used session evicted");
+            tracing::info!(session = %evicted, "session table full: least recently used session forgotten");
             t.release(&who);
+            forgotten.push(evicted);
         }
         *t.held.entry(owner.to_string()).or_default() += 1;
-        t.lru.len()
+        (t.lru.len(), forgotten)
     }
 
     /// May `owner` use session `id`?
@@ -121,7 +126,7 @@ mod tests {
         s.bind("a", "o");
         s.bind("b", "o");
         assert_eq!(s.check("a", "o"), Ok(()), "a is now the most recent");
-        assert_eq!(s.bind("c", "o"), 2);
+        assert_eq!(s.bind("c", "o"), (2, vec!["b".to_string()]));
         assert_eq!(s.check("b", "o"), Err(Refusal::UnknownSession), "evicted, not reopened");
         assert_eq!(s.check("a", "o"), Ok(()));
         assert_eq!(s.check("c", "o"), Ok(()));
@@ -143,7 +148,15 @@ mod tests {
         s.bind("anon-2", "anonymous");
         assert_eq!(s.check("anon-1", "anonymous"), Ok(()), "anon-1 is now its most recent");
         for n in 3..100 {
-            assert!(s.bind(&format!("anon-{n}"), "anonymous") <= 3, "alice's and two of the caller's");
+            let (held, forgotten) = s.bind(&format!("anon-{n}"), "anonymous");
+            assert_eq!(held, 3, "alice's and two of the caller's");
+            // anon-1 was used after anon-2, so anon-2 goes first, then anon-1, then in order.
+            let oldest = match n {
+                3 => "anon-2".to_string(),
+                4 => "anon-1".to_string(),
+                _ => format!("anon-{}", n - 2),
+            };
+            assert_eq!(forgotten, vec![oldest], "the caller's own least recently used");
         }
         assert_eq!(s.check("alice-1", "jwt:sub:alice"), Ok(()), "another caller's session stays");
         assert_eq!(s.check("anon-99", "anonymous"), Ok(()));

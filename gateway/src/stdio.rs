@@ -63,6 +63,9 @@ pub enum BridgeError {
     /// --max-sessions reached (503).
     #[error("too many sessions")]
     TooMany,
+    /// The caller holds as many sessions as one caller may (429).
+    #[error("too many sessions of this caller")]
+    CallerTooMany,
     /// The command could not be started (502).
     #[error("starting the server failed: {0}")]
     Spawn(String),
@@ -438,15 +441,17 @@ pub fn new_session_id() -> String {
 pub struct Bridge {
     command: Vec<String>,
     max: usize,
+    per_owner: usize,
     idle: Duration,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     metrics: Arc<Metrics>,
 }
 
 impl Bridge {
-    /// A bridge for `command`.
-    pub fn new(command: Vec<String>, max: usize, idle: Duration, metrics: Arc<Metrics>) -> Arc<Self> {
-        Arc::new(Self { command, max: max.max(1), idle, sessions: Mutex::default(), metrics })
+    /// A bridge for `command`: at most `max` sessions (child processes), `per_owner` of one caller.
+    pub fn new(command: Vec<String>, max: usize, per_owner: usize, idle: Duration, metrics: Arc<Metrics>) -> Arc<Self> {
+        let per_owner = per_owner.max(1);
+        Arc::new(Self { command, max: max.max(1), per_owner, idle, sessions: Mutex::default(), metrics })
     }
 
     fn update_gauge(&self, n: usize) {
@@ -459,6 +464,9 @@ impl Bridge {
         map.retain(|_, s| s.is_alive());
         if map.len() >= self.max {
             return Err(BridgeError::TooMany);
+        }
+        if map.values().filter(|s| s.owner == owner).count() >= self.per_owner {
+            return Err(BridgeError::CallerTooMany);
         }
         let s = Session::spawn(&self.command, new_session_id(), owner.to_string())?;
         map.insert(s.id.clone(), s.clone());
@@ -563,7 +571,7 @@ mod tests {
 
     fn cat_bridge(max: usize, idle: Duration) -> Arc<Bridge> {
         // `cat` echoes each request line back: a response-shaped line resolves the request.
-        Bridge::new(vec!["cat".into()], max, idle, Arc::new(Metrics::new()))
+        Bridge::new(vec!["cat".into()], max, max, idle, Arc::new(Metrics::new()))
     }
 
     #[tokio::test]
@@ -666,8 +674,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn one_caller_holds_at_most_its_share_of_the_processes() {
+        let b = Bridge::new(vec!["cat".into()], 4, 2, Duration::from_secs(60), Arc::new(Metrics::new()));
+        let _a1 = b.create("a").unwrap();
+        let a2 = b.create("a").unwrap();
+        assert_eq!(b.create("a").err(), Some(BridgeError::CallerTooMany));
+        let _b1 = b.create("b").expect("another caller starts a session");
+        b.remove(&a2.id).await.unwrap();
+        b.create("a").expect("a session ended frees the caller's share");
+    }
+
+    #[tokio::test]
     async fn dead_child_fails_requests() {
-        let b = Bridge::new(vec!["true".into()], 1, Duration::from_secs(60), Arc::new(Metrics::new()));
+        let b = Bridge::new(vec!["true".into()], 1, 1, Duration::from_secs(60), Arc::new(Metrics::new()));
         let s = b.create("a").unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(!s.is_alive());

@@ -674,6 +674,22 @@ async fn a_session_flood_of_one_caller_evicts_no_other_callers_session() {
         assert_eq!(status(dev(), sid.clone(), format!("flood-{n}")).await, expected, "session {n} of 25");
     }
     gw.denied("unknown_session", 404).await;
+    // The server is told to end each session the gateway forgot (a DELETE each, in the
+    // background), so that none lingers there unusable.
+    let ended = |rec: &Recorder| -> Vec<String> {
+        let seen = rec.seen();
+        let deletes = seen.iter().filter(|s| s.method == Method::DELETE);
+        deletes.filter_map(|s| s.headers.get("mcp-session-id")?.to_str().ok().map(String::from)).collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ended(&rec).len() < 22 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut ended = ended(&rec);
+    ended.sort();
+    let mut forgotten = mine[..22].to_vec();
+    forgotten.sort();
+    assert_eq!(ended, forgotten, "the 22 forgotten sessions, and only those, ended at the server");
 }
 
 /// An upstream whose GET streams never end (a server pushing notifications), whose initialize
@@ -697,7 +713,9 @@ async fn endless_streams() -> std::net::SocketAddr {
                         type Frames =
                             futures_util::stream::BoxStream<'static, Result<Frame<Bytes>, std::convert::Infallible>>;
                         let resp = http::Response::builder();
-                        let (resp, frames): (_, Frames) = if req.method() == http::Method::GET {
+                        let (resp, frames): (_, Frames) = if req.method() == http::Method::DELETE {
+                            (resp.status(200), futures_util::stream::empty().boxed())
+                        } else if req.method() == http::Method::GET {
                             let first = Frame::data(Bytes::from("event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{\"level\":\"info\",\"data\":\"hello\"}}\n\n"));
                             let endless = futures_util::stream::once(async move { Ok(first) })
                                 .chain(futures_util::stream::pending());
@@ -705,6 +723,13 @@ async fn endless_streams() -> std::net::SocketAddr {
                         } else {
                             let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
                             let msg: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                            if msg.get("id").is_none() || msg.get("method").is_none() {
+                                // A notification or an answer: accepted, nothing to say.
+                                let accepted = resp.status(202);
+                                return Ok(accepted
+                                    .body(StreamBody::new(futures_util::stream::empty().boxed()))
+                                    .unwrap());
+                            }
                             let mut resp = resp.header("content-type", "application/json");
                             let result = if msg["method"] == "initialize" {
                                 let n = sessions.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -765,13 +790,23 @@ async fn a_caller_at_its_limit_of_open_streams_is_refused_more_and_no_one_else_i
         let url = gw.url();
         async move { rpc(&url, &[("authorization", &auth)], &initialize(json!(1))).await.header("mcp-session-id").unwrap() }
     };
-    let (mine, theirs) = (session(dev()).await, session(admin()).await);
+    let (mine, theirs, spare) = (session(dev()).await, session(admin()).await, session(dev()).await);
     let (first, stream1) = open_stream(gw.addr, &dev(), &mine).await;
     let (second, _stream2) = open_stream(gw.addr, &dev(), &mine).await;
     assert_eq!((first, second), (200, 200), "two streams within the limit");
     let third = rpc(&gw.url(), &[("authorization", &dev()), ("mcp-session-id", &mine)], &list_tools(json!(3))).await;
     assert_eq!(third.status, StatusCode::TOO_MANY_REQUESTS, "{}", third.body);
     gw.denied("caller_in_flight", 429).await;
+    // At its limit a client may still answer what its streams wait for (an elicitation), send
+    // notifications and end sessions: those hold no stream.
+    let headers = [("authorization", dev()), ("mcp-session-id", mine.clone())];
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let answer = json!({"jsonrpc": "2.0", "id": "elicit-1", "result": {"action": "accept", "content": {}}});
+    assert_eq!(rpc(&gw.url(), &headers, &answer).await.status, StatusCode::ACCEPTED, "an answer");
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 9}});
+    assert_eq!(rpc(&gw.url(), &headers, &note).await.status, StatusCode::ACCEPTED, "a notification");
+    let end = send(Method::DELETE, &gw.url(), &[("authorization", &dev()), ("mcp-session-id", &spare)], None).await;
+    assert_eq!(end.unwrap().status, StatusCode::OK, "ending a session");
     let (other, _stream3) = open_stream(gw.addr, &admin(), &theirs).await;
     assert_eq!(other, 200, "another caller is served");
     let r = rpc(&gw.url(), &[("authorization", &admin()), ("mcp-session-id", &theirs)], &list_tools(json!(4))).await;

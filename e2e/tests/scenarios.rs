@@ -391,13 +391,8 @@ EOF"
     Ok(())
 }
 
-/// The other order: a server named like another server's plugin workload is refused, and that
-/// workload is neither taken over, nor scaled to the new server's replicas.
-#[tokio::test(flavor = "multi_thread")]
-async fn server_named_like_another_servers_plugin_workload_is_refused_and_that_workload_untouched() -> Result<()> {
-    let env = env();
-    let _g = env.shared().await;
-    let ns = env.namespace("plugin-names-2").await?;
+/// Server `web` with Container plugin `db`: its plugin workload is named `web-db`.
+fn apply_web_with_plugin_db(ns: &TestNamespace) -> Result<String> {
     ns.sh_ok(
         "kubectl apply -f - <<EOF
 apiVersion: mcp.n-takatsu.dev/v1alpha1
@@ -410,15 +405,30 @@ kind: MCPServer
 metadata: {name: web}
 spec: {plugins: [db]}
 EOF",
-    )?;
-    running(&ns, "web", 1).await?;
-    let before = ns.api::<Deployment>().get("web-db").await?;
-    ns.sh_ok("kubectl apply -f - <<EOF\napiVersion: mcp.n-takatsu.dev/v1alpha1\nkind: MCPServer\nmetadata: {name: web-db}\nspec: {replicas: 3}\nEOF")?;
-    let taken = wait_for(&ns.api::<McpServer>(), "web-db", "Ready False NameTaken", |s: Option<&McpServer>| {
+    )
+}
+
+/// Server `name` once refused with `Ready=False` reason `NameTaken`.
+async fn name_taken(ns: &TestNamespace, name: &str) -> Result<McpServer> {
+    wait_for(&ns.api::<McpServer>(), name, "Ready False NameTaken", |s: Option<&McpServer>| {
         s.and_then(|s| s.status.as_ref())
             .is_some_and(|st| st.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == "NameTaken"))
     })
-    .await?;
+    .await
+}
+
+/// The other order: a server named like another server's plugin workload is refused, and that
+/// workload is neither taken over, nor scaled to the new server's replicas.
+#[tokio::test(flavor = "multi_thread")]
+async fn server_named_like_another_servers_plugin_workload_is_refused_and_that_workload_untouched() -> Result<()> {
+    let env = env();
+    let _g = env.shared().await;
+    let ns = env.namespace("plugin-names-2").await?;
+    apply_web_with_plugin_db(&ns)?;
+    running(&ns, "web", 1).await?;
+    let before = ns.api::<Deployment>().get("web-db").await?;
+    ns.sh_ok("kubectl apply -f - <<EOF\napiVersion: mcp.n-takatsu.dev/v1alpha1\nkind: MCPServer\nmetadata: {name: web-db}\nspec: {replicas: 3}\nEOF")?;
+    let taken = name_taken(&ns, "web-db").await?;
     let (_, _, message) = condition(&taken, "Ready");
     ensure!(message.contains("belongs to MCPServer \"web\""), "names the other server: {message}");
     let status = taken.status.clone().unwrap_or_default();
@@ -441,24 +451,8 @@ async fn add_plugin_whose_workload_name_is_another_servers_is_refused_and_that_s
     running(&ns, "web-db", 1).await?;
     let before = ns.api::<k8s_openapi::api::core::v1::Service>().get("web-db").await?;
     // Server web with a Container plugin db: its plugin workload would be named web-db.
-    ns.sh_ok(
-        "kubectl apply -f - <<EOF
-apiVersion: mcp.n-takatsu.dev/v1alpha1
-kind: Plugin
-metadata: {name: db}
-spec: {name: db, image: \"mcp-plugin:e2e\", isolation: {level: Container}}
----
-apiVersion: mcp.n-takatsu.dev/v1alpha1
-kind: MCPServer
-metadata: {name: web}
-spec: {plugins: [db]}
-EOF",
-    )?;
-    let web = wait_for(&ns.api::<McpServer>(), "web", "Ready False NameTaken", |s: Option<&McpServer>| {
-        s.and_then(|s| s.status.as_ref())
-            .is_some_and(|st| st.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == "NameTaken"))
-    })
-    .await?;
+    apply_web_with_plugin_db(&ns)?;
+    let web = name_taken(&ns, "web").await?;
     let (_, _, message) = condition(&web, "Ready");
     ensure!(message.contains("web-db") && message.contains("belongs to MCPServer"), "names both: {message}");
     eventually("a NameTaken Warning Event on web", || {

@@ -657,28 +657,24 @@ async fn a_refused_child_is_reported_with_the_api_field_error_and_what_runs_stay
     assert_eq!(err.metric_label(), "Refused");
 }
 
-/// A child whose name another server's child has (a plugin workload `SERVER-PLUGIN` can be
-/// another server's own name) is never applied over it: nothing of this server is written, and
-/// the status names both.
-#[tokio::test]
-async fn a_child_name_held_by_another_server_is_refused_before_any_write() {
-    let (ctx, mut api) = testbed_with(|w| {
-        let mut labels = server_labels();
-        labels["app.kubernetes.io/instance"] = json!("other-server");
-        seed_meta(&mut w.services, json!({"name": NAME, "namespace": NS, "labels": labels}));
-    });
+/// Reconciles `server_json()` against a cache where `held` (e.g. `Service "NAME"`) belongs to
+/// server `other-server`, and expects the refusal before any write: the first and only requests
+/// are the status (`Failed`, `Ready=False NameTaken` naming the object and the other server, plus
+/// what `check` asserts) and the Warning Event; the reconcile fails as `Refused` (retried with
+/// backoff: the other server may go).
+async fn refused_as_name_taken(ctx: Arc<Context>, mut api: ApiServer, held: String, check: fn(&Value)) {
     let server = server_json();
     let obj = server.clone();
     let script = tokio::spawn(async move {
-        // No apply, no dry run, no deletion: the first request is the status.
         let body = api.write_status(&format!("{MCPSERVERS}/{NAME}"), stored(obj)).await;
         let status = &body["status"];
         assert_eq!(status["phase"], "Failed");
+        check(status);
         let ready = cond(status, "Ready");
         assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some("NameTaken")));
         let message = ready["message"].as_str().unwrap().to_string();
         assert!(
-            message.contains(&format!("Service \"{NAME}\" belongs to MCPServer \"other-server\"")),
+            message.contains(&format!("{held} belongs to MCPServer \"other-server\"")),
             "names the kind, the object and the other server: {message}"
         );
         api.event("Warning", "NameTaken", "Apply", &message).await;
@@ -686,37 +682,34 @@ async fn a_child_name_held_by_another_server_is_refused_before_any_write() {
     });
     let result = within(mcpserver::reconcile(typed(&server), ctx)).await;
     finish(script).await;
-    let err = result.expect_err("retried with backoff (the other server may go)");
-    assert_eq!(err.metric_label(), "Refused");
+    assert_eq!(result.expect_err("retried with backoff").metric_label(), "Refused");
+}
+
+/// A child whose name another server's child has (a plugin workload `SERVER-PLUGIN` can be
+/// another server's own name) is never applied over it: no apply, no dry run, no deletion.
+#[tokio::test]
+async fn a_child_name_held_by_another_server_is_refused_before_any_write() {
+    let (ctx, api) = testbed_with(|w| {
+        let mut labels = server_labels();
+        labels["app.kubernetes.io/instance"] = json!("other-server");
+        seed_meta(&mut w.services, json!({"name": NAME, "namespace": NS, "labels": labels}));
+    });
+    refused_as_name_taken(ctx, api, format!("Service \"{NAME}\""), |_| {}).await;
 }
 
 /// The same when this server comes second: a Deployment of its name that another server's plugin
 /// workload holds is neither written, nor scaled to this server's replicas, nor reported as its.
 #[tokio::test]
 async fn a_deployment_of_another_server_with_this_servers_name_is_not_scaled_or_reported() {
-    let (ctx, mut api) = testbed_with(|w| {
+    let (ctx, api) = testbed_with(|w| {
         let mut other = running_deployment(3, 3, 1);
         other["metadata"]["labels"]["app.kubernetes.io/instance"] = json!("other-server");
         seed(&mut w.deployments, other);
     });
-    let server = server_json();
-    let obj = server.clone();
-    let script = tokio::spawn(async move {
-        // No scale, no apply: the first request is the status.
-        let body = api.write_status(&format!("{MCPSERVERS}/{NAME}"), stored(obj)).await;
-        let status = &body["status"];
-        assert_eq!(status["phase"], "Failed");
+    refused_as_name_taken(ctx, api, format!("Deployment \"{NAME}\""), |status| {
         assert_eq!((status["replicas"].as_i64(), status["ready"].as_str()), (Some(0), Some("0/0")), "not its replicas");
-        let ready = cond(status, "Ready");
-        assert_eq!(ready["reason"], "NameTaken");
-        let message = ready["message"].as_str().unwrap().to_string();
-        assert!(message.contains(&format!("Deployment \"{NAME}\" belongs to MCPServer \"other-server\"")), "{message}");
-        api.event("Warning", "NameTaken", "Apply", &message).await;
-        api.done().await;
-    });
-    let result = within(mcpserver::reconcile(typed(&server), ctx)).await;
-    finish(script).await;
-    assert_eq!(result.expect_err("retried with backoff").metric_label(), "Refused");
+    })
+    .await;
 }
 
 /// The full apply of my-mcp-server without policy and plugins, from the first GET to the Event.

@@ -77,6 +77,10 @@ pub fn validate_policy(spec: &SecurityPolicySpec, secrets: &BTreeMap<String, Sec
             }
         }
     }
+    let jwt = spec.authentication.as_ref().and_then(|a| a.jwt.as_ref());
+    if jwt.is_some_and(|j| j.jwks_uri.is_some() && (j.issuer.is_none() || j.audiences.is_empty())) {
+        problems.push("spec.authentication.jwt.jwksUri needs issuer and audiences (else a token the identity provider signed for any other application is accepted)".into());
+    }
     for need in required_secrets(spec) {
         let Some(secret) = secrets.get(&need.name) else {
             problems.push(format!("{}: Secret {:?} not found", need.field, need.name));
@@ -266,6 +270,34 @@ spec:
                 "spec.authentication.apiKeys is required when spec.authentication.methods includes apikey",
             ]
         );
+    }
+
+    #[test]
+    fn keys_from_a_jwks_need_an_issuer_and_an_audience() {
+        let secrets = BTreeMap::from([
+            secret("tls-cert-secret", &["tls.crt", "tls.key"]),
+            secret("oauth2-client", &["client-id", "client-secret"]),
+        ]);
+        let mut p = guide_policy();
+        let jwt = p.spec.authentication.as_mut().unwrap().jwt.as_mut().unwrap();
+        assert!(jwt.jwks_uri.is_some());
+        jwt.audiences.clear();
+        let problems = validate_policy(&p.spec, &secrets);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].starts_with("spec.authentication.jwt.jwksUri needs issuer and audiences"), "{problems:?}");
+        let jwt = p.spec.authentication.as_mut().unwrap().jwt.as_mut().unwrap();
+        jwt.audiences = vec!["mcp".into()];
+        jwt.issuer = None;
+        assert_eq!(validate_policy(&p.spec, &secrets).len(), 1);
+        let jwt = p.spec.authentication.as_mut().unwrap().jwt.as_mut().unwrap();
+        jwt.jwks_uri = None;
+        jwt.secret_ref = Some(crate::api::SecretKeyRef { name: "jwt".into(), key: "secret".into() });
+        let secrets = BTreeMap::from([
+            secret("tls-cert-secret", &["tls.crt", "tls.key"]),
+            secret("oauth2-client", &["client-id", "client-secret"]),
+            secret("jwt", &["secret"]),
+        ]);
+        assert_eq!(validate_policy(&p.spec, &secrets), Vec::<String>::new(), "a shared secret is the issuer's own");
     }
 
     use serde_json::json;

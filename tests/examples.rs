@@ -442,7 +442,8 @@ fn cel_rules_are_in_the_crds() {
         jwt,
         [
             "spec.authentication.jwt needs jwksUri or secretRef",
-            "spec.authentication.jwt.generateSecret needs spec.authentication.jwt.secretRef (the Secret to create)"
+            "spec.authentication.jwt.generateSecret needs spec.authentication.jwt.secretRef (the Secret to create)",
+            "spec.authentication.jwt.jwksUri needs issuer and audiences (else a token the identity provider signed for any other application is accepted)"
         ]
     );
     for (kind, label) in [("MCPServer", "DNS-1035"), ("Plugin", "DNS-1123")] {

@@ -1448,6 +1448,10 @@ async fn bad_input_mcpserver_is_rejected_naming_the_field(#[case] spec: &str, #[
     "kind: SecurityPolicy\nmetadata: {name: p}\nspec: {authentication: {methods: [jwt], jwt: {issuer: x}}}",
     "spec.authentication.jwt needs jwksUri or secretRef"
 )]
+#[case::jwks_without_audience(
+    "kind: SecurityPolicy\nmetadata: {name: p}\nspec: {authentication: {methods: [jwt], jwt: {issuer: x, jwksUri: \"https://idp.example/jwks\"}}}",
+    "spec.authentication.jwt.jwksUri needs issuer and audiences"
+)]
 #[case::rate_zero(
     "kind: SecurityPolicy\nmetadata: {name: p}\nspec: {rateLimiting: {enabled: true, requestsPerMinute: 0}}",
     "spec.rateLimiting.requestsPerMinute"

@@ -154,7 +154,9 @@ impl AuthMethod {
     {"rule": "has(self.jwksUri) || has(self.secretRef)",
      "message": "spec.authentication.jwt needs jwksUri or secretRef"},
     {"rule": "!has(self.generateSecret) || !self.generateSecret || has(self.secretRef)",
-     "message": "spec.authentication.jwt.generateSecret needs spec.authentication.jwt.secretRef (the Secret to create)"}
+     "message": "spec.authentication.jwt.generateSecret needs spec.authentication.jwt.secretRef (the Secret to create)"},
+    {"rule": "!has(self.jwksUri) || (has(self.issuer) && has(self.audiences) && size(self.audiences) > 0)",
+     "message": "spec.authentication.jwt.jwksUri needs issuer and audiences (else a token the identity provider signed for any other application is accepted)"}
 ]))]
 pub struct JwtAuth {
     /// Required `iss` claim.

@@ -296,6 +296,13 @@ impl PolicyDocument {
                     return Err(format!("authentication method {} has no settings", m.as_str()));
                 }
             }
+            if a.jwt.as_ref().is_some_and(|j| j.jwks_uri.is_some() && (j.issuer.is_none() || j.audiences.is_empty())) {
+                return Err(
+                    "jwt.jwksUri needs issuer and audiences (else a token the identity provider signed for any \
+                            other application is accepted)"
+                        .into(),
+                );
+            }
             if a.methods.contains(&Method::Mtls) && self.tls.is_none() {
                 return Err("authentication method mtls needs tls".into());
             }
@@ -393,6 +400,16 @@ mod tests {
         doc["authentication"]["methods"] = json!(["mtls"]);
         doc["authentication"]["mtls"] = json!({"caFile": "/x"});
         assert!(PolicyDocument::from_json(&doc.to_string()).is_err());
+    }
+
+    #[test]
+    fn keys_from_a_jwks_need_an_issuer_and_an_audience() {
+        for (field, empty) in [("issuer", json!(null)), ("audiences", json!([]))] {
+            let mut doc = full();
+            doc["authentication"]["jwt"][field] = empty;
+            let e = PolicyDocument::from_json(&doc.to_string()).unwrap_err();
+            assert!(e.contains("jwt.jwksUri needs issuer and audiences"), "{field}: {e}");
+        }
     }
 
     #[test]

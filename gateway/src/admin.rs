@@ -68,6 +68,11 @@ fn hook(path: &str, peer: IpAddr) -> Option<Hook> {
     }
 }
 
+/// Most admin connections at once (more: the oldest of the address holding the most is closed).
+const ADMIN_CONNECTIONS: usize = 128;
+/// Longest an admin client may take to send a request's headers (and stay idle between requests).
+const ADMIN_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Serve the admin port until the task is dropped.
 pub async fn serve(
     listener: TcpListener,
@@ -75,8 +80,19 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     drain_delay: std::time::Duration,
 ) {
+    // Probes, Prometheus and the operator each need a few connections: an address opening more
+    // pushes out its own oldest, and idle ones close after ADMIN_HEADER_TIMEOUT.
+    let slots = crate::slots::Slots::new(ADMIN_CONNECTIONS);
     loop {
-        let Ok((tcp, peer)) = listener.accept().await else { continue };
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(crate::server::ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let (slot, _) = slots.admit(peer.ip());
         let (health, metrics) = (health.clone(), metrics.clone());
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -111,7 +127,14 @@ pub async fn serve(
                     Ok::<_, Infallible>(r)
                 }
             });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(ADMIN_HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(tcp), svc);
+            tokio::select! {
+                _ = conn => {}
+                _ = slot.closed() => {}
+            }
         });
     }
 }

@@ -15,10 +15,12 @@ pub struct InFlight {
     held: Mutex<HashMap<String, usize>>,
 }
 
-/// One request's (or stream's) permit: released when dropped.
+/// One request's (or stream's) permit, of `n` units (1 but for weighted uses such as request
+/// bytes being read): released when dropped.
 pub struct Permit {
     table: Arc<InFlight>,
     owner: String,
+    n: usize,
 }
 
 impl InFlight {
@@ -33,13 +35,21 @@ impl InFlight {
 
     /// A permit for `owner`, unless it holds `limit` already.
     pub fn acquire(self: &Arc<Self>, owner: &str) -> Option<Permit> {
+        self.acquire_n(owner, 1)
+    }
+
+    /// A permit of `n` units for `owner`, unless that would take it over `limit`.
+    pub fn acquire_n(self: &Arc<Self>, owner: &str, n: usize) -> Option<Permit> {
         let mut held = self.lock();
-        let n = held.entry(owner.to_string()).or_default();
-        if *n >= self.limit {
+        let now = held.entry(owner.to_string()).or_default();
+        if now.saturating_add(n) > self.limit {
+            if *now == 0 {
+                held.remove(owner);
+            }
             return None;
         }
-        *n += 1;
-        Some(Permit { table: self.clone(), owner: owner.to_string() })
+        *now += n;
+        Some(Permit { table: self.clone(), owner: owner.to_string(), n })
     }
 
     /// How many permits `owner` holds.
@@ -52,7 +62,7 @@ impl Drop for Permit {
     fn drop(&mut self) {
         let mut held = self.table.lock();
         if let Some(n) = held.get_mut(&self.owner) {
-            *n -= 1;
+            *n = n.saturating_sub(self.n);
             if *n == 0 {
                 held.remove(&self.owner);
             }
@@ -61,6 +71,22 @@ impl Drop for Permit {
 }
 
 impl Permit {
+    /// Grows this permit to `n` units in all, unless that would take its owner over the limit
+    /// (it then stays as it was).
+    pub fn grow_to(&mut self, n: usize) -> bool {
+        if n <= self.n {
+            return true;
+        }
+        let mut held = self.table.lock();
+        let now = held.entry(self.owner.clone()).or_default();
+        if now.saturating_add(n - self.n) > self.table.limit {
+            return false;
+        }
+        *now += n - self.n;
+        self.n = n;
+        true
+    }
+
     /// `body`, holding this permit until it is dropped (sent in full, or the client went).
     pub fn hold(self, body: Body) -> Body {
         body.map_frame(move |frame| {
@@ -87,6 +113,25 @@ mod tests {
         let _b = t.acquire("b").expect("another caller is not affected");
         drop(a1);
         assert!(t.acquire("a").is_some(), "a permit released is available again");
+    }
+
+    #[test]
+    fn weighted_permits_count_their_units_and_grow_within_the_limit() {
+        let t = InFlight::new(10);
+        let mut a = t.acquire_n("a", 4).expect("4 of 10");
+        assert!(t.acquire_n("a", 7).is_none(), "4 + 7 > 10");
+        assert_eq!(t.held("a"), 4, "a refused permit holds nothing");
+        assert!(t.acquire_n("b", 10).is_some(), "another caller has its own 10");
+        assert!(a.grow_to(9));
+        assert_eq!(t.held("a"), 9);
+        let one = t.acquire("a").expect("the 10th");
+        assert!(!a.grow_to(10), "over the limit: unchanged");
+        assert_eq!(t.held("a"), 10);
+        drop(one);
+        drop(a);
+        assert_eq!(t.held("a"), 0);
+        assert!(t.acquire_n("nobody", 11).is_none());
+        assert_eq!(t.held("nobody"), 0);
     }
 
     #[tokio::test]

@@ -18,6 +18,7 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod server;
 pub mod sessions;
+pub mod slots;
 pub mod sse;
 pub mod stdio;
 pub mod tls;

@@ -142,6 +142,19 @@ pub struct Gateway {
     pub body_timeout: Duration,
     /// Request-body bytes that may be held at once (permits are KiB).
     pub body_budget: Arc<Semaphore>,
+    /// Each caller's share of `body_budget` (KiB; a body being read counts at least
+    /// [`MIN_BODY_SHARE_KIB`]) when the policy authenticates: one caller cannot hold it all.
+    pub body_share: Arc<crate::inflight::InFlight>,
+}
+
+/// What a request body being read counts against its caller's share at least (KiB): bounds how
+/// many bodies one caller may be sending at once, however slowly.
+pub const MIN_BODY_SHARE_KIB: usize = 16;
+
+/// A read body's hold on the gateway's body budget and its caller's share: given back when dropped.
+pub struct BodyHold {
+    _budget: Option<OwnedSemaphorePermit>,
+    _share: crate::inflight::Permit,
 }
 
 /// The client side of a connection.
@@ -152,7 +165,7 @@ pub struct ConnInfo {
     pub client_cert: Option<Vec<CertificateDer<'static>>>,
     /// Held until the connection sends an authenticated request (bounds unauthenticated
     /// connections).
-    pub unauthenticated: std::sync::Mutex<Option<OwnedSemaphorePermit>>,
+    pub unauthenticated: std::sync::Mutex<Option<crate::slots::Slot>>,
 }
 
 impl ConnInfo {
@@ -160,7 +173,7 @@ impl ConnInfo {
     pub fn new(
         remote: SocketAddr,
         client_cert: Option<Vec<CertificateDer<'static>>>,
-        slot: Option<OwnedSemaphorePermit>,
+        slot: Option<crate::slots::Slot>,
     ) -> Self {
         Self { remote, client_cert, unauthenticated: std::sync::Mutex::new(slot) }
     }
@@ -429,7 +442,8 @@ impl Gateway {
         &self,
         mut body: Incoming,
         headers: &HeaderMap,
-    ) -> Result<(Bytes, Option<OwnedSemaphorePermit>), Refusal> {
+        owner: &str,
+    ) -> Result<(Bytes, BodyHold), Refusal> {
         let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
         if declared.is_some_and(|n| n > self.max_body as u64) {
             // Read and drop a moderately oversized body (bounded, never kept) so that the
@@ -440,6 +454,7 @@ impl Gateway {
             return Err(Refusal::BodyTooLarge(self.max_body));
         }
         let budget = self.body_budget.clone();
+        let mut share = self.body_share.acquire_n(owner, MIN_BODY_SHARE_KIB).ok_or(Refusal::CallerBusy)?;
         let read = async move {
             let mut buf = BytesMut::new();
             let mut held: Option<OwnedSemaphorePermit> = None;
@@ -449,17 +464,24 @@ impl Gateway {
                 if buf.len() + data.len() > self.max_body {
                     return Err(Refusal::BodyTooLarge(self.max_body));
                 }
-                let kib = u32::try_from(data.len().div_ceil(1024)).unwrap_or(u32::MAX);
-                if kib > 0 {
-                    let permit = budget.clone().try_acquire_many_owned(kib).map_err(|_| Refusal::Overloaded)?;
+                buf.extend_from_slice(&data);
+                // Charged by the bytes held, whatever the framing (one byte per chunk must not
+                // cost a KiB each).
+                let kib = buf.len().div_ceil(1024);
+                let more = kib - held.as_ref().map_or(0, |h| h.num_permits());
+                if more > 0 {
+                    let more = u32::try_from(more).unwrap_or(u32::MAX);
+                    let permit = budget.clone().try_acquire_many_owned(more).map_err(|_| Refusal::Overloaded)?;
                     match &mut held {
                         Some(h) => h.merge(permit),
                         None => held = Some(permit),
                     }
                 }
-                buf.extend_from_slice(&data);
+                if !share.grow_to(kib.max(MIN_BODY_SHARE_KIB)) {
+                    return Err(Refusal::CallerBusy);
+                }
             }
-            Ok((buf.freeze(), held))
+            Ok((buf.freeze(), BodyHold { _budget: held, _share: share }))
         };
         tokio::time::timeout(self.body_timeout, read).await.map_err(|_| Refusal::BodyTimeout)?
     }
@@ -544,11 +566,11 @@ async fn serve_mcp(gw: &Arc<Gateway>, conn: &ConnInfo, cx: &mut Ctx, req: Reques
     let mut admitted = None;
     let mut _held = None;
     if parts.method == Method::POST {
-        let (bytes, permit) = match gw.read_body(body, &parts.headers).await {
+        let (bytes, permit) = match gw.read_body(body, &parts.headers, &identity.rate_key()).await {
             Ok(x) => x,
             Err(refusal) => return refuse(cx, refusal, None),
         };
-        _held = permit;
+        _held = Some(permit);
         let rewrite_all = matches!(gw.backend, Backend::Stdio(_));
         // An anonymous caller under a policy (authentication optional) may use only some
         // methods; where no authentication is configured everyone is anonymous and unrestricted.

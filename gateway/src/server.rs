@@ -26,6 +26,8 @@ use tokio::sync::watch;
 
 /// How long open connections get at shutdown.
 const DRAIN: Duration = Duration::from_secs(5);
+/// Pause after a failed accept (out of file descriptors, say) before the next.
+pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// A running gateway's addresses (useful when binding port 0).
 #[derive(Clone, Debug)]
@@ -128,6 +130,11 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>, on_bound: impl 
         max_batch: args.max_batch,
         body_timeout: args.body_timeout,
         body_budget: Arc::new(tokio::sync::Semaphore::new((args.max_buffered_bytes / 1024).max(1))),
+        body_share: crate::inflight::InFlight::new(if policy.authn().is_some() {
+            (args.max_buffered_bytes / 1024 / 4).max(crate::proxy::MIN_BODY_SHARE_KIB)
+        } else {
+            usize::MAX
+        }),
     });
 
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
@@ -142,8 +149,9 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>, on_bound: impl 
     let (stop_tx, stop_rx) = watch::channel(false);
     let open = Arc::new(AtomicUsize::new(0));
     let slots = Arc::new(tokio::sync::Semaphore::new(args.max_connections.max(1)));
-    // Connections that have not yet sent an authenticated request: bounded, beyond it closed at once.
-    let unauthenticated = Arc::new(tokio::sync::Semaphore::new(args.max_unauthenticated_connections.max(1)));
+    // Connections that have not yet sent an authenticated request: bounded; beyond it the oldest
+    // of the address that holds the most is closed (a slowloris pushes out only its own).
+    let unauthenticated = crate::slots::Slots::new(args.max_unauthenticated_connections);
     let header_timeout = args.header_timeout;
     tokio::pin!(shutdown);
     loop {
@@ -154,12 +162,20 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>, on_bound: impl 
                 (permit, listener.accept().await)
             } => next,
         };
-        let (Ok(permit), Ok((tcp, remote))) = (permit, accepted) else { continue };
-        let Ok(slot) = unauthenticated.clone().try_acquire_owned() else {
-            gw.metrics.deny("too_many_unauthenticated_connections");
-            drop(tcp);
-            continue;
+        let (permit, (tcp, remote)) = match (permit, accepted) {
+            (Ok(permit), Ok(accepted)) => (permit, accepted),
+            (_, Err(e)) => {
+                // Out of file descriptors, say: no busy loop, and the connections open go on.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+            (Err(_), _) => continue,
         };
+        let (slot, evicted) = unauthenticated.admit(remote.ip());
+        if evicted {
+            gw.metrics.deny("too_many_unauthenticated_connections");
+        }
         let _ = tcp.set_nodelay(true);
         let (gw, tls, stop, open) = (gw.clone(), tls.clone(), stop_rx.clone(), open.clone());
         open.fetch_add(1, Ordering::SeqCst);
@@ -189,18 +205,25 @@ async fn serve_conn(
     tls: Option<TlsState>,
     tcp: TcpStream,
     remote: SocketAddr,
-    slot: tokio::sync::OwnedSemaphorePermit,
+    slot: crate::slots::Slot,
     header_timeout: Duration,
     stop: watch::Receiver<bool>,
 ) {
+    // Fires only while the connection has not yet authenticated (the slot is then given back).
+    let closed = slot.close_signal();
     match tls {
-        None => serve_http(gw, tcp, ConnInfo::new(remote, None, Some(slot)), header_timeout, stop).await,
+        None => serve_http(gw, tcp, ConnInfo::new(remote, None, Some(slot)), header_timeout, closed, stop).await,
         Some(tls) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
-            match tokio::time::timeout(header_timeout, acceptor.accept(tcp)).await {
+            let handshake = tokio::select! {
+                done = tokio::time::timeout(header_timeout, acceptor.accept(tcp)) => done,
+                _ = closed.notified() => return,
+            };
+            match handshake {
                 Ok(Ok(stream)) => {
                     let client_cert = stream.get_ref().1.peer_certificates().map(|c| c.to_vec());
-                    serve_http(gw, stream, ConnInfo::new(remote, client_cert, Some(slot)), header_timeout, stop).await;
+                    let info = ConnInfo::new(remote, client_cert, Some(slot));
+                    serve_http(gw, stream, info, header_timeout, closed, stop).await;
                 }
                 Ok(Err(e)) => tls_failure(&gw, remote, e.to_string()),
                 Err(_) => tls_failure(&gw, remote, "handshake timed out".into()),
@@ -227,6 +250,7 @@ async fn serve_http<I>(
     io: I,
     info: ConnInfo,
     header_timeout: Duration,
+    closed: Arc<tokio::sync::Notify>,
     mut stop: watch::Receiver<bool>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -244,6 +268,8 @@ async fn serve_http<I>(
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => {}
+        // Chosen to make room while still unauthenticated: closed at once.
+        _ = closed.notified() => {}
         _ = async { let _ = stop.wait_for(|s| *s).await; } => {
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(DRAIN, conn).await;

@@ -221,6 +221,21 @@ fn check(
     access: &ToolAccess,
     rec: &mut Record,
 ) -> Result<admission::Admitted, (Refusal, Option<Value>)> {
+    // Every frame counts against the rate limit, refused ones too, and before the work of
+    // checking it (only the id of a refused one is read, for its error).
+    if let Err(refusal) = gw.rate_check(&identity.rate_key()) {
+        #[derive(serde::Deserialize)]
+        struct Id {
+            id: Option<Value>,
+            method: Option<Value>,
+        }
+        let reply = match serde_json::from_str::<Id>(text) {
+            Ok(Id { id: Some(id), method: Some(_) }) => Some(refusal.rpc_error(Some(&id))),
+            Ok(_) => None,
+            Err(_) => Some(refusal.rpc_error(None)),
+        };
+        return Err((refusal, reply));
+    }
     let anonymous = identity.anonymous && access.is_restricted();
     let bytes = bytes::Bytes::copy_from_slice(text.as_bytes());
     let admitted = match admission::admit(bytes, gw.max_batch, access, anonymous, false) {
@@ -234,12 +249,6 @@ fn check(
     };
     rec.method = Some(admitted.parsed.method_label());
     rec.tool = admitted.parsed.tool_label();
-    if let Err(refusal) = gw.rate_check(&identity.rate_key()) {
-        // Requests get an error; notifications and answers get none.
-        let expects = admitted.parsed.requests().next().is_some();
-        let reply = expects.then(|| refusal.rpc_error(admitted.parsed.single_id()));
-        return Err((refusal, reply));
-    }
     Ok(admitted)
 }
 

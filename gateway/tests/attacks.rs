@@ -1012,3 +1012,166 @@ async fn the_stdio_bridge_takes_the_same_admission() {
         "{last}"
     );
 }
+
+/// A connection from the loopback address `source` (all of 127/8 is this host) that sends nothing.
+async fn connect_from(source: [u8; 4], addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((std::net::Ipv4Addr::from(source), 0).into()).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// Whether the gateway has closed `tcp` (EOF or reset within a moment).
+async fn is_closed(tcp: &mut tokio::net::TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(tokio::time::timeout(Duration::from_millis(300), tcp.read(&mut byte)).await, Ok(Ok(0) | Err(_)))
+}
+
+/// Send `request` on `tcp` and read the answer's status (the request asks for `connection: close`).
+async fn status_on(tcp: &mut tokio::net::TcpStream, request: &[u8]) -> u16 {
+    tcp.write_all(request).await.unwrap();
+    let mut buf = vec![];
+    let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn idle_connections_of_one_address_push_out_only_their_own() {
+    let rec = Recorder::start().await;
+    let dir = tempdir("idle");
+    let gw = Gw::start(
+        &policy(json!({"authentication": jwt_auth(&dir, None, true)})),
+        &[rec.upstream_args(), vec!["--max-unauthenticated-connections".into(), "8".into()]].concat(),
+    )
+    .await;
+    // 127.0.0.2 fills the table of connections that have not authenticated yet and keeps
+    // opening more (a slowloris).
+    let mut flood = vec![];
+    for _ in 0..16 {
+        flood.push(connect_from([127, 0, 0, 2], gw.addr).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A client from another address still gets in, and stays in while the flood goes on.
+    let mut client = connect_from([127, 0, 0, 1], gw.addr).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..32 {
+        flood.push(connect_from([127, 0, 0, 2], gw.addr).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let body = list_tools(json!("m-idle")).to_string();
+    assert_eq!(status_on(&mut client, &request("POST", "/mcp", &post_headers(&dev()), &body)).await, 200);
+    assert_eq!(rec.with_marker("m-idle"), 1);
+    // Only the flood paid: all but its newest (at most 7 with the client in the table) closed.
+    let mut closed = 0;
+    for tcp in &mut flood {
+        closed += usize::from(is_closed(tcp).await);
+    }
+    assert!(closed >= flood.len() - 7, "{closed} of {} flood connections closed", flood.len());
+    assert!(gw.metrics().await.contains("too_many_unauthenticated_connections"));
+    // The admin port too: an address opening many idle connections loses its oldest, and the
+    // probes are answered.
+    let mut idle = vec![];
+    for _ in 0..130 {
+        idle.push(connect_from([127, 0, 0, 3], gw.admin).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(is_closed(&mut idle[0]).await, "the oldest idle admin connection was closed to make room");
+    assert!(!is_closed(&mut idle[129]).await);
+    let r = send(Method::GET, &gw.admin_url("/healthz"), &[], None).await.unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn bodies_cost_their_bytes_and_one_caller_cannot_hold_the_budget() {
+    let rec = Recorder::start().await;
+    let dir = tempdir("budget");
+    // 256 KiB in all; a caller's share is a quarter (64 KiB), a body being read counts 16 KiB at
+    // least: at most 4 of one caller's bodies at once.
+    let gw = Gw::start(
+        &policy(json!({"authentication": jwt_auth(&dir, None, true)})),
+        &[rec.upstream_args(), vec!["--max-buffered-bytes".into(), "262144".into()]].concat(),
+    )
+    .await;
+    // A body sent one byte per chunk costs its bytes, not a KiB per chunk (1,000 chunks would
+    // have needed 1,000 KiB of the 256).
+    let body = json!({"jsonrpc": "2.0", "id": "m-chunks", "method": "tools/list", "params": {"pad": "x".repeat(900)}})
+        .to_string();
+    let mut chunked = format!(
+        "POST /mcp HTTP/1.1\r\nhost: gw\r\nconnection: close\r\nauthorization: {}\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n",
+        dev()
+    );
+    for b in body.chars() {
+        chunked.push_str(&format!("1\r\n{b}\r\n"));
+    }
+    chunked.push_str("0\r\n\r\n");
+    assert!(body.len() > 256 + 64, "more chunks than the budget has KiB");
+    let r = raw(gw.addr, chunked.as_bytes()).await;
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert_eq!(rec.with_marker("m-chunks"), 1);
+    // One caller sending bodies slowly holds at most its share: the fifth is refused, another
+    // caller is served.
+    let mut slow = vec![];
+    for _ in 0..4 {
+        let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let head = format!("POST /mcp HTTP/1.1\r\nhost: gw\r\nauthorization: {}\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{{", dev());
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        slow.push(tcp);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r =
+        raw(gw.addr, &request("POST", "/mcp", &post_headers(&dev()), &list_tools(json!("m-fifth")).to_string())).await;
+    assert_eq!(r.status, 429, "{}", r.head);
+    assert_eq!(rec.with_marker("m-fifth"), 0);
+    gw.denied("caller_in_flight", 429).await;
+    let r = raw(gw.addr, &request("POST", "/mcp", &post_headers(&admin()), &list_tools(json!("m-other")).to_string()))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.head);
+    drop(slow);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r =
+        raw(gw.addr, &request("POST", "/mcp", &post_headers(&dev()), &list_tools(json!("m-again")).to_string())).await;
+    assert_eq!(r.status, 200, "the share is given back with the bodies: {}", r.head);
+}
+
+#[tokio::test]
+async fn websocket_frames_count_against_the_rate_limit_refused_or_not() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let (addr, seen) = ws_server(false).await;
+    let dir = tempdir("ws-rate");
+    let gw = Gw::start(
+        &policy(json!({
+            "authentication": jwt_auth(&dir, None, true),
+            "authorization": rbac(&["developer"], json!({"developer": ["echo"]})),
+            "rateLimiting": {"requestsPerMinute": 1, "burstSize": 4},
+        })),
+        &[
+            "--upstream".into(),
+            format!("http://{addr}/mcp"),
+            "--transport".into(),
+            "websocket".into(),
+            "--check-interval".into(),
+            "60s".into(),
+        ],
+    )
+    .await;
+    let mut req = format!("ws://{}/mcp", gw.addr).into_client_request().unwrap();
+    req.headers_mut().insert("authorization", dev().parse().unwrap());
+    // The upgrade is one request of the burst of 4.
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let mut next = async |frame: String| -> Value {
+        ws.send(Message::text(frame)).await.unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+        serde_json::from_str(reply.to_text().unwrap()).unwrap()
+    };
+    for i in 0..3 {
+        let v = next(call_tool(json!(format!("m-wsr{i}")), "admin-reset", json!({})).to_string()).await;
+        assert!(v["error"]["message"].as_str().unwrap_or("").contains("not allowed"), "{v}");
+    }
+    // The burst is spent on refused frames: an allowed call is now rate limited, under its id.
+    let v = next(call_tool(json!("m-wsr-echo"), "echo", json!({"message": "hi"})).to_string()).await;
+    assert_eq!(v["id"], "m-wsr-echo", "{v}");
+    assert!(v["error"]["message"].as_str().unwrap_or("").contains("rate limit"), "{v}");
+    assert!(seen.lock().unwrap().iter().all(|m| !m.contains("m-wsr")), "nothing reached the server");
+}

@@ -187,6 +187,14 @@ async fn oauth2_introspection_is_cached_within_the_token_lifetime() {
         assert_eq!(rec.with_marker(marker), 0);
     }
     gw.denied("not active", 401).await;
+    // A token found inactive is refused again without asking (random tokens cannot make the
+    // gateway flood the endpoint: at most 16 calls at once, 4 of one client).
+    let asked = idp.introspections.load(Ordering::SeqCst);
+    for i in 0..3 {
+        let r = rpc(&gw.url(), &[("authorization", &bearer("opaque-bad"))], &list_tools(json!(i))).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(idp.introspections.load(Ordering::SeqCst), asked, "not asked again");
 }
 
 #[tokio::test]

@@ -211,7 +211,7 @@ impl Authenticator {
                     _ => None,
                 },
                 Method::Oauth2 => match (&self.oauth2, creds.bearer) {
-                    (Some(v), Some(t)) => Some(v.introspect(t).await),
+                    (Some(v), Some(t)) => Some(v.introspect(t, client).await),
                     _ => None,
                 },
                 Method::Apikey => match (&self.apikeys, creds.api_key.or(creds.bearer)) {

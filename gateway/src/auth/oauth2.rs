@@ -16,6 +16,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const MAX_CACHE: Duration = Duration::from_secs(300);
 /// Most cached tokens.
 const MAX_ENTRIES: usize = 10_000;
+/// How long a token found inactive (or expired) is refused without asking again.
+const REFUSED_FOR: Duration = Duration::from_secs(30);
+/// Most introspection calls at once, and of one client address: a client sending random tokens
+/// cannot flood the endpoint, nor take every call from the others.
+const MAX_CALLS: usize = 16;
+const MAX_CALLS_PER_CLIENT: usize = 4;
+/// Longest a token waits for a free call.
+const CALL_WAIT: Duration = Duration::from_secs(5);
 
 /// Calls the introspection endpoint.
 pub struct Introspector {
@@ -24,6 +32,22 @@ pub struct Introspector {
     client: HttpsClient,
     roles_claim: String,
     cache: Mutex<HashMap<[u8; 32], (Identity, Instant)>>,
+    refused: Mutex<HashMap<[u8; 32], Instant>>,
+    calls: tokio::sync::Semaphore,
+    calls_by_client: std::sync::Arc<crate::inflight::InFlight>,
+}
+
+/// Remembers `key` until `until` in `map`, making room (expired entries first, then all) at
+/// [`MAX_ENTRIES`].
+fn remember<V>(map: &Mutex<HashMap<[u8; 32], V>>, key: [u8; 32], v: V, live: impl Fn(&V) -> bool) {
+    let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+    if map.len() >= MAX_ENTRIES {
+        map.retain(|_, v| live(v));
+        if map.len() >= MAX_ENTRIES {
+            map.clear();
+        }
+    }
+    map.insert(key, v);
 }
 
 /// `application/x-www-form-urlencoded` value.
@@ -70,6 +94,9 @@ impl Introspector {
             client,
             roles_claim: roles_claim.to_string(),
             cache: Mutex::new(HashMap::new()),
+            refused: Mutex::new(HashMap::new()),
+            calls: tokio::sync::Semaphore::new(MAX_CALLS),
+            calls_by_client: crate::inflight::InFlight::new(MAX_CALLS_PER_CLIENT),
         })
     }
 
@@ -78,8 +105,8 @@ impl Introspector {
         d.as_ref().try_into().expect("sha256 is 32 bytes")
     }
 
-    /// Ask the endpoint (or the cache) whether the token is active.
-    pub async fn introspect(&self, token: &str) -> Result<Identity, AuthError> {
+    /// Ask the endpoint (or the cache) whether the token of a caller at `client` is active.
+    pub async fn introspect(&self, token: &str, client: &str) -> Result<Identity, AuthError> {
         let key = Self::digest(token);
         let now = Instant::now();
         if let Some((id, until)) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
@@ -87,6 +114,27 @@ impl Introspector {
                 return Ok(id.clone());
             }
         }
+        if self.refused.lock().unwrap_or_else(|e| e.into_inner()).get(&key).is_some_and(|until| *until > now) {
+            return Err(AuthError::new("invalid_token", "token is not active"));
+        }
+        let busy = || AuthError::new("introspection_failed", "too many introspections at once");
+        let _own = self.calls_by_client.acquire(client).ok_or_else(busy)?;
+        let _call = tokio::time::timeout(CALL_WAIT, self.calls.acquire()).await.map_err(|_| busy())?;
+        let result = self.ask(token).await;
+        match &result {
+            Ok(id) => {
+                remember(&self.cache, key, (id.identity.clone(), Instant::now() + id.ttl), |(_, until)| *until > now);
+            }
+            Err(e) if e.reason == "invalid_token" => {
+                remember(&self.refused, key, Instant::now() + REFUSED_FOR, |until| *until > now);
+            }
+            Err(_) => {}
+        }
+        result.map(|id| id.identity)
+    }
+
+    /// The endpoint's answer on `token`.
+    async fn ask(&self, token: &str) -> Result<Answer, AuthError> {
         let body = format!("token={}&token_type_hint=access_token", form_encode(token));
         let mut req = http::Request::post(&self.url)
             .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
@@ -118,19 +166,17 @@ impl Introspector {
         else {
             return Err(AuthError::new("invalid_token", "the introspection answer names no subject"));
         };
-        let id = Identity::new(&subject, "oauth2", roles_from_claims(&doc, &self.roles_claim))
+        let identity = Identity::new(&subject, "oauth2", roles_from_claims(&doc, &self.roles_claim))
             .until(super::numeric_date(doc.get("exp")))
             .from_claim(claim);
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= MAX_ENTRIES {
-            cache.retain(|_, (_, until)| *until > now);
-            if cache.len() >= MAX_ENTRIES {
-                cache.clear();
-            }
-        }
-        cache.insert(key, (id.clone(), now + ttl));
-        Ok(id)
+        Ok(Answer { identity, ttl })
     }
+}
+
+/// An active token's identity and how long it may be reused.
+struct Answer {
+    identity: Identity,
+    ttl: Duration,
 }
 
 #[cfg(test)]

@@ -94,8 +94,11 @@ pub async fn serve(
         };
         let (slot, _) = slots.admit(peer.ip());
         let (health, metrics) = (health.clone(), metrics.clone());
+        let busy = Arc::new(crate::slots::Busy::default());
+        let conn_busy = busy.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let in_progress = conn_busy.enter();
                 let hook = hook(req.uri().path(), peer.ip());
                 let r = match hook {
                     None => route(&req, &health, &metrics),
@@ -111,6 +114,7 @@ pub async fn serve(
                 };
                 let health = health.clone();
                 async move {
+                    let _in_progress = in_progress;
                     match hook {
                         Some(Hook::Drain) => tokio::time::sleep(drain_delay).await,
                         Some(Hook::Drained) => {
@@ -131,9 +135,17 @@ pub async fn serve(
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(ADMIN_HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(tcp), svc);
+            tokio::pin!(conn);
             tokio::select! {
-                _ = conn => {}
-                _ = slot.closed() => {}
+                _ = conn.as_mut() => {}
+                // Chosen to make room: a request in progress (a preStop drain, say) is answered
+                // first; an idle connection closes at once.
+                _ = slot.closed() => {
+                    if busy.is_busy() {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.as_mut().await;
+                    }
+                }
             }
         });
     }

@@ -72,7 +72,8 @@ pub struct Args {
     /// Most client connections served at once (more wait in the listen queue).
     #[arg(long, default_value_t = 4096)]
     pub max_connections: usize,
-    /// Most connections that have not yet sent an authenticated request (more are closed at once).
+    /// Most connections that have not yet sent an authenticated request (when full, the oldest idle
+    /// one of the address holding the most is closed to make room).
     #[arg(long, default_value_t = 256)]
     pub max_unauthenticated_connections: usize,
     /// Longest a client may take to send a request's headers.

@@ -52,7 +52,7 @@ impl InFlight {
         Some(Permit { table: self.clone(), owner: owner.to_string(), n })
     }
 
-    /// How many permits `owner` holds.
+    /// How many units `owner`'s permits hold.
     pub fn held(&self, owner: &str) -> usize {
         self.lock().get(owner).copied().unwrap_or(0)
     }
@@ -85,6 +85,18 @@ impl Permit {
         *now += n - self.n;
         self.n = n;
         true
+    }
+
+    /// Shrinks this permit to `n` units in all (gives the rest back).
+    pub fn shrink_to(&mut self, n: usize) {
+        if n >= self.n {
+            return;
+        }
+        let mut held = self.table.lock();
+        if let Some(now) = held.get_mut(&self.owner) {
+            *now = now.saturating_sub(self.n - n);
+        }
+        self.n = n;
     }
 
     /// `body`, holding this permit until it is dropped (sent in full, or the client went).
@@ -127,6 +139,8 @@ mod tests {
         let one = t.acquire("a").expect("the 10th");
         assert!(!a.grow_to(10), "over the limit: unchanged");
         assert_eq!(t.held("a"), 10);
+        a.shrink_to(2);
+        assert_eq!(t.held("a"), 3, "7 given back");
         drop(one);
         drop(a);
         assert_eq!(t.held("a"), 0);

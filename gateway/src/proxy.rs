@@ -143,7 +143,8 @@ pub struct Gateway {
     /// Request-body bytes that may be held at once (permits are KiB).
     pub body_budget: Arc<Semaphore>,
     /// Each caller's share of `body_budget` (KiB; a body being read counts at least
-    /// [`MIN_BODY_SHARE_KIB`]) when the policy authenticates: one caller cannot hold it all.
+    /// [`MIN_BODY_SHARE_KIB`], a body read what it holds until its request is forwarded) when the
+    /// policy authenticates: one caller cannot hold it all.
     pub body_share: Arc<crate::inflight::InFlight>,
 }
 
@@ -180,6 +181,11 @@ impl ConnInfo {
 
     fn authenticated(&self) {
         self.unauthenticated.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    /// Whether the connection has sent an authenticated request (its slot is given back).
+    pub fn is_authenticated(&self) -> bool {
+        self.unauthenticated.lock().unwrap_or_else(|e| e.into_inner()).is_none()
     }
 }
 
@@ -395,6 +401,10 @@ impl Gateway {
                 cx.rec.auth = Some(id.method);
                 id
             }
+            Err(e) if e.reason == crate::auth::INTROSPECTION_BUSY => {
+                tracing::debug!(detail = %e.detail, "introspection busy");
+                return Err(Refusal::Overloaded);
+            }
             Err(e) => {
                 // Failed attempts count against the client address.
                 self.rate_check(&format!("ip:{client_ip}"))?;
@@ -481,6 +491,8 @@ impl Gateway {
                     return Err(Refusal::CallerBusy);
                 }
             }
+            // Read: from now on the body counts what it holds (the minimum bounded reading).
+            share.shrink_to(buf.len().div_ceil(1024));
             Ok((buf.freeze(), BodyHold { _budget: held, _share: share }))
         };
         tokio::time::timeout(self.body_timeout, read).await.map_err(|_| Refusal::BodyTimeout)?

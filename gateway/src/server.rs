@@ -131,7 +131,10 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>, on_bound: impl 
         body_timeout: args.body_timeout,
         body_budget: Arc::new(tokio::sync::Semaphore::new((args.max_buffered_bytes / 1024).max(1))),
         body_share: crate::inflight::InFlight::new(if policy.authn().is_some() {
-            (args.max_buffered_bytes / 1024 / 4).max(crate::proxy::MIN_BODY_SHARE_KIB)
+            // A quarter of the budget, and never less than one largest body.
+            (args.max_buffered_bytes / 1024 / 4)
+                .max(args.max_body_bytes.div_ceil(1024))
+                .max(crate::proxy::MIN_BODY_SHARE_KIB)
         } else {
             usize::MAX
         }),
@@ -256,9 +259,14 @@ async fn serve_http<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let info = Arc::new(info);
+    let busy = Arc::new(crate::slots::Busy::default());
+    let (conn_info, conn_busy) = (info.clone(), busy.clone());
     let svc = hyper::service::service_fn(move |req| {
-        let (gw, info) = (gw.clone(), info.clone());
-        async move { Ok::<_, Infallible>(proxy::handle(gw, info, req).await) }
+        let (gw, info, busy) = (gw.clone(), conn_info.clone(), conn_busy.clone());
+        async move {
+            let _in_progress = busy.enter();
+            Ok::<_, Infallible>(proxy::handle(gw, info, req).await)
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
@@ -266,13 +274,27 @@ async fn serve_http<I>(
         .serve_connection(TokioIo::new(io), svc)
         .with_upgrades();
     tokio::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => {}
-        // Chosen to make room while still unauthenticated: closed at once.
-        _ = closed.notified() => {}
-        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(DRAIN, conn).await;
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => break,
+            // Chosen to make room while unauthenticated: a connection that has authenticated
+            // since goes on; one answering a request (authenticating it, say) answers it, then
+            // closes; an idle one, or one still sending headers, closes at once.
+            _ = closed.notified() => {
+                if info.is_authenticated() {
+                    continue;
+                }
+                if busy.is_busy() {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.as_mut().await;
+                }
+                break;
+            }
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(DRAIN, conn).await;
+                break;
+            }
         }
     }
 }

@@ -7,8 +7,37 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
+
+/// Requests of one connection being answered (headers received, answer not yet produced). A
+/// connection chosen to make room with one in progress answers it first (a graceful shutdown);
+/// an idle one, or one still sending headers, is closed at once.
+#[derive(Default)]
+pub struct Busy(AtomicUsize);
+
+/// One request in progress: ends when dropped.
+pub struct InProgress(Arc<Busy>);
+
+impl Busy {
+    /// A request begins.
+    pub fn enter(self: &Arc<Self>) -> InProgress {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        InProgress(self.clone())
+    }
+
+    /// Whether a request is in progress.
+    pub fn is_busy(&self) -> bool {
+        self.0.load(Ordering::SeqCst) > 0
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0 .0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// The connections holding a slot, by address, oldest first.
 pub struct Slots {

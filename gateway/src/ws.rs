@@ -224,14 +224,17 @@ fn check(
     // Every frame counts against the rate limit, refused ones too, and before the work of
     // checking it (only the id of a refused one is read, for its error).
     if let Err(refusal) = gw.rate_check(&identity.rate_key()) {
-        #[derive(serde::Deserialize)]
-        struct Id {
-            id: Option<Value>,
-            method: Option<Value>,
-        }
-        let reply = match serde_json::from_str::<Id>(text) {
-            Ok(Id { id: Some(id), method: Some(_) }) => Some(refusal.rpc_error(Some(&id))),
-            Ok(_) => None,
+        // Each request (id and method) gets its error; notifications and answers get none.
+        let error = |m: &Value| match (m.get("id"), m.get("method")) {
+            (Some(id), Some(_)) if !id.is_null() => Some(refusal.rpc_error(Some(id))),
+            _ => None,
+        };
+        let reply = match serde_json::from_str::<Value>(text) {
+            Ok(Value::Array(batch)) => {
+                let errors: Vec<Value> = batch.iter().filter_map(error).collect();
+                (!errors.is_empty()).then_some(Value::Array(errors))
+            }
+            Ok(message) => error(&message),
             Err(_) => Some(refusal.rpc_error(None)),
         };
         return Err((refusal, reply));

@@ -1085,11 +1085,15 @@ async fn idle_connections_of_one_address_push_out_only_their_own() {
 async fn bodies_cost_their_bytes_and_one_caller_cannot_hold_the_budget() {
     let rec = Recorder::start().await;
     let dir = tempdir("budget");
-    // 256 KiB in all; a caller's share is a quarter (64 KiB), a body being read counts 16 KiB at
-    // least: at most 4 of one caller's bodies at once.
+    // 256 KiB in all; a caller's share is a quarter (64 KiB, one largest body), a body being read
+    // counts 16 KiB at least: at most 4 of one caller's bodies at once.
     let gw = Gw::start(
         &policy(json!({"authentication": jwt_auth(&dir, None, true)})),
-        &[rec.upstream_args(), vec!["--max-buffered-bytes".into(), "262144".into()]].concat(),
+        &[
+            rec.upstream_args(),
+            ["--max-buffered-bytes", "262144", "--max-body-bytes", "65536"].map(String::from).to_vec(),
+        ]
+        .concat(),
     )
     .await;
     // A body sent one byte per chunk costs its bytes, not a KiB per chunk (1,000 chunks would
@@ -1173,5 +1177,11 @@ async fn websocket_frames_count_against_the_rate_limit_refused_or_not() {
     let v = next(call_tool(json!("m-wsr-echo"), "echo", json!({"message": "hi"})).to_string()).await;
     assert_eq!(v["id"], "m-wsr-echo", "{v}");
     assert!(v["error"]["message"].as_str().unwrap_or("").contains("rate limit"), "{v}");
+    // A batch: an error for each request in it, none for its notification.
+    let batch =
+        json!([call_tool(json!("m-wsr-b1"), "echo", json!({})), {"jsonrpc": "2.0", "method": "notifications/x"}]);
+    let v = next(batch.to_string()).await;
+    assert_eq!(v.as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(v[0]["id"], "m-wsr-b1", "{v}");
     assert!(seen.lock().unwrap().iter().all(|m| !m.contains("m-wsr")), "nothing reached the server");
 }

@@ -188,13 +188,32 @@ async fn oauth2_introspection_is_cached_within_the_token_lifetime() {
     }
     gw.denied("not active", 401).await;
     // A token found inactive is refused again without asking (random tokens cannot make the
-    // gateway flood the endpoint: at most 16 calls at once, 4 of one client).
+    // gateway flood the endpoint: at most 16 calls at once, 8 of one client).
     let asked = idp.introspections.load(Ordering::SeqCst);
     for i in 0..3 {
         let r = rpc(&gw.url(), &[("authorization", &bearer("opaque-bad"))], &list_tools(json!(i))).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     }
     assert_eq!(idp.introspections.load(Ordering::SeqCst), asked, "not asked again");
+    // A slow endpoint: one client's fresh tokens take at most 8 calls at once; a token that waits
+    // longer than 5 s for a call is answered 503 (retry), not 401 (its token may be good).
+    idp.introspection_delay_ms.store(6_500, Ordering::SeqCst);
+    let calls: Vec<_> = (0..9)
+        .map(|i| {
+            let url = gw.url();
+            tokio::spawn(async move {
+                rpc(&url, &[("authorization", &bearer(&format!("fresh-{i}")))], &list_tools(json!(i))).await.status
+            })
+        })
+        .collect();
+    let mut statuses = vec![];
+    for call in calls {
+        statuses.push(call.await.unwrap());
+    }
+    statuses.sort();
+    assert_eq!(idp.introspections.load(Ordering::SeqCst), asked + 8, "8 calls, the 9th never made");
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::UNAUTHORIZED).count(), 8, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::SERVICE_UNAVAILABLE).count(), 1, "{statuses:?}");
 }
 
 #[tokio::test]

@@ -90,6 +90,10 @@ impl Identity {
     }
 }
 
+/// The reason of an [`AuthError`] that says nothing about the credentials: the introspection
+/// endpoint is busy (503, retry), not the token bad.
+pub const INTROSPECTION_BUSY: &str = "introspection_busy";
+
 /// Why authentication failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuthError {

@@ -21,8 +21,8 @@ const REFUSED_FOR: Duration = Duration::from_secs(30);
 /// Most introspection calls at once, and of one client address: a client sending random tokens
 /// cannot flood the endpoint, nor take every call from the others.
 const MAX_CALLS: usize = 16;
-const MAX_CALLS_PER_CLIENT: usize = 4;
-/// Longest a token waits for a free call.
+const MAX_CALLS_PER_CLIENT: usize = 8;
+/// Longest a token waits for a free call (then 503: the caller may retry, its token may be good).
 const CALL_WAIT: Duration = Duration::from_secs(5);
 
 /// Calls the introspection endpoint.
@@ -117,9 +117,17 @@ impl Introspector {
         if self.refused.lock().unwrap_or_else(|e| e.into_inner()).get(&key).is_some_and(|until| *until > now) {
             return Err(AuthError::new("invalid_token", "token is not active"));
         }
-        let busy = || AuthError::new("introspection_failed", "too many introspections at once");
-        let _own = self.calls_by_client.acquire(client).ok_or_else(busy)?;
-        let _call = tokio::time::timeout(CALL_WAIT, self.calls.acquire()).await.map_err(|_| busy())?;
+        let busy = || AuthError::new(super::INTROSPECTION_BUSY, "too many introspections at once");
+        let waited = tokio::time::timeout(CALL_WAIT, async {
+            let own = loop {
+                match self.calls_by_client.acquire(client) {
+                    Some(own) => break own,
+                    None => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            };
+            (own, self.calls.acquire().await)
+        });
+        let (_own, _call) = waited.await.map_err(|_| busy())?;
         let result = self.ask(token).await;
         match &result {
             Ok(id) => {

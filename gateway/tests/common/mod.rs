@@ -516,6 +516,8 @@ pub struct Idp {
     pub jwks: Arc<Mutex<Value>>,
     pub jwks_fetches: Arc<AtomicUsize>,
     pub introspections: Arc<AtomicUsize>,
+    /// How long each introspection answer takes (ms).
+    pub introspection_delay_ms: Arc<std::sync::atomic::AtomicU64>,
     /// token -> introspection answer
     pub tokens: Arc<Mutex<std::collections::HashMap<String, Value>>>,
     /// the Authorization header the last introspection carried
@@ -530,9 +532,11 @@ impl Idp {
             jwks: Arc::new(Mutex::new(jwks)),
             jwks_fetches: Arc::default(),
             introspections: Arc::default(),
+            introspection_delay_ms: Arc::default(),
             tokens: Arc::default(),
             last_auth: Arc::default(),
         };
+        let delay = idp.introspection_delay_ms.clone();
         let (jwks, fetches, intros, tokens, last_auth) = (
             idp.jwks.clone(),
             idp.jwks_fetches.clone(),
@@ -543,6 +547,7 @@ impl Idp {
         serve(listener, move |req: Request<Incoming>| {
             let (jwks, fetches, intros, tokens, last_auth) =
                 (jwks.clone(), fetches.clone(), intros.clone(), tokens.clone(), last_auth.clone());
+            let delay = Duration::from_millis(delay.load(Ordering::SeqCst));
             async move {
                 let path = req.uri().path().to_string();
                 let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -554,6 +559,7 @@ impl Idp {
                     }
                     "/introspect" => {
                         intros.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(delay).await;
                         *last_auth.lock().unwrap() = auth;
                         let form = String::from_utf8_lossy(&body).to_string();
                         let token = form.split('&').find_map(|kv| kv.strip_prefix("token=")).unwrap_or("").to_string();

@@ -867,20 +867,13 @@ async fn websocket_frames_take_the_same_admission_and_answers_the_same_filter() 
     use tokio_tungstenite::tungstenite::Message;
     let (addr, seen) = ws_server(true).await;
     let dir = tempdir("ws-attack");
-    let gw = Gw::start(
+    let gw = ws_gateway(
+        addr,
         &policy(json!({
             "authentication": jwt_auth(&dir, None, true),
             "authorization": rbac(&["developer"], json!({"developer": ["echo"]})),
             "cors": {"allowedOrigins": ["https://app.example.com"]},
         })),
-        &[
-            "--upstream".into(),
-            format!("http://{addr}/mcp"),
-            "--transport".into(),
-            "websocket".into(),
-            "--check-interval".into(),
-            "60s".into(),
-        ],
     )
     .await;
     // The upgrade is on the exact path, from an allowed origin, with credentials.
@@ -1144,20 +1137,13 @@ async fn websocket_frames_count_against_the_rate_limit_refused_or_not() {
     use tokio_tungstenite::tungstenite::Message;
     let (addr, seen) = ws_server(false).await;
     let dir = tempdir("ws-rate");
-    let gw = Gw::start(
+    let gw = ws_gateway(
+        addr,
         &policy(json!({
             "authentication": jwt_auth(&dir, None, true),
             "authorization": rbac(&["developer"], json!({"developer": ["echo"]})),
             "rateLimiting": {"requestsPerMinute": 1, "burstSize": 4},
         })),
-        &[
-            "--upstream".into(),
-            format!("http://{addr}/mcp"),
-            "--transport".into(),
-            "websocket".into(),
-            "--check-interval".into(),
-            "60s".into(),
-        ],
     )
     .await;
     let mut req = format!("ws://{}/mcp", gw.addr).into_client_request().unwrap();

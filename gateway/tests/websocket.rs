@@ -15,19 +15,12 @@ use tokio_tungstenite::tungstenite::Message;
 async fn websocket_pass_through_enforces_the_policy() {
     let (addr, seen) = ws_server(false).await;
     let dir = tempdir("ws");
-    let gw = Gw::start(
+    let gw = ws_gateway(
+        addr,
         &policy(json!({
             "authentication": jwt_auth(&dir, None, true),
             "authorization": rbac(&["developer"], json!({"developer": ["echo"]})),
         })),
-        &[
-            "--upstream".into(),
-            format!("http://{addr}/mcp"),
-            "--transport".into(),
-            "websocket".into(),
-            "--check-interval".into(),
-            "60s".into(),
-        ],
     )
     .await;
     gw.wait_ready(Duration::from_secs(10)).await;

@@ -651,6 +651,13 @@ pub async fn jwt_gateway(rec: &Recorder, idp: &Idp, extra: Value) -> Gw {
     Gw::start(&policy(sections), &rec.upstream_args()).await
 }
 
+/// A gateway with this policy document in front of the WebSocket MCP server at `upstream`.
+pub async fn ws_gateway(upstream: SocketAddr, policy: &Value) -> Gw {
+    let upstream = format!("http://{upstream}/mcp");
+    let args = ["--upstream", &upstream, "--transport", "websocket", "--check-interval", "60s"];
+    Gw::start(policy, &args.map(String::from)).await
+}
+
 pub fn rbac(allowed: &[&str], tools: Value) -> Value {
     json!({"mode": "rbac", "allowedRoles": allowed, "rolesClaim": "roles", "tools": tools})
 }

@@ -5,8 +5,9 @@ use crate::api::{AuditLevel, AuthMethod, SecurityPolicy, SecurityPolicySpec, Tls
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use mcp_gateway_contract::policy::{
-    ApiKeySettings, AuditLevel as GatewayAuditLevel, AuditSettings, Authentication, Authorization, AuthorizationMode,
-    Cors, JwtSettings, Method, MtlsSettings, OAuth2Settings, PolicyDocument, RateLimit, TlsMinVersion, TlsSettings,
+    unbound_jwks, ApiKeySettings, AuditLevel as GatewayAuditLevel, AuditSettings, Authentication, Authorization,
+    AuthorizationMode, Cors, JwtSettings, Method, MtlsSettings, OAuth2Settings, PolicyDocument, RateLimit,
+    TlsMinVersion, TlsSettings, UNBOUND_JWKS,
 };
 pub use mcp_gateway_contract::SECRETS_DIR;
 use mcp_gateway_contract::TLS_DIR;
@@ -78,8 +79,8 @@ pub fn validate_policy(spec: &SecurityPolicySpec, secrets: &BTreeMap<String, Sec
         }
     }
     let jwt = spec.authentication.as_ref().and_then(|a| a.jwt.as_ref());
-    if jwt.is_some_and(|j| j.jwks_uri.is_some() && (j.issuer.is_none() || j.audiences.is_empty())) {
-        problems.push("spec.authentication.jwt.jwksUri needs issuer and audiences (else a token the identity provider signed for any other application is accepted)".into());
+    if jwt.is_some_and(|j| unbound_jwks(j.jwks_uri.is_some(), j.issuer.is_some(), &j.audiences)) {
+        problems.push(format!("spec.authentication.{UNBOUND_JWKS}"));
     }
     for need in required_secrets(spec) {
         let Some(secret) = secrets.get(&need.name) else {
@@ -285,6 +286,9 @@ spec:
         let problems = validate_policy(&p.spec, &secrets);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].starts_with("spec.authentication.jwt.jwksUri needs issuer and audiences"), "{problems:?}");
+        // The CRD's CEL rule (a literal) says the same, word for word.
+        let crd = serde_json::to_string(&<SecurityPolicy as kube::CustomResourceExt>::crd()).unwrap();
+        assert!(crd.contains(&format!("\"message\":\"{}\"", problems[0])), "the CEL rule's message: {}", problems[0]);
         let jwt = p.spec.authentication.as_mut().unwrap().jwt.as_mut().unwrap();
         jwt.audiences = vec!["mcp".into()];
         jwt.issuer = None;

@@ -131,6 +131,18 @@ pub struct JwtSettings {
     pub secret_file: Option<PathBuf>,
 }
 
+/// What is wrong with a JWKS without `issuer` and `audiences` (the operator prefixes the
+/// resource's field path; the CRD's CEL rule spells the same message, as a literal, and a test of
+/// the operator's holds the two together).
+pub const UNBOUND_JWKS: &str = "jwt.jwksUri needs issuer and audiences (else a token the identity provider signed for \
+                                any other application is accepted)";
+
+/// A JWKS signs tokens for every application of its identity provider: without an `issuer` and
+/// `audiences` to check, a token issued for any of them would be accepted.
+pub fn unbound_jwks(jwks_uri: bool, issuer: bool, audiences: &[String]) -> bool {
+    jwks_uri && (!issuer || audiences.is_empty())
+}
+
 /// OAuth2 introspection settings.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -296,12 +308,8 @@ impl PolicyDocument {
                     return Err(format!("authentication method {} has no settings", m.as_str()));
                 }
             }
-            if a.jwt.as_ref().is_some_and(|j| j.jwks_uri.is_some() && (j.issuer.is_none() || j.audiences.is_empty())) {
-                return Err(
-                    "jwt.jwksUri needs issuer and audiences (else a token the identity provider signed for any \
-                            other application is accepted)"
-                        .into(),
-                );
+            if a.jwt.as_ref().is_some_and(|j| unbound_jwks(j.jwks_uri.is_some(), j.issuer.is_some(), &j.audiences)) {
+                return Err(UNBOUND_JWKS.into());
             }
             if a.methods.contains(&Method::Mtls) && self.tls.is_none() {
                 return Err("authentication method mtls needs tls".into());

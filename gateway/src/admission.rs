@@ -9,7 +9,7 @@
 //! were checked are the bytes forwarded.
 
 use crate::auth::AuthError;
-use crate::authz::{denied_to_anonymous, denied_tools, IdMap, ToolAccess};
+use crate::authz::{denied_to_anonymous, denied_tools, IdMap, TaskBinding, ToolAccess};
 use crate::config::Cors;
 use crate::jsonrpc::{self, error_response, Kind, ParseError, Parsed};
 use bytes::Bytes;
@@ -63,6 +63,10 @@ pub enum Refusal {
     CallerBusy,
     /// The caller has as many stdio sessions (processes) as one caller may (429).
     CallerSessions,
+    /// `tasks/get`, `tasks/result` or `tasks/cancel` of a task the gateway did not see created
+    /// for this caller (400, JSON-RPC -32602 as a server answers for a task it does not have:
+    /// another caller's task is indistinguishable from none).
+    TaskNotFound(Vec<String>),
 }
 
 impl Refusal {
@@ -79,7 +83,9 @@ impl Refusal {
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::RateLimited(_) | Self::CallerBusy | Self::CallerSessions => StatusCode::TOO_MANY_REQUESTS,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::UnexpectedBody | Self::Invalid(_) | Self::NoSession => StatusCode::BAD_REQUEST,
+            Self::UnexpectedBody | Self::Invalid(_) | Self::NoSession | Self::TaskNotFound(_) => {
+                StatusCode::BAD_REQUEST
+            }
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Overloaded | Self::TooManySessions => StatusCode::SERVICE_UNAVAILABLE,
@@ -109,6 +115,7 @@ impl Refusal {
             Self::TooManySessions => "too_many_sessions",
             Self::CallerBusy => "caller_in_flight",
             Self::CallerSessions => "caller_sessions",
+            Self::TaskNotFound(_) => "task_not_found",
         }
     }
 
@@ -124,6 +131,7 @@ impl Refusal {
             Self::ToolDenied(tools) => format!("tool_denied: {}", tools.join(",")),
             Self::MethodDenied(methods) => format!("method_denied: {}", methods.join(",")),
             Self::ForeignSession => "session_owner: session of another caller".into(),
+            Self::TaskNotFound(ids) => format!("task_not_found: {}", ids.join(",")),
             other => other.reason().to_string(),
         }
     }
@@ -140,6 +148,7 @@ impl Refusal {
             | Self::NoSession
             | Self::UnknownSession => jsonrpc::INVALID_REQUEST,
             Self::Overloaded | Self::TooManySessions => jsonrpc::UNAVAILABLE,
+            Self::TaskNotFound(_) => jsonrpc::INVALID_PARAMS,
             _ => jsonrpc::FORBIDDEN,
         }
     }
@@ -169,6 +178,7 @@ impl Refusal {
             Self::TooManySessions => "too many sessions".into(),
             Self::CallerBusy => "Too Many Requests: too many requests and streams of this caller in flight".into(),
             Self::CallerSessions => "Too Many Requests: this caller has as many sessions as it may".into(),
+            Self::TaskNotFound(_) => "Invalid params: task not found".into(),
         }
     }
 
@@ -333,7 +343,7 @@ pub struct Denied {
 
 /// A new id for a request whose answer the gateway must recognise: unguessable (a client cannot
 /// pick it in advance) and unique.
-fn gateway_id() -> String {
+pub(crate) fn gateway_id() -> String {
     static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(1);
     let prefix = PREFIX.get_or_init(|| crate::stdio::new_session_id()[..12].to_string());
@@ -351,16 +361,22 @@ pub fn admit(
     access: &ToolAccess,
     anonymous: bool,
     rewrite_all: bool,
+    tasks: Option<&TaskBinding>,
 ) -> Result<Admitted, Box<Denied>> {
     let parsed = jsonrpc::parse(body, max_batch).map_err(|e| {
         Box::new(Denied { reply: e.to_response(), refusal: Refusal::Invalid(e), method: None, tool: None })
     })?;
     let methods = if anonymous { denied_to_anonymous(&parsed) } else { vec![] };
     let tools = denied_tools(&parsed, access);
-    let refusal = match (methods.is_empty(), tools.is_empty()) {
-        (false, _) => Some(Refusal::MethodDenied(methods)),
-        (true, false) => Some(Refusal::ToolDenied(tools)),
-        (true, true) => None,
+    let foreign_tasks = tasks.map(|t| t.not_owned(&parsed)).unwrap_or_default();
+    let refusal = if !methods.is_empty() {
+        Some(Refusal::MethodDenied(methods))
+    } else if !tools.is_empty() {
+        Some(Refusal::ToolDenied(tools))
+    } else if !foreign_tasks.is_empty() {
+        Some(Refusal::TaskNotFound(foreign_tasks))
+    } else {
+        None
     };
     if let Some(refusal) = refusal {
         // One error per request (an array for a batch), each echoing its request's id.
@@ -544,21 +560,21 @@ mod tests {
     fn tool_calls_are_checked_whatever_their_framing() {
         let dev = ToolAccess::Only(vec!["echo".into()]);
         let call = |id: Value, tool: &str| json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool}});
-        assert!(admit(body(&call(json!(1), "echo")), 8, &dev, false, false).is_ok());
+        assert!(admit(body(&call(json!(1), "echo")), 8, &dev, false, false, None).is_ok());
         assert_eq!(
-            admit(body(&call(json!(1), "get-env")), 8, &dev, false, false).unwrap_err().refusal,
+            admit(body(&call(json!(1), "get-env")), 8, &dev, false, false, None).unwrap_err().refusal,
             Refusal::ToolDenied(vec!["get-env".into()])
         );
         let batch = json!([call(json!(1), "echo"), call(json!(2), "get-env")]);
-        assert_eq!(admit(body(&batch), 8, &dev, false, false).unwrap_err().refusal.reason(), "tool_denied");
+        assert_eq!(admit(body(&batch), 8, &dev, false, false, None).unwrap_err().refusal.reason(), "tool_denied");
         let note = json!({"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "get-env"}});
-        assert_eq!(admit(body(&note), 8, &dev, false, false).unwrap_err().refusal.reason(), "invalid_request");
+        assert_eq!(admit(body(&note), 8, &dev, false, false, None).unwrap_err().refusal.reason(), "invalid_request");
         let dup = Bytes::from_static(
             br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get-env","name":"echo"}}"#,
         );
-        assert_eq!(admit(dup, 8, &dev, false, false).unwrap_err().refusal.reason(), "invalid_request");
+        assert_eq!(admit(dup, 8, &dev, false, false, None).unwrap_err().refusal.reason(), "invalid_request");
         let spelled = json!({"jsonrpc": "2.0", "id": 1, "method": "Tools/Call", "params": {"name": "get-env"}});
-        assert_eq!(admit(body(&spelled), 8, &dev, false, false).unwrap_err().refusal.reason(), "unknown_method");
+        assert_eq!(admit(body(&spelled), 8, &dev, false, false, None).unwrap_err().refusal.reason(), "unknown_method");
     }
 
     #[test]
@@ -567,43 +583,43 @@ mod tests {
         let req = |method: &str| json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": {}});
         for method in ["initialize", "ping", "tools/list", "resources/list", "resources/templates/list", "prompts/list"]
         {
-            assert!(admit(body(&req(method)), 8, &anon, true, false).is_ok(), "{method}");
+            assert!(admit(body(&req(method)), 8, &anon, true, false, None).is_ok(), "{method}");
         }
         let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "get-sum"}});
-        assert!(admit(body(&call), 8, &anon, true, false).is_ok());
+        assert!(admit(body(&call), 8, &anon, true, false, None).is_ok());
         let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-        assert!(admit(body(&note), 8, &anon, true, false).is_ok());
+        assert!(admit(body(&note), 8, &anon, true, false, None).is_ok());
         for method in
             ["resources/read", "resources/subscribe", "prompts/get", "completion/complete", "logging/setLevel"]
         {
-            let denied = admit(body(&req(method)), 8, &anon, true, false).unwrap_err();
+            let denied = admit(body(&req(method)), 8, &anon, true, false, None).unwrap_err();
             assert_eq!(denied.refusal, Refusal::MethodDenied(vec![method.into()]), "{method}");
             assert_eq!(denied.refusal.status(), StatusCode::FORBIDDEN);
             assert_eq!(denied.reply["id"], 1, "the JSON-RPC error answers the request");
             // A caller with credentials may.
-            assert!(admit(body(&req(method)), 8, &anon, false, false).is_ok(), "{method}");
+            assert!(admit(body(&req(method)), 8, &anon, false, false, None).is_ok(), "{method}");
         }
         // Inside a batch too, and before any tool check.
         let mut read = req("resources/read");
         read["id"] = json!(2);
         let batch = json!([req("ping"), read]);
-        assert_eq!(admit(body(&batch), 8, &anon, true, false).unwrap_err().refusal.reason(), "method_denied");
+        assert_eq!(admit(body(&batch), 8, &anon, true, false, None).unwrap_err().refusal.reason(), "method_denied");
     }
 
     #[test]
     fn restricted_tool_lists_get_gateway_ids_and_nothing_else_changes() {
         let dev = ToolAccess::Only(vec!["echo".into()]);
         let text = r#"[{"jsonrpc":"2.0","id":1.0,"method":"tools/list"},{"jsonrpc":"2.0","id":"p","method":"ping"}]"#;
-        let a = admit(Bytes::from_static(text.as_bytes()), 8, &dev, false, false).unwrap();
+        let a = admit(Bytes::from_static(text.as_bytes()), 8, &dev, false, false, None).unwrap();
         assert_eq!(a.rewrites.len(), 1);
         let forwarded: Value = serde_json::from_slice(&a.forward()).unwrap();
         let gw_id = forwarded[0]["id"].as_str().unwrap().to_string();
         assert!(gw_id.starts_with("mcpgw-"), "{gw_id}");
         assert_eq!(forwarded[1]["id"], "p");
         assert_eq!(a.ids.entries, vec![(gw_id, json!(1.0))]);
-        let all = admit(Bytes::from_static(text.as_bytes()), 8, &ToolAccess::All, false, false).unwrap();
+        let all = admit(Bytes::from_static(text.as_bytes()), 8, &ToolAccess::All, false, false, None).unwrap();
         assert_eq!(all.forward(), text.as_bytes(), "an unrestricted caller's bytes pass untouched");
-        let bridged = admit(Bytes::from_static(text.as_bytes()), 8, &ToolAccess::All, false, true).unwrap();
+        let bridged = admit(Bytes::from_static(text.as_bytes()), 8, &ToolAccess::All, false, true, None).unwrap();
         assert_eq!(bridged.rewrites.len(), 2, "the bridge gets a gateway id for every request");
         assert_eq!(bridged.ids.entries[1].1, json!("p"));
     }
@@ -629,6 +645,7 @@ mod tests {
             Refusal::TooManySessions,
             Refusal::CallerBusy,
             Refusal::CallerSessions,
+            Refusal::TaskNotFound(vec!["t".into()]),
         ];
         for r in all {
             assert!(r.status().is_client_error() || r.status().is_server_error(), "{r:?}");
@@ -637,5 +654,30 @@ mod tests {
             assert!(e["error"]["code"].as_i64().unwrap() < 0);
             assert!(!r.reason().is_empty() && !r.detail().is_empty());
         }
+    }
+
+    #[test]
+    fn a_task_of_another_caller_is_not_found() {
+        let table = std::sync::Arc::new(crate::sessions::Sessions::new(8, 8, Duration::from_secs(60)));
+        table.bind("t-alice", "jwt:sub:alice");
+        let bob = TaskBinding { table, owner: "jwt:sub:bob".into() };
+        let get = |id: Value, task: &str| json!({"jsonrpc": "2.0", "id": id, "method": "tasks/result", "params": {"taskId": task}});
+        let denied = admit(body(&get(json!(9), "t-alice")), 8, &ToolAccess::All, false, false, Some(&bob)).unwrap_err();
+        assert_eq!(denied.refusal, Refusal::TaskNotFound(vec!["t-alice".into()]));
+        assert_eq!(denied.refusal.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(denied.reply["id"], 9);
+        assert_eq!(denied.reply["error"]["code"], jsonrpc::INVALID_PARAMS);
+        // The same answer as for a task nobody has.
+        let none = admit(body(&get(json!(9), "t-none")), 8, &ToolAccess::All, false, false, Some(&bob)).unwrap_err();
+        assert_eq!(none.reply["error"], denied.reply["error"]);
+        // In a batch, the whole batch.
+        let batch = json!([{"jsonrpc": "2.0", "id": 1, "method": "ping"}, get(json!(2), "t-alice")]);
+        let denied = admit(body(&batch), 8, &ToolAccess::All, false, false, Some(&bob)).unwrap_err();
+        assert_eq!(denied.refusal.reason(), "task_not_found");
+        assert_eq!(denied.reply.as_array().map(Vec::len), Some(2));
+        // Alice's own, and anything without a binding (no authentication: nobody to tell apart).
+        let alice = TaskBinding { owner: "jwt:sub:alice".into(), ..bob };
+        assert!(admit(body(&get(json!(3), "t-alice")), 8, &ToolAccess::All, false, false, Some(&alice)).is_ok());
+        assert!(admit(body(&get(json!(3), "t-alice")), 8, &ToolAccess::All, false, false, None).is_ok());
     }
 }

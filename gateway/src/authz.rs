@@ -192,21 +192,85 @@ impl IdMap {
     }
 }
 
-/// How what the server sends back is made fit for the caller: ids restored, and for a
-/// restricted caller every `result.tools` list (whatever request it answers, whatever id the
-/// server wrote) reduced to the tools the caller may use.
+/// MCP tasks bound to the caller they were created for. The gateway does not pass the caller's
+/// credentials on (no token passthrough), so a server that keeps tasks beyond one session (a
+/// stateless server, a shared task store, several replicas) cannot tell callers apart; the
+/// gateway does: a task id the server returns in a `CreateTaskResult` (`result.task.taskId`)
+/// to a caller is that caller's, `tasks/get`, `tasks/result` and `tasks/cancel` of any other id
+/// are refused as "task not found" (another caller's task is indistinguishable from none), and
+/// `tasks/list` answers keep only the caller's tasks. Fails closed: a task the gateway did not
+/// see created (before a restart, through another replica, evicted from the bounded table) is
+/// not found either.
+#[derive(Clone)]
+pub struct TaskBinding {
+    /// Task id → owner (bounded, per-caller limit, idle expiry).
+    pub table: std::sync::Arc<crate::sessions::Sessions>,
+    /// The caller (an authenticated subject; an anonymous caller per session or connection).
+    pub owner: String,
+}
+
+impl std::fmt::Debug for TaskBinding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskBinding").field("owner", &self.owner).finish_non_exhaustive()
+    }
+}
+
+impl TaskBinding {
+    /// The task ids a request names that are not the caller's.
+    pub fn not_owned(&self, parsed: &crate::jsonrpc::Parsed) -> Vec<String> {
+        parsed
+            .messages
+            .iter()
+            .filter_map(|m| m.task_id.as_deref())
+            .filter(|id| self.table.check(id, &self.owner).is_err())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Records the task a message creates for the caller, and keeps only the caller's tasks in
+    /// a task list.
+    fn apply(&self, msg: &mut Value) {
+        let Some(result) = msg.get_mut("result") else { return };
+        if let Some(id) = result.get("task").and_then(|t| t.get("taskId")).and_then(Value::as_str) {
+            self.table.bind(id, &self.owner);
+        }
+        if let Some(tasks) = result.get_mut("tasks").and_then(Value::as_array_mut) {
+            tasks.retain(|t| {
+                t.get("taskId").and_then(Value::as_str).is_some_and(|id| self.table.owned_by(id, &self.owner))
+            });
+        }
+    }
+}
+
+/// How what the server sends back is made fit for the caller: ids restored, for a restricted
+/// caller every `result.tools` list (whatever request it answers, whatever id the server wrote)
+/// reduced to the tools the caller may use, and with a [`TaskBinding`] tasks recorded and task
+/// lists reduced to the caller's.
 #[derive(Clone, Debug)]
 pub struct ResponseFilter {
     /// The caller's access.
     pub access: ToolAccess,
     /// Ids to restore.
     pub ids: IdMap,
+    /// Tasks to record and lists to reduce.
+    pub tasks: Option<TaskBinding>,
 }
 
 impl ResponseFilter {
+    /// Restores `ids` and filters tool lists for `access`.
+    pub fn new(access: ToolAccess, ids: IdMap) -> Self {
+        Self { access, ids, tasks: None }
+    }
+
+    /// Also records the caller's tasks and reduces task lists to them.
+    pub fn with_tasks(mut self, tasks: Option<TaskBinding>) -> Self {
+        self.tasks = tasks;
+        self
+    }
+
     /// Nothing to change: the server's bytes may pass untouched.
     pub fn is_noop(&self) -> bool {
-        !self.access.is_restricted() && self.ids.entries.is_empty()
+        !self.access.is_restricted() && self.ids.entries.is_empty() && self.tasks.is_none()
     }
 
     /// Apply to one message or a batch in place.
@@ -221,6 +285,9 @@ impl ResponseFilter {
                     {
                         tools.retain(|t| t.get("name").and_then(Value::as_str).is_some_and(|n| self.access.allows(n)));
                     }
+                }
+                if let Some(tasks) = &self.tasks {
+                    tasks.apply(msg);
                 }
             }
         }
@@ -349,10 +416,10 @@ mod tests {
 
     #[test]
     fn response_filter_restores_ids_and_filters_every_tool_list() {
-        let f = ResponseFilter {
-            access: ToolAccess::Only(vec!["echo".into(), "get*".into()]),
-            ids: IdMap { entries: vec![("gw-1".into(), json!(1))] },
-        };
+        let f = ResponseFilter::new(
+            ToolAccess::Only(vec!["echo".into(), "get*".into()]),
+            IdMap { entries: vec![("gw-1".into(), json!(1))] },
+        );
         let mut msg = json!({"jsonrpc": "2.0", "id": "gw-1", "result": {"tools": [
             {"name": "echo"}, {"name": "get-sum"}, {"name": "trigger-long-running-operation"}, {"noname": 1}
         ], "nextCursor": "x"}});
@@ -369,5 +436,46 @@ mod tests {
             .apply_text(br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[]},"result":{"tools":[{"name":"secret"}]}}"#)
             .is_err());
         assert!(f.apply_text(b"not json").is_err());
+    }
+
+    #[test]
+    fn tasks_are_the_callers_they_were_created_for() {
+        let table = std::sync::Arc::new(crate::sessions::Sessions::new(16, 8, std::time::Duration::from_secs(60)));
+        let bind = |owner: &str| TaskBinding { table: table.clone(), owner: owner.into() };
+        let (alice, bob) = (bind("jwt:sub:alice"), bind("jwt:sub:bob"));
+        let filter =
+            |b: &TaskBinding| ResponseFilter::new(ToolAccess::All, IdMap::default()).with_tasks(Some(b.clone()));
+        assert!(!filter(&alice).is_noop());
+        // Alice's task-augmented call is answered with a CreateTaskResult: the task is hers.
+        let mut created =
+            json!({"jsonrpc": "2.0", "id": 1, "result": {"task": {"taskId": "t-a", "status": "working"}}});
+        filter(&alice).apply(&mut created);
+        assert_eq!(created["result"]["task"]["taskId"], "t-a", "passed on unchanged");
+        let mut bobs = json!([{"jsonrpc": "2.0", "id": 2, "result": {"task": {"taskId": "t-b", "status": "working"}}}]);
+        filter(&bob).apply(&mut bobs);
+        let get = |id: &str| {
+            let text = json!({"jsonrpc": "2.0", "id": 3, "method": "tasks/result", "params": {"taskId": id}});
+            crate::jsonrpc::parse(bytes::Bytes::from(text.to_string()), 4).unwrap()
+        };
+        assert!(alice.not_owned(&get("t-a")).is_empty());
+        assert_eq!(alice.not_owned(&get("t-b")), vec!["t-b".to_string()], "bob's task");
+        assert_eq!(alice.not_owned(&get("t-unknown")), vec!["t-unknown".to_string()], "never seen");
+        assert!(bob.not_owned(&get("t-b")).is_empty());
+        // A server naming alice's task to bob again does not hand it over.
+        let mut again = json!({"jsonrpc": "2.0", "id": 4, "result": {"task": {"taskId": "t-a"}}});
+        filter(&bob).apply(&mut again);
+        assert_eq!(bob.not_owned(&get("t-a")), vec!["t-a".to_string()]);
+        // A task list keeps only the caller's tasks, the rest of the answer as it was.
+        let list = json!({"jsonrpc": "2.0", "id": 5, "result": {"tasks": [
+            {"taskId": "t-a", "status": "working"}, {"taskId": "t-b", "status": "completed"},
+            {"taskId": "t-other"}, {"status": "no id"}
+        ], "nextCursor": "c"}});
+        let mut for_alice = list.clone();
+        filter(&alice).apply(&mut for_alice);
+        assert_eq!(for_alice["result"]["tasks"], json!([{"taskId": "t-a", "status": "working"}]));
+        assert_eq!(for_alice["result"]["nextCursor"], "c");
+        let mut for_bob = list;
+        filter(&bob).apply(&mut for_bob);
+        assert_eq!(for_bob["result"]["tasks"], json!([{"taskId": "t-b", "status": "completed"}]));
     }
 }

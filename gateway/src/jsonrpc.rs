@@ -66,6 +66,9 @@ const CLIENT_METHODS: &[(&str, Kind)] = &[
     ("notifications/tasks/status", Kind::Notification),
 ];
 
+/// The methods that name one task (`params.taskId`).
+pub const TASK_METHODS: &[&str] = &["tasks/get", "tasks/result", "tasks/cancel"];
+
 /// The kind an MCP client method has, compared byte for byte.
 pub fn client_method_kind(method: &str) -> Option<Kind> {
     CLIENT_METHODS.iter().find(|(m, _)| *m == method).map(|(_, k)| *k)
@@ -82,6 +85,10 @@ pub struct Message {
     pub id: Option<Value>,
     /// `params.name` of a `tools/call`.
     pub tool: Option<String>,
+    /// `params.taskId` of a `tasks/get`, `tasks/result` or `tasks/cancel`.
+    pub task_id: Option<String>,
+    /// A request augmented with `params.task`: its answer may create a task.
+    pub creates_task: bool,
     /// Where the message is in the body.
     pub span: Range<usize>,
     /// Where its id's value is in the body.
@@ -96,6 +103,10 @@ impl Message {
     /// A `tools/list` request.
     pub fn is_tool_list(&self) -> bool {
         self.method.as_deref() == Some("tools/list")
+    }
+    /// A `tasks/list` request.
+    pub fn is_task_list(&self) -> bool {
+        self.method.as_deref() == Some("tasks/list")
     }
     /// An `initialize` request.
     pub fn is_initialize(&self) -> bool {
@@ -470,7 +481,16 @@ fn message(body: &str, raw: &RawValue) -> Result<Message, ParseError> {
         if !(good_id || (error && id == Some(Value::Null))) {
             return Err(ParseError::invalid("a response needs a string or number id", None));
         }
-        return Ok(Message { kind: Kind::Response, method: None, id, tool: None, span, id_span });
+        return Ok(Message {
+            kind: Kind::Response,
+            method: None,
+            id,
+            tool: None,
+            task_id: None,
+            creates_task: false,
+            span,
+            id_span,
+        });
     };
     let Value::String(method) = value(method_raw) else {
         return Err(ParseError::invalid("method must be a string", reply_id));
@@ -517,22 +537,25 @@ fn message(body: &str, raw: &RawValue) -> Result<Message, ParseError> {
             ));
         }
     }
-    let tool = if method == "tools/call" {
-        match params.as_ref().and_then(|p| p.get("name")) {
-            Some(Value::String(name)) => Some(name.clone()),
-            _ => {
-                return Err(ParseError::new(
-                    INVALID_PARAMS,
-                    "invalid_params",
-                    "Invalid params: tools/call needs params.name, a string",
-                    reply_id,
-                ))
-            }
+    // `params.<key>`, a string, which `method` needs (what the checks below compare).
+    let required = |needed: bool, key: &str| -> Result<Option<String>, ParseError> {
+        if !needed {
+            return Ok(None);
         }
-    } else {
-        None
+        match params.as_ref().and_then(|p| p.get(key)) {
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            _ => Err(ParseError::new(
+                INVALID_PARAMS,
+                "invalid_params",
+                format!("Invalid params: {method} needs params.{key}, a string"),
+                reply_id.clone(),
+            )),
+        }
     };
-    Ok(Message { kind, method: Some(method), id, tool, span, id_span })
+    let tool = required(method == "tools/call", "name")?;
+    let task_id = required(TASK_METHODS.contains(&method.as_str()), "taskId")?;
+    let creates_task = kind == Kind::Request && params.as_ref().is_some_and(|p| p.get("task").is_some());
+    Ok(Message { kind, method: Some(method), id, tool, task_id, creates_task, span, id_span })
 }
 
 /// A JSON-RPC error response.
@@ -755,5 +778,31 @@ mod tests {
     fn metric_labels_are_bounded() {
         assert_eq!(method_metric_label("tools/call"), "tools/call");
         assert_eq!(method_metric_label("x/../../whatever"), "other");
+    }
+
+    #[test]
+    fn task_ids_and_task_augmented_requests_are_read() {
+        for method in TASK_METHODS {
+            let ok = p(&format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{{"taskId":"t-1"}}}}"#));
+            assert_eq!(ok.unwrap().messages[0].task_id.as_deref(), Some("t-1"), "{method}");
+            for params in [r#"{}"#, r#"{"taskId":7}"#, r#"{"taskId":null}"#] {
+                let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{params}}}"#);
+                let e = p(&body).unwrap_err();
+                assert_eq!((e.code, e.reason), (INVALID_PARAMS, "invalid_params"), "{body}");
+                assert!(e.message.contains("params.taskId"), "{e:?}");
+            }
+            let e = p(&format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}"}}"#)).unwrap_err();
+            assert_eq!(e.code, INVALID_PARAMS, "{method} without params");
+            // A second spelling a server might read instead is refused with the rest.
+            let folded =
+                format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{{"taskId":"a","TaskId":"b"}}}}"#);
+            assert_eq!(p(&folded).unwrap_err().reason, "invalid_params");
+        }
+        let list = p(r#"{"jsonrpc":"2.0","id":1,"method":"tasks/list","params":{}}"#).unwrap();
+        assert!(list.messages[0].is_task_list() && list.messages[0].task_id.is_none());
+        let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","task":{"ttl":60000}}}"#;
+        assert!(p(call).unwrap().messages[0].creates_task);
+        let plain = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"task":1}}}"#;
+        assert!(!p(plain).unwrap().messages[0].creates_task, "a tool argument named task is not augmentation");
     }
 }

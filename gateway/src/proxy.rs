@@ -10,7 +10,7 @@
 use crate::admission::{self, media_type, Admitted, Refusal, Route, Surface};
 use crate::audit::{Auditor, Decision, Record};
 use crate::auth::{Authenticator, Credentials, Identity};
-use crate::authz::{Grants, IdMap, ResponseFilter, RoleCheck, ToolAccess};
+use crate::authz::{Grants, IdMap, ResponseFilter, RoleCheck, TaskBinding, ToolAccess};
 use crate::jsonrpc::{self, error_response, Kind};
 use crate::metrics::Metrics;
 use crate::ratelimit::{retry_after_secs, Limiter};
@@ -132,6 +132,8 @@ pub struct Gateway {
     pub backend: Backend,
     /// Sessions and their owners (HTTP mode).
     pub sessions: Sessions,
+    /// Task ids and the callers they were created for, when the policy authenticates.
+    pub tasks: Option<Arc<Sessions>>,
     /// Requests and streams in flight per caller.
     pub in_flight: Arc<crate::inflight::InFlight>,
     /// --max-body-bytes.
@@ -147,6 +149,13 @@ pub struct Gateway {
     /// policy authenticates: one caller cannot hold it all.
     pub body_share: Arc<crate::inflight::InFlight>,
 }
+
+/// Tasks the gateway keeps track of (their ids and owners: a few MiB at most).
+pub const MAX_TASKS: usize = 65_536;
+/// Tasks of one caller kept track of (beyond it the caller's least recently used is forgotten).
+pub const MAX_TASKS_PER_CALLER: usize = 4_096;
+/// A task not used for this long is forgotten.
+pub const TASK_IDLE: Duration = Duration::from_secs(24 * 3600);
 
 /// What a request body being read counts against its caller's share at least (KiB): bounds how
 /// many bodies one caller may be sending at once, however slowly.
@@ -380,6 +389,19 @@ impl Gateway {
         })
     }
 
+    /// The binding of the caller's tasks, when the policy authenticates: an authenticated caller's
+    /// tasks are its own wherever it polls them from; anonymous callers (who share one identity)
+    /// each own the tasks of their `scope` (the session, or the WebSocket connection).
+    pub(crate) fn task_binding(&self, identity: &Identity, scope: Option<&str>) -> Option<TaskBinding> {
+        let table = self.tasks.clone()?;
+        let owner = match (identity.anonymous, scope) {
+            (false, _) => identity.session_owner(),
+            (true, Some(scope)) => format!("anonymous:{scope}"),
+            (true, None) => "anonymous".to_string(),
+        };
+        Some(TaskBinding { table, owner })
+    }
+
     /// The rate limit for `key`.
     pub(crate) fn rate_check(&self, key: &str) -> Result<(), Refusal> {
         self.limiter.as_ref().map_or(Ok(()), |l| l.check(key)).map_err(Refusal::RateLimited)
@@ -587,7 +609,8 @@ async fn serve_mcp(gw: &Arc<Gateway>, conn: &ConnInfo, cx: &mut Ctx, req: Reques
         // An anonymous caller under a policy (authentication optional) may use only some
         // methods; where no authentication is configured everyone is anonymous and unrestricted.
         let anonymous = identity.anonymous && access.is_restricted();
-        match admission::admit(bytes, gw.max_batch, &access, anonymous, rewrite_all) {
+        let tasks = gw.task_binding(&identity, session_scope(&parts.headers));
+        match admission::admit(bytes, gw.max_batch, &access, anonymous, rewrite_all, tasks.as_ref()) {
             Ok(a) => {
                 cx.rec.method = Some(a.parsed.method_label());
                 cx.rec.tool = a.parsed.tool_label();
@@ -718,8 +741,8 @@ async fn forward_http(
 
     let ctype = rparts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(media_type);
     let is_sse = ctype.as_deref() == Some("text/event-stream");
-    let filter =
-        ResponseFilter { access: access.clone(), ids: admitted.as_ref().map(|a| a.ids.clone()).unwrap_or_default() };
+    let filter = ResponseFilter::new(access.clone(), admitted.as_ref().map(|a| a.ids.clone()).unwrap_or_default())
+        .with_tasks(answer_tasks(gw, identity, &parts.headers, admitted.as_ref()));
     // The SSE answer to a POST ends for the client together with the last awaited response.
     let awaited: Option<HashSet<String>> = admitted
         .as_ref()
@@ -756,6 +779,22 @@ async fn forward_http(
     let reason = status.is_server_error().then(|| ("upstream", format!("upstream answered {status}")));
     cx.finish(gw, status.as_u16(), decision, reason);
     Response::from_parts(rparts, body)
+}
+
+/// The session a request names, as the scope of an anonymous caller's tasks.
+fn session_scope(headers: &HeaderMap) -> Option<&str> {
+    headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok())
+}
+
+/// The task binding an answer needs: when the request may create a task or lists them.
+fn answer_tasks(
+    gw: &Gateway,
+    identity: &Identity,
+    headers: &HeaderMap,
+    admitted: Option<&Admitted>,
+) -> Option<TaskBinding> {
+    admitted?.parsed.messages.iter().any(|m| m.creates_task || m.is_task_list()).then_some(())?;
+    gw.task_binding(identity, session_scope(headers))
 }
 
 /// Tells the server, in the background, to end sessions the gateway forgot to make room (a
@@ -887,7 +926,12 @@ async fn forward_stdio(
             let answer = Answer {
                 batch: parsed.batch,
                 ids: parsed.requests().map(|m| m.id.clone()).collect(),
-                filter: ResponseFilter { access: access.clone(), ids: admitted.ids.clone() },
+                filter: ResponseFilter::new(access.clone(), admitted.ids.clone()).with_tasks(answer_tasks(
+                    gw,
+                    identity,
+                    &parts.headers,
+                    Some(&admitted),
+                )),
             };
             let waits = requests.into_iter().map(|(line, key, _)| {
                 let s = session.clone();
@@ -934,7 +978,7 @@ async fn forward_stdio(
             let rx = session.open_stream(last_event);
             let busy = session.busy();
             cx.finish(gw, 200, Decision::Allow, None);
-            let filter = ResponseFilter { access: access.clone(), ids: IdMap::default() };
+            let filter = ResponseFilter::new(access.clone(), IdMap::default());
             sse_response(gw.until_expiry(channel_sse(rx, busy, filter), identity))
         }
         Method::DELETE => {

@@ -4,6 +4,9 @@
 //! full the least recently used session is evicted, and from then on refused like any unknown one.
 //! Each caller holds at most `per_owner` sessions: a caller over it loses its own least recently
 //! used session, so that one caller opening sessions in a loop cannot evict everyone else's.
+//!
+//! The same table binds MCP tasks to the callers they were created for (see
+//! [`crate::authz::TaskBinding`]).
 
 use crate::admission::Refusal;
 use lru::LruCache;
@@ -61,6 +64,12 @@ impl Sessions {
     pub fn bind(&self, id: &str, owner: &str) -> (usize, Vec<String>) {
         let mut t = self.lock();
         let mut forgotten = vec![];
+        // An id keeps its first owner: a server naming it again to someone else (a reused id)
+        // does not hand it over.
+        if t.lru.peek(id).is_some_and(|(who, _)| who != owner) {
+            tracing::warn!(id = %id, "an id the server gave before, to another caller, is not rebound");
+            return (t.lru.len(), forgotten);
+        }
         t.pop(id);
         if t.held.get(owner).copied().unwrap_or(0) >= self.per_owner {
             // The caller's own least recently used session goes (the iterator runs from the
@@ -94,6 +103,12 @@ impl Sessions {
         }
         *seen = Instant::now();
         Ok(())
+    }
+
+    /// Whether `id` is `owner`'s (without counting as a use).
+    pub fn owned_by(&self, id: &str, owner: &str) -> bool {
+        let t = self.lock();
+        t.lru.peek(id).is_some_and(|(who, seen)| who == owner && seen.elapsed() <= self.idle)
     }
 
     /// The session ended; returns how many are held.
@@ -177,5 +192,14 @@ mod tests {
         s.bind("b", "o");
         assert_eq!(s.check("a", "o"), Ok(()));
         assert_eq!(s.check("b", "o"), Ok(()));
+    }
+
+    #[test]
+    fn an_id_keeps_its_first_owner() {
+        let s = Sessions::new(4, 2, Duration::from_secs(60));
+        s.bind("t", "jwt:sub:alice");
+        assert_eq!(s.bind("t", "jwt:sub:mallory"), (1, vec![]));
+        assert_eq!(s.check("t", "jwt:sub:alice"), Ok(()));
+        assert_eq!(s.check("t", "jwt:sub:mallory"), Err(Refusal::ForeignSession));
     }
 }

@@ -401,10 +401,7 @@ mod tests {
     }
 
     fn restricted() -> ResponseFilter {
-        ResponseFilter {
-            access: ToolAccess::Only(vec!["echo".into()]),
-            ids: IdMap { entries: vec![("gw-9".into(), json!(2))] },
-        }
+        ResponseFilter::new(ToolAccess::Only(vec!["echo".into()]), IdMap { entries: vec![("gw-9".into(), json!(2))] })
     }
 
     #[test]
@@ -433,7 +430,7 @@ mod tests {
         let out = String::from_utf8(t.push(&[&dup[..], b"\n\n"].concat()).unwrap()).unwrap();
         assert!(!out.contains("secret"), "{out}");
         // An unrestricted caller's stream is not judged.
-        let mut open = Transform::new(ResponseFilter { access: ToolAccess::All, ids: IdMap::default() }, None);
+        let mut open = Transform::new(ResponseFilter::new(ToolAccess::All, IdMap::default()), None);
         assert_eq!(open.push(b"data: not json\n\n").unwrap(), b"data: not json\n\n");
     }
 
@@ -445,7 +442,7 @@ mod tests {
             BodyExt::boxed_unsync(StreamBody::new(s))
         };
         let ids = |l: &[&str]| Some(l.iter().map(|s| s.to_string()).collect::<HashSet<_>>());
-        let open = || ResponseFilter { access: ToolAccess::All, ids: IdMap::default() };
+        let open = || ResponseFilter::new(ToolAccess::All, IdMap::default());
         let progress =
             "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{}}\n\n";
         let answer1 = "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n";

@@ -7,7 +7,7 @@
 use crate::admission::{self, Refusal};
 use crate::audit::{Decision, Record};
 use crate::auth::Identity;
-use crate::authz::{IdMap, ResponseFilter, ToolAccess};
+use crate::authz::{IdMap, ResponseFilter, TaskBinding, ToolAccess};
 use crate::proxy::{empty, json_response, Gateway, HttpUpstream};
 use crate::Body;
 use futures_util::{SinkExt, StreamExt};
@@ -123,7 +123,9 @@ async fn pipe<C, U>(
     let (mut c_tx, mut c_rx) = client.split();
     let (mut u_tx, mut u_rx) = upstream.split();
     // The gateway's ids of this connection's restricted tools/list requests, until answered.
-    let mut filter = ResponseFilter { access: access.clone(), ids: IdMap::default() };
+    // Tasks: an anonymous caller's are this connection's.
+    let tasks = gw.task_binding(&identity, Some(&admission::gateway_id()));
+    let mut filter = ResponseFilter::new(access.clone(), IdMap::default()).with_tasks(tasks.clone());
     // The connection ends when the caller's credential expires (the client reconnects with a new one).
     let expiry = tokio::time::sleep(identity.time_left().unwrap_or(Duration::MAX));
     tokio::pin!(expiry);
@@ -141,7 +143,7 @@ async fn pipe<C, U>(
                 Some(Ok(Message::Text(text))) => {
                     let start = Instant::now();
                     let mut rec = base.clone();
-                    match check(&gw, text.as_str(), &identity, &access, &mut rec) {
+                    match check(&gw, text.as_str(), &identity, &access, tasks.as_ref(), &mut rec) {
                         Ok(admitted) => {
                             filter.ids.entries.extend(admitted.ids.entries.iter().cloned());
                             // Remember the most recent ids only: an answer later than 256 lists is not restored.
@@ -219,6 +221,7 @@ fn check(
     text: &str,
     identity: &Identity,
     access: &ToolAccess,
+    tasks: Option<&TaskBinding>,
     rec: &mut Record,
 ) -> Result<admission::Admitted, (Refusal, Option<Value>)> {
     // Every frame counts against the rate limit, refused ones too, and before the work of
@@ -241,7 +244,7 @@ fn check(
     }
     let anonymous = identity.anonymous && access.is_restricted();
     let bytes = bytes::Bytes::copy_from_slice(text.as_bytes());
-    let admitted = match admission::admit(bytes, gw.max_batch, access, anonymous, false) {
+    let admitted = match admission::admit(bytes, gw.max_batch, access, anonymous, false, tasks) {
         Ok(a) => a,
         Err(denied) => {
             let denied = *denied;

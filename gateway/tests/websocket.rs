@@ -84,3 +84,45 @@ async fn websocket_pass_through_enforces_the_policy() {
     }
     assert!(gw.metrics().await.contains(r#"mcp_gateway_denials_total{reason="stream_credential_expired"} 1"#));
 }
+
+/// Tasks over WebSocket: a connection's caller owns the tasks created through it; another caller
+/// never reaches them and its task list hides them, though the server shares one store.
+#[tokio::test]
+async fn websocket_tasks_stay_with_their_caller() {
+    let (addr, seen) = ws_server(false).await;
+    let dir = tempdir("ws-tasks");
+    let gw = ws_gateway(addr, &policy(json!({"authentication": jwt_auth(&dir, None, true)}))).await;
+    let url = format!("ws://{}/mcp", gw.addr);
+    let connect = async |sub: &str| {
+        let mut req = url.as_str().into_client_request().unwrap();
+        req.headers_mut().insert("authorization", bearer(&hs256(&claims(sub, &["user"]))).parse().unwrap());
+        tokio_tungstenite::connect_async(req).await.unwrap().0
+    };
+    let (mut alice, mut bob) = (connect("alice").await, connect("bob").await);
+    async fn ask<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, msg: Value) -> Value
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        ws.send(Message::text(msg.to_string())).await.unwrap();
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap() {
+            Some(Ok(Message::Text(t))) => serde_json::from_str(t.as_str()).unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+    let create = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"who": "ws-alice"}, "task": {"ttl": 1000}}});
+    let created = ask(&mut alice, create).await;
+    assert_eq!(created["result"]["task"]["taskId"], "ws-task-ws-alice");
+    let get = |id: &str| json!({"jsonrpc": "2.0", "id": "m-ws-task", "method": "tasks/get", "params": {"taskId": id}});
+    let stolen = ask(&mut bob, get("ws-task-ws-alice")).await;
+    assert_eq!(stolen["error"]["code"], -32602, "{stolen}");
+    assert_eq!(stolen["id"], "m-ws-task");
+    let list = json!({"jsonrpc": "2.0", "id": 3, "method": "tasks/list", "params": {}});
+    assert_eq!(ask(&mut bob, list.clone()).await["result"]["tasks"], json!([]));
+    let mine = ask(&mut alice, list).await;
+    assert_eq!(mine["result"]["tasks"], json!([{"taskId": "ws-task-ws-alice", "status": "completed"}]));
+    assert_eq!(ask(&mut alice, get("ws-task-ws-alice")).await["result"]["status"], "completed");
+    gw.denied("task_not_found", 400).await;
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.iter().filter(|m| m.contains("m-ws-task")).count(), 1, "only alice's tasks/get: {seen:?}");
+}

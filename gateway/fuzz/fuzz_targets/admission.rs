@@ -1,21 +1,24 @@
 //! Whatever the admission function admits reaches the server with the method and tool name the
 //! checker saw: the forwarded bytes (and each stdio line) are parsed as a server would, with a
-//! plain JSON parser, and compared message by message; no denied tool is ever forwarded.
+//! plain JSON parser, and compared message by message; no denied tool is ever forwarded, and with
+//! a task binding no task of another caller is ever named.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use mcp_gateway::admission::admit;
-use mcp_gateway::authz::ToolAccess;
+use mcp_gateway::authz::{TaskBinding, ToolAccess};
 use serde_json::Value;
 
-/// (method, tool) of each message as a server reads it.
-fn server_view(v: &Value) -> Vec<(Option<String>, Option<String>)> {
+type View = (Option<String>, Option<String>, Option<String>);
+
+/// (method, tool, task id) of each message as a server reads it.
+fn server_view(v: &Value) -> Vec<View> {
     let one = |m: &Value| {
         let method = m.get("method").and_then(Value::as_str).map(str::to_string);
-        let tool = (method.as_deref() == Some("tools/call"))
-            .then(|| m.get("params").and_then(|p| p.get("name")).and_then(Value::as_str).map(str::to_string))
-            .flatten();
-        (method, tool)
+        let param = |key: &str| m.get("params").and_then(|p| p.get(key)).and_then(Value::as_str).map(str::to_string);
+        let tool = (method.as_deref() == Some("tools/call")).then(|| param("name")).flatten();
+        let task = method.as_deref().is_some_and(|m| mcp_gateway::jsonrpc::TASK_METHODS.contains(&m));
+        (method, tool, task.then(|| param("taskId")).flatten())
     };
     match v {
         Value::Array(items) => items.iter().map(one).collect(),
@@ -32,12 +35,22 @@ fuzz_target!(|data: &[u8]| {
     };
     let rewrite_all = flags & 4 != 0;
     let anonymous = flags & 8 != 0;
-    let Ok(admitted) = admit(bytes::Bytes::copy_from_slice(body), 8, &access, anonymous, rewrite_all) else { return };
-    let checked: Vec<(Option<String>, Option<String>)> =
-        admitted.parsed.messages.iter().map(|m| (m.method.clone(), m.tool.clone())).collect();
-    for (method, tool) in &checked {
+    let tasks = (flags & 16 != 0).then(|| {
+        let table = std::sync::Arc::new(mcp_gateway::sessions::Sessions::new(4, 4, std::time::Duration::from_secs(60)));
+        table.bind("t-mine", "me");
+        table.bind("t-other", "other");
+        TaskBinding { table, owner: "me".into() }
+    });
+    let body = bytes::Bytes::copy_from_slice(body);
+    let Ok(admitted) = admit(body, 8, &access, anonymous, rewrite_all, tasks.as_ref()) else { return };
+    let checked: Vec<View> =
+        admitted.parsed.messages.iter().map(|m| (m.method.clone(), m.tool.clone(), m.task_id.clone())).collect();
+    for (method, tool, task) in &checked {
         if let Some(t) = tool {
             assert!(access.allows(t), "a denied tool was admitted: {t}");
+        }
+        if let (Some(_), Some(t)) = (&tasks, task) {
+            assert_eq!(t, "t-mine", "another caller's task was admitted");
         }
         if let (true, Some(m)) = (anonymous, method) {
             let may = m.starts_with("notifications/") || m.ends_with("/list") || m.starts_with("tasks/");

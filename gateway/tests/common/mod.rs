@@ -223,10 +223,33 @@ pub async fn server_everything_http() -> (Proc, u16) {
         .stderr(Stdio::null())
         .spawn()
         .expect("node");
-    let p = Proc(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
+    listening(Proc(child), port, "server-everything").await
+}
+
+/// `tests/py/task_server.py` (the Python SDK's task support, one task store for every session)
+/// in Streamable HTTP mode on a free port, answering as SSE or (`json`) JSON; waits until it
+/// listens.
+pub async fn python_task_server(json: bool) -> (Proc, u16) {
+    let port = free_port();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/task_server.py");
+    let child = Command::new(&deps().python)
+        .arg(script)
+        .arg(port.to_string())
+        .args(json.then_some("--json"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("python");
+    listening(Proc(child), port, "the Python task server").await
+}
+
+/// Waits until the server started as `p` listens on `port` (a busy machine may take long to start
+/// node or python: a minute).
+async fn listening(mut p: Proc, port: u16, what: &str) -> (Proc, u16) {
+    let deadline = Instant::now() + Duration::from_secs(60);
     while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(Instant::now() < deadline, "server-everything did not listen");
+        assert!(p.0.try_wait().ok().flatten().is_none(), "{what} exited");
+        assert!(Instant::now() < deadline, "{what} did not listen");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     (p, port)
@@ -450,8 +473,16 @@ impl Recorder {
     }
 }
 
+/// The tasks the WebSocket test servers created, whoever asked.
+fn ws_tasks() -> &'static Mutex<Vec<String>> {
+    static TASKS: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+    TASKS.get_or_init(Mutex::default)
+}
+
 /// A WebSocket MCP server that records the messages of non-probe connections. A `hostile` one
-/// answers tools/list under an id of its own choosing and sends a frame that is not JSON.
+/// answers tools/list under an id of its own choosing and sends a frame that is not JSON. A
+/// task-augmented `tools/call` creates task `ws-task-<arguments.who>`, in one store for every
+/// connection, which `tasks/list` lists whole.
 pub async fn ws_server(hostile: bool) -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
@@ -497,6 +528,17 @@ pub async fn ws_server(hostile: bool) -> (std::net::SocketAddr, Arc<Mutex<Vec<St
                         "tools/list" => {
                             json!({"tools": [{"name": "echo", "inputSchema": {}}, {"name": "admin-reset", "inputSchema": {}}]})
                         }
+                        // One task store for every connection (as the Python SDK keeps).
+                        "tools/call" if msg["params"].get("task").is_some() => {
+                            let id = format!("ws-task-{}", msg["params"]["arguments"]["who"].as_str().unwrap_or(""));
+                            ws_tasks().lock().unwrap().push(id.clone());
+                            json!({"task": {"taskId": id, "status": "completed"}})
+                        }
+                        "tasks/list" => {
+                            let tasks = ws_tasks().lock().unwrap().clone();
+                            json!({"tasks": tasks.iter().map(|t| json!({"taskId": t, "status": "completed"})).collect::<Vec<_>>()})
+                        }
+                        "tasks/get" => json!({"taskId": msg["params"]["taskId"], "status": "completed"}),
                         _ => json!({"content": [{"type": "text", "text": "called"}]}),
                     };
                     let _ =

@@ -273,6 +273,18 @@ impl ResponseFilter {
         !self.access.is_restricted() && self.ids.entries.is_empty() && self.tasks.is_none()
     }
 
+    /// Whether `text` may pass untouched: nothing to restrict or restore, and with a task binding
+    /// nothing in it that could create or list a task (the keys `task` and `tasks` appear in the
+    /// text as written or, escaped, with a `\u`), so that an unrestricted caller's messages are
+    /// not rewritten just because tasks are bound.
+    pub fn passes_untouched(&self, text: &[u8]) -> bool {
+        if self.access.is_restricted() || !self.ids.entries.is_empty() {
+            return false;
+        }
+        let has = |needle: &[u8]| text.windows(needle.len()).any(|w| w == needle);
+        self.tasks.is_none() || !(has(b"task") || has(b"\\u"))
+    }
+
     /// Apply to one message or a batch in place.
     pub fn apply(&self, v: &mut Value) {
         match v {
@@ -477,5 +489,12 @@ mod tests {
         let mut for_bob = list;
         filter(&bob).apply(&mut for_bob);
         assert_eq!(for_bob["result"]["tasks"], json!([{"taskId": "t-b", "status": "completed"}]));
+        // What could name a task is inspected, anything else passes as it came.
+        let f = filter(&alice);
+        assert!(f.passes_untouched(br#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#));
+        assert!(!f.passes_untouched(br#"{"jsonrpc":"2.0","id":1,"result":{"tasks":[]}}"#));
+        assert!(!f.passes_untouched(br#"{"jsonrpc":"2.0","id":1,"result":{"\u0074ask":{"t\u0061skId":"x"}}}"#));
+        assert!(ResponseFilter::new(ToolAccess::All, IdMap::default()).passes_untouched(b"task"));
+        assert!(!ResponseFilter::new(ToolAccess::Only(vec![]), IdMap::default()).passes_untouched(b"{}"));
     }
 }

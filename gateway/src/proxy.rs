@@ -133,7 +133,7 @@ pub struct Gateway {
     /// Sessions and their owners (HTTP mode).
     pub sessions: Sessions,
     /// Task ids and the callers they were created for, when the policy authenticates.
-    pub tasks: Option<Arc<Sessions>>,
+    pub tasks: Option<TaskTables>,
     /// Requests and streams in flight per caller.
     pub in_flight: Arc<crate::inflight::InFlight>,
     /// --max-body-bytes.
@@ -150,12 +150,41 @@ pub struct Gateway {
     pub body_share: Arc<crate::inflight::InFlight>,
 }
 
-/// Tasks the gateway keeps track of (their ids and owners: a few MiB at most).
+/// Tasks of authenticated callers the gateway keeps track of (ids and owners: a few MiB at most).
 pub const MAX_TASKS: usize = 65_536;
-/// Tasks of one caller kept track of (beyond it the caller's least recently used is forgotten).
+/// Tasks of one authenticated caller kept track of (beyond it its least recently used goes).
 pub const MAX_TASKS_PER_CALLER: usize = 4_096;
+/// Tasks of anonymous callers kept track of, in a table of their own: anonymous callers, who can
+/// come with a new session at will, never evict an authenticated caller's task.
+pub const MAX_ANONYMOUS_TASKS: usize = 8_192;
+/// Tasks of one anonymous session or WebSocket connection kept track of.
+pub const MAX_ANONYMOUS_TASKS_PER_SCOPE: usize = 256;
 /// A task not used for this long is forgotten.
 pub const TASK_IDLE: Duration = Duration::from_secs(24 * 3600);
+
+/// Where task owners are kept: authenticated callers' and anonymous callers' tasks apart.
+pub struct TaskTables {
+    /// Authenticated callers' tasks.
+    pub callers: Arc<Sessions>,
+    /// Anonymous callers' tasks (per session or connection).
+    pub anonymous: Arc<Sessions>,
+}
+
+impl TaskTables {
+    /// Empty tables of the default sizes.
+    pub fn new() -> Self {
+        Self {
+            callers: Arc::new(Sessions::new(MAX_TASKS, MAX_TASKS_PER_CALLER, TASK_IDLE)),
+            anonymous: Arc::new(Sessions::new(MAX_ANONYMOUS_TASKS, MAX_ANONYMOUS_TASKS_PER_SCOPE, TASK_IDLE)),
+        }
+    }
+}
+
+impl Default for TaskTables {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// What a request body being read counts against its caller's share at least (KiB): bounds how
 /// many bodies one caller may be sending at once, however slowly.
@@ -392,14 +421,16 @@ impl Gateway {
     /// The binding of the caller's tasks, when the policy authenticates: an authenticated caller's
     /// tasks are its own wherever it polls them from; anonymous callers (who share one identity)
     /// each own the tasks of their `scope` (the session, or the WebSocket connection).
+    /// An anonymous caller without a session (a stateless server) has nothing to tell it from
+    /// another: its tasks get an owner nobody, itself included, can name again.
     pub(crate) fn task_binding(&self, identity: &Identity, scope: Option<&str>) -> Option<TaskBinding> {
-        let table = self.tasks.clone()?;
-        let owner = match (identity.anonymous, scope) {
-            (false, _) => identity.session_owner(),
-            (true, Some(scope)) => format!("anonymous:{scope}"),
-            (true, None) => "anonymous".to_string(),
+        let tables = self.tasks.as_ref()?;
+        let (table, owner) = match (identity.anonymous, scope) {
+            (false, _) => (&tables.callers, identity.session_owner()),
+            (true, Some(scope)) => (&tables.anonymous, format!("anonymous:{scope}")),
+            (true, None) => (&tables.anonymous, format!("anonymous:{}", admission::gateway_id())),
         };
-        Some(TaskBinding { table, owner })
+        Some(TaskBinding { table: table.clone(), owner })
     }
 
     /// The rate limit for `key`.
@@ -741,8 +772,15 @@ async fn forward_http(
 
     let ctype = rparts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(media_type);
     let is_sse = ctype.as_deref() == Some("text/event-stream");
+    // A GET stream may carry anything the server sends the session, answers replayed on
+    // resumption (`Last-Event-ID`) included: task lists and created tasks too.
+    let tasks = if parts.method == Method::GET {
+        gw.task_binding(identity, session_scope(&parts.headers))
+    } else {
+        answer_tasks(gw, identity, &parts.headers, admitted.as_ref())
+    };
     let filter = ResponseFilter::new(access.clone(), admitted.as_ref().map(|a| a.ids.clone()).unwrap_or_default())
-        .with_tasks(answer_tasks(gw, identity, &parts.headers, admitted.as_ref()));
+        .with_tasks(tasks);
     // The SSE answer to a POST ends for the client together with the last awaited response.
     let awaited: Option<HashSet<String>> = admitted
         .as_ref()
@@ -978,7 +1016,8 @@ async fn forward_stdio(
             let rx = session.open_stream(last_event);
             let busy = session.busy();
             cx.finish(gw, 200, Decision::Allow, None);
-            let filter = ResponseFilter::new(access.clone(), IdMap::default());
+            let filter = ResponseFilter::new(access.clone(), IdMap::default())
+                .with_tasks(gw.task_binding(identity, Some(&session.id)));
             sse_response(gw.until_expiry(channel_sse(rx, busy, filter), identity))
         }
         Method::DELETE => {

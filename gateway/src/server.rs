@@ -127,13 +127,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>, on_bound: impl 
             args.session_idle_timeout,
         ),
         // Tasks are bound to callers only where there are callers to tell apart.
-        tasks: policy.authn().is_some().then(|| {
-            Arc::new(Sessions::new(
-                crate::proxy::MAX_TASKS,
-                crate::proxy::MAX_TASKS_PER_CALLER,
-                crate::proxy::TASK_IDLE,
-            ))
-        }),
+        tasks: policy.authn().is_some().then(crate::proxy::TaskTables::new),
         max_body: args.max_body_bytes,
         max_batch: args.max_batch,
         body_timeout: args.body_timeout,

@@ -192,7 +192,7 @@ impl Transform {
             // An event without data carries no message (clients drop it); the resumption ids of
             // such priming events pass as they are.
             if let Some(data) = e.data.as_ref().filter(|d| !d.is_empty()) {
-                let inspect = !self.filter.is_noop() || self.awaited.is_some();
+                let inspect = !self.filter.passes_untouched(data.as_bytes()) || self.awaited.is_some();
                 if inspect {
                     match self.inspect(data) {
                         Ok(Some(rewritten)) => e.data = Some(rewritten),
@@ -216,16 +216,17 @@ impl Transform {
 
     /// The data rewritten (when the filter changes anything), and the awaited answers noted.
     fn inspect(&mut self, data: &str) -> Result<Option<String>, String> {
+        let untouched = self.filter.passes_untouched(data.as_bytes());
         let mut v: Value = match crate::jsonrpc::check_strict(data.as_bytes()) {
             Ok(_) => serde_json::from_str(data).map_err(|e| e.to_string())?,
-            Err(e) if self.filter.is_noop() => {
+            Err(e) if untouched => {
                 // Nothing to hide from this caller: not ours to judge, passed on as it is.
                 let _ = e;
                 return Ok(None);
             }
             Err(e) => return Err(e.to_string()),
         };
-        let rewritten = if self.filter.is_noop() {
+        let rewritten = if untouched {
             None
         } else {
             self.filter.apply(&mut v);

@@ -179,7 +179,7 @@ async fn pipe<C, U>(
             },
             m = u_rx.next() => match m {
                 Some(Ok(Message::Text(text))) => {
-                    let out = if filter.is_noop() {
+                    let out = if filter.passes_untouched(text.as_bytes()) {
                         Message::Text(text)
                     } else {
                         match filter.apply_text(text.as_bytes()) {
@@ -194,7 +194,7 @@ async fn pipe<C, U>(
                     if c_tx.send(out).await.is_err() { break; }
                 }
                 Some(Ok(Message::Binary(b))) => {
-                    if filter.is_noop() {
+                    if filter.passes_untouched(&b) {
                         if c_tx.send(Message::Binary(b)).await.is_err() { break; }
                     } else {
                         gw.metrics.deny("uninspectable_answer");

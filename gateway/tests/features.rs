@@ -104,6 +104,37 @@ async fn tools_list_is_filtered_in_json_sse_and_get_streams() {
     assert_eq!((&last.method, last.headers.get("last-event-id")), (&Method::GET, Some(&"ev-41".parse().unwrap())));
 }
 
+/// A GET stream, resumed, may replay answers of earlier POSTs: a task list there keeps only the
+/// caller's tasks, and a task created there is the caller's.
+#[tokio::test]
+async fn tasks_are_bound_on_get_streams_too() {
+    let rec = Recorder::start().await;
+    let idp = Idp::start(json!({"keys": []})).await;
+    let gw = jwt_gateway(&rec, &idp, json!({})).await;
+    let (alice, bob) = (bearer(&hs256(&claims("alice", &["admin"]))), bearer(&hs256(&claims("bob", &["admin"]))));
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"who": "alice"}, "task": {"ttl": 1000}}});
+    let created = rpc(&gw.url(), &[("authorization", &alice)], &call).await.json();
+    assert_eq!(created["result"]["task"]["taskId"], "rec-task-alice");
+    fn resumed(who: &str) -> [(&str, &str); 3] {
+        [("authorization", who), ("accept", "text/event-stream"), ("last-event-id", "tasks")]
+    }
+    let get = send(Method::GET, &gw.url(), &resumed(&bob), None).await.unwrap().json();
+    assert_eq!(get[0]["result"]["tasks"], json!([]), "the server's list holds alice's task: {get}");
+    assert_eq!(get[1]["result"]["task"]["taskId"], "rec-task-replayed");
+    let get = send(Method::GET, &gw.url(), &resumed(&alice), None).await.unwrap().json();
+    assert_eq!(get[0]["result"]["tasks"], json!([{"taskId": "rec-task-alice"}]));
+    // The task created on bob's stream is bob's.
+    let poll =
+        |id: &str| json!({"jsonrpc": "2.0", "id": "m-task-poll", "method": "tasks/get", "params": {"taskId": id}});
+    assert_eq!(rpc(&gw.url(), &[("authorization", &bob)], &poll("rec-task-replayed")).await.status, StatusCode::OK);
+    assert_eq!(
+        rpc(&gw.url(), &[("authorization", &alice)], &poll("rec-task-replayed")).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(rec.with_marker("m-task-poll"), 1, "only bob's poll reached the server");
+}
+
 #[tokio::test]
 async fn jwks_rotation_is_picked_up_on_unknown_kid() {
     let rec = Recorder::start().await;

@@ -110,7 +110,7 @@ impl Client {
 }
 
 async fn tasks_stay_with_their_caller(json_answers: bool) {
-    let (_server, port) = python_task_server(json_answers).await;
+    let (_server, port) = python_task_server(if json_answers { &["--json"] } else { &[] }).await;
     let direct = format!("http://127.0.0.1:{port}/mcp");
     // Without the gateway, the server gives one session's task to any other: what the gateway
     // must prevent.
@@ -162,15 +162,8 @@ async fn tasks_stay_with_their_caller_in_json_answers() {
 /// Anonymous callers share one identity: each one's tasks are its session's.
 #[tokio::test]
 async fn anonymous_tasks_stay_with_their_session() {
-    let (_server, port) = python_task_server(false).await;
-    let dir = tempdir("tasks-anon");
-    let mut authn = jwt_auth(&dir, None, true);
-    authn["required"] = json!(false);
-    let sections = json!({"authentication": authn,
-        "authorization": {"mode": "rbac", "allowedRoles": ["user"], "rolesClaim": "roles", "tools": {},
-                          "anonymousTools": ["report"]}});
-    let upstream = ["--upstream".to_string(), format!("http://127.0.0.1:{port}/mcp")];
-    let gw = Gw::start(&policy(sections), &upstream).await;
+    let (_server, port) = python_task_server(&[]).await;
+    let gw = anonymous_gateway(&["--upstream".to_string(), format!("http://127.0.0.1:{port}/mcp")]).await;
     let (first, second) = (Client::open(&gw.url(), None).await, Client::open(&gw.url(), None).await);
     let task = first.start_task("report", json!({"who": "first"})).await;
     first.wait_completed(&task).await;
@@ -180,6 +173,39 @@ async fn anonymous_tasks_stay_with_their_session() {
     // Credentials do not reach an anonymous session's task either.
     let alice = Client::open(&gw.url(), Some(bearer(&hs256(&claims("alice", &["user"]))))).await;
     alice.assert_not_found(&task).await;
+}
+
+/// Authentication optional, anonymous callers may use `report` (and the recorder's `echo`).
+async fn anonymous_gateway(upstream: &[String]) -> Gw {
+    let dir = tempdir("tasks-anon");
+    let mut authn = jwt_auth(&dir, None, true);
+    authn["required"] = json!(false);
+    let sections = json!({"authentication": authn,
+        "authorization": {"mode": "rbac", "allowedRoles": ["user"], "rolesClaim": "roles", "tools": {},
+                          "anonymousTools": ["report", "echo"]}});
+    Gw::start(&policy(sections), upstream).await
+}
+
+/// Without a session (a stateless server) nothing tells one anonymous caller from another: no
+/// anonymous task can be followed, not even by its creator, and none is listed.
+#[tokio::test]
+async fn anonymous_tasks_without_a_session_cannot_be_followed() {
+    let rec = Recorder::start().await;
+    let gw = anonymous_gateway(&rec.upstream_args()).await;
+    let sessionless = |auth: Option<String>| Client { url: gw.url(), auth, session: String::new() };
+    let (first, second) = (sessionless(None), sessionless(None));
+    let task = first.start_task("echo", json!({"who": "first"})).await;
+    assert_eq!(task, "rec-task-first");
+    first.assert_not_found(&task).await;
+    second.assert_not_found(&task).await;
+    assert!(first.listed().await.is_empty(), "the server lists rec-task-alice and rec-task-bob");
+    // An authenticated caller's task on the same server is followed as usual.
+    let alice = sessionless(Some(bearer(&hs256(&claims("alice", &["user"])))));
+    let hers = alice.start_task("echo", json!({"who": "alice"})).await;
+    assert_eq!(alice.listed().await, vec![hers.clone()]);
+    let (status, _) = alice.ask("tasks/get", json!({"taskId": hers})).await;
+    assert_eq!(status, StatusCode::OK);
+    first.assert_not_found(&hers).await;
 }
 
 /// The reference server's task tool, through the gateway, from start to result.

@@ -227,15 +227,15 @@ pub async fn server_everything_http() -> (Proc, u16) {
 }
 
 /// `tests/py/task_server.py` (the Python SDK's task support, one task store for every session)
-/// in Streamable HTTP mode on a free port, answering as SSE or (`json`) JSON; waits until it
-/// listens.
-pub async fn python_task_server(json: bool) -> (Proc, u16) {
+/// in Streamable HTTP mode on a free port with these flags (`--json`: JSON answers, not SSE);
+/// waits until it listens.
+pub async fn python_task_server(flags: &[&str]) -> (Proc, u16) {
     let port = free_port();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/task_server.py");
     let child = Command::new(&deps().python)
         .arg(script)
         .arg(port.to_string())
-        .args(json.then_some("--json"))
+        .args(flags)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -357,9 +357,15 @@ fn recorder_answer(msg: &Value) -> Option<Value> {
         "tools/list" => {
             json!({"tools": RECORDER_TOOLS.iter().map(|n| json!({"name": n, "inputSchema": {"type": "object"}})).collect::<Vec<_>>()})
         }
+        // One task store for every caller (a task-augmented call creates `rec-task-<who>`).
+        "tools/call" if msg["params"].get("task").is_some() => {
+            json!({"task": {"taskId": format!("rec-task-{}", msg["params"]["arguments"]["who"].as_str().unwrap_or("")),
+                            "status": "working"}})
+        }
         "tools/call" => {
             json!({"content": [{"type": "text", "text": format!("called {}", msg["params"]["name"].as_str().unwrap_or(""))}]})
         }
+        "tasks/list" => json!({"tasks": [{"taskId": "rec-task-alice"}, {"taskId": "rec-task-bob"}]}),
         _ => json!({}),
     };
     Some(json!({"jsonrpc": "2.0", "id": id, "result": result}))
@@ -412,6 +418,16 @@ async fn recorder_handle(seen: Arc<Mutex<Vec<Seen>>>, req: Request<Incoming>) ->
                     answers[0].to_string()
                 }
             }
+        }
+        // A GET stream replays a tools/list answer; resumed after event `tasks`, a tasks/list answer
+        // and a CreateTaskResult.
+        Method::GET if parts.headers.get("last-event-id").is_some_and(|v| v == "tasks") => {
+            resp = resp.header("content-type", "text/event-stream");
+            let list = recorder_answer(&json!({"id": "r1", "method": "tasks/list"})).unwrap();
+            let call =
+                json!({"id": "r2", "method": "tools/call", "params": {"task": {}, "arguments": {"who": "replayed"}}});
+            let created = recorder_answer(&call).unwrap();
+            format!("event: message\ndata: {list}\n\nevent: message\ndata: {created}\n\n")
         }
         Method::GET => {
             resp = resp.header("content-type", "text/event-stream");

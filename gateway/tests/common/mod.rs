@@ -214,45 +214,61 @@ impl Drop for Proc {
 
 /// server-everything in Streamable HTTP mode on a free port; waits until it listens.
 pub async fn server_everything_http() -> (Proc, u16) {
-    let port = free_port();
-    let child = Command::new("node")
-        .arg(&deps().server_everything)
-        .arg("streamableHttp")
-        .env("PORT", port.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("node");
-    listening(Proc(child), port, "server-everything").await
+    listening("server-everything", |port| {
+        Command::new("node")
+            .arg(&deps().server_everything)
+            .arg("streamableHttp")
+            .env("PORT", port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node")
+    })
+    .await
 }
 
 /// `tests/py/task_server.py` (the Python SDK's task support, one task store for every session)
 /// in Streamable HTTP mode on a free port with these flags (`--json`: JSON answers, not SSE);
 /// waits until it listens.
 pub async fn python_task_server(flags: &[&str]) -> (Proc, u16) {
-    let port = free_port();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/task_server.py");
-    let child = Command::new(&deps().python)
-        .arg(script)
-        .arg(port.to_string())
-        .args(flags)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("python");
-    listening(Proc(child), port, "the Python task server").await
+    listening("the Python task server", |port| {
+        Command::new(&deps().python)
+            .arg(&script)
+            .arg(port.to_string())
+            .args(flags)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python")
+    })
+    .await
 }
 
-/// Waits until the server started as `p` listens on `port` (a busy machine may take long to start
-/// node or python: a minute).
-async fn listening(mut p: Proc, port: u16, what: &str) -> (Proc, u16) {
+/// Starts a server with `spawn(port)` on a free port and waits until it listens (a busy machine
+/// may take long to start node or python: up to a minute). Tests run in parallel, so another one
+/// may take the port between `free_port` and the server's bind: a server that exits before it
+/// listens is started again on another port.
+async fn listening(what: &str, spawn: impl Fn(u16) -> Child) -> (Proc, u16) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(p.0.try_wait().ok().flatten().is_none(), "{what} exited");
-        assert!(Instant::now() < deadline, "{what} did not listen");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    'start: for _ in 0..5 {
+        let port = free_port();
+        let mut p = Proc(spawn(port));
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            if p.0.try_wait().ok().flatten().is_some() {
+                continue 'start;
+            }
+            assert!(Instant::now() < deadline, "{what} did not listen");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Whoever answered, it was not ours if ours then dies of the taken port.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if p.0.try_wait().ok().flatten().is_some() {
+            continue;
+        }
+        return (p, port);
     }
-    (p, port)
+    panic!("{what} exited five times before it listened")
 }
 
 // ---------------------------------------------------------------- HTTP clients

@@ -67,6 +67,8 @@ pub enum Refusal {
     /// for this caller (400, JSON-RPC -32602 as a server answers for a task it does not have:
     /// another caller's task is indistinguishable from none).
     TaskNotFound(Vec<String>),
+    /// A `tasks/list` cursor the gateway did not give this caller (400, -32602).
+    InvalidCursor,
 }
 
 impl Refusal {
@@ -83,7 +85,7 @@ impl Refusal {
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::RateLimited(_) | Self::CallerBusy | Self::CallerSessions => StatusCode::TOO_MANY_REQUESTS,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::UnexpectedBody | Self::Invalid(_) | Self::NoSession | Self::TaskNotFound(_) => {
+            Self::UnexpectedBody | Self::Invalid(_) | Self::NoSession | Self::TaskNotFound(_) | Self::InvalidCursor => {
                 StatusCode::BAD_REQUEST
             }
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -116,6 +118,7 @@ impl Refusal {
             Self::CallerBusy => "caller_in_flight",
             Self::CallerSessions => "caller_sessions",
             Self::TaskNotFound(_) => "task_not_found",
+            Self::InvalidCursor => "invalid_cursor",
         }
     }
 
@@ -148,7 +151,7 @@ impl Refusal {
             | Self::NoSession
             | Self::UnknownSession => jsonrpc::INVALID_REQUEST,
             Self::Overloaded | Self::TooManySessions => jsonrpc::UNAVAILABLE,
-            Self::TaskNotFound(_) => jsonrpc::INVALID_PARAMS,
+            Self::TaskNotFound(_) | Self::InvalidCursor => jsonrpc::INVALID_PARAMS,
             _ => jsonrpc::FORBIDDEN,
         }
     }
@@ -179,6 +182,7 @@ impl Refusal {
             Self::CallerBusy => "Too Many Requests: too many requests and streams of this caller in flight".into(),
             Self::CallerSessions => "Too Many Requests: this caller has as many sessions as it may".into(),
             Self::TaskNotFound(_) => "Invalid params: task not found".into(),
+            Self::InvalidCursor => "Invalid params: invalid cursor".into(),
         }
     }
 
@@ -314,12 +318,19 @@ pub struct Admitted {
     pub rewrites: Vec<(usize, String)>,
     /// The same, for restoring the client's ids in the answers.
     pub ids: IdMap,
+    /// The server's `tasks/list` cursors in place of the gateway's (index, JSON string).
+    pub cursors: Vec<(usize, String)>,
 }
 
 impl Admitted {
     /// The bytes to forward to an HTTP or WebSocket server.
     pub fn forward(&self) -> Bytes {
-        self.parsed.forward(&self.rewrites)
+        self.parsed.forward_with(&self.rewrites, &self.cursors)
+    }
+
+    /// Message `i` as the stdio line to forward.
+    pub fn line(&self, i: usize) -> Vec<u8> {
+        self.parsed.line_with(i, &self.rewrites, &self.cursors)
     }
 
     /// The id text to send for message `i` (the gateway's, when it replaced it).
@@ -369,12 +380,25 @@ pub fn admit(
     let methods = if anonymous { denied_to_anonymous(&parsed) } else { vec![] };
     let tools = denied_tools(&parsed, access);
     let foreign_tasks = tasks.map(|t| t.not_owned(&parsed)).unwrap_or_default();
+    // A cursor is the gateway's, given to this caller, and goes to the server as the server's.
+    let mut cursors = vec![];
+    let mut bad_cursor = false;
+    for (i, m) in parsed.messages.iter().enumerate() {
+        if let (Some(t), Some((token, _))) = (tasks, &m.cursor) {
+            match t.cursors.server_cursor(token, &t.owner) {
+                Some(c) => cursors.push((i, Value::String(c).to_string())),
+                None => bad_cursor = true,
+            }
+        }
+    }
     let refusal = if !methods.is_empty() {
         Some(Refusal::MethodDenied(methods))
     } else if !tools.is_empty() {
         Some(Refusal::ToolDenied(tools))
     } else if !foreign_tasks.is_empty() {
         Some(Refusal::TaskNotFound(foreign_tasks))
+    } else if bad_cursor {
+        Some(Refusal::InvalidCursor)
     } else {
         None
     };
@@ -400,7 +424,7 @@ pub fn admit(
             }
         }
     }
-    Ok(Admitted { parsed, rewrites, ids })
+    Ok(Admitted { parsed, rewrites, ids, cursors })
 }
 
 #[cfg(test)]
@@ -646,6 +670,7 @@ mod tests {
             Refusal::CallerBusy,
             Refusal::CallerSessions,
             Refusal::TaskNotFound(vec!["t".into()]),
+            Refusal::InvalidCursor,
         ];
         for r in all {
             assert!(r.status().is_client_error() || r.status().is_server_error(), "{r:?}");
@@ -660,7 +685,7 @@ mod tests {
     fn a_task_of_another_caller_is_not_found() {
         let table = std::sync::Arc::new(crate::sessions::Sessions::new(8, 8, Duration::from_secs(60)));
         table.bind("t-alice", "jwt:sub:alice");
-        let bob = TaskBinding { table, owner: "jwt:sub:bob".into() };
+        let bob = TaskBinding { table, owner: "jwt:sub:bob".into(), cursors: Default::default() };
         let get = |id: Value, task: &str| json!({"jsonrpc": "2.0", "id": id, "method": "tasks/result", "params": {"taskId": task}});
         let denied = admit(body(&get(json!(9), "t-alice")), 8, &ToolAccess::All, false, false, Some(&bob)).unwrap_err();
         assert_eq!(denied.refusal, Refusal::TaskNotFound(vec!["t-alice".into()]));
@@ -679,5 +704,28 @@ mod tests {
         let alice = TaskBinding { owner: "jwt:sub:alice".into(), ..bob };
         assert!(admit(body(&get(json!(3), "t-alice")), 8, &ToolAccess::All, false, false, Some(&alice)).is_ok());
         assert!(admit(body(&get(json!(3), "t-alice")), 8, &ToolAccess::All, false, false, None).is_ok());
+    }
+
+    #[test]
+    fn task_list_cursors_are_the_gateways_and_the_server_gets_its_own() {
+        let table = std::sync::Arc::new(crate::sessions::Sessions::new(8, 8, Duration::from_secs(60)));
+        let bob = TaskBinding { table, owner: "jwt:sub:bob".into(), cursors: Default::default() };
+        let token = bob.cursors.issue(&bob.owner, "t-alice");
+        let list = |cursor: &str| {
+            body(&json!({"jsonrpc": "2.0", "id": 4, "method": "tasks/list", "params": {"cursor": cursor}}))
+        };
+        let a = admit(list(&token), 8, &ToolAccess::All, false, false, Some(&bob)).unwrap();
+        let forwarded: Value = serde_json::from_slice(&a.forward()).unwrap();
+        assert_eq!(forwarded["params"]["cursor"], "t-alice", "the server's cursor back");
+        let line: Value = serde_json::from_slice(&a.line(0)).unwrap();
+        assert_eq!(line["params"]["cursor"], "t-alice", "on the stdio line too");
+        // A cursor the gateway never gave, or gave another caller, is refused.
+        let e = admit(list("t-alice"), 8, &ToolAccess::All, false, false, Some(&bob)).unwrap_err();
+        assert_eq!((e.refusal.clone(), e.reply["error"]["code"].clone()), (Refusal::InvalidCursor, json!(-32602)));
+        let alice = TaskBinding { owner: "jwt:sub:alice".into(), ..bob.clone() };
+        assert!(admit(list(&token), 8, &ToolAccess::All, false, false, Some(&alice)).is_err());
+        // Without a binding (no authentication) the cursor is the server's business.
+        let a = admit(list("t-alice"), 8, &ToolAccess::All, false, false, None).unwrap();
+        assert_eq!(a.forward(), list("t-alice"));
     }
 }

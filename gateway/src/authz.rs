@@ -207,6 +207,43 @@ pub struct TaskBinding {
     pub table: std::sync::Arc<crate::sessions::Sessions>,
     /// The caller (an authenticated subject; an anonymous caller per session or connection).
     pub owner: String,
+    /// The `tasks/list` cursors handed out.
+    pub cursors: std::sync::Arc<Cursors>,
+}
+
+/// `tasks/list` cursors: a server's `nextCursor` may itself name a task (the Python SDK's is the
+/// last task id of the page, whoever's), so the caller gets an opaque cursor of the gateway's,
+/// valid for it alone, and the server gets its own back. Bounded (least recently used go).
+pub struct Cursors(std::sync::Mutex<lru::LruCache<String, (String, String)>>);
+
+impl Default for Cursors {
+    fn default() -> Self {
+        Self::new(65_536)
+    }
+}
+
+impl Cursors {
+    /// A table of at most `capacity` cursors.
+    pub fn new(capacity: usize) -> Self {
+        let cap = std::num::NonZeroUsize::new(capacity.max(1)).unwrap_or(std::num::NonZeroUsize::MIN);
+        Self(std::sync::Mutex::new(lru::LruCache::new(cap)))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, lru::LruCache<String, (String, String)>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The cursor `owner` gets for the server's `cursor`.
+    pub fn issue(&self, owner: &str, cursor: &str) -> String {
+        let token = crate::admission::gateway_id();
+        self.lock().put(token.clone(), (owner.to_string(), cursor.to_string()));
+        token
+    }
+
+    /// The server's cursor behind `token`, when `owner` was given it.
+    pub fn server_cursor(&self, token: &str, owner: &str) -> Option<String> {
+        self.lock().get(token).filter(|(who, _)| who == owner).map(|(_, c)| c.clone())
+    }
 }
 
 impl std::fmt::Debug for TaskBinding {
@@ -238,6 +275,12 @@ impl TaskBinding {
             tasks.retain(|t| {
                 t.get("taskId").and_then(Value::as_str).is_some_and(|id| self.table.owned_by(id, &self.owner))
             });
+            if let Some(next) = result.get_mut("nextCursor") {
+                *next = match next.as_str() {
+                    Some(cursor) => Value::String(self.cursors.issue(&self.owner, cursor)),
+                    None => Value::Null,
+                };
+            }
         }
     }
 }
@@ -453,7 +496,8 @@ mod tests {
     #[test]
     fn tasks_are_the_callers_they_were_created_for() {
         let table = std::sync::Arc::new(crate::sessions::Sessions::new(16, 8, std::time::Duration::from_secs(60)));
-        let bind = |owner: &str| TaskBinding { table: table.clone(), owner: owner.into() };
+        let cursors = std::sync::Arc::new(Cursors::new(8));
+        let bind = |owner: &str| TaskBinding { table: table.clone(), owner: owner.into(), cursors: cursors.clone() };
         let (alice, bob) = (bind("jwt:sub:alice"), bind("jwt:sub:bob"));
         let filter =
             |b: &TaskBinding| ResponseFilter::new(ToolAccess::All, IdMap::default()).with_tasks(Some(b.clone()));
@@ -485,7 +529,13 @@ mod tests {
         let mut for_alice = list.clone();
         filter(&alice).apply(&mut for_alice);
         assert_eq!(for_alice["result"]["tasks"], json!([{"taskId": "t-a", "status": "working"}]));
-        assert_eq!(for_alice["result"]["nextCursor"], "c");
+        // The server's cursor (which may name someone's task) is not shown: alice gets one of the
+        // gateway's that gives the server its own back, to her alone.
+        let token = for_alice["result"]["nextCursor"].as_str().unwrap().to_string();
+        assert_ne!(token, "c");
+        assert_eq!(cursors.server_cursor(&token, "jwt:sub:alice").as_deref(), Some("c"));
+        assert_eq!(cursors.server_cursor(&token, "jwt:sub:bob"), None);
+        assert_eq!(cursors.server_cursor("c", "jwt:sub:alice"), None);
         let mut for_bob = list;
         filter(&bob).apply(&mut for_bob);
         assert_eq!(for_bob["result"]["tasks"], json!([{"taskId": "t-b", "status": "completed"}]));

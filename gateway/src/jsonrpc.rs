@@ -89,6 +89,8 @@ pub struct Message {
     pub task_id: Option<String>,
     /// A request augmented with `params.task`: its answer may create a task.
     pub creates_task: bool,
+    /// `params.cursor` of a `tasks/list`, and where its value is in the body.
+    pub cursor: Option<(String, Range<usize>)>,
     /// Where the message is in the body.
     pub span: Range<usize>,
     /// Where its id's value is in the body.
@@ -154,15 +156,18 @@ impl Parsed {
     /// The body to forward, with the ids of the messages at `replace` (index, new id text)
     /// replaced; every other byte as received.
     pub fn forward(&self, replace: &[(usize, String)]) -> bytes::Bytes {
-        if replace.is_empty() {
+        self.forward_with(replace, &[])
+    }
+
+    /// [`Parsed::forward`], and the `tasks/list` cursors of the messages at `cursors` (index, new
+    /// value text) replaced too.
+    pub fn forward_with(&self, replace: &[(usize, String)], cursors: &[(usize, String)]) -> bytes::Bytes {
+        if replace.is_empty() && cursors.is_empty() {
             return self.body.clone();
         }
         let mut out = Vec::with_capacity(self.body.len() + 32 * replace.len());
         let mut at = 0;
-        let mut spans: Vec<(Range<usize>, &str)> = replace
-            .iter()
-            .filter_map(|(i, id)| self.messages.get(*i)?.id_span.clone().map(|s| (s, id.as_str())))
-            .collect();
+        let mut spans: Vec<(Range<usize>, &str)> = self.spans(replace, cursors, 0..self.body.len());
         spans.sort_by_key(|(s, _)| s.start);
         for (span, id) in spans {
             out.extend_from_slice(&self.body[at..span.start]);
@@ -173,22 +178,44 @@ impl Parsed {
         bytes::Bytes::from(out)
     }
 
-    /// Message `i` alone on one line (the stdio transport: no embedded newlines), its id replaced
-    /// by `id` when given. Whitespace between tokens is dropped; every token is kept as sent.
-    pub fn line(&self, i: usize, id: Option<&str>) -> Vec<u8> {
+    /// Where the replacements go: the id spans of the messages at `replace`, the cursor spans of
+    /// those at `cursors`, within `within`.
+    fn spans<'a>(
+        &self,
+        replace: &'a [(usize, String)],
+        cursors: &'a [(usize, String)],
+        within: Range<usize>,
+    ) -> Vec<(Range<usize>, &'a str)> {
+        let ids = replace.iter().filter_map(|(i, id)| Some((self.messages.get(*i)?.id_span.clone()?, id.as_str())));
+        let cursors =
+            cursors.iter().filter_map(|(i, c)| Some((self.messages.get(*i)?.cursor.as_ref()?.1.clone(), c.as_str())));
+        ids.chain(cursors).filter(|(s, _)| s.start >= within.start && s.end <= within.end).collect()
+    }
+
+    /// Message `i` alone on one line, with its id and cursor replaced as [`Parsed::forward_with`]
+    /// would.
+    pub fn line_with(&self, i: usize, replace: &[(usize, String)], cursors: &[(usize, String)]) -> Vec<u8> {
         let m = &self.messages[i];
+        let mut spans = self.spans(replace, cursors, m.span.clone());
+        spans.sort_by_key(|(s, _)| s.start);
         let mut raw = Vec::with_capacity(m.span.len() + 1);
-        match (&m.id_span, id) {
-            (Some(s), Some(id)) => {
-                raw.extend_from_slice(&self.body[m.span.start..s.start]);
-                raw.extend_from_slice(id.as_bytes());
-                raw.extend_from_slice(&self.body[s.end..m.span.end]);
-            }
-            _ => raw.extend_from_slice(&self.body[m.span.clone()]),
+        let mut at = m.span.start;
+        for (span, text) in spans {
+            raw.extend_from_slice(&self.body[at..span.start]);
+            raw.extend_from_slice(text.as_bytes());
+            at = span.end;
         }
+        raw.extend_from_slice(&self.body[at..m.span.end]);
         let mut out = compact(&raw);
         out.push(b'\n');
         out
+    }
+
+    /// Message `i` alone on one line (the stdio transport: no embedded newlines), its id replaced
+    /// by `id` when given. Whitespace between tokens is dropped; every token is kept as sent.
+    pub fn line(&self, i: usize, id: Option<&str>) -> Vec<u8> {
+        let replace: Vec<(usize, String)> = id.map(|id| (i, id.to_string())).into_iter().collect();
+        self.line_with(i, &replace, &[])
     }
 }
 
@@ -488,6 +515,7 @@ fn message(body: &str, raw: &RawValue) -> Result<Message, ParseError> {
             tool: None,
             task_id: None,
             creates_task: false,
+            cursor: None,
             span,
             id_span,
         });
@@ -555,7 +583,25 @@ fn message(body: &str, raw: &RawValue) -> Result<Message, ParseError> {
     let tool = required(method == "tools/call", "name")?;
     let task_id = required(TASK_METHODS.contains(&method.as_str()), "taskId")?;
     let creates_task = kind == Kind::Request && params.as_ref().is_some_and(|p| p.get("task").is_some());
-    Ok(Message { kind, method: Some(method), id, tool, task_id, creates_task, span, id_span })
+    let cursor = match (method == "tasks/list", params.as_ref().and_then(|p| p.get("cursor"))) {
+        (true, Some(Value::String(c))) => {
+            // Where the value is: the params object's members, read from the same text.
+            let raw = get("params")
+                .and_then(|p| serde_json::from_str::<Members>(p.get()).ok())
+                .and_then(|m| m.0.into_iter().find(|(k, _)| k == "cursor").map(|(_, v)| offset(body, v.get())));
+            raw.map(|span| (c.clone(), span))
+        }
+        (true, Some(_)) => {
+            return Err(ParseError::new(
+                INVALID_PARAMS,
+                "invalid_params",
+                "Invalid params: tasks/list params.cursor must be a string",
+                reply_id,
+            ))
+        }
+        _ => None,
+    };
+    Ok(Message { kind, method: Some(method), id, tool, task_id, creates_task, cursor, span, id_span })
 }
 
 /// A JSON-RPC error response.

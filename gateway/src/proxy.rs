@@ -168,6 +168,8 @@ pub struct TaskTables {
     pub callers: Arc<Sessions>,
     /// Anonymous callers' tasks (per session or connection).
     pub anonymous: Arc<Sessions>,
+    /// `tasks/list` cursors handed out.
+    pub cursors: Arc<crate::authz::Cursors>,
 }
 
 impl TaskTables {
@@ -176,6 +178,7 @@ impl TaskTables {
         Self {
             callers: Arc::new(Sessions::new(MAX_TASKS, MAX_TASKS_PER_CALLER, TASK_IDLE)),
             anonymous: Arc::new(Sessions::new(MAX_ANONYMOUS_TASKS, MAX_ANONYMOUS_TASKS_PER_SCOPE, TASK_IDLE)),
+            cursors: Arc::default(),
         }
     }
 }
@@ -430,7 +433,7 @@ impl Gateway {
             (true, Some(scope)) => (&tables.anonymous, format!("anonymous:{scope}")),
             (true, None) => (&tables.anonymous, format!("anonymous:{}", admission::gateway_id())),
         };
-        Some(TaskBinding { table: table.clone(), owner })
+        Some(TaskBinding { table: table.clone(), owner, cursors: tables.cursors.clone() })
     }
 
     /// The rate limit for `key`.
@@ -935,7 +938,7 @@ async fn forward_stdio(
             // requests) are written straight away. Every line is the checked message itself.
             let mut requests = vec![];
             for (i, m) in parsed.messages.iter().enumerate() {
-                let line = parsed.line(i, admitted.id_for(i));
+                let line = admitted.line(i);
                 if m.kind == Kind::Request {
                     let key = admitted
                         .id_for(i)

@@ -175,6 +175,61 @@ async fn anonymous_tasks_stay_with_their_session() {
     alice.assert_not_found(&task).await;
 }
 
+/// `tasks/list` pages: the server's `nextCursor` (the Python SDK's is the page's last task id,
+/// whoever's) never reaches a caller; the gateway's cursor pages through the caller's own tasks
+/// and is the caller's alone.
+#[tokio::test]
+async fn task_list_pages_name_no_other_callers_task() {
+    let (_server, port) = python_task_server(&["--json"]).await;
+    let dir = tempdir("tasks-pages");
+    let upstream = ["--upstream".to_string(), format!("http://127.0.0.1:{port}/mcp")];
+    let gw = Gw::start(&policy(json!({"authentication": jwt_auth(&dir, None, true)})), &upstream).await;
+    let token = |sub: &str| Some(bearer(&hs256(&claims(sub, &["user"]))));
+    let (alice, bob) = (Client::open(&gw.url(), token("alice")).await, Client::open(&gw.url(), token("bob")).await);
+    let mut alices = vec![];
+    for n in 0..12 {
+        alices.push(alice.start_task("report", json!({"who": format!("alice-{n}")})).await);
+    }
+    let bobs = bob.start_task("report", json!({"who": "bob"})).await;
+    // Every page of a caller's listing, as the client reads it.
+    let pages = async |c: &Client| {
+        let (mut pages, mut cursor) = (vec![], None::<String>);
+        loop {
+            let params = cursor.as_ref().map(|c| json!({"cursor": c})).unwrap_or(json!({}));
+            let (status, page) = c.ask("tasks/list", params).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            cursor = page["result"]["nextCursor"].as_str().map(str::to_string);
+            pages.push(page);
+            if cursor.is_none() {
+                return pages;
+            }
+            assert!(pages.len() < 10, "endless pages");
+        }
+    };
+    let listed = |pages: &[Value]| -> Vec<String> {
+        pages
+            .iter()
+            .flat_map(|p| p["result"]["tasks"].as_array().unwrap().clone())
+            .map(|t| t["taskId"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let bob_pages = pages(&bob).await;
+    assert!(bob_pages.len() > 1, "the server pages (ten a page): {bob_pages:?}");
+    assert_eq!(listed(&bob_pages), vec![bobs.clone()]);
+    let text = bob_pages.iter().map(Value::to_string).collect::<String>();
+    for id in &alices {
+        assert!(!text.contains(id.as_str()), "bob's pages name alice's task {id}: {text}");
+    }
+    let alice_pages = pages(&alice).await;
+    assert_eq!(listed(&alice_pages), alices);
+    // Alice's cursor is hers: bob cannot page with it, nor with a server cursor (a task id).
+    let hers = alice_pages[0]["result"]["nextCursor"].as_str().unwrap();
+    for cursor in [hers, alices[9].as_str()] {
+        let (status, e) = bob.ask("tasks/list", json!({"cursor": cursor})).await;
+        assert_eq!((status, e["error"]["code"].clone()), (StatusCode::BAD_REQUEST, json!(-32602)), "{e}");
+    }
+}
+
 /// Authentication optional, anonymous callers may use `report` (and the recorder's `echo`).
 async fn anonymous_gateway(upstream: &[String]) -> Gw {
     let dir = tempdir("tasks-anon");

@@ -39,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
         let table = std::sync::Arc::new(mcp_gateway::sessions::Sessions::new(4, 4, std::time::Duration::from_secs(60)));
         table.bind("t-mine", "me");
         table.bind("t-other", "other");
-        TaskBinding { table, owner: "me".into() }
+        TaskBinding { table, owner: "me".into(), cursors: Default::default() }
     });
     let body = bytes::Bytes::copy_from_slice(body);
     let Ok(admitted) = admit(body, 8, &access, anonymous, rewrite_all, tasks.as_ref()) else { return };
@@ -62,7 +62,7 @@ fuzz_target!(|data: &[u8]| {
     let v: Value = serde_json::from_slice(&forwarded).expect("forwarded bytes parse");
     assert_eq!(server_view(&v), checked, "the server reads other methods or tools than were checked");
     for i in 0..admitted.parsed.messages.len() {
-        let line = admitted.parsed.line(i, admitted.id_for(i));
+        let line = admitted.line(i);
         assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1, "one line per message");
         let v: Value = serde_json::from_slice(&line).expect("a stdio line parses");
         assert_eq!(server_view(&v), vec![checked[i].clone()]);

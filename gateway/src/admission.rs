@@ -685,7 +685,7 @@ mod tests {
     fn a_task_of_another_caller_is_not_found() {
         let table = std::sync::Arc::new(crate::sessions::Sessions::new(8, 8, Duration::from_secs(60)));
         table.bind("t-alice", "jwt:sub:alice");
-        let bob = TaskBinding { table, owner: "jwt:sub:bob".into(), cursors: Default::default() };
+        let bob = TaskBinding::new(table, "jwt:sub:bob");
         let get = |id: Value, task: &str| json!({"jsonrpc": "2.0", "id": id, "method": "tasks/result", "params": {"taskId": task}});
         let denied = admit(body(&get(json!(9), "t-alice")), 8, &ToolAccess::All, false, false, Some(&bob)).unwrap_err();
         assert_eq!(denied.refusal, Refusal::TaskNotFound(vec!["t-alice".into()]));
@@ -709,7 +709,7 @@ mod tests {
     #[test]
     fn task_list_cursors_are_the_gateways_and_the_server_gets_its_own() {
         let table = std::sync::Arc::new(crate::sessions::Sessions::new(8, 8, Duration::from_secs(60)));
-        let bob = TaskBinding { table, owner: "jwt:sub:bob".into(), cursors: Default::default() };
+        let bob = TaskBinding::new(table, "jwt:sub:bob");
         let token = bob.cursors.issue(&bob.owner, "t-alice");
         let list = |cursor: &str| {
             body(&json!({"jsonrpc": "2.0", "id": 4, "method": "tasks/list", "params": {"cursor": cursor}}))

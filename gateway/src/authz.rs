@@ -209,40 +209,56 @@ pub struct TaskBinding {
     pub owner: String,
     /// The `tasks/list` cursors handed out.
     pub cursors: std::sync::Arc<Cursors>,
+    /// The other callers' table (authenticated and anonymous callers' tasks are kept apart): an
+    /// id one of them holds is never bound in this one.
+    pub other: Option<std::sync::Arc<crate::sessions::Sessions>>,
+    /// The owner can never be named again (an anonymous caller without a session): nothing is
+    /// recorded, lists are empty and have no next page.
+    pub ephemeral: bool,
 }
 
 /// `tasks/list` cursors: a server's `nextCursor` may itself name a task (the Python SDK's is the
 /// last task id of the page, whoever's), so the caller gets an opaque cursor of the gateway's,
-/// valid for it alone, and the server gets its own back. Bounded (least recently used go).
-pub struct Cursors(std::sync::Mutex<lru::LruCache<String, (String, String)>>);
+/// valid for it alone, and the server gets its own back. Stateless: the server's cursor and an
+/// HMAC over it and the caller, under a key of this process (nothing to fill or evict; a restart
+/// invalidates the cursors handed out).
+pub struct Cursors(ring::hmac::Key);
 
 impl Default for Cursors {
     fn default() -> Self {
-        Self::new(65_536)
+        let rng = ring::rand::SystemRandom::new();
+        match ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng) {
+            Ok(key) => Self(key),
+            // No randomness from the system: a key nobody can know either way.
+            Err(_) => Self(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, crate::stdio::new_session_id().as_bytes())),
+        }
     }
 }
 
-impl Cursors {
-    /// A table of at most `capacity` cursors.
-    pub fn new(capacity: usize) -> Self {
-        let cap = std::num::NonZeroUsize::new(capacity.max(1)).unwrap_or(std::num::NonZeroUsize::MIN);
-        Self(std::sync::Mutex::new(lru::LruCache::new(cap)))
-    }
+const CURSOR_PREFIX: &str = "mcpgw-c1.";
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, lru::LruCache<String, (String, String)>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+impl Cursors {
+    fn message(owner: &str, cursor: &str) -> Vec<u8> {
+        [owner.as_bytes(), b"\0", cursor.as_bytes()].concat()
     }
 
     /// The cursor `owner` gets for the server's `cursor`.
     pub fn issue(&self, owner: &str, cursor: &str) -> String {
-        let token = crate::admission::gateway_id();
-        self.lock().put(token.clone(), (owner.to_string(), cursor.to_string()));
-        token
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let tag = ring::hmac::sign(&self.0, &Self::message(owner, cursor));
+        format!("{CURSOR_PREFIX}{}.{}", b64.encode(cursor), b64.encode(tag.as_ref()))
     }
 
     /// The server's cursor behind `token`, when `owner` was given it.
     pub fn server_cursor(&self, token: &str, owner: &str) -> Option<String> {
-        self.lock().get(token).filter(|(who, _)| who == owner).map(|(_, c)| c.clone())
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let (cursor, tag) = token.strip_prefix(CURSOR_PREFIX)?.split_once('.')?;
+        let cursor = String::from_utf8(b64.decode(cursor).ok()?).ok()?;
+        let tag = b64.decode(tag).ok()?;
+        ring::hmac::verify(&self.0, &Self::message(owner, &cursor), &tag).ok()?;
+        Some(cursor)
     }
 }
 
@@ -253,6 +269,11 @@ impl std::fmt::Debug for TaskBinding {
 }
 
 impl TaskBinding {
+    /// `owner`'s tasks in `table`, with cursors of its own and no other table.
+    pub fn new(table: std::sync::Arc<crate::sessions::Sessions>, owner: &str) -> Self {
+        Self { table, owner: owner.to_string(), cursors: Default::default(), other: None, ephemeral: false }
+    }
+
     /// The task ids a request names that are not the caller's.
     pub fn not_owned(&self, parsed: &crate::jsonrpc::Parsed) -> Vec<String> {
         parsed
@@ -267,19 +288,20 @@ impl TaskBinding {
     /// Records the task a message creates for the caller, and keeps only the caller's tasks in
     /// a task list.
     fn apply(&self, msg: &mut Value) {
-        let Some(result) = msg.get_mut("result") else { return };
+        let Some(Value::Object(result)) = msg.get_mut("result") else { return };
         if let Some(id) = result.get("task").and_then(|t| t.get("taskId")).and_then(Value::as_str) {
-            self.table.bind(id, &self.owner);
+            let elsewhere = self.other.as_ref().is_some_and(|o| o.holds(id));
+            if !self.ephemeral && !elsewhere {
+                self.table.bind(id, &self.owner);
+            }
         }
         if let Some(tasks) = result.get_mut("tasks").and_then(Value::as_array_mut) {
             tasks.retain(|t| {
                 t.get("taskId").and_then(Value::as_str).is_some_and(|id| self.table.owned_by(id, &self.owner))
             });
-            if let Some(next) = result.get_mut("nextCursor") {
-                *next = match next.as_str() {
-                    Some(cursor) => Value::String(self.cursors.issue(&self.owner, cursor)),
-                    None => Value::Null,
-                };
+            let next = result.remove("nextCursor");
+            if let (Some(Value::String(cursor)), false) = (next, self.ephemeral) {
+                result.insert("nextCursor".into(), Value::String(self.cursors.issue(&self.owner, &cursor)));
             }
         }
     }
@@ -496,8 +518,14 @@ mod tests {
     #[test]
     fn tasks_are_the_callers_they_were_created_for() {
         let table = std::sync::Arc::new(crate::sessions::Sessions::new(16, 8, std::time::Duration::from_secs(60)));
-        let cursors = std::sync::Arc::new(Cursors::new(8));
-        let bind = |owner: &str| TaskBinding { table: table.clone(), owner: owner.into(), cursors: cursors.clone() };
+        let cursors = std::sync::Arc::new(Cursors::default());
+        let bind = |owner: &str| TaskBinding {
+            table: table.clone(),
+            owner: owner.into(),
+            cursors: cursors.clone(),
+            other: None,
+            ephemeral: false,
+        };
         let (alice, bob) = (bind("jwt:sub:alice"), bind("jwt:sub:bob"));
         let filter =
             |b: &TaskBinding| ResponseFilter::new(ToolAccess::All, IdMap::default()).with_tasks(Some(b.clone()));
@@ -536,6 +564,29 @@ mod tests {
         assert_eq!(cursors.server_cursor(&token, "jwt:sub:alice").as_deref(), Some("c"));
         assert_eq!(cursors.server_cursor(&token, "jwt:sub:bob"), None);
         assert_eq!(cursors.server_cursor("c", "jwt:sub:alice"), None);
+        let forged = token.replacen(&token[9..10], if &token[9..10] == "Y" { "Z" } else { "Y" }, 1);
+        assert_eq!(cursors.server_cursor(&forged, "jwt:sub:alice"), None, "another server cursor, same tag");
+        // A server cursor that is not a string is not passed on.
+        let mut odd = json!({"jsonrpc": "2.0", "id": 6, "result": {"tasks": [], "nextCursor": 5}});
+        filter(&alice).apply(&mut odd);
+        assert!(odd["result"].get("nextCursor").is_none());
+
+        // Anonymous callers' tasks are kept apart from authenticated callers' and never take an
+        // id one of them holds; an anonymous caller nobody can name again records nothing and
+        // gets no next page.
+        let anonymous = std::sync::Arc::new(crate::sessions::Sessions::new(16, 8, std::time::Duration::from_secs(60)));
+        let anon = TaskBinding { other: Some(table.clone()), ..TaskBinding::new(anonymous.clone(), "anonymous:s1") };
+        let mut reused = json!({"jsonrpc": "2.0", "id": 7, "result": {"task": {"taskId": "t-a"}}});
+        filter(&anon).apply(&mut reused);
+        assert_eq!(anon.not_owned(&get("t-a")), vec!["t-a".to_string()], "alice's id is not bound to anyone else");
+        let once = TaskBinding { ephemeral: true, ..TaskBinding::new(anonymous.clone(), "anonymous:once") };
+        let mut made = json!({"jsonrpc": "2.0", "id": 8, "result": {"task": {"taskId": "t-once"}}});
+        filter(&once).apply(&mut made);
+        assert!(!anonymous.holds("t-once"));
+        let mut page =
+            json!({"jsonrpc": "2.0", "id": 9, "result": {"tasks": [{"taskId": "t-once"}], "nextCursor": "c"}});
+        filter(&once).apply(&mut page);
+        assert_eq!(page["result"], json!({"tasks": []}));
         let mut for_bob = list;
         filter(&bob).apply(&mut for_bob);
         assert_eq!(for_bob["result"]["tasks"], json!([{"taskId": "t-b", "status": "completed"}]));

@@ -553,7 +553,8 @@ fn message(body: &str, raw: &RawValue) -> Result<Message, ParseError> {
         ));
     }
     // Go's encoding/json matches keys without regard to case (the last match wins): a server
-    // written with it reads `{"name":"echo","Name":"delete"}` as a call of `delete`.
+    // written with it reads `{"name":"echo","Name":"delete"}` as a call of `delete`, and a lone
+    // `Cursor` as the cursor: a key the gateway checks may only be spelled exactly.
     if let Some(Value::Object(members)) = &params {
         let mut folded = HashSet::new();
         if let Some(k) = members.keys().find(|k| !folded.insert(k.to_uppercase().to_lowercase())) {
@@ -561,6 +562,17 @@ fn message(body: &str, raw: &RawValue) -> Result<Message, ParseError> {
                 INVALID_PARAMS,
                 "invalid_params",
                 format!("Invalid params: {k:?} differs from another key of params only in case"),
+                reply_id,
+            ));
+        }
+        const CHECKED: &[&str] = &["name", "taskId", "cursor", "task"];
+        let folds = |k: &str| k.to_uppercase().to_lowercase();
+        let misspelled = |k: &&String| !CHECKED.contains(&k.as_str()) && CHECKED.iter().any(|c| folds(c) == folds(k));
+        if let Some(k) = members.keys().find(misspelled) {
+            return Err(ParseError::new(
+                INVALID_PARAMS,
+                "invalid_params",
+                format!("Invalid params: {k:?} is spelled differently from a key the gateway checks"),
                 reply_id,
             ));
         }
@@ -583,23 +595,24 @@ fn message(body: &str, raw: &RawValue) -> Result<Message, ParseError> {
     let tool = required(method == "tools/call", "name")?;
     let task_id = required(TASK_METHODS.contains(&method.as_str()), "taskId")?;
     let creates_task = kind == Kind::Request && params.as_ref().is_some_and(|p| p.get("task").is_some());
+    let bad_cursor = || {
+        ParseError::new(
+            INVALID_PARAMS,
+            "invalid_params",
+            "Invalid params: tasks/list params.cursor must be a string",
+            reply_id.clone(),
+        )
+    };
     let cursor = match (method == "tasks/list", params.as_ref().and_then(|p| p.get("cursor"))) {
         (true, Some(Value::String(c))) => {
             // Where the value is: the params object's members, read from the same text.
-            let raw = get("params")
+            let span = get("params")
                 .and_then(|p| serde_json::from_str::<Members>(p.get()).ok())
                 .and_then(|m| m.0.into_iter().find(|(k, _)| k == "cursor").map(|(_, v)| offset(body, v.get())));
-            raw.map(|span| (c.clone(), span))
+            Some((c.clone(), span.ok_or_else(bad_cursor)?))
         }
-        (true, Some(_)) => {
-            return Err(ParseError::new(
-                INVALID_PARAMS,
-                "invalid_params",
-                "Invalid params: tasks/list params.cursor must be a string",
-                reply_id,
-            ))
-        }
-        _ => None,
+        (true, Some(Value::Null)) | (_, None) | (false, _) => None,
+        (true, Some(_)) => return Err(bad_cursor()),
     };
     Ok(Message { kind, method: Some(method), id, tool, task_id, creates_task, cursor, span, id_span })
 }
@@ -844,6 +857,16 @@ mod tests {
                 format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{{"taskId":"a","TaskId":"b"}}}}"#);
             assert_eq!(p(&folded).unwrap_err().reason, "invalid_params");
         }
+        for params in [r#"{"Cursor":"x"}"#, r#"{"curſor":"x"}"#, r#"{"name":"x","Task":{}}"#, r#"{"TASKID":"t"}"#] {
+            let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tasks/list","params":{params}}}"#);
+            assert_eq!(p(&body).unwrap_err().reason, "invalid_params", "{body}");
+        }
+        let listed = p(r#"{"jsonrpc":"2.0","id":1,"method":"tasks/list","params":{"cursor":"c-1"}}"#).unwrap();
+        let (cursor, span) = listed.messages[0].cursor.clone().unwrap();
+        assert_eq!((cursor.as_str(), &listed.body[span]), ("c-1", &br#""c-1""#[..]));
+        let null = p(r#"{"jsonrpc":"2.0","id":1,"method":"tasks/list","params":{"cursor":null}}"#).unwrap();
+        assert!(null.messages[0].cursor.is_none(), "null: no cursor");
+        assert!(p(r#"{"jsonrpc":"2.0","id":1,"method":"tasks/list","params":{"cursor":3}}"#).is_err());
         let list = p(r#"{"jsonrpc":"2.0","id":1,"method":"tasks/list","params":{}}"#).unwrap();
         assert!(list.messages[0].is_task_list() && list.messages[0].task_id.is_none());
         let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","task":{"ttl":60000}}}"#;

@@ -428,12 +428,18 @@ impl Gateway {
     /// another: its tasks get an owner nobody, itself included, can name again.
     pub(crate) fn task_binding(&self, identity: &Identity, scope: Option<&str>) -> Option<TaskBinding> {
         let tables = self.tasks.as_ref()?;
-        let (table, owner) = match (identity.anonymous, scope) {
-            (false, _) => (&tables.callers, identity.session_owner()),
-            (true, Some(scope)) => (&tables.anonymous, format!("anonymous:{scope}")),
-            (true, None) => (&tables.anonymous, format!("anonymous:{}", admission::gateway_id())),
+        let (table, other, owner) = match (identity.anonymous, scope) {
+            (false, _) => (&tables.callers, &tables.anonymous, identity.session_owner()),
+            (true, Some(scope)) => (&tables.anonymous, &tables.callers, format!("anonymous:{scope}")),
+            (true, None) => (&tables.anonymous, &tables.callers, format!("anonymous:{}", admission::gateway_id())),
         };
-        Some(TaskBinding { table: table.clone(), owner, cursors: tables.cursors.clone() })
+        Some(TaskBinding {
+            table: table.clone(),
+            owner,
+            cursors: tables.cursors.clone(),
+            other: Some(other.clone()),
+            ephemeral: identity.anonymous && scope.is_none(),
+        })
     }
 
     /// The rate limit for `key`.

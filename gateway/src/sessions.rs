@@ -111,6 +111,11 @@ impl Sessions {
         t.lru.peek(id).is_some_and(|(who, seen)| who == owner && seen.elapsed() <= self.idle)
     }
 
+    /// Whether anyone holds `id`.
+    pub fn holds(&self, id: &str) -> bool {
+        self.lock().lru.peek(id).is_some_and(|(_, seen)| seen.elapsed() <= self.idle)
+    }
+
     /// The session ended; returns how many are held.
     pub fn forget(&self, id: &str) -> usize {
         let mut t = self.lock();

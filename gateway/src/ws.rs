@@ -193,8 +193,9 @@ async fn pipe<C, U>(
                     };
                     if c_tx.send(out).await.is_err() { break; }
                 }
+                // MCP messages are text: binary frames pass only where nothing is inspected.
                 Some(Ok(Message::Binary(b))) => {
-                    if filter.passes_untouched(&b) {
+                    if filter.is_noop() {
                         if c_tx.send(Message::Binary(b)).await.is_err() { break; }
                     } else {
                         gw.metrics.deny("uninspectable_answer");

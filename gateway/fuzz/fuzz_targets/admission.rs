@@ -39,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
         let table = std::sync::Arc::new(mcp_gateway::sessions::Sessions::new(4, 4, std::time::Duration::from_secs(60)));
         table.bind("t-mine", "me");
         table.bind("t-other", "other");
-        TaskBinding { table, owner: "me".into(), cursors: Default::default() }
+        TaskBinding::new(table, "me")
     });
     let body = bytes::Bytes::copy_from_slice(body);
     let Ok(admitted) = admit(body, 8, &access, anonymous, rewrite_all, tasks.as_ref()) else { return };

@@ -683,7 +683,7 @@ mod tests {
 
     #[test]
     fn a_task_of_another_caller_is_not_found() {
-        let table = std::sync::Arc::new(crate::sessions::Sessions::new(8, 8, Duration::from_secs(60)));
+        let table = std::sync::Arc::new(crate::owners::OwnerTable::new(8, 8, Duration::from_secs(60)));
         table.bind("t-alice", "jwt:sub:alice");
         let bob = TaskBinding::new(table, "jwt:sub:bob");
         let get = |id: Value, task: &str| json!({"jsonrpc": "2.0", "id": id, "method": "tasks/result", "params": {"taskId": task}});
@@ -708,7 +708,7 @@ mod tests {
 
     #[test]
     fn task_list_cursors_are_the_gateways_and_the_server_gets_its_own() {
-        let table = std::sync::Arc::new(crate::sessions::Sessions::new(8, 8, Duration::from_secs(60)));
+        let table = std::sync::Arc::new(crate::owners::OwnerTable::new(8, 8, Duration::from_secs(60)));
         let bob = TaskBinding::new(table, "jwt:sub:bob");
         let token = bob.cursors.issue(&bob.owner, "t-alice");
         let list = |cursor: &str| {

@@ -204,14 +204,14 @@ impl IdMap {
 #[derive(Clone)]
 pub struct TaskBinding {
     /// Task id → owner (bounded, per-caller limit, idle expiry).
-    pub table: std::sync::Arc<crate::sessions::Sessions>,
+    pub table: std::sync::Arc<crate::owners::OwnerTable>,
     /// The caller (an authenticated subject; an anonymous caller per session or connection).
     pub owner: String,
     /// The `tasks/list` cursors handed out.
     pub cursors: std::sync::Arc<Cursors>,
     /// The other callers' table (authenticated and anonymous callers' tasks are kept apart): an
     /// id one of them holds is never bound in this one.
-    pub other: Option<std::sync::Arc<crate::sessions::Sessions>>,
+    pub other: Option<std::sync::Arc<crate::owners::OwnerTable>>,
     /// The owner can never be named again (an anonymous caller without a session): nothing is
     /// recorded, lists are empty and have no next page.
     pub ephemeral: bool,
@@ -224,14 +224,14 @@ pub struct TaskBinding {
 /// invalidates the cursors handed out).
 pub struct Cursors(ring::hmac::Key);
 
-impl Default for Cursors {
-    fn default() -> Self {
+impl Cursors {
+    /// Cursors under a fresh random key; fails when the system has no randomness to give (the
+    /// gateway then does not start: a key anyone could guess would let callers forge cursors).
+    pub fn generate() -> anyhow::Result<Self> {
         let rng = ring::rand::SystemRandom::new();
-        match ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng) {
-            Ok(key) => Self(key),
-            // No randomness from the system: a key nobody can know either way.
-            Err(_) => Self(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, crate::stdio::new_session_id().as_bytes())),
-        }
+        let key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
+            .map_err(|_| anyhow::anyhow!("no randomness from the system for the task-list cursor key"))?;
+        Ok(Self(key))
     }
 }
 
@@ -269,9 +269,13 @@ impl std::fmt::Debug for TaskBinding {
 }
 
 impl TaskBinding {
-    /// `owner`'s tasks in `table`, with cursors of its own and no other table.
-    pub fn new(table: std::sync::Arc<crate::sessions::Sessions>, owner: &str) -> Self {
-        Self { table, owner: owner.to_string(), cursors: Default::default(), other: None, ephemeral: false }
+    /// `owner`'s tasks in `table`, with cursors of its own and no other table (tests).
+    ///
+    /// # Panics
+    /// When the system has no randomness for the cursor key.
+    pub fn new(table: std::sync::Arc<crate::owners::OwnerTable>, owner: &str) -> Self {
+        let cursors = std::sync::Arc::new(Cursors::generate().expect("system randomness"));
+        Self { table, owner: owner.to_string(), cursors, other: None, ephemeral: false }
     }
 
     /// The task ids a request names that are not the caller's.
@@ -517,8 +521,8 @@ mod tests {
 
     #[test]
     fn tasks_are_the_callers_they_were_created_for() {
-        let table = std::sync::Arc::new(crate::sessions::Sessions::new(16, 8, std::time::Duration::from_secs(60)));
-        let cursors = std::sync::Arc::new(Cursors::default());
+        let table = std::sync::Arc::new(crate::owners::OwnerTable::new(16, 8, std::time::Duration::from_secs(60)));
+        let cursors = std::sync::Arc::new(Cursors::generate().expect("system randomness"));
         let bind = |owner: &str| TaskBinding {
             table: table.clone(),
             owner: owner.into(),
@@ -574,7 +578,7 @@ mod tests {
         // Anonymous callers' tasks are kept apart from authenticated callers' and never take an
         // id one of them holds; an anonymous caller nobody can name again records nothing and
         // gets no next page.
-        let anonymous = std::sync::Arc::new(crate::sessions::Sessions::new(16, 8, std::time::Duration::from_secs(60)));
+        let anonymous = std::sync::Arc::new(crate::owners::OwnerTable::new(16, 8, std::time::Duration::from_secs(60)));
         let anon = TaskBinding { other: Some(table.clone()), ..TaskBinding::new(anonymous.clone(), "anonymous:s1") };
         let mut reused = json!({"jsonrpc": "2.0", "id": 7, "result": {"task": {"taskId": "t-a"}}});
         filter(&anon).apply(&mut reused);

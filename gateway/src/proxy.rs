@@ -13,8 +13,8 @@ use crate::auth::{Authenticator, Credentials, Identity};
 use crate::authz::{Grants, IdMap, ResponseFilter, RoleCheck, TaskBinding, ToolAccess};
 use crate::jsonrpc::{self, error_response, Kind};
 use crate::metrics::Metrics;
+use crate::owners::OwnerTable;
 use crate::ratelimit::{retry_after_secs, Limiter};
-use crate::sessions::Sessions;
 use crate::sse::{self, Transform};
 use crate::stdio::{Bridge, BridgeError, Busy, RouteGuard};
 use crate::{Body, BoxError};
@@ -38,6 +38,8 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 /// Mcp-Session-Id.
 pub const SESSION_HEADER: &str = "mcp-session-id";
+/// The header a client resumes an SSE stream with.
+const LAST_EVENT_ID: &str = "last-event-id";
 /// Largest JSON answer read whole to be inspected for a restricted caller.
 const MAX_FILTERED_JSON: usize = 16 * 1024 * 1024;
 /// Largest refused body of an admitted caller still read (and dropped) so it can read the 413.
@@ -131,7 +133,7 @@ pub struct Gateway {
     /// Where requests go.
     pub backend: Backend,
     /// Sessions and their owners (HTTP mode).
-    pub sessions: Sessions,
+    pub sessions: OwnerTable,
     /// Task ids and the callers they were created for, when the policy authenticates.
     pub tasks: Option<TaskTables>,
     /// Requests and streams in flight per caller.
@@ -165,27 +167,21 @@ pub const TASK_IDLE: Duration = Duration::from_secs(24 * 3600);
 /// Where task owners are kept: authenticated callers' and anonymous callers' tasks apart.
 pub struct TaskTables {
     /// Authenticated callers' tasks.
-    pub callers: Arc<Sessions>,
+    pub callers: Arc<OwnerTable>,
     /// Anonymous callers' tasks (per session or connection).
-    pub anonymous: Arc<Sessions>,
+    pub anonymous: Arc<OwnerTable>,
     /// `tasks/list` cursors handed out.
     pub cursors: Arc<crate::authz::Cursors>,
 }
 
 impl TaskTables {
-    /// Empty tables of the default sizes.
-    pub fn new() -> Self {
-        Self {
-            callers: Arc::new(Sessions::new(MAX_TASKS, MAX_TASKS_PER_CALLER, TASK_IDLE)),
-            anonymous: Arc::new(Sessions::new(MAX_ANONYMOUS_TASKS, MAX_ANONYMOUS_TASKS_PER_SCOPE, TASK_IDLE)),
-            cursors: Arc::default(),
-        }
-    }
-}
-
-impl Default for TaskTables {
-    fn default() -> Self {
-        Self::new()
+    /// Empty tables of the default sizes, and a fresh cursor key.
+    pub fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            callers: Arc::new(OwnerTable::new(MAX_TASKS, MAX_TASKS_PER_CALLER, TASK_IDLE)),
+            anonymous: Arc::new(OwnerTable::new(MAX_ANONYMOUS_TASKS, MAX_ANONYMOUS_TASKS_PER_SCOPE, TASK_IDLE)),
+            cursors: Arc::new(crate::authz::Cursors::generate()?),
+        })
     }
 }
 
@@ -468,8 +464,8 @@ impl Gateway {
                 return Err(Refusal::Overloaded);
             }
             Err(e) => {
-                // Failed attempts count against the client address.
-                self.rate_check(&format!("ip:{client_ip}"))?;
+                // Failed attempts count against the client address (an IPv6 /64 as one).
+                self.rate_check(&format!("ip:{}", crate::slots::client_net(conn.remote.ip())))?;
                 tracing::debug!(reason = e.reason, detail = %e.detail, "unauthenticated");
                 return Err(Refusal::Unauthenticated(e));
             }
@@ -637,6 +633,18 @@ async fn serve_mcp(gw: &Arc<Gateway>, conn: &ConnInfo, cx: &mut Ctx, req: Reques
             return refuse(cx, refusal, None);
         }
     }
+    // A stream resumed without a session could be anyone's (a server's event ids need be neither
+    // secret nor scoped to a session): where callers are told apart, resuming needs a session the
+    // caller owns.
+    if parts.method == Method::GET
+        && session.is_none()
+        && gw.tasks.is_some()
+        && parts.headers.contains_key(LAST_EVENT_ID)
+    {
+        return refuse(cx, Refusal::NoSession, None);
+    }
+    // The caller's tasks, bound once for the request and its answer.
+    let tasks = gw.task_binding(&identity, session_scope(&parts.headers));
     let mut admitted = None;
     let mut _held = None;
     if parts.method == Method::POST {
@@ -649,7 +657,6 @@ async fn serve_mcp(gw: &Arc<Gateway>, conn: &ConnInfo, cx: &mut Ctx, req: Reques
         // An anonymous caller under a policy (authentication optional) may use only some
         // methods; where no authentication is configured everyone is anonymous and unrestricted.
         let anonymous = identity.anonymous && access.is_restricted();
-        let tasks = gw.task_binding(&identity, session_scope(&parts.headers));
         match admission::admit(bytes, gw.max_batch, &access, anonymous, rewrite_all, tasks.as_ref()) {
             Ok(a) => {
                 cx.rec.method = Some(a.parsed.method_label());
@@ -679,8 +686,10 @@ async fn serve_mcp(gw: &Arc<Gateway>, conn: &ConnInfo, cx: &mut Ctx, req: Reques
         },
     };
     let response = match &gw.backend {
-        Backend::Http(up) => forward_http(gw, up, cx, parts, admitted, conn, &identity, &access).await,
-        Backend::Stdio(bridge) => forward_stdio(gw, bridge, cx, &parts, admitted, &identity, &access, session).await,
+        Backend::Http(up) => forward_http(gw, up, cx, parts, admitted, conn, &identity, &access, tasks).await,
+        Backend::Stdio(bridge) => {
+            forward_stdio(gw, bridge, cx, &parts, admitted, &identity, &access, session, tasks).await
+        }
     };
     match permit {
         Some(permit) => response.map(|body| permit.hold(body)),
@@ -737,6 +746,7 @@ async fn forward_http(
     conn: &ConnInfo,
     identity: &Identity,
     access: &ToolAccess,
+    tasks: Option<TaskBinding>,
 ) -> Response<Body> {
     let body = admitted.as_ref().map(|a| full(a.forward())).unwrap_or_else(empty);
     let req = match upstream_request(gw, up, &parts, conn).body(body) {
@@ -783,11 +793,7 @@ async fn forward_http(
     let is_sse = ctype.as_deref() == Some("text/event-stream");
     // A GET stream may carry anything the server sends the session, answers replayed on
     // resumption (`Last-Event-ID`) included: task lists and created tasks too.
-    let tasks = if parts.method == Method::GET {
-        gw.task_binding(identity, session_scope(&parts.headers))
-    } else {
-        answer_tasks(gw, identity, &parts.headers, admitted.as_ref())
-    };
+    let tasks = if parts.method == Method::GET { tasks } else { answer_tasks(tasks, admitted.as_ref()) };
     let filter = ResponseFilter::new(access.clone(), admitted.as_ref().map(|a| a.ids.clone()).unwrap_or_default())
         .with_tasks(tasks);
     // The SSE answer to a POST ends for the client together with the last awaited response.
@@ -833,15 +839,10 @@ fn session_scope(headers: &HeaderMap) -> Option<&str> {
     headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok())
 }
 
-/// The task binding an answer needs: when the request may create a task or lists them.
-fn answer_tasks(
-    gw: &Gateway,
-    identity: &Identity,
-    headers: &HeaderMap,
-    admitted: Option<&Admitted>,
-) -> Option<TaskBinding> {
+/// The task binding the answer to a POST needs: when the request may create a task or lists them.
+fn answer_tasks(tasks: Option<TaskBinding>, admitted: Option<&Admitted>) -> Option<TaskBinding> {
     admitted?.parsed.messages.iter().any(|m| m.creates_task || m.is_task_list()).then_some(())?;
-    gw.task_binding(identity, session_scope(headers))
+    tasks
 }
 
 /// Tells the server, in the background, to end sessions the gateway forgot to make room (a
@@ -909,6 +910,7 @@ async fn forward_stdio(
     identity: &Identity,
     access: &ToolAccess,
     session_id: Option<String>,
+    tasks: Option<TaskBinding>,
 ) -> Response<Body> {
     let owner = identity.session_owner();
     let existing = |cx: &mut Ctx| -> Result<Arc<crate::stdio::Session>, Box<Response<Body>>> {
@@ -973,12 +975,8 @@ async fn forward_stdio(
             let answer = Answer {
                 batch: parsed.batch,
                 ids: parsed.requests().map(|m| m.id.clone()).collect(),
-                filter: ResponseFilter::new(access.clone(), admitted.ids.clone()).with_tasks(answer_tasks(
-                    gw,
-                    identity,
-                    &parts.headers,
-                    Some(&admitted),
-                )),
+                filter: ResponseFilter::new(access.clone(), admitted.ids.clone())
+                    .with_tasks(answer_tasks(tasks, Some(&admitted))),
             };
             let waits = requests.into_iter().map(|(line, key, _)| {
                 let s = session.clone();
@@ -1021,12 +1019,12 @@ async fn forward_stdio(
             };
             // Resumption: what the client missed after the last event it saw on this session's GET stream.
             let last_event =
-                parts.headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(crate::stdio::parse_event_id);
+                parts.headers.get(LAST_EVENT_ID).and_then(|v| v.to_str().ok()).and_then(crate::stdio::parse_event_id);
             let rx = session.open_stream(last_event);
             let busy = session.busy();
             cx.finish(gw, 200, Decision::Allow, None);
-            let filter = ResponseFilter::new(access.clone(), IdMap::default())
-                .with_tasks(gw.task_binding(identity, Some(&session.id)));
+            // The session is the one the request names (`existing`): the binding's scope.
+            let filter = ResponseFilter::new(access.clone(), IdMap::default()).with_tasks(tasks);
             sse_response(gw.until_expiry(channel_sse(rx, busy, filter), identity))
         }
         Method::DELETE => {

@@ -7,10 +7,10 @@ use crate::auth::Authenticator;
 use crate::authz::Grants;
 use crate::config::{load_policy, Args, Method, Transport};
 use crate::metrics::Metrics;
+use crate::owners::OwnerTable;
 use crate::probe::{self, Health};
 use crate::proxy::{self, Backend, ConnInfo, Gateway, HttpUpstream};
 use crate::ratelimit::{Limiter, DEFAULT_MAX_KEYS};
-use crate::sessions::Sessions;
 use crate::stdio::Bridge;
 use crate::tls::TlsState;
 use anyhow::Context;
@@ -121,13 +121,13 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>, on_bound: impl 
         } else {
             usize::MAX
         }),
-        sessions: Sessions::new(
+        sessions: OwnerTable::new(
             args.max_tracked_sessions,
             if policy.authn().is_some() { args.max_sessions_per_caller } else { args.max_tracked_sessions },
             args.session_idle_timeout,
         ),
         // Tasks are bound to callers only where there are callers to tell apart.
-        tasks: policy.authn().is_some().then(crate::proxy::TaskTables::new),
+        tasks: policy.authn().is_some().then(crate::proxy::TaskTables::new).transpose()?,
         max_body: args.max_body_bytes,
         max_batch: args.max_batch,
         body_timeout: args.body_timeout,

@@ -96,12 +96,36 @@ async fn tools_list_is_filtered_in_json_sse_and_get_streams() {
     .await;
     assert_eq!(tool_names(&batch.json()[0]), vec!["echo", "search_docs"]);
     // a GET stream replaying a tools/list answer; resumption (Last-Event-ID) is the server's
-    let h = [("authorization", dev.as_str()), ("accept", "text/event-stream"), ("last-event-id", "ev-41")];
+    let sid = session_of(&gw, &dev).await;
+    let h = [
+        ("authorization", dev.as_str()),
+        ("accept", "text/event-stream"),
+        ("mcp-session-id", sid.as_str()),
+        ("last-event-id", "ev-41"),
+    ];
     let get = send(Method::GET, &gw.url(), &h, None).await.unwrap();
     assert_eq!(tool_names(&get.json()), vec!["echo", "search_docs"]);
     let seen = rec.seen();
     let last = seen.last().unwrap();
     assert_eq!((&last.method, last.headers.get("last-event-id")), (&Method::GET, Some(&"ev-41".parse().unwrap())));
+    // Resuming without a session: the events could be anyone's (the server's ids need be neither
+    // secret nor scoped), so it never reaches the server.
+    let before = rec.seen().len();
+    let h = [("authorization", dev.as_str()), ("accept", "text/event-stream"), ("last-event-id", "ev-41")];
+    let get = send(Method::GET, &gw.url(), &h, None).await.unwrap();
+    assert_eq!(get.status, StatusCode::BAD_REQUEST, "{}", get.body);
+    assert_eq!(rec.seen().len(), before, "refused before the server");
+    gw.denied("no_session", 400).await;
+    // Without resuming, a sessionless GET stream is the server's business.
+    let h = [("authorization", dev.as_str()), ("accept", "text/event-stream")];
+    assert_eq!(send(Method::GET, &gw.url(), &h, None).await.unwrap().status, StatusCode::OK);
+}
+
+/// A session of the caller `auth` (the recorder hands one out on `initialize`).
+async fn session_of(gw: &Gw, auth: &str) -> String {
+    let init = rpc(&gw.url(), &[("authorization", auth)], &initialize(json!("init"))).await;
+    assert_eq!(init.status, StatusCode::OK, "{}", init.body);
+    init.header("mcp-session-id").expect("a session")
 }
 
 /// A GET stream, resumed, may replay answers of earlier POSTs: a task list there keeps only the
@@ -116,13 +140,19 @@ async fn tasks_are_bound_on_get_streams_too() {
         "params": {"name": "echo", "arguments": {"who": "alice"}, "task": {"ttl": 1000}}});
     let created = rpc(&gw.url(), &[("authorization", &alice)], &call).await.json();
     assert_eq!(created["result"]["task"]["taskId"], "rec-task-alice");
-    fn resumed(who: &str) -> [(&str, &str); 3] {
-        [("authorization", who), ("accept", "text/event-stream"), ("last-event-id", "tasks")]
+    fn resumed<'a>(who: &'a str, session: &'a str) -> [(&'a str, &'a str); 4] {
+        [
+            ("authorization", who),
+            ("accept", "text/event-stream"),
+            ("mcp-session-id", session),
+            ("last-event-id", "tasks"),
+        ]
     }
-    let get = send(Method::GET, &gw.url(), &resumed(&bob), None).await.unwrap().json();
+    let (alice_session, bob_session) = (session_of(&gw, &alice).await, session_of(&gw, &bob).await);
+    let get = send(Method::GET, &gw.url(), &resumed(&bob, &bob_session), None).await.unwrap().json();
     assert_eq!(get[0]["result"]["tasks"], json!([]), "the server's list holds alice's task: {get}");
     assert_eq!(get[1]["result"]["task"]["taskId"], "rec-task-replayed");
-    let get = send(Method::GET, &gw.url(), &resumed(&alice), None).await.unwrap().json();
+    let get = send(Method::GET, &gw.url(), &resumed(&alice, &alice_session), None).await.unwrap().json();
     assert_eq!(get[0]["result"]["tasks"], json!([{"taskId": "rec-task-alice"}]));
     // The task created on bob's stream is bob's.
     let poll =

@@ -36,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
     let rewrite_all = flags & 4 != 0;
     let anonymous = flags & 8 != 0;
     let tasks = (flags & 16 != 0).then(|| {
-        let table = std::sync::Arc::new(mcp_gateway::sessions::Sessions::new(4, 4, std::time::Duration::from_secs(60)));
+        let table = std::sync::Arc::new(mcp_gateway::owners::OwnerTable::new(4, 4, std::time::Duration::from_secs(60)));
         table.bind("t-mine", "me");
         table.bind("t-other", "other");
         TaskBinding::new(table, "me")

@@ -1,12 +1,10 @@
-//! The sessions the gateway has seen created (HTTP mode) and who created them. A request naming a
-//! session the table does not hold (never seen, ended, expired or evicted) is refused, and so is
-//! one naming another caller's session: ownership fails closed. The table is bounded: when it is
-//! full the least recently used session is evicted, and from then on refused like any unknown one.
-//! Each caller holds at most `per_owner` sessions: a caller over it loses its own least recently
-//! used session, so that one caller opening sessions in a loop cannot evict everyone else's.
-//!
-//! The same table binds MCP tasks to the callers they were created for (see
-//! [`crate::authz::TaskBinding`]).
+//! Ids the gateway has seen a server hand out and the callers they belong to: sessions (HTTP
+//! mode) and MCP tasks (see [`crate::authz::TaskBinding`]). A request naming an id the table does
+//! not hold (never seen, ended, expired or evicted) is refused, and so is one naming another
+//! caller's: ownership fails closed. The table is bounded: when it is full the least recently used
+//! id is evicted, and from then on refused like any unknown one. Each caller holds at most
+//! `per_owner` ids: a caller over it loses its own least recently used one, so that one caller
+//! opening sessions in a loop cannot evict everyone else's.
 
 use crate::admission::Refusal;
 use lru::LruCache;
@@ -38,14 +36,14 @@ impl Table {
     }
 }
 
-/// The sessions table.
-pub struct Sessions {
+/// Ids (sessions, tasks) and the callers they belong to.
+pub struct OwnerTable {
     table: Mutex<Table>,
     per_owner: usize,
     idle: Duration,
 }
 
-impl Sessions {
+impl OwnerTable {
     /// A table of at most `capacity` sessions, at most `per_owner` of one caller, each forgotten
     /// after `idle` without use.
     pub fn new(capacity: usize, per_owner: usize, idle: Duration) -> Self {
@@ -130,7 +128,7 @@ mod tests {
 
     #[test]
     fn unknown_and_foreign_sessions_are_refused() {
-        let s = Sessions::new(10, 10, Duration::from_secs(60));
+        let s = OwnerTable::new(10, 10, Duration::from_secs(60));
         s.bind("s1", "jwt:alice");
         assert_eq!(s.check("s1", "jwt:alice"), Ok(()));
         assert_eq!(s.check("s1", "jwt:bob"), Err(Refusal::ForeignSession));
@@ -142,7 +140,7 @@ mod tests {
 
     #[test]
     fn full_table_evicts_the_least_recently_used_which_is_then_refused() {
-        let s = Sessions::new(2, 2, Duration::from_secs(60));
+        let s = OwnerTable::new(2, 2, Duration::from_secs(60));
         s.bind("a", "o");
         s.bind("b", "o");
         assert_eq!(s.check("a", "o"), Ok(()), "a is now the most recent");
@@ -154,7 +152,7 @@ mod tests {
 
     #[test]
     fn idle_sessions_expire() {
-        let s = Sessions::new(2, 2, Duration::from_millis(1));
+        let s = OwnerTable::new(2, 2, Duration::from_millis(1));
         s.bind("a", "o");
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(s.check("a", "o"), Err(Refusal::UnknownSession));
@@ -162,7 +160,7 @@ mod tests {
 
     #[test]
     fn a_caller_over_its_limit_loses_its_own_oldest_session_not_anothers() {
-        let s = Sessions::new(4, 2, Duration::from_secs(60));
+        let s = OwnerTable::new(4, 2, Duration::from_secs(60));
         s.bind("alice-1", "jwt:sub:alice");
         s.bind("anon-1", "anonymous");
         s.bind("anon-2", "anonymous");
@@ -191,7 +189,7 @@ mod tests {
 
     #[test]
     fn binding_an_id_again_is_counted_once() {
-        let s = Sessions::new(4, 2, Duration::from_secs(60));
+        let s = OwnerTable::new(4, 2, Duration::from_secs(60));
         s.bind("a", "o");
         s.bind("a", "o");
         s.bind("b", "o");
@@ -201,7 +199,7 @@ mod tests {
 
     #[test]
     fn an_id_keeps_its_first_owner() {
-        let s = Sessions::new(4, 2, Duration::from_secs(60));
+        let s = OwnerTable::new(4, 2, Duration::from_secs(60));
         s.bind("t", "jwt:sub:alice");
         assert_eq!(s.bind("t", "jwt:sub:mallory"), (1, vec![]));
         assert_eq!(s.check("t", "jwt:sub:alice"), Ok(()));

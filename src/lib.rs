@@ -11,4 +11,5 @@ pub mod leader;
 pub mod metrics;
 pub mod plugins;
 pub mod policy;
+pub mod quantity;
 pub mod runtime;

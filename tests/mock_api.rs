@@ -657,6 +657,44 @@ async fn a_refused_child_is_reported_with_the_api_field_error_and_what_runs_stay
     assert_eq!(err.metric_label(), "Refused");
 }
 
+/// A request above its limit is the spec's own mistake, reported naming the MCPServer's fields
+/// before any child is written (no dry run, no apply: the API server would refuse the Deployment
+/// naming only its pod template): the running workload stays, Ready=False InvalidResources, a
+/// Warning Event, and the reconcile is retried with backoff.
+#[tokio::test]
+async fn a_request_above_its_limit_is_refused_naming_the_field_before_any_write() {
+    let (ctx, mut api) = testbed_with(|w| {
+        seed(&mut w.deployments, running_deployment(2, 2, 1));
+        seed(&mut w.pods, running_pod("a"));
+        seed(&mut w.pods, running_pod("b"));
+    });
+    let mut server = server_json();
+    server["spec"]["resources"] = json!({"requests": {"cpu": "2", "memory": "64Mi"}, "limits": {"cpu": "500m"}});
+    server["status"] = json!({ "conditions": workload_reported() });
+    let obj = server.clone();
+    let script = tokio::spawn(async move {
+        // The first request is the status: nothing was written before it.
+        let body = api.write_status(&format!("{MCPSERVERS}/{NAME}"), stored(obj)).await;
+        let status = &body["status"];
+        assert_eq!(status["phase"], "Failed");
+        assert_eq!(status["ready"], "2/2", "what runs keeps running");
+        let ready = cond(status, "Ready");
+        assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some("InvalidResources")));
+        let message = ready["message"].as_str().unwrap().to_string();
+        assert_eq!(
+            message,
+            "changes are held back: spec.resources.requests.cpu (2) is more than spec.resources.limits.cpu (500m): a \
+             container may not request more than its limit"
+        );
+        assert_eq!(cond(status, "Degraded")["reason"], "InvalidResources");
+        api.event("Warning", "InvalidResources", "Apply", &message).await;
+        api.done().await;
+    });
+    let result = within(mcpserver::reconcile(typed(&server), ctx)).await;
+    finish(script).await;
+    assert_eq!(result.expect_err("retried with backoff").metric_label(), "Refused");
+}
+
 /// Reconciles `server_json()` against a cache where `held` (e.g. `Service "NAME"`) belongs to
 /// server `other-server`, and expects the refusal before any write: the first and only requests
 /// are the status (`Failed`, `Ready=False NameTaken` naming the object and the other server, plus

@@ -6,6 +6,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::node::v1::RuntimeClass;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use mcp_operator::api::{McpServer, McpServerPhase, Plugin, PluginPhase, SecurityPolicy, SecurityPolicyPhase};
@@ -1725,6 +1726,94 @@ EOF",
     ensure!(message.contains("\"deep\" cannot be read") && message.contains("127 levels"), "says why: {message}");
     ns.sh_ok("kubectl delete mcpserver uses-deep --timeout=60s")?;
     ns.sh_ok("kubectl delete plugin deep --timeout=60s")?;
+    Ok(())
+}
+
+/// A request above its limit passes the schema (Kubernetes 1.25 has no CEL quantity functions) and
+/// would be refused by the API server naming only the Deployment's pod template: the operator
+/// names the MCPServer's (or the plugin's) own fields instead, writes no child, and what runs stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_request_above_its_limit_names_the_field_and_nothing_running_is_lost() -> Result<()> {
+    let env = env();
+    let _g = env.shared().await;
+    let ns = env.namespace("bad-limits").await?;
+    ns.sh_ok(
+        "kubectl apply -f - <<EOF
+apiVersion: mcp.n-takatsu.dev/v1alpha1
+kind: MCPServer
+metadata: {name: s}
+spec: {}
+---
+apiVersion: mcp.n-takatsu.dev/v1alpha1
+kind: MCPServer
+metadata: {name: fresh}
+spec: {resources: {requests: {memory: 1Gi}, limits: {memory: 512Mi}}}
+---
+apiVersion: mcp.n-takatsu.dev/v1alpha1
+kind: Plugin
+metadata: {name: greedy}
+spec: {name: greedy, image: mcp-rs:latest, isolation: {level: Container}, resources: {requests: {cpu: 1500m}, limits: {cpu: 1}}}
+---
+apiVersion: mcp.n-takatsu.dev/v1alpha1
+kind: MCPServer
+metadata: {name: with-plugin}
+spec: {plugins: [greedy]}
+EOF",
+    )?;
+    running(&ns, "s", 1).await?;
+    let pods = pod_uids(&ns, "app=s").await?;
+    let reason_is = |reason: &'static str| {
+        move |s: Option<&McpServer>| {
+            s.and_then(|s| s.status.as_ref())
+                .is_some_and(|st| st.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == reason))
+        }
+    };
+    // A new server: refused naming both fields, nothing created.
+    let fresh =
+        wait_for(&ns.api::<McpServer>(), "fresh", "Ready False InvalidResources", reason_is("InvalidResources"))
+            .await?;
+    let (_, _, message) = condition(&fresh, "Ready");
+    ensure!(
+        message.contains("spec.resources.requests.memory (1Gi) is more than spec.resources.limits.memory (512Mi)"),
+        "names the fields: {message}"
+    );
+    ensure!(ns.api::<Deployment>().get_opt("fresh").await?.is_none(), "no workload for a refused spec");
+    let events = ns.sh_ok("kubectl get events --field-selector involvedObject.name=fresh,type=Warning")?;
+    ensure!(events.contains("InvalidResources"), "{events}");
+    // A plugin's: the server using it is held back naming the plugin.
+    let held =
+        wait_for(&ns.api::<McpServer>(), "with-plugin", "PluginsUnresolved", reason_is("PluginsUnresolved")).await?;
+    let (_, _, message) = condition(&held, "PluginsResolved");
+    ensure!(
+        message.contains(
+            "plugin \"greedy\": spec.resources.requests.cpu (1500m) is more than spec.resources.limits.cpu (1)"
+        ),
+        "names the plugin and its fields: {message}"
+    );
+    wait_for(&ns.api::<Plugin>(), "greedy", "Plugin Ready False InvalidResources", |p: Option<&Plugin>| {
+        p.and_then(|p| p.status.as_ref()).is_some_and(|st| {
+            st.phase == PluginPhase::Failed
+                && st.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == "InvalidResources")
+        })
+    })
+    .await?;
+    // A running server changed to one: held back, its pods untouched; fixed, it applies again.
+    ns.sh_ok(r#"kubectl patch mcpserver s --type merge -p '{"spec":{"resources":{"requests":{"cpu":"2"},"limits":{"cpu":"1"}}}}'"#)?;
+    wait_for(&ns.api::<McpServer>(), "s", "Ready False InvalidResources", reason_is("InvalidResources")).await?;
+    ensure!(pod_uids(&ns, "app=s").await? == pods, "what runs stays");
+    ns.sh_ok(r#"kubectl patch mcpserver s --type merge -p '{"spec":{"resources":{"requests":{"cpu":"1"}}}}'"#)?;
+    wait_for(&ns.api::<Deployment>(), "s", "the fixed resources applied", |d: Option<&Deployment>| {
+        let server = d
+            .and_then(|d| d.spec.template.spec.as_ref())
+            .and_then(|p| p.containers.iter().find(|c| c.name == "server").and_then(|c| c.resources.clone()));
+        let cpu = |m: Option<std::collections::BTreeMap<String, Quantity>>| m.and_then(|m| m.get("cpu").cloned());
+        server.is_some_and(|r| {
+            (cpu(r.requests).as_ref(), cpu(r.limits).as_ref())
+                == (Some(&Quantity("1".into())), Some(&Quantity("1".into())))
+        })
+    })
+    .await?;
+    ns.sh_ok("kubectl delete mcpserver s fresh with-plugin --timeout=60s")?;
     Ok(())
 }
 

@@ -20,6 +20,7 @@ use crate::build::{build_children, config_map_too_large, server_selector, BuildI
 use crate::consts::*;
 use crate::plugins::{check_plugin_names, check_sidecar_ports, describe, index};
 use crate::policy::{required_secrets, validate_policy};
+use crate::quantity::request_over_limit;
 use futures::channel::mpsc::{unbounded, UnboundedSender};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
@@ -167,6 +168,10 @@ pub async fn resolve(server: &McpServer, ctx: &Context) -> Result<Resolved> {
                 let refs: Vec<&Plugin> = plugins.iter().collect();
                 let mut problems = check_plugin_names(&refs);
                 problems.extend(check_sidecar_ports(server.spec.port, &refs));
+                for p in &plugins {
+                    let over_limit = request_over_limit("spec.resources", p.spec.resources.as_ref());
+                    problems.extend(over_limit.into_iter().map(|m| format!("plugin {:?}: {m}", p.name_any())));
+                }
                 if plugins.iter().any(|p| p.spec.isolation.level == crate::api::IsolationLevel::Vm) {
                     let class = &ctx.defaults.vm_runtime_class;
                     if !ctx.caches.runtime_class_exists(class) {
@@ -427,8 +432,13 @@ async fn apply_server(server: &McpServer, ctx: &Context) -> Result<Action> {
             defaults: &ctx.defaults,
         };
         let children = build_children(&inputs);
-        let blocked = config_map_too_large(&inputs, &children.config_map)
-            .map(|problem| Resolution::failed("ConfigTooLarge", problem));
+        let over_limit = request_over_limit("spec.resources", server.spec.resources.as_ref());
+        let blocked = if over_limit.is_empty() {
+            config_map_too_large(&inputs, &children.config_map)
+                .map(|problem| Resolution::failed("ConfigTooLarge", problem))
+        } else {
+            Some(Resolution::failed("InvalidResources", over_limit.join("; ")))
+        };
         let outcome = match blocked {
             Some(problem) => Err(problem),
             None => match apply_children(ctx, &ns, &name, &children).await {
@@ -566,7 +576,9 @@ fn publish_transitions(
     }
     let refusal = |s: &McpServerStatus| {
         condition(s, READY)
-            .filter(|c| matches!(c.reason.as_str(), "ApplyFailed" | "ConfigTooLarge" | "NameTaken"))
+            .filter(|c| {
+                matches!(c.reason.as_str(), "ApplyFailed" | "ConfigTooLarge" | "InvalidResources" | "NameTaken")
+            })
             .cloned()
     };
     if let Some(new) = refusal(status) {

@@ -61,8 +61,11 @@ pub fn plugin_status(
         Err(problems) => condition(DEPENDENCIES_RESOLVED, false, "Unresolved", describe(problems), generation),
     };
     set_condition(&mut conditions, &previous.conditions, deps_condition);
+    // A request above its limit: every server using the plugin is held back (PluginsUnresolved).
+    let over_limit = crate::quantity::request_over_limit("spec.resources", plugin.spec.resources.as_ref());
     let ready = match (&runtime_class_problem, deps_ok) {
         (Some(problem), _) => condition(READY, false, "RuntimeClassNotFound", problem.clone(), generation),
+        _ if !over_limit.is_empty() => condition(READY, false, "InvalidResources", over_limit.join("; "), generation),
         (None, false) => condition(READY, false, "DependenciesUnresolved", "dependencies are not resolved", generation),
         (None, true) => {
             condition(READY, true, "Ready", format!("isolation {}", plugin.spec.isolation.level.as_str()), generation)
@@ -181,5 +184,19 @@ mod tests {
         assert_eq!(st.phase, PluginPhase::Failed);
         let c = st.conditions.iter().find(|c| c.type_ == READY).unwrap();
         assert_eq!(c.reason, "RuntimeClassNotFound");
+    }
+
+    #[test]
+    fn a_request_above_its_limit_is_a_clear_condition() {
+        let p = plugin("wp", "Container", "resources: {requests: {memory: 2Gi}, limits: {memory: 1Gi}}");
+        let st = plugin_status(&p, &Ok(vec!["wp".into()]), vec![], None);
+        assert_eq!(st.phase, PluginPhase::Failed);
+        let c = st.conditions.iter().find(|c| c.type_ == READY).unwrap();
+        assert_eq!(c.reason, "InvalidResources");
+        assert!(c
+            .message
+            .starts_with("spec.resources.requests.memory (2Gi) is more than spec.resources.limits.memory (1Gi)"));
+        let fine = plugin("wp", "Container", "resources: {requests: {memory: 1Gi}, limits: {memory: 1Gi}}");
+        assert_eq!(plugin_status(&fine, &Ok(vec!["wp".into()]), vec![], None).phase, PluginPhase::Ready);
     }
 }

@@ -1,0 +1,144 @@
+//! Resource quantities (`resource.Quantity`) compared as the API server compares them, so that a
+//! request above its limit is reported naming the MCPServer's or Plugin's own field before any
+//! child is written (the API server would refuse the Deployment, naming only its pod template).
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+
+/// `q` in units of 10⁻⁹, rounded up (the API server keeps no finer precision); `None` when it is
+/// not a quantity or too large to compare here (the API server then decides).
+pub fn nanos(q: &str) -> Option<i128> {
+    let q = q.strip_prefix('+').unwrap_or(q);
+    let end = q.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(q.len());
+    let (number, suffix) = q.split_at(end);
+    let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
+    if (whole.is_empty() && frac.is_empty()) || frac.contains('.') {
+        return None;
+    }
+    let digits = format!("{whole}{frac}");
+    let significand: i128 = digits.parse().ok()?;
+    let (mut exponent, binary): (i64, u32) = match suffix {
+        "" => (0, 0),
+        "n" => (-9, 0),
+        "u" => (-6, 0),
+        "m" => (-3, 0),
+        "k" => (3, 0),
+        "M" => (6, 0),
+        "G" => (9, 0),
+        "T" => (12, 0),
+        "P" => (15, 0),
+        "E" => (18, 0),
+        "Ki" => (0, 1),
+        "Mi" => (0, 2),
+        "Gi" => (0, 3),
+        "Ti" => (0, 4),
+        "Pi" => (0, 5),
+        "Ei" => (0, 6),
+        s if s.starts_with(['e', 'E']) => (s[1..].parse().ok()?, 0),
+        _ => return None,
+    };
+    exponent += 9 - i64::try_from(frac.len()).ok()?;
+    let value = significand.checked_mul(1024i128.checked_pow(binary)?)?;
+    if exponent >= 0 {
+        value.checked_mul(10i128.checked_pow(u32::try_from(exponent).ok()?)?)
+    } else {
+        // Rounded up: a positive amount below one unit is one unit.
+        match 10i128.checked_pow(u32::try_from(-exponent).ok()?) {
+            Some(divisor) => Some((value + divisor - 1) / divisor),
+            None => Some(i128::from(value > 0)),
+        }
+    }
+}
+
+/// One message per resource whose request is above its limit, naming both fields under `field`
+/// (e.g. `spec.resources`).
+pub fn request_over_limit(field: &str, resources: Option<&ResourceRequirements>) -> Vec<String> {
+    let Some(r) = resources else { return vec![] };
+    let (Some(requests), Some(limits)) = (&r.requests, &r.limits) else { return vec![] };
+    requests
+        .iter()
+        .filter_map(|(name, request)| {
+            let limit = limits.get(name)?;
+            (nanos(&request.0)? > nanos(&limit.0)?).then(|| {
+                format!(
+                    "{field}.requests.{name} ({}) is more than {field}.limits.{name} ({}): a container may not \
+                     request more than its limit",
+                    request.0, limit.0
+                )
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn every_form_the_api_server_accepts() {
+        let n = |q| nanos(q).unwrap_or_else(|| panic!("{q} parses"));
+        assert_eq!(n("1"), 1_000_000_000);
+        assert_eq!(n("+1"), n("1"));
+        assert_eq!(n("1.5"), n("1500m"));
+        assert_eq!(n("0.1"), n("100m"));
+        assert_eq!(n(".5"), n("500m"));
+        assert_eq!(n("5."), n("5"));
+        assert_eq!(n("1k"), n("1000"));
+        assert_eq!(n("1e3"), n("1k"));
+        assert_eq!(n("1E3"), n("1k"));
+        assert_eq!(n("1e+3"), n("1k"));
+        assert_eq!(n("1e-3"), n("1m"));
+        assert_eq!(n("1E"), n("1e18"));
+        assert_eq!(n("1Ki"), n("1024"));
+        assert_eq!(n("1.5Gi"), n("1536Mi"));
+        assert_eq!(n("1u"), n("1000n"));
+        assert_eq!(n("0.1n"), 1, "rounded up to a nano");
+        assert_eq!(n("0"), 0);
+        assert_eq!(n("1e-40"), 1);
+        assert_eq!(n("0e-40"), 0);
+        assert!(n("2") > n("1999m"));
+        assert!(n("1G") < n("1Gi"));
+    }
+
+    #[test]
+    fn not_a_quantity_or_too_large_is_none() {
+        for q in
+            ["", ".", "1.5.5", "lots", "1GB", "1e1.5", "-1", "1ki", "1e", "1e99", "99999999999999999999999999999999E"]
+        {
+            assert_eq!(nanos(q), None, "{q}");
+        }
+    }
+
+    fn resources(requests: &[(&str, &str)], limits: &[(&str, &str)]) -> ResourceRequirements {
+        let map = |kv: &[(&str, &str)]| {
+            Some(kv.iter().map(|(k, v)| (k.to_string(), Quantity(v.to_string()))).collect::<BTreeMap<_, _>>())
+        };
+        ResourceRequirements { requests: map(requests), limits: map(limits), ..Default::default() }
+    }
+
+    #[test]
+    fn a_request_above_its_limit_names_both_fields() {
+        let r = resources(&[("cpu", "2"), ("memory", "256Mi")], &[("cpu", "1500m"), ("memory", "1Gi")]);
+        assert_eq!(
+            request_over_limit("spec.resources", Some(&r)),
+            vec![
+                "spec.resources.requests.cpu (2) is more than spec.resources.limits.cpu (1500m): a container may not \
+                 request more than its limit"
+            ]
+        );
+        // Equal, below, only one side, or not comparable here: nothing to say.
+        let fine = [
+            resources(&[("cpu", "1")], &[("cpu", "1000m")]),
+            resources(&[("cpu", "100m")], &[("memory", "1Gi")]),
+            resources(&[("memory", "1e99")], &[("memory", "1Gi")]),
+            resources(&[], &[("cpu", "1")]),
+        ];
+        for r in &fine {
+            assert!(request_over_limit("spec.resources", Some(r)).is_empty(), "{r:?}");
+        }
+        assert!(request_over_limit("spec.resources", None).is_empty());
+        let two = resources(&[("cpu", "2"), ("memory", "2Gi")], &[("cpu", "1"), ("memory", "1Gi")]);
+        assert_eq!(request_over_limit("spec.resources", Some(&two)).len(), 2);
+    }
+}

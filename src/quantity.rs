@@ -4,9 +4,17 @@
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 
-/// `q` in units of 10⁻⁹, rounded up (the API server keeps no finer precision); `None` when it is
-/// not a quantity or too large to compare here (the API server then decides).
+/// The largest quantity: 2⁶³−1 units, in nanos (the API server caps larger ones to it).
+const MAX_NANOS: i128 = i64::MAX as i128 * 1_000_000_000;
+
+/// `q` in units of 10⁻⁹, rounded up (the API server keeps no finer precision) and capped at
+/// 2⁶³−1 units as the API server caps it; `None` when it is not a quantity or too large to compare
+/// here (the API server then decides).
 pub fn nanos(q: &str) -> Option<i128> {
+    exact_nanos(q).map(|n| n.min(MAX_NANOS))
+}
+
+fn exact_nanos(q: &str) -> Option<i128> {
     let q = q.strip_prefix('+').unwrap_or(q);
     let end = q.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(q.len());
     let (number, suffix) = q.split_at(end);
@@ -36,14 +44,14 @@ pub fn nanos(q: &str) -> Option<i128> {
         s if s.starts_with(['e', 'E']) => (s[1..].parse().ok()?, 0),
         _ => return None,
     };
-    exponent += 9 - i64::try_from(frac.len()).ok()?;
+    exponent = exponent.checked_add(9)?.checked_sub(i64::try_from(frac.len()).ok()?)?;
     let value = significand.checked_mul(1024i128.checked_pow(binary)?)?;
     if exponent >= 0 {
         value.checked_mul(10i128.checked_pow(u32::try_from(exponent).ok()?)?)
     } else {
         // Rounded up: a positive amount below one unit is one unit.
         match 10i128.checked_pow(u32::try_from(-exponent).ok()?) {
-            Some(divisor) => Some((value + divisor - 1) / divisor),
+            Some(divisor) => Some(value / divisor + i128::from(value % divisor != 0)),
             None => Some(i128::from(value > 0)),
         }
     }
@@ -99,13 +107,30 @@ mod tests {
         assert_eq!(n("0e-40"), 0);
         assert!(n("2") > n("1999m"));
         assert!(n("1G") < n("1Gi"));
+        // Rounding up near the top of the range does not overflow.
+        assert_eq!(n("99999999999999999999999999999999999999e-47"), 1);
+        // Capped at 2^63-1 units, as the API server caps them: equal, so never a refusal.
+        assert_eq!(n("16Ei"), n("8Ei"));
+        assert_eq!(n("20000000000000000000"), n("1e19"));
+        assert!(n("1Ei") < n("8Ei"));
     }
 
     #[test]
     fn not_a_quantity_or_too_large_is_none() {
-        for q in
-            ["", ".", "1.5.5", "lots", "1GB", "1e1.5", "-1", "1ki", "1e", "1e99", "99999999999999999999999999999999E"]
-        {
+        for q in [
+            "",
+            ".",
+            "1.5.5",
+            "lots",
+            "1GB",
+            "1e1.5",
+            "-1",
+            "1ki",
+            "1e",
+            "1e99",
+            "99999999999999999999999999999999E",
+            "1e9223372036854775807",
+        ] {
             assert_eq!(nanos(q), None, "{q}");
         }
     }

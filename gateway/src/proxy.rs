@@ -464,8 +464,8 @@ impl Gateway {
                 return Err(Refusal::Overloaded);
             }
             Err(e) => {
-                // Failed attempts count against the client address (an IPv6 /64 as one).
-                self.rate_check(&format!("ip:{}", crate::slots::client_net(conn.remote.ip())))?;
+                // Failed attempts count against the client address.
+                self.rate_check(&format!("ip:{client_ip}"))?;
                 tracing::debug!(reason = e.reason, detail = %e.detail, "unauthenticated");
                 return Err(Refusal::Unauthenticated(e));
             }

@@ -1,9 +1,14 @@
 //! The admin port: `/healthz`, `/readyz`, `/metrics`, `/status`, and the pod's preStop hooks'
-//! `/drain` and `/drained`: on `/drain` (from loopback only: the gateway container's own hook,
-//! `mcp-gateway --drain`) readiness turns false at once (the endpoint leaves the Service) and the
-//! answer comes after the drain delay; `/drained` (the server container's hook) answers once
-//! that has happened. So the containers get SIGTERM only once no new traffic is routed to the pod,
-//! and a client that reaches the admin port cannot take a pod out of its Service.
+//! `/drain` and `/drained`: on `/drain` readiness turns false at once (the endpoint leaves the
+//! Service) and the answer comes after the drain delay; `/drained` (the server container's hook)
+//! answers once that has happened. So the containers get SIGTERM only once no new traffic is
+//! routed to the pod.
+//!
+//! `/drain` is served only on the drain socket ([`drain_socket`]: an abstract Unix socket of the
+//! pod's network namespace, which `mcp-gateway --drain`, the gateway container's hook, uses), never
+//! on the admin port, not even from loopback: the MCP server shares the pod's loopback, and a tool
+//! that fetches URLs (`http://127.0.0.1:9090/drain`) would otherwise take the pod out of its
+//! Service for good. No HTTP request reaches a Unix socket.
 
 use crate::metrics::Metrics;
 use crate::probe::Health;
@@ -16,7 +21,8 @@ use mcp_gateway_contract::admin;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
 
 /// Answer one admin request.
 pub fn route(req: &Request<Incoming>, health: &Health, metrics: &Metrics) -> Response<Body> {
@@ -48,38 +54,92 @@ fn text(status: StatusCode, body: String, ct: &'static str) -> Response<Body> {
     r
 }
 
-/// What the preStop paths ask of a request from `peer`: `None` for any other path.
+/// What the preStop paths ask of a request: `None` for any other path.
 #[derive(Debug, PartialEq, Eq)]
 enum Hook {
     /// Drain now, answer after the delay.
     Drain,
     /// Answer once drained.
     Drained,
-    /// A drain from outside the pod: refused.
+    /// A drain from anywhere but the drain socket: refused.
     Refused,
 }
 
-fn hook(path: &str, peer: IpAddr) -> Option<Hook> {
-    match path {
-        admin::DRAIN if peer.to_canonical().is_loopback() => Some(Hook::Drain),
-        admin::DRAIN => Some(Hook::Refused),
-        admin::DRAINED => Some(Hook::Drained),
+/// Where an admin request arrived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum From {
+    /// The admin port, from this address.
+    Port(IpAddr),
+    /// The drain socket (a process of the pod).
+    DrainSocket,
+}
+
+fn hook(path: &str, from: From) -> Option<Hook> {
+    match (path, from) {
+        (admin::DRAIN, From::DrainSocket) => Some(Hook::Drain),
+        (admin::DRAIN, From::Port(_)) => Some(Hook::Refused),
+        (admin::DRAINED, _) => Some(Hook::Drained),
         _ => None,
     }
 }
 
+/// The drain socket of the gateway whose admin port is `admin_port`: an abstract Unix socket,
+/// which exists in the pod's network namespace only and has no file (the containers' root
+/// filesystems stay read-only).
+pub fn drain_socket(admin_port: u16) -> std::io::Result<std::os::unix::net::SocketAddr> {
+    use std::os::linux::net::SocketAddrExt;
+    std::os::unix::net::SocketAddr::from_abstract_name(format!("mcp-gateway-drain-{admin_port}"))
+}
+
+/// Binds the drain socket of the admin port `admin_port`.
+pub fn bind_drain_socket(admin_port: u16) -> std::io::Result<UnixListener> {
+    let listener = std::os::unix::net::UnixListener::bind_addr(&drain_socket(admin_port)?)?;
+    listener.set_nonblocking(true)?;
+    UnixListener::from_std(listener)
+}
+
 /// Most admin connections at once (more: the oldest of the address holding the most is closed).
 const ADMIN_CONNECTIONS: usize = 128;
+/// Most drain socket connections at once (more: the oldest is closed).
+const DRAIN_CONNECTIONS: usize = 8;
 /// Longest an admin client may take to send a request's headers (and stay idle between requests).
 const ADMIN_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Serve the admin port until the task is dropped.
+/// What every admin connection shares.
+#[derive(Clone)]
+struct Admin {
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    drain_delay: std::time::Duration,
+}
+
+/// Serve the admin port, and `/drain` on the drain socket, until the task is dropped.
 pub async fn serve(
     listener: TcpListener,
+    drain: UnixListener,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
     drain_delay: std::time::Duration,
 ) {
+    let shared = Admin { health, metrics, drain_delay };
+    let local = shared.clone();
+    // The pod's own processes only: a hook or two at a time is all it ever sees.
+    let drain_task = tokio::spawn(async move {
+        let slots = crate::slots::Slots::new(DRAIN_CONNECTIONS);
+        loop {
+            match drain.accept().await {
+                Ok((unix, _)) => {
+                    let (slot, _) = slots.admit(IpAddr::from([127, 0, 0, 1]));
+                    tokio::spawn(serve_connection(unix, From::DrainSocket, local.clone(), slot));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "drain socket accept failed");
+                    tokio::time::sleep(crate::server::ACCEPT_BACKOFF).await;
+                }
+            }
+        }
+    });
+    let _abort_drain = AbortOnDrop(drain_task);
     // Probes, Prometheus and the operator each need a few connections: an address opening more
     // pushes out its own oldest, and idle ones close after ADMIN_HEADER_TIMEOUT.
     let slots = crate::slots::Slots::new(ADMIN_CONNECTIONS);
@@ -93,76 +153,94 @@ pub async fn serve(
             }
         };
         let (slot, _) = slots.admit(peer.ip());
-        let (health, metrics) = (health.clone(), metrics.clone());
-        let busy = Arc::new(crate::slots::Busy::default());
-        let conn_busy = busy.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let in_progress = conn_busy.enter();
-                let hook = hook(req.uri().path(), peer.ip());
-                let r = match hook {
-                    None => route(&req, &health, &metrics),
-                    Some(Hook::Refused) => {
-                        tracing::warn!(%peer, "drain refused: only the pod's own preStop hook may drain it");
-                        json_response(StatusCode::FORBIDDEN, &serde_json::json!({"error": "drain is local to the pod"}))
-                    }
-                    Some(Hook::Drain) => {
-                        health.start_draining();
-                        text(StatusCode::OK, "drained\n".into(), "text/plain")
-                    }
-                    Some(Hook::Drained) => text(StatusCode::OK, "drained\n".into(), "text/plain"),
-                };
-                let health = health.clone();
-                async move {
-                    let _in_progress = in_progress;
-                    match hook {
-                        Some(Hook::Drain) => tokio::time::sleep(drain_delay).await,
-                        Some(Hook::Drained) => {
-                            let began = tokio::time::timeout(drain_delay, async {
-                                while !health.is_draining() {
-                                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                                }
-                            });
-                            let _ = began.await;
-                            tokio::time::sleep(drain_delay).await;
-                        }
-                        _ => {}
-                    }
-                    Ok::<_, Infallible>(r)
-                }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(ADMIN_HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(tcp), svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                // Chosen to make room: a request in progress (a preStop drain, say) is answered
-                // first; an idle connection closes at once.
-                _ = slot.closed() => {
-                    if busy.is_busy() {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = conn.as_mut().await;
-                    }
-                }
+        tokio::spawn(serve_connection(tcp, From::Port(peer.ip()), shared.clone(), slot));
+    }
+}
+
+/// Aborts its task when dropped (the drain socket's, with the admin task).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Serves one admin connection arrived `from`.
+async fn serve_connection<I>(io: I, from: From, admin: Admin, slot: crate::slots::Slot)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Admin { health, metrics, drain_delay } = admin;
+    let busy = Arc::new(crate::slots::Busy::default());
+    let conn_busy = busy.clone();
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let in_progress = conn_busy.enter();
+        let hook = hook(req.uri().path(), from);
+        let r = match hook {
+            None => route(&req, &health, &metrics),
+            Some(Hook::Refused) => {
+                tracing::warn!(?from, "drain refused: only the pod's preStop hook may drain it, over the drain socket");
+                json_response(StatusCode::FORBIDDEN, &serde_json::json!({"error": "drain is local to the pod"}))
             }
-        });
+            Some(Hook::Drain) => {
+                health.start_draining();
+                text(StatusCode::OK, "drained\n".into(), "text/plain")
+            }
+            Some(Hook::Drained) => text(StatusCode::OK, "drained\n".into(), "text/plain"),
+        };
+        let health = health.clone();
+        async move {
+            let _in_progress = in_progress;
+            match hook {
+                Some(Hook::Drain) => tokio::time::sleep(drain_delay).await,
+                Some(Hook::Drained) => {
+                    let began = tokio::time::timeout(drain_delay, async {
+                        while !health.is_draining() {
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        }
+                    });
+                    let _ = began.await;
+                    tokio::time::sleep(drain_delay).await;
+                }
+                _ => {}
+            }
+            Ok::<_, Infallible>(r)
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(ADMIN_HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        // Chosen to make room: a request in progress (a preStop drain, say) is answered
+        // first; an idle connection closes at once.
+        _ = slot.closed() => {
+            if busy.is_busy() {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.as_mut().await;
+            }
+        }
     }
 }
 
 /// Asks the gateway whose admin port is `admin` to drain and waits for its answer (the preStop
-/// hook of the container the gateway runs in; a plain HTTP/1.1 GET over loopback).
+/// hook of the container the gateway runs in; a plain HTTP/1.1 GET over its drain socket, which
+/// the admin port's number names).
 pub async fn request_drain(admin: SocketAddr) -> anyhow::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(admin).await?;
-    let request = format!("GET {} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n", admin::DRAIN);
-    tcp.write_all(request.as_bytes()).await?;
+    let unix = std::os::unix::net::UnixStream::connect_addr(&drain_socket(admin.port())?)?;
+    unix.set_nonblocking(true)?;
+    let mut unix = tokio::net::UnixStream::from_std(unix)?;
+    let request = format!("GET {} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", admin::DRAIN);
+    unix.write_all(request.as_bytes()).await?;
     let mut answer = Vec::new();
-    tcp.read_to_end(&mut answer).await?;
+    unix.read_to_end(&mut answer).await?;
     let answer = String::from_utf8_lossy(&answer);
     let status = answer.lines().next().unwrap_or_default();
-    anyhow::ensure!(status.split(' ').nth(1) == Some("200"), "the gateway at {admin} answered {status:?}");
+    anyhow::ensure!(status.split(' ').nth(1) == Some("200"), "the gateway of admin port {admin} answered {status:?}");
     Ok(())
 }
 
@@ -171,17 +249,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_the_pod_itself_may_drain_it_and_anyone_may_wait_for_the_drain() {
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        for local in ["127.0.0.1", "127.3.2.1", "::1", "::ffff:127.0.0.1"] {
-            assert_eq!(hook(admin::DRAIN, ip(local)), Some(Hook::Drain), "{local}");
-        }
-        for remote in ["10.244.0.7", "192.168.1.1", "::ffff:10.0.0.1", "fe80::1", "0.0.0.0"] {
-            assert_eq!(hook(admin::DRAIN, ip(remote)), Some(Hook::Refused), "{remote}");
-            assert_eq!(hook(admin::DRAINED, ip(remote)), Some(Hook::Drained), "{remote}");
+    fn only_the_drain_socket_may_drain_and_anyone_may_wait_for_the_drain() {
+        let ip = |s: &str| From::Port(s.parse::<IpAddr>().unwrap());
+        assert_eq!(hook(admin::DRAIN, From::DrainSocket), Some(Hook::Drain));
+        // Loopback is the MCP server's too (a fetch tool reaches http://127.0.0.1:9090/drain).
+        for peer in ["127.0.0.1", "127.3.2.1", "::1", "::ffff:127.0.0.1", "10.244.0.7", "::ffff:10.0.0.1", "0.0.0.0"] {
+            assert_eq!(hook(admin::DRAIN, ip(peer)), Some(Hook::Refused), "{peer}");
+            assert_eq!(hook(admin::DRAINED, ip(peer)), Some(Hook::Drained), "{peer}");
         }
         for other in ["/drain/", "/DRAIN", "/status", "/readyz"] {
             assert_eq!(hook(other, ip("10.0.0.1")), None, "{other}");
+            assert_eq!(hook(other, From::DrainSocket), None, "{other}");
         }
+    }
+
+    #[test]
+    fn each_admin_port_has_its_own_drain_socket() {
+        use std::os::linux::net::SocketAddrExt;
+        let name = |port| drain_socket(port).unwrap().as_abstract_name().map(<[u8]>::to_vec);
+        assert_eq!(name(9090), Some(b"mcp-gateway-drain-9090".to_vec()));
+        assert_ne!(name(9090), name(9091));
     }
 }

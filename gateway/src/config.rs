@@ -117,8 +117,8 @@ pub struct Args {
     /// the stdio wrapper into a server image that does not have it.
     #[arg(long, exclusive = true)]
     pub install_to: Option<PathBuf>,
-    /// Ask the gateway whose admin port is this (on loopback) to drain, wait until it has, and
-    /// exit: the preStop hook of the container the gateway runs in.
+    /// Ask the gateway whose admin port is this to drain (over the drain socket its port number
+    /// names), wait until it has, and exit: the preStop hook of the container the gateway runs in.
     #[arg(long, exclusive = true, value_name = "ADMIN_ADDR")]
     pub drain: Option<SocketAddr>,
 }

@@ -147,8 +147,11 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>, on_bound: impl 
         TcpListener::bind(args.admin_listen).await.with_context(|| format!("binding {}", args.admin_listen))?;
     let bound = Bound { listen: listener.local_addr()?, admin: admin_listener.local_addr()? };
     tracing::info!(listen = %bound.listen, admin = %bound.admin, tls = tls.is_some(), path = %gw.surface.mcp_path, "mcp-gateway serving");
+    let drain_listener = admin::bind_drain_socket(bound.admin.port())
+        .with_context(|| format!("binding the drain socket of admin port {}", bound.admin.port()))?;
     on_bound(bound);
-    let admin_task = tokio::spawn(admin::serve(admin_listener, health.clone(), metrics.clone(), args.drain_delay));
+    let admin_task =
+        tokio::spawn(admin::serve(admin_listener, drain_listener, health.clone(), metrics.clone(), args.drain_delay));
     health.spawn(target, args.check_interval);
 
     let (stop_tx, stop_rx) = watch::channel(false);

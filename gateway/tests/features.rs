@@ -414,7 +414,15 @@ async fn drain_turns_readiness_off_and_answers_after_the_delay() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let ready = send(Method::GET, &gw.admin_url("/readyz"), &[], None).await.unwrap();
     assert_eq!(ready.status, StatusCode::OK, "/drained drains nothing");
-    // The gateway container's hook: the binary's --drain, over loopback.
+    // The admin port drains nothing, not even from loopback: the MCP server shares it (a tool
+    // fetching http://127.0.0.1:9090/drain must not take the pod out of its Service).
+    let url = gw.admin_url("/drain");
+    assert!(url.contains("127.0.0.1"), "{url}");
+    let refused = send(Method::GET, &url, &[], None).await.unwrap();
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let ready = send(Method::GET, &gw.admin_url("/readyz"), &[], None).await.unwrap();
+    assert_eq!(ready.status, StatusCode::OK, "still ready after a drain over the admin port");
+    // The gateway container's hook: the binary's --drain, over the drain socket.
     let start = std::time::Instant::now();
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-gateway"))
         .arg(format!("--drain={}", gw.admin))

@@ -200,10 +200,11 @@ pub(super) fn stdio_wrapper(
 }
 
 /// The preStop hook of the container the gateway runs in (`binary`: where its binary is there):
-/// `mcp-gateway --drain` asks it over loopback to turn its readiness off and answers after its
-/// drain delay, so the Service stops routing to the pod before any of its containers gets
-/// SIGTERM. (The gateway drains only on a request from loopback: a client reaching the admin
-/// port cannot take the pod out of its Service.)
+/// `mcp-gateway --drain` asks it over its drain socket to turn its readiness off and answers
+/// after its drain delay, so the Service stops routing to the pod before any of its containers
+/// gets SIGTERM. (The gateway drains only on a request over that abstract Unix socket, never over
+/// its admin port: neither a client reaching the admin port nor the server, which shares the
+/// pod's loopback, can take the pod out of its Service.)
 pub(super) fn drain_before_stop(binary: String, ports: GatewayPorts) -> Lifecycle {
     Lifecycle {
         pre_stop: Some(LifecycleHandler {

@@ -1161,9 +1161,11 @@ impl Answer {
 fn channel_sse(rx: mpsc::Receiver<crate::stdio::Numbered>, busy: Busy, filter: ResponseFilter) -> Body {
     let stream = futures_util::stream::unfold((rx, busy, filter), |(mut rx, busy, filter)| async move {
         match tokio::time::timeout(KEEPALIVE, rx.recv()).await {
-            Ok(Some((n, mut msg))) => {
+            Ok(Some((n, mut msg, queued))) => {
                 filter.apply(&mut msg);
                 let event = sse::event_with_id(&crate::stdio::event_id(n), &msg);
+                // Written: its share of the stream's byte budget is free again.
+                drop(queued);
                 Some((Ok::<_, BoxError>(Frame::data(event)), (rx, busy, filter)))
             }
             Ok(None) => None,

@@ -23,20 +23,55 @@ pub const MAX_LINE: usize = 16 * 1024 * 1024;
 /// Server messages of the GET stream kept for a client that reconnects (at most), and the most
 /// queued for a stream that is not read.
 const BACKLOG: usize = 256;
+/// Bytes (as the server wrote them) of the GET stream's messages kept for a client that
+/// reconnects, and, apart from them, the most queued for a live stream that is not read: a
+/// caller that asks for large answers and never reads them holds no more than this per session
+/// (else 256 messages of up to [`MAX_LINE`] each).
+pub const MAX_STREAM_BYTES: usize = 4 * 1024 * 1024;
 
-/// A message of the GET stream and its event number (its SSE id is `get-N`).
-pub type Numbered = (u64, Value);
+/// A message of the GET stream and its event number (its SSE id is `get-N`), holding its share of
+/// the live stream's byte budget until it is written.
+pub type Numbered = (u64, Value, Queued);
+
+/// A queued message's share of [`MAX_STREAM_BYTES`], given back when the message is dropped.
+pub struct Queued(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
 
 /// The session's GET stream: the live one, and the recent messages a client that comes back
 /// with `Last-Event-ID` missed.
-#[derive(Default)]
 struct GetStream {
     tx: Option<mpsc::Sender<Numbered>>,
-    history: VecDeque<Numbered>,
+    /// Recent messages: number, message, size.
+    history: VecDeque<(u64, Value, usize)>,
+    /// Their sizes' sum.
+    history_bytes: usize,
+    /// The bytes a live stream may have queued and not yet written.
+    queue: Arc<tokio::sync::Semaphore>,
     /// Number of the last message.
     last: u64,
     /// Number of the last message handed to a live stream.
     delivered: u64,
+}
+
+impl Default for GetStream {
+    fn default() -> Self {
+        Self {
+            tx: None,
+            history: VecDeque::new(),
+            history_bytes: 0,
+            queue: Arc::new(tokio::sync::Semaphore::new(MAX_STREAM_BYTES)),
+            last: 0,
+            delivered: 0,
+        }
+    }
+}
+
+impl GetStream {
+    /// `size` bytes of the live stream's budget (all of it for a message larger than that), if
+    /// free.
+    fn reserve(&self, size: usize) -> Option<Queued> {
+        let permits = u32::try_from(size.clamp(1, MAX_STREAM_BYTES)).ok()?;
+        self.queue.clone().try_acquire_many_owned(permits).ok().map(Queued)
+    }
 }
 
 /// The SSE id of a GET stream event.
@@ -210,7 +245,7 @@ impl Session {
                 match read_line_bounded(&mut out, MAX_LINE).await {
                     Ok(Some(line)) if line.iter().all(u8::is_ascii_whitespace) => {}
                     Ok(Some(line)) => match serde_json::from_slice::<Value>(&line) {
-                        Ok(msg) => reader.dispatch(msg),
+                        Ok(msg) => reader.dispatch(msg, line.len()),
                         Err(_) => tracing::warn!(session = %reader.id, line = %String::from_utf8_lossy(&line),
                             "stdio server wrote a line that is not JSON-RPC"),
                     },
@@ -254,9 +289,9 @@ impl Session {
             .then(|| self.last_active.lock().unwrap_or_else(|e| e.into_inner()).elapsed())
     }
 
-    /// A line from the child: a response to a waiting request, a message related to a request
-    /// stream, or a message for the GET stream.
-    fn dispatch(&self, msg: Value) {
+    /// A line of `size` bytes from the child: a response to a waiting request, a message related
+    /// to a request stream, or a message for the GET stream.
+    fn dispatch(&self, msg: Value, size: usize) {
         let is_response = msg.get("method").is_none() && (msg.get("result").is_some() || msg.get("error").is_some());
         if is_response {
             if let Some(id) = msg.get("id") {
@@ -266,7 +301,7 @@ impl Session {
                     return;
                 }
             }
-            self.to_stream(msg);
+            self.to_stream(msg, size);
             return;
         }
         let msg = match self.route_for(&msg) {
@@ -276,7 +311,7 @@ impl Session {
             },
             None => msg,
         };
-        self.to_stream(msg);
+        self.to_stream(msg, size);
     }
 
     /// The request stream a server request or notification belongs to: by progress token, or the
@@ -310,24 +345,37 @@ impl Session {
         (RouteGuard { session: self.clone(), id }, rx)
     }
 
-    fn to_stream(&self, msg: Value) {
+    fn to_stream(&self, msg: Value, size: usize) {
         let mut g = self.stream.lock().unwrap_or_else(|e| e.into_inner());
         g.last += 1;
         let n = g.last;
-        if g.history.len() >= BACKLOG {
-            if let Some((old, _)) = g.history.pop_front() {
+        // The history keeps the latest BACKLOG messages within MAX_STREAM_BYTES; a larger message
+        // is delivered live only.
+        let keep = size <= MAX_STREAM_BYTES;
+        while !g.history.is_empty()
+            && (g.history.len() >= BACKLOG || (keep && g.history_bytes + size > MAX_STREAM_BYTES))
+        {
+            if let Some((old, _, old_size)) = g.history.pop_front() {
+                g.history_bytes -= old_size;
                 if old > g.delivered {
                     tracing::warn!(session = %self.id, "no GET stream; oldest server message dropped");
                 }
             }
         }
-        g.history.push_back((n, msg.clone()));
-        if let Some(tx) = &g.tx {
-            match tx.try_send((n, msg)) {
-                Ok(()) => g.delivered = n,
-                // Not read (full) or gone: end it; a client that reconnects with Last-Event-ID
-                // gets what it missed from the history.
-                Err(_) => g.tx = None,
+        if keep {
+            g.history.push_back((n, msg.clone(), size));
+            g.history_bytes += size;
+        }
+        if g.tx.is_some() {
+            // Not read (its budget or queue full) or gone: end it; a client that reconnects with
+            // Last-Event-ID gets what it missed from the history.
+            let sent = g
+                .reserve(size)
+                .is_some_and(|queued| g.tx.as_ref().is_some_and(|tx| tx.try_send((n, msg, queued)).is_ok()));
+            if sent {
+                g.delivered = n;
+            } else {
+                g.tx = None;
             }
         }
     }
@@ -339,8 +387,9 @@ impl Session {
         let mut g = self.stream.lock().unwrap_or_else(|e| e.into_inner());
         let after = last_event.unwrap_or(g.delivered);
         let mut delivered = g.delivered;
-        for (n, m) in g.history.iter().filter(|(n, _)| *n > after) {
-            if tx.try_send((*n, m.clone())).is_err() {
+        for (n, m, size) in g.history.iter().filter(|(n, _, _)| *n > after) {
+            let Some(queued) = g.reserve(*size) else { break };
+            if tx.try_send((*n, m.clone(), queued)).is_err() {
                 break;
             }
             delivered = delivered.max(*n);
@@ -635,7 +684,7 @@ mod tests {
         for i in 1..=3 {
             s.send(&note(i)).await.unwrap();
         }
-        let (n1, m1) = get.recv().await.unwrap();
+        let (n1, m1, _) = get.recv().await.unwrap();
         assert_eq!((n1, m1["params"]["i"].as_u64()), (1, Some(1)));
         assert_eq!(parse_event_id(&event_id(n1)), Some(1));
         assert_eq!(parse_event_id("other-7"), None);
@@ -654,6 +703,41 @@ mod tests {
         let mut fresh = s.open_stream(None);
         s.send(&note(5)).await.unwrap();
         assert_eq!(fresh.recv().await.unwrap().1["params"]["i"], 5);
+        b.remove(&s.id).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_unread_get_stream_and_its_history_hold_bounded_bytes() {
+        let b = cat_bridge(1, Duration::from_secs(60));
+        let s = b.create("a").unwrap();
+        let big = |i: u64| {
+            // Each a little over half the budget.
+            let fill = "x".repeat(MAX_STREAM_BYTES / 2 - 10);
+            json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {"i": i, "data": fill}})
+        };
+        // A stream that is not read: the first fits its budget, the second ends it.
+        let mut get = s.open_stream(None);
+        for i in 1..=3 {
+            s.send(&big(i)).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(get.recv().await.unwrap().0, 1);
+        assert!(get.recv().await.is_none(), "ended once its budget was full");
+        {
+            let g = s.stream.lock().unwrap();
+            assert!(g.history_bytes <= MAX_STREAM_BYTES, "{} bytes kept", g.history_bytes);
+            assert_eq!(g.history.iter().map(|h| h.0).collect::<Vec<_>>(), vec![3], "the newest that fit");
+            assert_eq!(g.queue.available_permits(), MAX_STREAM_BYTES, "what was read is given back");
+        }
+        // The client comes back with Last-Event-ID and gets what the history kept.
+        let mut again = s.open_stream(Some(1));
+        assert_eq!(again.recv().await.unwrap().1["params"]["i"], 3);
+        // Larger than the whole budget: delivered live, not kept.
+        let huge = json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {"data": "y".repeat(MAX_STREAM_BYTES + 1)}});
+        s.send(&huge).await.unwrap();
+        let (n, m, _) = again.recv().await.unwrap();
+        assert_eq!((n, m["params"]["data"].as_str().map(str::len)), (4, Some(MAX_STREAM_BYTES + 1)));
+        assert!(s.stream.lock().unwrap().history.iter().all(|h| h.0 != 4));
         b.remove(&s.id).await.unwrap();
     }
 

@@ -251,8 +251,18 @@ pub struct WatchedPod {
 
 impl From<WatchedPod> for CachedPod {
     fn from(mut p: WatchedPod) -> Self {
-        if let Some(conditions) = p.status.as_mut().and_then(|s| s.conditions.as_mut()) {
-            conditions.retain(|c| c.type_ == "Ready");
+        if let Some(status) = p.status.as_mut() {
+            if let Some(conditions) = status.conditions.as_mut() {
+                conditions.retain(|c| c.type_ == "Ready");
+            }
+            // A waiting container's message is kept for the status (only while it waits), cut.
+            for waiting in
+                status.container_statuses.iter_mut().flatten().filter_map(|c| c.state.as_mut()?.waiting.as_mut())
+            {
+                if let Some(message) = waiting.message.as_mut() {
+                    *message = super::events::cut(message, MAX_WAITING_MESSAGE);
+                }
+            }
         }
         Self { metadata: p.metadata.into(), status: p.status }
     }
@@ -288,9 +298,16 @@ pub struct CachedPodCondition {
     pub status: String,
 }
 
+/// The longest waiting message of a container kept in the cache (the kubelet's image-pull
+/// messages are a few hundred bytes).
+pub const MAX_WAITING_MESSAGE: usize = 512;
+
 /// A container's status: whether and why it waits.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 pub struct CachedContainerStatus {
+    /// `name`.
+    #[serde(default)]
+    pub name: String,
     /// `state`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<CachedContainerState>,
@@ -310,6 +327,9 @@ pub struct CachedWaiting {
     /// `reason`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// `message` (cut to [`MAX_WAITING_MESSAGE`] bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// The type-level facts of `$kind` (kind, group, version, plural), for a view's `Resource` or
@@ -1016,7 +1036,7 @@ mod tests {
             "status": {"phase": "Running", "podIP": "10.0.0.5", "hostIP": "1.2.3.4",
                        "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}],
                        "containerStatuses": [{"name": "c", "ready": false, "restartCount": 3, "image": "i", "imageID": "sha",
-                          "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}
+                          "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "m".repeat(2000)}}}]}
         }))
         .unwrap();
         let trimmed = pod;
@@ -1024,7 +1044,9 @@ mod tests {
         assert_eq!((st.phase.as_deref(), st.pod_ip.as_deref()), (Some("Running"), Some("10.0.0.5")));
         let ready = CachedPodCondition { type_: "Ready".into(), status: "True".into() };
         assert_eq!(st.conditions, Some(vec![ready]), "the Ready condition only");
-        assert_eq!(super::super::status::crash_looping(std::slice::from_ref(&trimmed)), 1);
+        let (container, reason, message) = super::super::status::stuck_container(&trimmed).unwrap();
+        assert_eq!((container, reason), ("c", "CrashLoopBackOff"));
+        assert!(message.len() <= MAX_WAITING_MESSAGE && message.starts_with("mmm"), "the message is kept, cut");
         assert_eq!((trimmed.metadata.label(LABEL_INSTANCE), trimmed.metadata.label("a")), (Some("s"), None));
         let mine = crate::build::server_selector("s");
         assert!(mine.keys().all(|k| READ_LABELS.contains(&k.as_str())), "the pod selector's labels are kept");

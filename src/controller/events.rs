@@ -243,15 +243,20 @@ pub const MAX_NOTE: usize = 1024;
 /// `note` cut to [`MAX_NOTE`] bytes at a character boundary, marked as cut (the condition keeps the
 /// whole message).
 fn fit_note(note: &str) -> String {
-    if note.len() <= MAX_NOTE {
-        return note.to_string();
+    cut(note, MAX_NOTE)
+}
+
+/// `text` cut to at most `max` bytes at a character boundary, marked as cut.
+pub fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
     }
     const MORE: &str = " …";
-    let mut end = MAX_NOTE - MORE.len();
-    while !note.is_char_boundary(end) {
+    let mut end = max.saturating_sub(MORE.len());
+    while !text.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}{MORE}", &note[..end])
+    format!("{}{MORE}", &text[..end])
 }
 
 fn key(ev: &Event, regarding: &ObjectReference) -> u64 {

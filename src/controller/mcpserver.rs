@@ -608,7 +608,8 @@ fn publish_transitions(
     }
     let failed_rollout = |s: &McpServerStatus| {
         condition(s, DEGRADED).is_some_and(|c| {
-            c.status == "True" && matches!(c.reason.as_str(), "ProgressDeadlineExceeded" | "CrashLoopBackOff")
+            c.status == "True"
+                && (c.reason == "ProgressDeadlineExceeded" || super::status::STUCK_REASONS.contains(&c.reason.as_str()))
         })
     };
     if failed_rollout(status) && !failed_rollout(previous) {
@@ -659,6 +660,22 @@ fn deployment_key(d: &CachedDeployment) -> u64 {
         st.map(|s| (s.observed_generation, s.replicas, s.ready_replicas, s.available_replicas, s.updated_replicas)),
         conditions,
     ))
+}
+
+/// A pod's trigger key: why its containers cannot start, if they cannot (the reasons only: the
+/// kubelet's messages change with every retry).
+fn stuck_key(pod: &CachedPod) -> u64 {
+    hash_of(super::status::stuck_container(pod).map(|(container, reason, _)| (container, reason)))
+}
+
+/// The server of a pod that cannot start (see [`super::status::STUCK_REASONS`]); none for any
+/// other pod, whose changes the server's Deployment reports.
+fn stuck_pod_owner(pod: &CachedPod) -> Vec<ObjectRef<Guarded<McpServer>>> {
+    if super::status::stuck_container(pod).is_some() {
+        owning_server(pod)
+    } else {
+        vec![]
+    }
 }
 
 /// The events of a watch that only fills its cache, as a trigger stream that yields nothing (run
@@ -778,14 +795,20 @@ pub fn controller(
     let service_accounts = meta_child!(ServiceAccount, service_accounts, "ServiceAccount");
     let network_policies = meta_child!(NetworkPolicy, network_policies, "NetworkPolicy");
     let pdbs = meta_child!(PodDisruptionBudget, pdbs, "PodDisruptionBudget");
-    // Pods and RuntimeClasses fill their caches and trigger nothing (a server's status follows its
-    // Deployment's).
-    let pods = fills_only(reflect(
-        viewed::<_, CachedPod, _>(watcher(scope.api::<WatchedPod>(&client), owned.clone())),
-        writers.pods,
-        &watches,
-        "Pod",
-    ));
+    // A server's status follows its Deployment's; of its pods, only one that cannot start (an
+    // image that cannot be pulled, a missing Secret, a crash loop) triggers, so that the status
+    // names why at once. RuntimeClasses fill their cache and trigger nothing.
+    let pods = changes(
+        reflect(
+            viewed::<_, CachedPod, _>(watcher(scope.api::<WatchedPod>(&client), owned.clone())),
+            writers.pods,
+            &watches,
+            "Pod",
+        ),
+        ctx.caches.pods.clone(),
+        stuck_key,
+        stuck_pod_owner,
+    );
     let runtime_classes = fills_only(reflect(
         watcher(Api::<PartialObjectMeta<RuntimeClass>>::all(client.clone()), all.clone())
             .modify(without_managed_fields),
@@ -891,5 +914,26 @@ mod tests {
         .unwrap();
         without_managed_fields(&mut only_kubectl);
         assert_eq!(only_kubectl.meta().annotations, None);
+    }
+
+    #[test]
+    fn only_a_pod_that_cannot_start_triggers_its_server_and_on_its_reason_not_its_message() {
+        let pod = |state: serde_json::Value| -> CachedPod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "s-abc", "namespace": "ns", "labels": {LABEL_INSTANCE: "s"}},
+                "status": {"containerStatuses": [{"name": "server", "state": state}]}
+            }))
+            .unwrap()
+        };
+        let waiting =
+            |reason: &str, message: &str| pod(serde_json::json!({"waiting": {"reason": reason, "message": message}}));
+        let pulling = waiting("ImagePullBackOff", "Back-off pulling image \"a\"");
+        assert_eq!(stuck_pod_owner(&pulling), vec![ObjectRef::new("s").within("ns")]);
+        for fine in [pod(serde_json::json!({"running": {}})), waiting("ContainerCreating", "")] {
+            assert_eq!(stuck_pod_owner(&fine), vec![], "its Deployment reports it");
+        }
+        assert_eq!(stuck_key(&pulling), stuck_key(&waiting("ImagePullBackOff", "Back-off pulling image \"a\" (2)")));
+        assert_ne!(stuck_key(&pulling), stuck_key(&waiting("ErrImagePull", "x")));
+        assert_ne!(stuck_key(&pulling), stuck_key(&pod(serde_json::json!({"running": {}}))));
     }
 }

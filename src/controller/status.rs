@@ -45,16 +45,53 @@ pub struct Observation<'a> {
     pub tls: bool,
 }
 
-/// Pods whose containers are waiting in CrashLoopBackOff.
-pub fn crash_looping(pods: &[CachedPod]) -> usize {
-    pods.iter()
-        .filter(|p| {
-            p.status.iter().flat_map(|s| s.container_statuses.iter().flatten()).any(|c| {
-                c.state.as_ref().and_then(|s| s.waiting.as_ref()).and_then(|w| w.reason.as_deref())
-                    == Some("CrashLoopBackOff")
-            })
-        })
-        .count()
+/// Container waiting reasons that do not pass by waiting: the pod cannot start until something
+/// changes (the image or its name, a referenced Secret, ConfigMap or key, the command) or the
+/// container keeps exiting. `ContainerCreating` and `PodInitializing` are not among them.
+pub const STUCK_REASONS: &[&str] = &[
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "ErrImageNeverPull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+];
+
+/// The first container of `pod` that waits for a [`STUCK_REASONS`] reason: its name, reason and
+/// the kubelet's message.
+pub fn stuck_container(pod: &CachedPod) -> Option<(&str, &str, &str)> {
+    pod.status.iter().flat_map(|s| s.container_statuses.iter().flatten()).find_map(|c| {
+        let waiting = c.state.as_ref()?.waiting.as_ref()?;
+        let reason = waiting.reason.as_deref().filter(|r| STUCK_REASONS.contains(r))?;
+        Some((c.name.as_str(), reason, waiting.message.as_deref().unwrap_or_default()))
+    })
+}
+
+/// Pods that cannot start (see [`STUCK_REASONS`]): how many, and why the first of them cannot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stuck {
+    /// How many pods have a container stuck.
+    pub pods: usize,
+    /// The kubelet's reason for the first (e.g. `ImagePullBackOff`).
+    pub reason: String,
+    /// What the condition says: how many pods, which container, the kubelet's message.
+    pub message: String,
+}
+
+/// The server pods that cannot start, if any.
+pub fn stuck(pods: &[CachedPod]) -> Option<Stuck> {
+    let mut all = pods.iter().filter_map(stuck_container);
+    let (container, reason, detail) = all.next()?;
+    let count = 1 + all.count();
+    let what = if reason == "CrashLoopBackOff" { "crash-looping" } else { "cannot start" };
+    let mut message = format!("{count} pod(s) {what}: container {container:?} is waiting in {reason}");
+    if !detail.is_empty() {
+        message.push_str(": ");
+        message.push_str(detail);
+    }
+    Some(Stuck { pods: count, reason: reason.into(), message })
 }
 
 /// The server's URL inside the cluster.
@@ -89,8 +126,8 @@ pub fn server_status(server: &McpServer, obs: &Observation<'_>) -> McpServerStat
         dep_status.and_then(|s| s.conditions.as_ref()).into_iter().flatten().any(|c| {
             c.type_.as_deref() == Some("Progressing") && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
         });
-    let crashing = crash_looping(obs.pods);
-    let all_crashing = crashing > 0 && ready == 0 && crashing == obs.pods.len();
+    let stuck = stuck(obs.pods);
+    let all_stuck = stuck.as_ref().is_some_and(|s| ready == 0 && s.pods == obs.pods.len());
     // When the workload is held back (fail closed), report what actually runs.
     let held_back = [obs.policy, obs.plugins, obs.applied].into_iter().find(|r| !r.ok);
     let replicas = if held_back.is_none() { desired } else { dep_replicas.unwrap_or(0) };
@@ -132,8 +169,8 @@ pub fn server_status(server: &McpServer, obs: &Observation<'_>) -> McpServerStat
     });
     set(if deadline_exceeded {
         condition(DEGRADED, true, "ProgressDeadlineExceeded", "the rollout exceeded its progress deadline", generation)
-    } else if crashing > 0 {
-        condition(DEGRADED, true, "CrashLoopBackOff", format!("{crashing} pod(s) are crash-looping"), generation)
+    } else if let Some(stuck) = &stuck {
+        condition(DEGRADED, true, &stuck.reason, stuck.message.clone(), generation)
     } else if !(obs.policy.ok && obs.plugins.ok) {
         condition(
             DEGRADED,
@@ -155,8 +192,8 @@ pub fn server_status(server: &McpServer, obs: &Observation<'_>) -> McpServerStat
         condition(READY, false, &r.reason, format!("changes are held back: {}", r.message), generation)
     } else if deadline_exceeded {
         condition(READY, false, "ProgressDeadlineExceeded", "the rollout exceeded its progress deadline", generation)
-    } else if crashing > 0 {
-        condition(READY, false, "CrashLoopBackOff", format!("{crashing} pod(s) are crash-looping"), generation)
+    } else if let Some(stuck) = &stuck {
+        condition(READY, false, &stuck.reason, stuck.message.clone(), generation)
     } else if ready < replicas || replicas == 0 {
         condition(READY, false, "ReplicasNotReady", format!("{ready} of {replicas} replicas ready"), generation)
     } else {
@@ -165,7 +202,7 @@ pub fn server_status(server: &McpServer, obs: &Observation<'_>) -> McpServerStat
 
     let phase = if server.metadata.deletion_timestamp.is_some() {
         McpServerPhase::Terminating
-    } else if held_back.is_some() || deadline_exceeded || all_crashing {
+    } else if held_back.is_some() || deadline_exceeded || all_stuck {
         McpServerPhase::Failed
     } else if ready >= 1 {
         McpServerPhase::Running
@@ -260,13 +297,19 @@ mod tests {
         }
     }
 
-    fn crashing_pod() -> CachedPod {
+    fn waiting_pod(container: &str, reason: &str, message: &str) -> CachedPod {
         serde_json::from_value(serde_json::json!({
             "metadata": {"name": "p"},
-            "status": {"containerStatuses": [{"name": "c", "ready": false, "restartCount": 7,
-                       "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}}}]}
+            "status": {"containerStatuses": [
+                {"name": "gateway", "ready": true, "state": {"running": {}}},
+                {"name": container, "ready": false, "restartCount": 7,
+                 "state": {"waiting": {"reason": reason, "message": message}}}]}
         }))
         .unwrap()
+    }
+
+    fn crashing_pod() -> CachedPod {
+        waiting_pod("server", "CrashLoopBackOff", "back-off 5m0s restarting failed container")
     }
 
     fn ok() -> Resolution {
@@ -330,6 +373,54 @@ mod tests {
         let s = status(Some(&d), &[crashing_pod(), crashing_pod()], &ok());
         assert_eq!(s.phase, McpServerPhase::Failed);
         assert_eq!(cond(&s, DEGRADED).reason, "CrashLoopBackOff");
+        let ready = cond(&s, READY);
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "CrashLoopBackOff"));
+        assert_eq!(
+            ready.message,
+            "2 pod(s) crash-looping: container \"server\" is waiting in CrashLoopBackOff: back-off 5m0s restarting failed container"
+        );
+    }
+
+    #[test]
+    fn pods_that_cannot_start_name_the_container_the_kubelets_reason_and_message() {
+        let d = deployment(1, 0, 1, false);
+        for (reason, message) in [
+            ("ImagePullBackOff", "Back-off pulling image \"example.invalid/x:1\""),
+            ("ErrImagePull", "failed to pull and unpack image"),
+            ("InvalidImageName", "Failed to apply default image tag \"ghcr.io/MyOrg/x:1\": couldn't parse image name"),
+            ("CreateContainerConfigError", "secret \"api-keys\" not found"),
+            ("CreateContainerError", "failed to create containerd container"),
+            ("RunContainerError", "exec: \"serve\": executable file not found in $PATH"),
+        ] {
+            let s = status(Some(&d), &[waiting_pod("server", reason, message)], &ok());
+            assert_eq!(s.phase, McpServerPhase::Failed, "{reason}: the only pod cannot start");
+            let ready = cond(&s, READY);
+            assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", reason));
+            assert_eq!(
+                ready.message,
+                format!("1 pod(s) cannot start: container \"server\" is waiting in {reason}: {message}")
+            );
+            assert_eq!(
+                (cond(&s, DEGRADED).reason.as_str(), cond(&s, DEGRADED).message.as_str()),
+                (reason, ready.message.as_str())
+            );
+        }
+    }
+
+    #[test]
+    fn a_container_being_created_is_not_stuck_and_a_stuck_new_pod_beside_ready_ones_is_not_failed() {
+        let d = deployment(2, 0, 1, false);
+        let creating = waiting_pod("server", "ContainerCreating", "");
+        let s = status(Some(&d), std::slice::from_ref(&creating), &ok());
+        assert_eq!((s.phase, cond(&s, READY).reason.as_str()), (McpServerPhase::Pending, "ReplicasNotReady"));
+        assert_eq!(stuck(std::slice::from_ref(&creating)), None);
+        // A rollout whose new pod cannot pull its image while the old pods still serve.
+        let rolling = deployment(2, 2, 1, false);
+        let pulling = waiting_pod("server", "ImagePullBackOff", "Back-off pulling image \"x\"");
+        let s = status(Some(&rolling), &[creating, pulling], &ok());
+        assert_eq!(s.phase, McpServerPhase::Running, "what runs still serves");
+        assert_eq!(cond(&s, READY).reason, "ImagePullBackOff");
+        assert!(cond(&s, READY).message.starts_with("1 pod(s) cannot start: container \"server\""));
     }
 
     #[test]

@@ -458,6 +458,65 @@ async fn real_pods_scaling_to_five_gives_five_answering_pods() -> Result<()> {
     Ok(())
 }
 
+/// Pods that cannot start on a real kubelet: the server's status names the kubelet's reason, the
+/// container and its message (an image name the kubelet cannot parse, an image no registry here
+/// serves, a Secret that does not exist), phase Failed, a Warning Event; fixed, the server runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn real_pods_that_cannot_start_say_why_in_the_status() -> Result<()> {
+    let env = env();
+    let _g = env.shared().await;
+    let Some(ns) = env.real_namespace("dp-stuck").await? else { return Ok(()) };
+    ns.sh_ok(
+        "kubectl apply -f - <<EOF
+apiVersion: mcp.n-takatsu.dev/v1alpha1
+kind: MCPServer
+metadata: {name: badname}
+spec: {image: ghcr.io/MyOrg/server:1, port: 3000}
+---
+apiVersion: mcp.n-takatsu.dev/v1alpha1
+kind: MCPServer
+metadata: {name: nopull}
+spec: {image: registry.invalid/none/server:1, port: 3000}
+---
+apiVersion: mcp.n-takatsu.dev/v1alpha1
+kind: MCPServer
+metadata: {name: nosecret}
+spec:
+  image: mcp-rs:latest
+  port: 3000
+  env: [{name: TOKEN, valueFrom: {secretKeyRef: {name: absent, key: token}}}]
+EOF",
+    )?;
+    for (name, reasons, detail) in [
+        ("badname", &["InvalidImageName"][..], "MyOrg"),
+        ("nopull", &["ErrImagePull", "ImagePullBackOff"][..], "registry.invalid/none/server:1"),
+        ("nosecret", &["CreateContainerConfigError"][..], "absent"),
+    ] {
+        let s = wait_for(&ns.api::<McpServer>(), name, &format!("Ready False {reasons:?}"), |s: Option<&McpServer>| {
+            s.and_then(|s| s.status.as_ref()).is_some_and(|st| {
+                st.conditions.iter().any(|c| c.type_ == "Ready" && reasons.contains(&c.reason.as_str()))
+            })
+        })
+        .await?;
+        let st = s.status.as_ref().context("status")?;
+        let ready = st.conditions.iter().find(|c| c.type_ == "Ready").context("Ready")?;
+        ensure!(
+            ready.message.starts_with("1 pod(s) cannot start: container \"server\" is waiting in ")
+                && ready.message.contains(detail),
+            "{name}: {}",
+            ready.message
+        );
+        ensure!(st.phase == McpServerPhase::Failed, "{name}: no pod serves: {:?}", st.phase);
+        let events =
+            ns.sh_ok(&format!("kubectl get events --field-selector involvedObject.name={name},type=Warning"))?;
+        ensure!(events.contains("RolloutFailed"), "{name}: {events}");
+    }
+    // Fixed: it runs and serves.
+    ns.sh_ok("kubectl patch mcpserver badname --type merge -p '{\"spec\":{\"image\":\"mcp-rs:latest\"}}'")?;
+    serving(&ns, "badname", 1).await?;
+    Ok(())
+}
+
 /// The guide's order on a fresh namespace with real pods: deploy, apply examples.yaml, name
 /// default-policy. Nothing is created by hand: the operator issues the certificate and the JWT
 /// key the example asks for, the server runs, and a client that verifies the certificate against

@@ -82,6 +82,11 @@ pub fn validate_policy(spec: &SecurityPolicySpec, secrets: &BTreeMap<String, Sec
     if jwt.is_some_and(|j| unbound_jwks(j.jwks_uri.is_some(), j.issuer.is_some(), &j.audiences)) {
         problems.push(format!("spec.authentication.{UNBOUND_JWKS}"));
     }
+    for (i, cidr) in spec.network.iter().flat_map(|n| n.allowed_cidrs.iter()).enumerate() {
+        if let Err(why) = check_cidr(cidr) {
+            problems.push(format!("spec.network.allowedCIDRs[{i}]: {cidr:?} {why}"));
+        }
+    }
     for need in required_secrets(spec) {
         let Some(secret) = secrets.get(&need.name) else {
             problems.push(format!("{}: Secret {:?} not found", need.field, need.name));
@@ -99,6 +104,25 @@ pub fn validate_policy(spec: &SecurityPolicySpec, secrets: &BTreeMap<String, Sec
         }
     }
     problems
+}
+
+/// Whether `cidr` is an address range as a NetworkPolicy's `ipBlock.cidr` takes it. The CRD's
+/// pattern checks IPv4 ranges fully but IPv6 ones only by their characters (Kubernetes 1.25's CEL
+/// has no IP library), so `fd00::1::/64` passes it and would be refused with the server's
+/// NetworkPolicy.
+fn check_cidr(cidr: &str) -> Result<(), &'static str> {
+    let (addr, prefix) = cidr.split_once('/').ok_or("has no /prefix")?;
+    let addr: std::net::IpAddr = addr.parse().map_err(|_| "is not an IP address followed by /prefix")?;
+    let prefix: u8 = prefix.parse().map_err(|_| "has no number after the /")?;
+    match addr {
+        std::net::IpAddr::V4(_) if prefix > 32 => Err("has a prefix longer than 32"),
+        std::net::IpAddr::V6(_) if prefix > 128 => Err("has a prefix longer than 128"),
+        // Refused by newer API servers, and ambiguous: the IPv4 range is what is meant.
+        std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => {
+            Err("is an IPv4-mapped IPv6 range: write the IPv4 range instead")
+        }
+        _ => Ok(()),
+    }
 }
 
 fn secret_file(secret: &str, key: &str) -> PathBuf {
@@ -251,6 +275,33 @@ spec:
             vec![
                 r#"spec.encryption.certSecretName: Secret "tls-cert-secret" has no key tls.key"#.to_string(),
                 r#"spec.authentication.oauth2.clientSecretRef: Secret "oauth2-client" not found"#.to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_address_range_the_schema_lets_through_but_a_network_policy_refuses_names_its_index() {
+        let secrets = BTreeMap::from([
+            secret("tls-cert-secret", &["tls.crt", "tls.key"]),
+            secret("oauth2-client", &["client-id", "client-secret"]),
+        ]);
+        let mut p = guide_policy();
+        let good = ["10.0.0.0/8", "0.0.0.0/0", "fd00::/64", "2001:db8::1/128", "::/0"];
+        p.spec.network = Some(crate::api::Network {
+            allowed_cidrs: good.iter().map(|c| c.to_string()).collect(),
+            ..Default::default()
+        });
+        assert_eq!(validate_policy(&p.spec, &secrets), Vec::<String>::new());
+        // Each passes the CRD's pattern (its IPv6 branch checks characters only).
+        let bad = ["fd00::1::/64", ":/0", "1.2.3.4:/8", "::ffff:10.0.0.0/104"];
+        p.spec.network.as_mut().unwrap().allowed_cidrs = good.iter().chain(&bad).map(|c| c.to_string()).collect();
+        assert_eq!(
+            validate_policy(&p.spec, &secrets),
+            vec![
+                r#"spec.network.allowedCIDRs[5]: "fd00::1::/64" is not an IP address followed by /prefix"#,
+                r#"spec.network.allowedCIDRs[6]: ":/0" is not an IP address followed by /prefix"#,
+                r#"spec.network.allowedCIDRs[7]: "1.2.3.4:/8" is not an IP address followed by /prefix"#,
+                r#"spec.network.allowedCIDRs[8]: "::ffff:10.0.0.0/104" is an IPv4-mapped IPv6 range: write the IPv4 range instead"#,
             ]
         );
     }

@@ -1525,6 +1525,23 @@ async fn bad_input_policy_method_without_settings_is_reported_and_running_server
     ensure!(pod_uids(&ns, "app=s").await? == pods, "nothing running is lost");
     let secrets = ns.api::<Secret>().list(&ListParams::default()).await?;
     ensure!(secrets.items.iter().all(|s| !s.name_any().contains("jwt")), "nothing invented");
+    // An IPv6 range the schema's pattern lets through (it checks IPv6 characters only) is named by
+    // the policy's own condition, before any server's NetworkPolicy is refused with it.
+    ns.sh_ok("kubectl patch securitypolicy p --type=merge -p '{\"spec\":{\"authentication\":null,\"network\":{\"allowedCIDRs\":[\"10.0.0.0/8\",\"fd00::1::/64\"]}}}'")?;
+    let p = wait_for(&ns.api::<SecurityPolicy>(), "p", "Error naming the range", |p: Option<&SecurityPolicy>| {
+        p.and_then(|p| p.status.as_ref())
+            .is_some_and(|s| s.conditions.iter().any(|c| c.message.contains("spec.network.allowedCIDRs[1]")))
+    })
+    .await?;
+    ensure!(p.status.unwrap().phase == Some(SecurityPolicyPhase::Error));
+    let s = wait_for(&ns.api::<McpServer>(), "s", "held back naming the range", |s: Option<&McpServer>| {
+        s.and_then(|s| s.status.as_ref()).is_some_and(|st| {
+            st.conditions.iter().any(|c| c.reason == "PolicyInvalid" && c.message.contains("allowedCIDRs[1]"))
+        })
+    })
+    .await?;
+    ensure!(condition(&s, "Ready").1 == "PolicyInvalid");
+    ensure!(pod_uids(&ns, "app=s").await? == pods, "nothing running is lost");
     Ok(())
 }
 

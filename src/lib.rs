@@ -6,6 +6,7 @@ pub mod build;
 pub mod consts;
 pub mod controller;
 pub mod crds;
+pub mod env;
 pub mod issue;
 pub mod leader;
 pub mod metrics;

@@ -1,6 +1,8 @@
-//! Resource quantities (`resource.Quantity`) compared as the API server compares them, so that a
-//! request above its limit is reported naming the MCPServer's or Plugin's own field before any
-//! child is written (the API server would refuse the Deployment, naming only its pod template).
+//! Resource quantities (`resource.Quantity`) compared as the API server compares them, and the
+//! resource names a container may ask for, so that what the API server would refuse a pod for (a
+//! request above its limit, `CPU` for `cpu`, a GPU request without an equal limit) is reported
+//! naming the MCPServer's or Plugin's own field before any child is written (the API server would
+//! refuse the Deployment, naming only its pod template).
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 
@@ -57,24 +59,85 @@ fn exact_nanos(q: &str) -> Option<i128> {
     }
 }
 
-/// One message per resource whose request is above its limit, naming both fields under `field`
-/// (e.g. `spec.resources`).
-pub fn request_over_limit(field: &str, resources: Option<&ResourceRequirements>) -> Vec<String> {
+/// The resources of a container without a domain in their names.
+const STANDARD: [&str; 3] = ["cpu", "memory", "ephemeral-storage"];
+
+/// Whether a container may ask for the resource `name`: a standard one, huge pages of a size
+/// (`hugepages-2Mi`), or an extended resource named with its domain (`nvidia.com/gpu`), as the API
+/// server checks a pod's containers.
+fn container_resource(name: &str) -> bool {
+    if STANDARD.contains(&name) {
+        return true;
+    }
+    if let Some(size) = name.strip_prefix("hugepages-") {
+        return nanos(size).is_some_and(|n| n > 0);
+    }
+    extended(name)
+}
+
+/// An extended resource: `domain/name`, outside the `kubernetes.io` domains.
+fn extended(name: &str) -> bool {
+    let Some((domain, rest)) = name.split_once('/') else { return false };
+    let label =
+        |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    label(domain) && label(rest) && !name.contains("kubernetes.io/") && domain.bytes().all(|b| !b.is_ascii_uppercase())
+}
+
+/// Whether a request of `name` may be below its limit: not for huge pages and extended resources.
+fn overcommittable(name: &str) -> bool {
+    STANDARD.contains(&name)
+}
+
+/// One message per problem of `resources` that the API server would refuse the pod for, naming
+/// the fields under `field` (e.g. `spec.resources`): a resource a container cannot ask for, a
+/// negative amount, a request above its limit, and for huge pages and extended resources a
+/// request without an equal limit.
+pub fn resource_problems(field: &str, resources: Option<&ResourceRequirements>) -> Vec<String> {
     let Some(r) = resources else { return vec![] };
-    let (Some(requests), Some(limits)) = (&r.requests, &r.limits) else { return vec![] };
-    requests
-        .iter()
-        .filter_map(|(name, request)| {
-            let limit = limits.get(name)?;
-            (nanos(&request.0)? > nanos(&limit.0)?).then(|| {
-                format!(
-                    "{field}.requests.{name} ({}) is more than {field}.limits.{name} ({}): a container may not \
-                     request more than its limit",
-                    request.0, limit.0
-                )
-            })
-        })
-        .collect()
+    let empty = Default::default();
+    let (requests, limits) = (r.requests.as_ref().unwrap_or(&empty), r.limits.as_ref().unwrap_or(&empty));
+    let mut problems = vec![];
+    for (side, map) in [("limits", limits), ("requests", requests)] {
+        for (name, q) in map {
+            if !container_resource(name) {
+                problems.push(format!(
+                    "{field}.{side}.{name}: not a resource a container can ask for (cpu, memory, ephemeral-storage, \
+                     hugepages-<size>, or an extended resource named with its domain, such as nvidia.com/gpu)"
+                ));
+            } else if q.0.trim_start().starts_with('-') {
+                problems.push(format!("{field}.{side}.{name} ({}) is negative", q.0));
+            }
+        }
+    }
+    for (name, request) in requests.iter().filter(|(name, _)| container_resource(name)) {
+        let limit = limits.get(name);
+        if !overcommittable(name) {
+            match limit {
+                None => problems.push(format!(
+                    "{field}.requests.{name} needs {field}.limits.{name} of the same amount: {name} cannot be \
+                     overcommitted"
+                )),
+                Some(limit) if nanos(&request.0).zip(nanos(&limit.0)).is_some_and(|(r, l)| r != l) => {
+                    problems.push(format!(
+                        "{field}.requests.{name} ({}) differs from {field}.limits.{name} ({}): {name} cannot be \
+                         overcommitted, so they must be equal",
+                        request.0, limit.0
+                    ))
+                }
+                Some(_) => {}
+            }
+            continue;
+        }
+        let Some(limit) = limit else { continue };
+        if nanos(&request.0).zip(nanos(&limit.0)).is_some_and(|(r, l)| r > l) {
+            problems.push(format!(
+                "{field}.requests.{name} ({}) is more than {field}.limits.{name} ({}): a container may not request \
+                 more than its limit",
+                request.0, limit.0
+            ));
+        }
+    }
+    problems
 }
 
 #[cfg(test)]
@@ -143,10 +206,65 @@ mod tests {
     }
 
     #[test]
+    fn a_resource_a_container_cannot_ask_for_names_its_field() {
+        let r = resources(
+            &[("memroy", "1Gi"), ("cpu", "100m"), ("example.com/foo", "1")],
+            &[("CPU", "1"), ("gpu", "1"), ("kubernetes.io/x", "1"), ("hugepages-", "1"), ("example.com/foo", "1")],
+        );
+        let problems = resource_problems("spec.resources", Some(&r));
+        let named: Vec<_> = problems.iter().map(|p| p.split(':').next().unwrap()).collect();
+        assert_eq!(
+            named,
+            [
+                "spec.resources.limits.CPU",
+                "spec.resources.limits.gpu",
+                "spec.resources.limits.hugepages-",
+                "spec.resources.limits.kubernetes.io/x",
+                "spec.resources.requests.memroy",
+            ]
+        );
+        assert!(problems[0].contains("not a resource a container can ask for (cpu, memory"), "{}", problems[0]);
+        let fine = resources(
+            &[
+                ("cpu", "1"),
+                ("memory", "1Gi"),
+                ("ephemeral-storage", "1Gi"),
+                ("nvidia.com/gpu", "1"),
+                ("hugepages-2Mi", "2Mi"),
+            ],
+            &[("cpu", "2"), ("nvidia.com/gpu", "1"), ("hugepages-2Mi", "2Mi"), ("example.com/foo", "3")],
+        );
+        assert_eq!(resource_problems("spec.resources", Some(&fine)), Vec::<String>::new());
+    }
+
+    #[test]
+    fn huge_pages_and_extended_resources_need_a_limit_equal_to_the_request() {
+        let r = resources(&[("nvidia.com/gpu", "1"), ("hugepages-2Mi", "2Mi")], &[("hugepages-2Mi", "4Mi")]);
+        assert_eq!(
+            resource_problems("spec.resources", Some(&r)),
+            vec![
+                "spec.resources.requests.hugepages-2Mi (2Mi) differs from spec.resources.limits.hugepages-2Mi (4Mi): \
+                 hugepages-2Mi cannot be overcommitted, so they must be equal",
+                "spec.resources.requests.nvidia.com/gpu needs spec.resources.limits.nvidia.com/gpu of the same amount: \
+                 nvidia.com/gpu cannot be overcommitted",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_negative_amount_names_its_field() {
+        let r = resources(&[("memory", "-1")], &[("cpu", " -2")]);
+        assert_eq!(
+            resource_problems("spec.resources", Some(&r)),
+            vec!["spec.resources.limits.cpu ( -2) is negative", "spec.resources.requests.memory (-1) is negative"]
+        );
+    }
+
+    #[test]
     fn a_request_above_its_limit_names_both_fields() {
         let r = resources(&[("cpu", "2"), ("memory", "256Mi")], &[("cpu", "1500m"), ("memory", "1Gi")]);
         assert_eq!(
-            request_over_limit("spec.resources", Some(&r)),
+            resource_problems("spec.resources", Some(&r)),
             vec![
                 "spec.resources.requests.cpu (2) is more than spec.resources.limits.cpu (1500m): a container may not \
                  request more than its limit"
@@ -160,10 +278,10 @@ mod tests {
             resources(&[], &[("cpu", "1")]),
         ];
         for r in &fine {
-            assert!(request_over_limit("spec.resources", Some(r)).is_empty(), "{r:?}");
+            assert!(resource_problems("spec.resources", Some(r)).is_empty(), "{r:?}");
         }
-        assert!(request_over_limit("spec.resources", None).is_empty());
+        assert!(resource_problems("spec.resources", None).is_empty());
         let two = resources(&[("cpu", "2"), ("memory", "2Gi")], &[("cpu", "1"), ("memory", "1Gi")]);
-        assert_eq!(request_over_limit("spec.resources", Some(&two)).len(), 2);
+        assert_eq!(resource_problems("spec.resources", Some(&two)).len(), 2);
     }
 }

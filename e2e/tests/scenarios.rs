@@ -1830,6 +1830,26 @@ EOF",
         })
     })
     .await?;
+    // Likewise a resource a container cannot ask for, and an env entry the API server would
+    // refuse: each named, what runs stays, and fixed, the server runs again.
+    let pods = pod_uids(&ns, "app=s").await?;
+    ns.sh_ok(r#"kubectl patch mcpserver s --type merge -p '{"spec":{"resources":{"limits":{"CPU":"1"}}}}'"#)?;
+    let s = wait_for(&ns.api::<McpServer>(), "s", "Ready False InvalidResources", |s: Option<&McpServer>| {
+        s.and_then(|s| s.status.as_ref()).is_some_and(|st| {
+            st.conditions.iter().any(|c| c.type_ == "Ready" && c.message.contains("spec.resources.limits.CPU"))
+        })
+    })
+    .await?;
+    ensure!(condition(&s, "Ready").1 == "InvalidResources");
+    ns.sh_ok(r#"kubectl patch mcpserver s --type merge -p '{"spec":{"resources":{"limits":{"CPU":null}},"env":[{"name":"TOKEN","value":"x","valueFrom":{"secretKeyRef":{"name":"t","key":"k"}}}]}}'"#)?;
+    let s = wait_for(&ns.api::<McpServer>(), "s", "Ready False InvalidEnv", reason_is("InvalidEnv")).await?;
+    let (_, _, message) = condition(&s, "Ready");
+    ensure!(message.contains("spec.env[0] (TOKEN): value and valueFrom are exclusive"), "{message}");
+    let events = ns.sh_ok("kubectl get events --field-selector involvedObject.name=s,type=Warning")?;
+    ensure!(events.contains("InvalidEnv"), "{events}");
+    ensure!(pod_uids(&ns, "app=s").await? == pods, "what runs stays");
+    ns.sh_ok(r#"kubectl patch mcpserver s --type merge -p '{"spec":{"env":null}}'"#)?;
+    wait_for(&ns.api::<McpServer>(), "s", "Ready again", reason_is("AllReplicasReady")).await?;
     ns.sh_ok("kubectl delete mcpserver s fresh with-plugin --timeout=60s")?;
     Ok(())
 }

@@ -18,9 +18,10 @@ use crate::api::condition_types::*;
 use crate::api::{McpServer, McpServerPhase, McpServerStatus, Plugin, SecurityPolicy};
 use crate::build::{build_children, config_map_too_large, server_selector, BuildInputs, Children};
 use crate::consts::*;
+use crate::env::env_problems;
 use crate::plugins::{check_plugin_names, check_sidecar_ports, describe, index};
 use crate::policy::{required_secrets, validate_policy};
-use crate::quantity::request_over_limit;
+use crate::quantity::resource_problems;
 use futures::channel::mpsc::{unbounded, UnboundedSender};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
@@ -169,7 +170,7 @@ pub async fn resolve(server: &McpServer, ctx: &Context) -> Result<Resolved> {
                 let mut problems = check_plugin_names(&refs);
                 problems.extend(check_sidecar_ports(server.spec.port, &refs));
                 for p in &plugins {
-                    let over_limit = request_over_limit("spec.resources", p.spec.resources.as_ref());
+                    let over_limit = resource_problems("spec.resources", p.spec.resources.as_ref());
                     problems.extend(over_limit.into_iter().map(|m| format!("plugin {:?}: {m}", p.name_any())));
                 }
                 if plugins.iter().any(|p| p.spec.isolation.level == crate::api::IsolationLevel::Vm) {
@@ -432,12 +433,15 @@ async fn apply_server(server: &McpServer, ctx: &Context) -> Result<Action> {
             defaults: &ctx.defaults,
         };
         let children = build_children(&inputs);
-        let over_limit = request_over_limit("spec.resources", server.spec.resources.as_ref());
-        let blocked = if over_limit.is_empty() {
+        let over_limit = resource_problems("spec.resources", server.spec.resources.as_ref());
+        let bad_env = env_problems("spec.env", server.spec.env.as_deref().unwrap_or_default());
+        let blocked = if !over_limit.is_empty() {
+            Some(Resolution::failed("InvalidResources", over_limit.join("; ")))
+        } else if !bad_env.is_empty() {
+            Some(Resolution::failed("InvalidEnv", bad_env.join("; ")))
+        } else {
             config_map_too_large(&inputs, &children.config_map)
                 .map(|problem| Resolution::failed("ConfigTooLarge", problem))
-        } else {
-            Some(Resolution::failed("InvalidResources", over_limit.join("; ")))
         };
         let outcome = match blocked {
             Some(problem) => Err(problem),
@@ -577,7 +581,10 @@ fn publish_transitions(
     let refusal = |s: &McpServerStatus| {
         condition(s, READY)
             .filter(|c| {
-                matches!(c.reason.as_str(), "ApplyFailed" | "ConfigTooLarge" | "InvalidResources" | "NameTaken")
+                matches!(
+                    c.reason.as_str(),
+                    "ApplyFailed" | "ConfigTooLarge" | "InvalidResources" | "InvalidEnv" | "NameTaken"
+                )
             })
             .cloned()
     };

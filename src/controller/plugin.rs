@@ -62,7 +62,7 @@ pub fn plugin_status(
     };
     set_condition(&mut conditions, &previous.conditions, deps_condition);
     // A request above its limit: every server using the plugin is held back (PluginsUnresolved).
-    let over_limit = crate::quantity::request_over_limit("spec.resources", plugin.spec.resources.as_ref());
+    let over_limit = crate::quantity::resource_problems("spec.resources", plugin.spec.resources.as_ref());
     let ready = match (&runtime_class_problem, deps_ok) {
         (Some(problem), _) => condition(READY, false, "RuntimeClassNotFound", problem.clone(), generation),
         _ if !over_limit.is_empty() => condition(READY, false, "InvalidResources", over_limit.join("; "), generation),

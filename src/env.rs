@@ -6,11 +6,13 @@ use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource};
 
 /// The pod fields a `fieldRef` may name (besides `metadata.labels['…']` and
 /// `metadata.annotations['…']`).
-const FIELD_PATHS: [&str; 9] = [
+const FIELD_PATHS: [&str; 10] = [
     "metadata.name",
     "metadata.namespace",
     "metadata.uid",
     "spec.nodeName",
+    // The API server's older name of spec.nodeName.
+    "spec.host",
     "spec.serviceAccountName",
     "status.hostIP",
     "status.hostIPs",
@@ -125,6 +127,7 @@ mod tests {
 - {name: F, valueFrom: {fieldRef: {fieldPath: "metadata.labels['app']"}}}
 - {name: G, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
 - {name: H, valueFrom: {resourceFieldRef: {resource: limits.memory}}}
+- {name: I, valueFrom: {fieldRef: {fieldPath: spec.host}}}
 "#);
         assert_eq!(env_problems("spec.env", &fine), Vec::<String>::new());
     }

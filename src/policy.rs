@@ -117,10 +117,8 @@ fn check_cidr(cidr: &str) -> Result<(), &'static str> {
     match addr {
         std::net::IpAddr::V4(_) if prefix > 32 => Err("has a prefix longer than 32"),
         std::net::IpAddr::V6(_) if prefix > 128 => Err("has a prefix longer than 128"),
-        // Refused by newer API servers, and ambiguous: the IPv4 range is what is meant.
-        std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => {
-            Err("is an IPv4-mapped IPv6 range: write the IPv4 range instead")
-        }
+        // IPv4-mapped ranges (`::ffff:10.0.0.0/104`) pass: the API servers the guide promises
+        // accept them.
         _ => Ok(()),
     }
 }
@@ -286,22 +284,21 @@ spec:
             secret("oauth2-client", &["client-id", "client-secret"]),
         ]);
         let mut p = guide_policy();
-        let good = ["10.0.0.0/8", "0.0.0.0/0", "fd00::/64", "2001:db8::1/128", "::/0"];
+        let good = ["10.0.0.0/8", "0.0.0.0/0", "fd00::/64", "2001:db8::1/128", "::/0", "::ffff:10.0.0.0/104"];
         p.spec.network = Some(crate::api::Network {
             allowed_cidrs: good.iter().map(|c| c.to_string()).collect(),
             ..Default::default()
         });
         assert_eq!(validate_policy(&p.spec, &secrets), Vec::<String>::new());
         // Each passes the CRD's pattern (its IPv6 branch checks characters only).
-        let bad = ["fd00::1::/64", ":/0", "1.2.3.4:/8", "::ffff:10.0.0.0/104"];
+        let bad = ["fd00::1::/64", ":/0", "1.2.3.4:/8"];
         p.spec.network.as_mut().unwrap().allowed_cidrs = good.iter().chain(&bad).map(|c| c.to_string()).collect();
         assert_eq!(
             validate_policy(&p.spec, &secrets),
             vec![
-                r#"spec.network.allowedCIDRs[5]: "fd00::1::/64" is not an IP address followed by /prefix"#,
-                r#"spec.network.allowedCIDRs[6]: ":/0" is not an IP address followed by /prefix"#,
-                r#"spec.network.allowedCIDRs[7]: "1.2.3.4:/8" is not an IP address followed by /prefix"#,
-                r#"spec.network.allowedCIDRs[8]: "::ffff:10.0.0.0/104" is an IPv4-mapped IPv6 range: write the IPv4 range instead"#,
+                r#"spec.network.allowedCIDRs[6]: "fd00::1::/64" is not an IP address followed by /prefix"#,
+                r#"spec.network.allowedCIDRs[7]: ":/0" is not an IP address followed by /prefix"#,
+                r#"spec.network.allowedCIDRs[8]: "1.2.3.4:/8" is not an IP address followed by /prefix"#,
             ]
         );
     }

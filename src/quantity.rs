@@ -59,33 +59,49 @@ fn exact_nanos(q: &str) -> Option<i128> {
     }
 }
 
-/// The resources of a container without a domain in their names.
+/// The resources of a container without a domain in their names (besides `hugepages-<size>`).
 const STANDARD: [&str; 3] = ["cpu", "memory", "ephemeral-storage"];
 
-/// Whether a container may ask for the resource `name`: a standard one, huge pages of a size
-/// (`hugepages-2Mi`), or an extended resource named with its domain (`nvidia.com/gpu`), as the API
-/// server checks a pod's containers.
-fn container_resource(name: &str) -> bool {
-    if STANDARD.contains(&name) {
-        return true;
-    }
-    if let Some(size) = name.strip_prefix("hugepages-") {
-        return nanos(size).is_some_and(|n| n > 0);
-    }
-    extended(name)
+/// A resource of Kubernetes' own: no domain, or a `kubernetes.io` one (`kubernetes.io/batch-cpu`).
+fn native(name: &str) -> bool {
+    !name.contains('/') || name.contains("kubernetes.io/")
 }
 
-/// An extended resource: `domain/name`, outside the `kubernetes.io` domains.
-fn extended(name: &str) -> bool {
-    let Some((domain, rest)) = name.split_once('/') else { return false };
-    let label =
-        |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    label(domain) && label(rest) && !name.contains("kubernetes.io/") && domain.bytes().all(|b| !b.is_ascii_uppercase())
+/// A DNS subdomain (a resource name's domain).
+fn subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
+/// The name part of a qualified name.
+fn name_part(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+/// Whether a container may ask for the resource `name`, as the API server checks a pod's
+/// containers: without a domain, a standard one or huge pages (`hugepages-2Mi`); with one, a
+/// qualified name (`nvidia.com/gpu`, `kubernetes.io/batch-cpu`).
+fn container_resource(name: &str) -> bool {
+    match name.split_once('/') {
+        None => STANDARD.contains(&name) || name.starts_with("hugepages-"),
+        Some((domain, rest)) => subdomain(domain) && name_part(rest),
+    }
 }
 
 /// Whether a request of `name` may be below its limit: not for huge pages and extended resources.
 fn overcommittable(name: &str) -> bool {
-    STANDARD.contains(&name)
+    native(name) && !name.starts_with("hugepages-")
 }
 
 /// One message per problem of `resources` that the API server would refuse the pod for, naming
@@ -209,7 +225,7 @@ mod tests {
     fn a_resource_a_container_cannot_ask_for_names_its_field() {
         let r = resources(
             &[("memroy", "1Gi"), ("cpu", "100m"), ("example.com/foo", "1")],
-            &[("CPU", "1"), ("gpu", "1"), ("kubernetes.io/x", "1"), ("hugepages-", "1"), ("example.com/foo", "1")],
+            &[("CPU", "1"), ("gpu", "1"), ("Example.com/x", "1"), ("example.com/-x", "1"), ("example.com/foo", "1")],
         );
         let problems = resource_problems("spec.resources", Some(&r));
         let named: Vec<_> = problems.iter().map(|p| p.split(':').next().unwrap()).collect();
@@ -217,9 +233,9 @@ mod tests {
             named,
             [
                 "spec.resources.limits.CPU",
+                "spec.resources.limits.Example.com/x",
+                "spec.resources.limits.example.com/-x",
                 "spec.resources.limits.gpu",
-                "spec.resources.limits.hugepages-",
-                "spec.resources.limits.kubernetes.io/x",
                 "spec.resources.requests.memroy",
             ]
         );
@@ -231,8 +247,16 @@ mod tests {
                 ("ephemeral-storage", "1Gi"),
                 ("nvidia.com/gpu", "1"),
                 ("hugepages-2Mi", "2Mi"),
+                ("kubernetes.io/batch-cpu", "500"),
             ],
-            &[("cpu", "2"), ("nvidia.com/gpu", "1"), ("hugepages-2Mi", "2Mi"), ("example.com/foo", "3")],
+            &[
+                ("cpu", "2"),
+                ("nvidia.com/gpu", "1"),
+                ("hugepages-2Mi", "2Mi"),
+                ("example.com/foo", "3"),
+                // Kubernetes' own domain (Koordinator's batch resources): native, overcommitted like cpu.
+                ("kubernetes.io/batch-cpu", "1000"),
+            ],
         );
         assert_eq!(resource_problems("spec.resources", Some(&fine)), Vec::<String>::new());
     }

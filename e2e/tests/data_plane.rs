@@ -507,9 +507,12 @@ EOF",
             ready.message
         );
         ensure!(st.phase == McpServerPhase::Failed, "{name}: no pod serves: {:?}", st.phase);
-        let events =
-            ns.sh_ok(&format!("kubectl get events --field-selector involvedObject.name={name},type=Warning"))?;
-        ensure!(events.contains("RolloutFailed"), "{name}: {events}");
+        let query = format!("kubectl get events --field-selector involvedObject.name={name},type=Warning");
+        eventually(&format!("a RolloutFailed Warning Event on {name}"), || {
+            let (ns, query) = (&ns, &query);
+            async move { Ok(ns.sh_ok(query)?.contains("RolloutFailed").then_some(())) }
+        })
+        .await?;
     }
     // Fixed: it runs and serves.
     ns.sh_ok("kubectl patch mcpserver badname --type merge -p '{\"spec\":{\"image\":\"mcp-rs:latest\"}}'")?;

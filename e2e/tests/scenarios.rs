@@ -1845,8 +1845,14 @@ EOF",
     let s = wait_for(&ns.api::<McpServer>(), "s", "Ready False InvalidEnv", reason_is("InvalidEnv")).await?;
     let (_, _, message) = condition(&s, "Ready");
     ensure!(message.contains("spec.env[0] (TOKEN): value and valueFrom are exclusive"), "{message}");
-    let events = ns.sh_ok("kubectl get events --field-selector involvedObject.name=s,type=Warning")?;
-    ensure!(events.contains("InvalidEnv"), "{events}");
+    eventually("an InvalidEnv Warning Event on s", || {
+        let ns = &ns;
+        async move {
+            let out = ns.sh_ok("kubectl get events --field-selector involvedObject.name=s,type=Warning")?;
+            Ok(out.contains("InvalidEnv").then_some(()))
+        }
+    })
+    .await?;
     ensure!(pod_uids(&ns, "app=s").await? == pods, "what runs stays");
     ns.sh_ok(r#"kubectl patch mcpserver s --type merge -p '{"spec":{"env":null}}'"#)?;
     wait_for(&ns.api::<McpServer>(), "s", "Ready again", reason_is("AllReplicasReady")).await?;

@@ -256,9 +256,8 @@ impl From<WatchedPod> for CachedPod {
                 conditions.retain(|c| c.type_ == "Ready");
             }
             // A waiting container's message is kept for the status (only while it waits), cut.
-            for waiting in
-                status.container_statuses.iter_mut().flatten().filter_map(|c| c.state.as_mut()?.waiting.as_mut())
-            {
+            let all = status.container_statuses.iter_mut().chain(status.init_container_statuses.iter_mut());
+            for waiting in all.flatten().filter_map(|c| c.state.as_mut()?.waiting.as_mut()) {
                 if let Some(message) = waiting.message.as_mut() {
                     *message = super::events::cut(message, MAX_WAITING_MESSAGE);
                 }
@@ -286,6 +285,9 @@ pub struct CachedPodStatus {
     /// `status.containerStatuses`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_statuses: Option<Vec<CachedContainerStatus>>,
+    /// `status.initContainerStatuses` (a stdio server's install step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_container_statuses: Option<Vec<CachedContainerStatus>>,
 }
 
 /// A pod condition: type and status.

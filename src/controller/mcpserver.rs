@@ -678,7 +678,8 @@ fn stuck_key(pod: &CachedPod) -> u64 {
 /// The server of a pod that cannot start (see [`super::status::STUCK_REASONS`]); none for any
 /// other pod, whose changes the server's Deployment reports.
 fn stuck_pod_owner(pod: &CachedPod) -> Vec<ObjectRef<Guarded<McpServer>>> {
-    if super::status::stuck_container(pod).is_some() {
+    // The server's own pods: a plugin workload's are not in its status.
+    if pod.metadata.label(LABEL_COMPONENT) == Some(COMPONENT_SERVER) && super::status::stuck_container(pod).is_some() {
         owning_server(pod)
     } else {
         vec![]
@@ -927,7 +928,7 @@ mod tests {
     fn only_a_pod_that_cannot_start_triggers_its_server_and_on_its_reason_not_its_message() {
         let pod = |state: serde_json::Value| -> CachedPod {
             serde_json::from_value(serde_json::json!({
-                "metadata": {"name": "s-abc", "namespace": "ns", "labels": {LABEL_INSTANCE: "s"}},
+                "metadata": {"name": "s-abc", "namespace": "ns", "labels": {LABEL_INSTANCE: "s", LABEL_COMPONENT: COMPONENT_SERVER}},
                 "status": {"containerStatuses": [{"name": "server", "state": state}]}
             }))
             .unwrap()
@@ -939,6 +940,13 @@ mod tests {
         for fine in [pod(serde_json::json!({"running": {}})), waiting("ContainerCreating", "")] {
             assert_eq!(stuck_pod_owner(&fine), vec![], "its Deployment reports it");
         }
+        let mut plugin = pulling.clone();
+        plugin.metadata = serde_json::from_value::<CachedPod>(serde_json::json!({
+            "metadata": {"name": "s-p-abc", "namespace": "ns", "labels": {LABEL_INSTANCE: "s", LABEL_COMPONENT: COMPONENT_PLUGIN}}
+        }))
+        .unwrap()
+        .metadata;
+        assert_eq!(stuck_pod_owner(&plugin), vec![], "a plugin workload's pod is not in the server's status");
         assert_eq!(stuck_key(&pulling), stuck_key(&waiting("ImagePullBackOff", "Back-off pulling image \"a\" (2)")));
         assert_ne!(stuck_key(&pulling), stuck_key(&waiting("ErrImagePull", "x")));
         assert_ne!(stuck_key(&pulling), stuck_key(&pod(serde_json::json!({"running": {}}))));

@@ -62,7 +62,10 @@ pub const STUCK_REASONS: &[&str] = &[
 /// The first container of `pod` that waits for a [`STUCK_REASONS`] reason: its name, reason and
 /// the kubelet's message.
 pub fn stuck_container(pod: &CachedPod) -> Option<(&str, &str, &str)> {
-    pod.status.iter().flat_map(|s| s.container_statuses.iter().flatten()).find_map(|c| {
+    let status = pod.status.as_ref()?;
+    // Init containers first: while one waits, no other container starts.
+    let all = status.init_container_statuses.iter().flatten().chain(status.container_statuses.iter().flatten());
+    all.into_iter().find_map(|c| {
         let waiting = c.state.as_ref()?.waiting.as_ref()?;
         let reason = waiting.reason.as_deref().filter(|r| STUCK_REASONS.contains(r))?;
         Some((c.name.as_str(), reason, waiting.message.as_deref().unwrap_or_default()))
@@ -82,9 +85,10 @@ pub struct Stuck {
 
 /// The server pods that cannot start, if any.
 pub fn stuck(pods: &[CachedPod]) -> Option<Stuck> {
-    let mut all = pods.iter().filter_map(stuck_container);
-    let (container, reason, detail) = all.next()?;
-    let count = 1 + all.count();
+    let all: Vec<_> = pods.iter().filter_map(|p| Some((p.metadata.name.as_str(), stuck_container(p)?))).collect();
+    // The first by name: the same pod is named from one reconcile to the next.
+    let &(_, (container, reason, detail)) = all.iter().min_by_key(|(name, _)| *name)?;
+    let count = all.len();
     let what = if reason == "CrashLoopBackOff" { "crash-looping" } else { "cannot start" };
     let mut message = format!("{count} pod(s) {what}: container {container:?} is waiting in {reason}");
     if !detail.is_empty() {
@@ -167,10 +171,11 @@ pub fn server_status(server: &McpServer, obs: &Observation<'_>) -> McpServerStat
             generation,
         ),
     });
-    set(if deadline_exceeded {
-        condition(DEGRADED, true, "ProgressDeadlineExceeded", "the rollout exceeded its progress deadline", generation)
-    } else if let Some(stuck) = &stuck {
+    // A pod that cannot start says why, also once the rollout's deadline has passed.
+    set(if let Some(stuck) = &stuck {
         condition(DEGRADED, true, &stuck.reason, stuck.message.clone(), generation)
+    } else if deadline_exceeded {
+        condition(DEGRADED, true, "ProgressDeadlineExceeded", "the rollout exceeded its progress deadline", generation)
     } else if !(obs.policy.ok && obs.plugins.ok) {
         condition(
             DEGRADED,
@@ -190,10 +195,10 @@ pub fn server_status(server: &McpServer, obs: &Observation<'_>) -> McpServerStat
     // Ready: what the spec asks for runs; False names the first thing that does not hold.
     set(if let Some(r) = held_back {
         condition(READY, false, &r.reason, format!("changes are held back: {}", r.message), generation)
-    } else if deadline_exceeded {
-        condition(READY, false, "ProgressDeadlineExceeded", "the rollout exceeded its progress deadline", generation)
     } else if let Some(stuck) = &stuck {
         condition(READY, false, &stuck.reason, stuck.message.clone(), generation)
+    } else if deadline_exceeded {
+        condition(READY, false, "ProgressDeadlineExceeded", "the rollout exceeded its progress deadline", generation)
     } else if ready < replicas || replicas == 0 {
         condition(READY, false, "ReplicasNotReady", format!("{ready} of {replicas} replicas ready"), generation)
     } else {
@@ -403,6 +408,39 @@ mod tests {
             assert_eq!(
                 (cond(&s, DEGRADED).reason.as_str(), cond(&s, DEGRADED).message.as_str()),
                 (reason, ready.message.as_str())
+            );
+        }
+    }
+
+    #[test]
+    fn the_kubelets_reason_outlasts_the_deadline_comes_from_init_containers_and_names_one_pod_steadily() {
+        // Past the progress deadline the reason still shows.
+        let d = deployment(1, 0, 1, true);
+        let s = status(Some(&d), &[waiting_pod("server", "ImagePullBackOff", "Back-off")], &ok());
+        assert_eq!(
+            (cond(&s, READY).reason.as_str(), cond(&s, DEGRADED).reason.as_str()),
+            ("ImagePullBackOff", "ImagePullBackOff")
+        );
+        assert_eq!(s.phase, McpServerPhase::Failed);
+        // An init container (a stdio server's install step) that cannot start.
+        let init: CachedPod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "status": {"initContainerStatuses": [{"name": "install-gateway", "state": {"waiting": {"reason": "ErrImagePull", "message": "m"}}}],
+                       "containerStatuses": [{"name": "server", "state": {"waiting": {"reason": "PodInitializing"}}}]}
+        }))
+        .unwrap();
+        assert_eq!(stuck_container(&init), Some(("install-gateway", "ErrImagePull", "m")));
+        // Several: the first by name, whatever the cache's order.
+        let named = |name: &str, container: &str| {
+            let mut p = waiting_pod(container, "CrashLoopBackOff", "");
+            p.metadata.name = name.into();
+            p
+        };
+        for pods in [[named("s-b", "two"), named("s-a", "one")], [named("s-a", "one"), named("s-b", "two")]] {
+            let st = stuck(&pods).unwrap();
+            assert_eq!(
+                (st.pods, st.message.as_str()),
+                (2, "2 pod(s) crash-looping: container \"one\" is waiting in CrashLoopBackOff")
             );
         }
     }

@@ -308,7 +308,13 @@ where
             watcher::Event::Init => {
                 seen.relist_started();
                 pending.clear();
-                before = store.state().iter().map(|o| (object_id(&**o), to(o))).collect();
+                // Only what triggers (most pods trigger nothing).
+                before = store
+                    .state()
+                    .iter()
+                    .map(|o| (object_id(&**o), to(o)))
+                    .filter(|(_, triggers)| !triggers.is_empty())
+                    .collect();
             }
             watcher::Event::InitDone => {
                 out.append(&mut pending);

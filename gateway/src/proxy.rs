@@ -1161,7 +1161,10 @@ impl Answer {
 fn channel_sse(rx: mpsc::Receiver<crate::stdio::Numbered>, busy: Busy, filter: ResponseFilter) -> Body {
     let stream = futures_util::stream::unfold((rx, busy, filter), |(mut rx, busy, filter)| async move {
         match tokio::time::timeout(KEEPALIVE, rx.recv()).await {
-            Ok(Some((n, mut msg, queued))) => {
+            Ok(Some((n, line, queued))) => {
+                // The line the server wrote, parsed before (it is JSON).
+                let mut msg = serde_json::from_slice::<Value>(&line).unwrap_or_default();
+                drop(line);
                 filter.apply(&mut msg);
                 let event = sse::event_with_id(&crate::stdio::event_id(n), &msg);
                 // Written: its share of the stream's byte budget is free again.

@@ -24,54 +24,40 @@ pub const MAX_LINE: usize = 16 * 1024 * 1024;
 /// queued for a stream that is not read.
 const BACKLOG: usize = 256;
 /// Bytes (as the server wrote them) of the GET stream's messages kept for a client that
-/// reconnects, and, apart from them, the most queued for a live stream that is not read: a
-/// caller that asks for large answers and never reads them holds no more than this per session
-/// (else 256 messages of up to [`MAX_LINE`] each).
+/// reconnects, and, apart from them, the most queued for one live stream that is not read: a
+/// caller that asks for large answers and never reads them holds no more than this per stream
+/// (else 256 messages of up to [`MAX_LINE`] each). Messages are kept as the lines the server
+/// wrote (shared by the history and the stream), parsed again when written.
 pub const MAX_STREAM_BYTES: usize = 4 * 1024 * 1024;
 
-/// A message of the GET stream and its event number (its SSE id is `get-N`), holding its share of
-/// the live stream's byte budget until it is written.
-pub type Numbered = (u64, Value, Queued);
+/// A message of the GET stream (the line the server wrote) and its event number (its SSE id is
+/// `get-N`), holding its share of its stream's byte budget until it is written.
+pub type Numbered = (u64, bytes::Bytes, Queued);
 
 /// A queued message's share of [`MAX_STREAM_BYTES`], given back when the message is dropped.
 pub struct Queued(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
 
 /// The session's GET stream: the live one, and the recent messages a client that comes back
 /// with `Last-Event-ID` missed.
+#[derive(Default)]
 struct GetStream {
-    tx: Option<mpsc::Sender<Numbered>>,
-    /// Recent messages: number, message, size.
-    history: VecDeque<(u64, Value, usize)>,
-    /// Their sizes' sum.
+    /// The live stream and its byte budget (each stream its own: an old one not yet gone still
+    /// holds its own).
+    tx: Option<(mpsc::Sender<Numbered>, Arc<tokio::sync::Semaphore>)>,
+    /// Recent messages: number and line.
+    history: VecDeque<(u64, bytes::Bytes)>,
+    /// Their lines' bytes.
     history_bytes: usize,
-    /// The bytes a live stream may have queued and not yet written.
-    queue: Arc<tokio::sync::Semaphore>,
     /// Number of the last message.
     last: u64,
     /// Number of the last message handed to a live stream.
     delivered: u64,
 }
 
-impl Default for GetStream {
-    fn default() -> Self {
-        Self {
-            tx: None,
-            history: VecDeque::new(),
-            history_bytes: 0,
-            queue: Arc::new(tokio::sync::Semaphore::new(MAX_STREAM_BYTES)),
-            last: 0,
-            delivered: 0,
-        }
-    }
-}
-
-impl GetStream {
-    /// `size` bytes of the live stream's budget (all of it for a message larger than that), if
-    /// free.
-    fn reserve(&self, size: usize) -> Option<Queued> {
-        let permits = u32::try_from(size.clamp(1, MAX_STREAM_BYTES)).ok()?;
-        self.queue.clone().try_acquire_many_owned(permits).ok().map(Queued)
-    }
+/// `size` bytes of a stream's `budget` (all of it for a message larger than that), if free.
+fn reserve(budget: &Arc<tokio::sync::Semaphore>, size: usize) -> Option<Queued> {
+    let permits = u32::try_from(size.clamp(1, MAX_STREAM_BYTES)).ok()?;
+    budget.clone().try_acquire_many_owned(permits).ok().map(Queued)
 }
 
 /// The SSE id of a GET stream event.
@@ -245,7 +231,7 @@ impl Session {
                 match read_line_bounded(&mut out, MAX_LINE).await {
                     Ok(Some(line)) if line.iter().all(u8::is_ascii_whitespace) => {}
                     Ok(Some(line)) => match serde_json::from_slice::<Value>(&line) {
-                        Ok(msg) => reader.dispatch(msg, line.len()),
+                        Ok(msg) => reader.dispatch(msg, line.into()),
                         Err(_) => tracing::warn!(session = %reader.id, line = %String::from_utf8_lossy(&line),
                             "stdio server wrote a line that is not JSON-RPC"),
                     },
@@ -289,9 +275,9 @@ impl Session {
             .then(|| self.last_active.lock().unwrap_or_else(|e| e.into_inner()).elapsed())
     }
 
-    /// A line of `size` bytes from the child: a response to a waiting request, a message related
+    /// A line from the child (`msg` parsed): a response to a waiting request, a message related
     /// to a request stream, or a message for the GET stream.
-    fn dispatch(&self, msg: Value, size: usize) {
+    fn dispatch(&self, msg: Value, line: bytes::Bytes) {
         let is_response = msg.get("method").is_none() && (msg.get("result").is_some() || msg.get("error").is_some());
         if is_response {
             if let Some(id) = msg.get("id") {
@@ -301,7 +287,7 @@ impl Session {
                     return;
                 }
             }
-            self.to_stream(msg, size);
+            self.to_stream(line);
             return;
         }
         let msg = match self.route_for(&msg) {
@@ -311,7 +297,8 @@ impl Session {
             },
             None => msg,
         };
-        self.to_stream(msg, size);
+        drop(msg);
+        self.to_stream(line);
     }
 
     /// The request stream a server request or notification belongs to: by progress token, or the
@@ -345,7 +332,8 @@ impl Session {
         (RouteGuard { session: self.clone(), id }, rx)
     }
 
-    fn to_stream(&self, msg: Value, size: usize) {
+    fn to_stream(&self, line: bytes::Bytes) {
+        let size = line.len();
         let mut g = self.stream.lock().unwrap_or_else(|e| e.into_inner());
         g.last += 1;
         let n = g.last;
@@ -355,47 +343,54 @@ impl Session {
         while !g.history.is_empty()
             && (g.history.len() >= BACKLOG || (keep && g.history_bytes + size > MAX_STREAM_BYTES))
         {
-            if let Some((old, _, old_size)) = g.history.pop_front() {
-                g.history_bytes -= old_size;
+            if let Some((old, old_line)) = g.history.pop_front() {
+                g.history_bytes -= old_line.len();
                 if old > g.delivered {
                     tracing::warn!(session = %self.id, "no GET stream; oldest server message dropped");
                 }
             }
         }
         if keep {
-            g.history.push_back((n, msg.clone(), size));
+            g.history.push_back((n, line.clone()));
             g.history_bytes += size;
         }
-        if g.tx.is_some() {
-            // Not read (its budget or queue full) or gone: end it; a client that reconnects with
-            // Last-Event-ID gets what it missed from the history.
-            let sent = g
-                .reserve(size)
-                .is_some_and(|queued| g.tx.as_ref().is_some_and(|tx| tx.try_send((n, msg, queued)).is_ok()));
-            if sent {
-                g.delivered = n;
-            } else {
-                g.tx = None;
-            }
+        let sent = g.tx.as_ref().map(|(tx, budget)| {
+            // Not read (its budget or queue full) or gone: end it; a client that reconnects
+            // with Last-Event-ID gets what it missed from the history.
+            reserve(budget, size).is_some_and(|queued| tx.try_send((n, line, queued)).is_ok())
+        });
+        match sent {
+            Some(true) => g.delivered = n,
+            Some(false) => g.tx = None,
+            None => {}
+        }
+        if !keep && sent != Some(true) {
+            tracing::warn!(session = %self.id, bytes = size, "a server message larger than a GET stream keeps had no stream to take it: dropped");
         }
     }
 
     /// Open the session's GET stream (replacing an older one): first the messages after
     /// `last_event` (`Last-Event-ID`), or without one those no stream has had yet; then live ones.
+    /// A replay that does not fit the stream's budget ends it after what fits (the client comes
+    /// back for the rest).
     pub fn open_stream(&self, last_event: Option<u64>) -> mpsc::Receiver<Numbered> {
         let (tx, rx) = mpsc::channel(BACKLOG);
+        let budget = Arc::new(tokio::sync::Semaphore::new(MAX_STREAM_BYTES));
         let mut g = self.stream.lock().unwrap_or_else(|e| e.into_inner());
         let after = last_event.unwrap_or(g.delivered);
         let mut delivered = g.delivered;
-        for (n, m, size) in g.history.iter().filter(|(n, _, _)| *n > after) {
-            let Some(queued) = g.reserve(*size) else { break };
-            if tx.try_send((*n, m.clone(), queued)).is_err() {
+        let mut complete = true;
+        for (n, line) in g.history.iter().filter(|(n, _)| *n > after) {
+            let sent =
+                reserve(&budget, line.len()).is_some_and(|queued| tx.try_send((*n, line.clone(), queued)).is_ok());
+            if !sent {
+                complete = false;
                 break;
             }
             delivered = delivered.max(*n);
         }
         g.delivered = delivered;
-        g.tx = Some(tx);
+        g.tx = complete.then_some((tx, budget));
         rx
     }
 
@@ -605,6 +600,17 @@ impl Bridge {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A GET stream message as JSON.
+    trait Json {
+        fn json(&self) -> Value;
+    }
+
+    impl Json for Numbered {
+        fn json(&self) -> Value {
+            serde_json::from_slice(&self.1).unwrap()
+        }
+    }
     use serde_json::json;
 
     #[tokio::test]
@@ -632,7 +638,7 @@ mod tests {
         s.send(&json!({"jsonrpc": "2.0", "method": "notifications/message"})).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         let mut rx = s.open_stream(None);
-        assert_eq!(rx.recv().await.unwrap().1["method"], "notifications/message", "backlog delivered");
+        assert_eq!(rx.recv().await.unwrap().json()["method"], "notifications/message", "backlog delivered");
         assert_eq!(b.len(), 1);
         b.remove(&s.id).await.unwrap();
         assert!(b.get(&s.id).is_err());
@@ -656,7 +662,7 @@ mod tests {
         assert_eq!(r1.recv().await.unwrap()["params"]["progressToken"], "t1");
         assert_eq!(r1.recv().await.unwrap()["method"], "notifications/message");
         let mut get = s.open_stream(None);
-        assert_eq!(get.recv().await.unwrap().1["method"], "notifications/tools/list_changed");
+        assert_eq!(get.recv().await.unwrap().json()["method"], "notifications/tools/list_changed");
 
         // Two: progress by token; anything else is ambiguous and goes to the GET stream.
         let (g2, mut r2) = s.open_route(vec!["\"t2\"".into()]);
@@ -665,12 +671,12 @@ mod tests {
         s.send(&log).await.unwrap();
         assert_eq!(r2.recv().await.unwrap()["params"]["progressToken"], "t2");
         assert_eq!(r1.recv().await.unwrap()["params"]["progressToken"], "t1");
-        assert_eq!(get.recv().await.unwrap().1["method"], "notifications/message");
+        assert_eq!(get.recv().await.unwrap().json()["method"], "notifications/message");
 
         // Closed streams no longer receive; an unknown token goes to the GET stream.
         drop((g1, g2));
         s.send(&progress("t1")).await.unwrap();
-        assert_eq!(get.recv().await.unwrap().1["params"]["progressToken"], "t1");
+        assert_eq!(get.recv().await.unwrap().json()["params"]["progressToken"], "t1");
         assert!(r1.try_recv().is_err() && r2.try_recv().is_err());
         b.remove(&s.id).await.unwrap();
     }
@@ -684,7 +690,8 @@ mod tests {
         for i in 1..=3 {
             s.send(&note(i)).await.unwrap();
         }
-        let (n1, m1, _) = get.recv().await.unwrap();
+        let first = get.recv().await.unwrap();
+        let (n1, m1) = (first.0, first.json());
         assert_eq!((n1, m1["params"]["i"].as_u64()), (1, Some(1)));
         assert_eq!(parse_event_id(&event_id(n1)), Some(1));
         assert_eq!(parse_event_id("other-7"), None);
@@ -695,14 +702,14 @@ mod tests {
         let mut again = s.open_stream(Some(n1));
         let replayed: Vec<u64> = [again.recv().await, again.recv().await, again.recv().await]
             .into_iter()
-            .map(|m| m.unwrap().1["params"]["i"].as_u64().unwrap())
+            .map(|m| m.unwrap().json()["params"]["i"].as_u64().unwrap())
             .collect();
         assert_eq!(replayed, vec![2, 3, 4], "what came after event 1, once");
         // A new stream without Last-Event-ID does not repeat what a stream already had.
         drop(again);
         let mut fresh = s.open_stream(None);
         s.send(&note(5)).await.unwrap();
-        assert_eq!(fresh.recv().await.unwrap().1["params"]["i"], 5);
+        assert_eq!(fresh.recv().await.unwrap().json()["params"]["i"], 5);
         b.remove(&s.id).await.unwrap();
     }
 
@@ -727,17 +734,27 @@ mod tests {
             let g = s.stream.lock().unwrap();
             assert!(g.history_bytes <= MAX_STREAM_BYTES, "{} bytes kept", g.history_bytes);
             assert_eq!(g.history.iter().map(|h| h.0).collect::<Vec<_>>(), vec![3], "the newest that fit");
-            assert_eq!(g.queue.available_permits(), MAX_STREAM_BYTES, "what was read is given back");
         }
         // The client comes back with Last-Event-ID and gets what the history kept.
         let mut again = s.open_stream(Some(1));
-        assert_eq!(again.recv().await.unwrap().1["params"]["i"], 3);
+        assert_eq!(again.recv().await.unwrap().json()["params"]["i"], 3);
         // Larger than the whole budget: delivered live, not kept.
         let huge = json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {"data": "y".repeat(MAX_STREAM_BYTES + 1)}});
         s.send(&huge).await.unwrap();
-        let (n, m, _) = again.recv().await.unwrap();
+        let huge_got = again.recv().await.unwrap();
+        let (n, m) = (huge_got.0, huge_got.json());
         assert_eq!((n, m["params"]["data"].as_str().map(str::len)), (4, Some(MAX_STREAM_BYTES + 1)));
         assert!(s.stream.lock().unwrap().history.iter().all(|h| h.0 != 4));
+        // An old stream not read (its connection not yet gone) holds its own budget only: the
+        // stream the client reconnects with is not starved by it.
+        let mut old = s.open_stream(None);
+        s.send(&big(5)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut new = s.open_stream(Some(5));
+        s.send(&big(6)).await.unwrap();
+        assert_eq!(new.recv().await.unwrap().json()["params"]["i"], 6);
+        assert_eq!(old.recv().await.unwrap().json()["params"]["i"], 5);
+        assert!(old.recv().await.is_none(), "replaced");
         b.remove(&s.id).await.unwrap();
     }
 

@@ -8,7 +8,8 @@
 //! pod's network namespace, which `mcp-gateway --drain`, the gateway container's hook, uses), never
 //! on the admin port, not even from loopback: the MCP server shares the pod's loopback, and a tool
 //! that fetches URLs (`http://127.0.0.1:9090/drain`) would otherwise take the pod out of its
-//! Service for good. No HTTP request reaches a Unix socket.
+//! Service for good. No URL reaches a Unix socket; a process that opens sockets itself in the pod
+//! (a shell tool) can, as it can do anything else in its own pod.
 
 use crate::metrics::Metrics;
 use crate::probe::Health;

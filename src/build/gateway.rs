@@ -203,8 +203,8 @@ pub(super) fn stdio_wrapper(
 /// `mcp-gateway --drain` asks it over its drain socket to turn its readiness off and answers
 /// after its drain delay, so the Service stops routing to the pod before any of its containers
 /// gets SIGTERM. (The gateway drains only on a request over that abstract Unix socket, never over
-/// its admin port: neither a client reaching the admin port nor the server, which shares the
-/// pod's loopback, can take the pod out of its Service.)
+/// its admin port: neither a client reaching the admin port nor a URL the server fetches over the
+/// pod's loopback can take the pod out of its Service.)
 pub(super) fn drain_before_stop(binary: String, ports: GatewayPorts) -> Lifecycle {
     Lifecycle {
         pre_stop: Some(LifecycleHandler {

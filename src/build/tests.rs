@@ -218,8 +218,9 @@ fn images_are_pulled_if_not_present_and_pods_drain_before_stop() {
     for ctr in &pod.containers {
         assert_eq!(ctr.image_pull_policy.as_deref(), Some("IfNotPresent"), "{}: also for :latest", ctr.name);
     }
-    // The gateway drains itself over loopback (its admin port moved aside from the server's
-    // 9090); the server container waits for that (by number: it declares no admin port).
+    // The gateway drains itself over its drain socket, named by its admin port (moved aside from
+    // the server's 9090); the server container waits for that (by number: it declares no admin
+    // port).
     let gateway = pod.containers.iter().find(|c| c.name == "gateway").unwrap();
     let exec = pre_stop(gateway).exec.and_then(|e| e.command);
     assert_eq!(exec, Some(vec!["/mcp-gateway".to_string(), "--drain=127.0.0.1:9091".into()]));

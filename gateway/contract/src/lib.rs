@@ -42,8 +42,9 @@ pub mod admin {
     /// The status document ([`crate::status::StatusDocument`]).
     pub const STATUS: &str = "/status";
     /// The gateway's preStop hook (`mcp-gateway --drain`, in the pod): not ready from now on;
-    /// answered after the drain delay. Only from loopback: from anywhere else it is refused (403),
-    /// else any client that reaches the admin port could take every pod out of its Service.
+    /// answered after the drain delay. Only over the pod's drain socket (an abstract Unix socket):
+    /// on the admin port it is refused (403), loopback included, else any client that reaches the
+    /// admin port, or a server tool fetching a loopback URL, could take pods out of their Service.
     pub const DRAIN: &str = "/drain";
     /// The server container's preStop hook (an httpGet; server images need no tool): answered
     /// once the gateway has drained (it waits for the drain to start, at most the drain delay,

@@ -24,8 +24,125 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+/// How often a WebSocket looks for a message that takes longer than `--body-timeout`.
+const STALL_CHECK: Duration = Duration::from_secs(1);
+
 fn config(max: usize) -> WebSocketConfig {
     WebSocketConfig::default().max_message_size(Some(max)).max_frame_size(Some(max))
+}
+
+/// What a WebSocket's client side holds of the gateway's body budget: the bytes read since its
+/// last whole message (a frame's declared payload is buffered whole before it makes a message),
+/// charged like a request body's to `--max-buffered-bytes` and to the caller's share of it, and
+/// since when a message is incomplete (`--body-timeout` bounds it, as for a request body). So a
+/// caller that opens sockets and sends every message but its last byte holds no more than a
+/// caller sending slow request bodies.
+struct Charge {
+    budget: Arc<tokio::sync::Semaphore>,
+    shares: Arc<crate::inflight::InFlight>,
+    owner: String,
+    /// KiB of `budget` held.
+    held: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// KiB of the caller's share held.
+    share: Option<crate::inflight::Permit>,
+    bytes: usize,
+    since: Option<Instant>,
+}
+
+impl Charge {
+    fn new(gw: &Gateway, owner: String) -> Arc<std::sync::Mutex<Self>> {
+        Arc::new(std::sync::Mutex::new(Self {
+            budget: gw.body_budget.clone(),
+            shares: gw.body_share.clone(),
+            owner,
+            held: None,
+            share: None,
+            bytes: 0,
+            since: None,
+        }))
+    }
+
+    /// `n` more bytes read: false when the budget or the caller's share cannot hold them.
+    fn add(&mut self, n: usize) -> bool {
+        self.bytes += n;
+        self.since.get_or_insert_with(Instant::now);
+        let kib = self.bytes.div_ceil(1024);
+        let more = kib.saturating_sub(self.held.as_ref().map_or(0, |h| h.num_permits()));
+        if more > 0 {
+            let Ok(more) = u32::try_from(more) else { return false };
+            let Ok(permit) = self.budget.clone().try_acquire_many_owned(more) else { return false };
+            match &mut self.held {
+                Some(h) => h.merge(permit),
+                None => self.held = Some(permit),
+            }
+        }
+        match &mut self.share {
+            Some(share) => share.grow_to(kib),
+            None => {
+                self.share = self.shares.acquire_n(&self.owner, kib);
+                self.share.is_some()
+            }
+        }
+    }
+
+    /// A whole message was read: what was held for it is free.
+    fn settle(&mut self) {
+        (self.held, self.share, self.bytes, self.since) = (None, None, 0, None);
+    }
+
+    /// Whether a message has been incomplete for longer than `limit`.
+    fn stalled(&self, limit: Duration) -> bool {
+        self.since.is_some_and(|t| t.elapsed() > limit)
+    }
+}
+
+fn lock(charge: &std::sync::Mutex<Charge>) -> std::sync::MutexGuard<'_, Charge> {
+    charge.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The client's connection, every byte read charged to its [`Charge`].
+struct Charged<I> {
+    io: I,
+    charge: Arc<std::sync::Mutex<Charge>>,
+}
+
+impl<I: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Charged<I> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        std::task::ready!(std::pin::Pin::new(&mut this.io).poll_read(cx, buf))?;
+        let n = buf.filled().len() - before;
+        if n > 0 && !lock(&this.charge).add(n) {
+            return std::task::Poll::Ready(Err(std::io::Error::other("the gateway's body budget is used up")));
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl<I: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Charged<I> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
 }
 
 /// Who a WebSocket is served to: the identity, its tool access, and its in-flight permit (held
@@ -98,10 +215,10 @@ pub async fn proxy(
         let _permit = permit;
         match on_upgrade.await {
             Ok(upgraded) => {
-                let client =
-                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config(gw.max_body)))
-                        .await;
-                pipe(gw, client, upstream, identity, access, base).await;
+                let charge = Charge::new(&gw, identity.rate_key());
+                let io = Charged { io: TokioIo::new(upgraded), charge: charge.clone() };
+                let client = WebSocketStream::from_raw_socket(io, Role::Server, Some(config(gw.max_body))).await;
+                pipe(gw, client, upstream, identity, access, base, charge).await;
             }
             Err(e) => tracing::warn!(error = %e, "WebSocket upgrade failed"),
         }
@@ -116,6 +233,7 @@ async fn pipe<C, U>(
     identity: Identity,
     access: ToolAccess,
     base: Record,
+    charge: Arc<std::sync::Mutex<Charge>>,
 ) where
     C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -129,8 +247,20 @@ async fn pipe<C, U>(
     // The connection ends when the caller's credential expires (the client reconnects with a new one).
     let expiry = tokio::time::sleep(identity.time_left().unwrap_or(Duration::MAX));
     tokio::pin!(expiry);
+    let mut watch = tokio::time::interval(STALL_CHECK);
+    watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = watch.tick() => {
+                if lock(&charge).stalled(gw.body_timeout) {
+                    tracing::info!(identity = %identity.audit_name(), "a WebSocket message was not completed in time: closed");
+                    gw.metrics.deny("body_timeout");
+                    let frame = CloseFrame { code: CloseCode::Policy, reason: "message not completed in time".into() };
+                    let _ = c_tx.send(Message::Close(Some(frame))).await;
+                    let _ = u_tx.send(Message::Close(None)).await;
+                    break;
+                }
+            }
             _ = &mut expiry => {
                 tracing::info!(identity = %identity.audit_name(), "credential expired: WebSocket closed");
                 gw.metrics.deny("stream_credential_expired");
@@ -139,7 +269,7 @@ async fn pipe<C, U>(
                 let _ = u_tx.send(Message::Close(None)).await;
                 break;
             }
-            m = c_rx.next() => match m {
+            m = c_rx.next() => match m.inspect(|m| if m.is_ok() { lock(&charge).settle() }) {
                 Some(Ok(Message::Text(text))) => {
                     let start = Instant::now();
                     let mut rec = base.clone();

@@ -126,3 +126,89 @@ async fn websocket_tasks_stay_with_their_caller() {
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.iter().filter(|m| m.contains("m-ws-task")).count(), 1, "only alice's tasks/get: {seen:?}");
 }
+
+/// Opens a WebSocket to `gw` over raw TCP and sends the header of a masked text frame declaring
+/// `declared` bytes, then `sent` of them: a message that is never completed.
+async fn partial_message(gw: &Gw, declared: u64, sent: usize) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let upgrade = format!(
+        "GET /mcp HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        gw.addr
+    );
+    tcp.write_all(upgrade.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tcp.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    let mut frame = vec![0x81, 0x80 | 127];
+    frame.extend_from_slice(&declared.to_be_bytes());
+    frame.extend_from_slice(&[1, 2, 3, 4]);
+    frame.extend(std::iter::repeat_n(b'x' ^ 1, sent));
+    // The gateway may close before all of it is read (over its budget).
+    let _ = tcp.write_all(&frame).await;
+    tcp
+}
+
+/// Reads until the gateway closes the connection (a close frame, then EOF or a reset); the bytes
+/// read.
+async fn until_closed(tcp: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tcp.read(&mut buf).await {
+            Ok(0) | Err(_) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// A WebSocket message is charged to the body budget while it is read, and bounded in time, like a
+/// request body: a caller sending every message but its last byte holds no more than one sending
+/// slow bodies.
+#[tokio::test]
+async fn an_incomplete_websocket_message_is_bounded_in_time_and_bytes() {
+    let (addr, _) = ws_server(false).await;
+    let upstream = format!("http://{addr}/mcp");
+    let start = |timeout: &str| {
+        let args = [
+            "--upstream",
+            &upstream,
+            "--transport",
+            "websocket",
+            "--check-interval",
+            "60s",
+            "--body-timeout",
+            timeout,
+            "--max-buffered-bytes",
+            "262144",
+        ]
+        .map(String::from);
+        async move { Gw::start(&json!({"enabled": false}), &args).await }
+    };
+    // In time: a message not completed within --body-timeout closes the socket (1008).
+    let gw = start("1s").await;
+    let mut tcp = partial_message(&gw, 100_000, 1_000).await;
+    let began = std::time::Instant::now();
+    let got = tokio::time::timeout(Duration::from_secs(10), until_closed(&mut tcp)).await.expect("closed in time");
+    assert!(began.elapsed() >= Duration::from_millis(900), "not before the timeout: {:?}", began.elapsed());
+    assert!(got.starts_with(&[0x88]) && got.len() >= 4, "a close frame: {got:?}");
+    assert_eq!(u16::from_be_bytes([got[2], got[3]]), 1008);
+    assert!(gw.metrics().await.contains(r#"mcp_gateway_denials_total{reason="body_timeout"} 1"#));
+    // In bytes: more than --max-buffered-bytes of one unfinished message closes it at once.
+    let gw = start("60s").await;
+    let mut tcp = partial_message(&gw, 1_000_000, 300_000).await;
+    tokio::time::timeout(Duration::from_secs(10), until_closed(&mut tcp)).await.expect("closed at once");
+    // What it held is free again: a whole message gets through.
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/mcp", gw.addr)).await.unwrap();
+    ws.send(Message::text(list_tools(json!(1)).to_string())).await.unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap() {
+        Some(Ok(Message::Text(t))) => assert!(t.as_str().contains("tools"), "{t}"),
+        other => panic!("{other:?}"),
+    }
+}

@@ -132,6 +132,12 @@ impl Parsed {
     pub fn requests(&self) -> impl Iterator<Item = &Message> {
         self.messages.iter().filter(|m| m.kind == Kind::Request)
     }
+    /// `params.requestId` of the message at `i` (a `notifications/cancelled`).
+    pub fn cancelled_request(&self, i: usize) -> Option<Value> {
+        let m = self.messages.get(i)?;
+        let message: Value = serde_json::from_slice(self.body.get(m.span.clone())?).ok()?;
+        message.get("params")?.get("requestId").cloned()
+    }
     /// The method for audit and metrics: the single method, `response`, or `batch`.
     pub fn method_label(&self) -> String {
         match (self.batch, self.messages.first()) {

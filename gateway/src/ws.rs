@@ -8,6 +8,7 @@ use crate::admission::{self, Refusal};
 use crate::audit::{Decision, Record};
 use crate::auth::Identity;
 use crate::authz::{IdMap, ResponseFilter, TaskBinding, ToolAccess};
+use crate::jsonrpc;
 use crate::proxy::{empty, json_response, Gateway, HttpUpstream};
 use crate::Body;
 use futures_util::{SinkExt, StreamExt};
@@ -247,6 +248,10 @@ async fn pipe<C, U>(
     // The connection ends when the caller's credential expires (the client reconnects with a new one).
     let expiry = tokio::time::sleep(identity.time_left().unwrap_or(Duration::MAX));
     tokio::pin!(expiry);
+    // This socket's requests awaiting their answers, each holding one of the caller's in-flight
+    // permits (as an HTTP request does until answered): a socket cannot have more requests running
+    // at the server than the caller may.
+    let mut awaiting = Awaiting::default();
     let mut watch = tokio::time::interval(STALL_CHECK);
     watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -273,7 +278,9 @@ async fn pipe<C, U>(
                 Some(Ok(Message::Text(text))) => {
                     let start = Instant::now();
                     let mut rec = base.clone();
-                    match check(&gw, text.as_str(), &identity, &access, tasks.as_ref(), &mut rec) {
+                    let checked = check(&gw, text.as_str(), &identity, &access, tasks.as_ref(), &mut rec)
+                        .and_then(|admitted| hold(&gw, &identity, admitted, &mut awaiting));
+                    match checked {
                         Ok(admitted) => {
                             filter.ids.entries.extend(admitted.ids.entries.iter().cloned());
                             // Remember the most recent ids only: an answer later than 256 lists is not restored.
@@ -309,6 +316,7 @@ async fn pipe<C, U>(
             },
             m = u_rx.next() => match m {
                 Some(Ok(Message::Text(text))) => {
+                    awaiting.answered(text.as_str());
                     let out = if filter.passes_untouched(text.as_bytes()) {
                         Message::Text(text)
                     } else {
@@ -386,6 +394,76 @@ fn check(
     };
     rec.method = Some(admitted.parsed.method_label());
     rec.tool = admitted.parsed.tool_label();
+    Ok(admitted)
+}
+
+/// A socket's requests awaiting their answers, by the id the server got (JSON text), each
+/// holding one of the caller's in-flight permits.
+#[derive(Default)]
+struct Awaiting(std::collections::HashMap<String, crate::inflight::Permit>);
+
+impl Awaiting {
+    /// The server's frame `text`: its answers' requests are done.
+    fn answered(&mut self, text: &str) {
+        if self.0.is_empty() {
+            return;
+        }
+        let mut done = |m: &Value| {
+            if m.get("method").is_none() && (m.get("result").is_some() || m.get("error").is_some()) {
+                if let Some(id) = m.get("id") {
+                    self.0.remove(&id.to_string());
+                }
+            }
+        };
+        match serde_json::from_str::<Value>(text) {
+            Ok(Value::Array(batch)) => batch.iter().for_each(done),
+            Ok(message) => done(&message),
+            Err(_) => {}
+        }
+    }
+}
+
+/// Takes one of the caller's in-flight permits per request in `admitted` into `awaiting`, or
+/// refuses the frame (429 `caller_in_flight`: an error per request) when the caller holds its
+/// limit. A request the client cancels (`notifications/cancelled`; the server sends no answer) is
+/// done.
+fn hold(
+    gw: &Gateway,
+    identity: &Identity,
+    admitted: admission::Admitted,
+    awaiting: &mut Awaiting,
+) -> Result<admission::Admitted, (Refusal, Option<Value>)> {
+    let forwarded_id = |i: usize, id: Option<&Value>| {
+        admitted
+            .rewrites
+            .iter()
+            .find(|(at, _)| *at == i)
+            .map(|(_, text)| text.clone())
+            .or_else(|| id.map(Value::to_string))
+    };
+    let mut held = vec![];
+    for (i, m) in admitted.parsed.messages.iter().enumerate() {
+        match m.kind {
+            jsonrpc::Kind::Request => match gw.in_flight.acquire(&identity.rate_key()) {
+                Some(permit) => held.push((forwarded_id(i, m.id.as_ref()).unwrap_or_default(), permit)),
+                None => {
+                    let refusal = Refusal::CallerBusy;
+                    let mut errors: Vec<Value> =
+                        admitted.parsed.requests().map(|m| refusal.rpc_error(m.id.as_ref())).collect();
+                    let reply =
+                        if admitted.parsed.batch { Value::Array(errors) } else { errors.pop().unwrap_or_default() };
+                    return Err((refusal, Some(reply)));
+                }
+            },
+            jsonrpc::Kind::Notification if m.method.as_deref() == Some("notifications/cancelled") => {
+                if let Some(id) = admitted.parsed.cancelled_request(i) {
+                    awaiting.0.remove(&id.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    awaiting.0.extend(held);
     Ok(admitted)
 }
 

@@ -212,3 +212,58 @@ async fn an_incomplete_websocket_message_is_bounded_in_time_and_bytes() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A WebSocket's requests count against its caller's in-flight limit until answered (or
+/// cancelled), as HTTP requests do: one socket cannot have more requests running at the server
+/// than its caller may.
+#[tokio::test]
+async fn a_websockets_requests_count_against_the_callers_in_flight_limit() {
+    let (addr, seen) = ws_server(false).await;
+    let dir = tempdir("ws-inflight");
+    let upstream = format!("http://{addr}/mcp");
+    let args = [
+        "--upstream",
+        &upstream,
+        "--transport",
+        "websocket",
+        "--check-interval",
+        "60s",
+        "--max-in-flight-per-caller",
+        "3",
+    ]
+    .map(String::from);
+    let gw = Gw::start(&policy(json!({"authentication": jwt_auth(&dir, None, true)})), &args).await;
+    let mut req = format!("ws://{}/mcp", gw.addr).into_client_request().unwrap();
+    req.headers_mut().insert("authorization", bearer(&hs256(&claims("dev", &["developer"]))).parse().unwrap());
+    // The socket holds one permit, each request awaiting its answer one more.
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    for id in [1, 2] {
+        ws.send(Message::text(call_tool(json!(id), "hang", json!({})).to_string())).await.unwrap();
+    }
+    async fn ask<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, msg: Value) -> Value
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        ws.send(Message::text(msg.to_string())).await.unwrap();
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap() {
+            Some(Ok(Message::Text(t))) => serde_json::from_str(t.as_str()).unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+    let refused = ask(&mut ws, call_tool(json!("m-ws-busy"), "echo", json!({}))).await;
+    assert_eq!(refused["id"], "m-ws-busy");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("in flight"), "{refused}");
+    // Cancelled: the server sends no answer, and the request is done.
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1}});
+    ws.send(Message::text(cancel.to_string())).await.unwrap();
+    // Answered requests give their permits back: any number, one after the other.
+    for id in 3..8 {
+        let ok = ask(&mut ws, call_tool(json!(id), "echo", json!({}))).await;
+        assert_eq!(ok["result"]["content"][0]["text"], "called", "{ok}");
+    }
+    gw.denied("caller_in_flight", 429).await;
+    assert!(
+        !seen.lock().unwrap().iter().any(|m| m.contains("m-ws-busy")),
+        "the refused request never reached the server"
+    );
+}

@@ -549,6 +549,10 @@ pub async fn ws_server(hostile: bool) -> (std::net::SocketAddr, Arc<Mutex<Vec<St
                     }
                     let msg: Value = serde_json::from_str(t.as_str()).unwrap();
                     let Some(mut id) = msg.get("id").cloned() else { continue };
+                    // A tool that never answers.
+                    if msg["params"]["name"] == "hang" {
+                        continue;
+                    }
                     if hostile && msg["method"] == "tools/list" {
                         let _ = ws.send(Message::text("{not json: {\"tools\": [{\"name\": \"admin-reset\"}]")).await;
                         id = json!("an-id-of-my-own");

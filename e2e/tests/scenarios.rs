@@ -1831,8 +1831,21 @@ EOF",
     })
     .await?;
     // Likewise a resource a container cannot ask for, and an env entry the API server would
-    // refuse: each named, what runs stays, and fixed, the server runs again.
-    let pods = pod_uids(&ns, "app=s").await?;
+    // refuse: each named, what runs stays, and fixed, the server runs again. (First the rollout of
+    // the fixed resources ends: its new pod replaces the old.)
+    wait_for(&ns.api::<McpServer>(), "s", "the rollout complete", |s: Option<&McpServer>| {
+        s.and_then(|s| Some((s.metadata.generation, s.status.as_ref()?))).is_some_and(|(generation, st)| {
+            st.observed_generation == generation
+                && st.conditions.iter().any(|c| c.type_ == "Progressing" && c.reason == "RolloutComplete")
+                && st.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == "AllReplicasReady")
+        })
+    })
+    .await?;
+    let pods = eventually("one pod of s", || {
+        let ns = &ns;
+        async move { Ok(Some(pod_uids(ns, "app=s").await?).filter(|p| p.len() == 1)) }
+    })
+    .await?;
     ns.sh_ok(r#"kubectl patch mcpserver s --type merge -p '{"spec":{"resources":{"limits":{"CPU":"1"}}}}'"#)?;
     let s = wait_for(&ns.api::<McpServer>(), "s", "Ready False InvalidResources", |s: Option<&McpServer>| {
         s.and_then(|s| s.status.as_ref()).is_some_and(|st| {

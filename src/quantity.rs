@@ -72,8 +72,8 @@ fn subdomain(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
         && s.split('.').all(|l| {
+            // No limit per label: the API server checks a resource name's domain that way.
             !l.is_empty()
-                && l.len() <= 63
                 && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !l.starts_with('-')
                 && !l.ends_with('-')

@@ -231,7 +231,8 @@ impl Session {
                 match read_line_bounded(&mut out, MAX_LINE).await {
                     Ok(Some(line)) if line.iter().all(u8::is_ascii_whitespace) => {}
                     Ok(Some(line)) => match serde_json::from_slice::<Value>(&line) {
-                        Ok(msg) => reader.dispatch(msg, line.into()),
+                        // Without the spare capacity reading left: the bytes counted are held.
+                        Ok(msg) => reader.dispatch(msg, bytes::Bytes::copy_from_slice(&line)),
                         Err(_) => tracing::warn!(session = %reader.id, line = %String::from_utf8_lossy(&line),
                             "stdio server wrote a line that is not JSON-RPC"),
                     },

@@ -28,8 +28,12 @@ use tokio_tungstenite::WebSocketStream;
 /// How often a WebSocket looks for a message that takes longer than `--body-timeout`.
 const STALL_CHECK: Duration = Duration::from_secs(1);
 
+/// What tungstenite reads ahead at once (its default is 128 KiB): bytes read past a whole message
+/// are not charged until more arrive, so this bounds what a socket holds uncharged.
+const READ_BUFFER: usize = 16 * 1024;
+
 fn config(max: usize) -> WebSocketConfig {
-    WebSocketConfig::default().max_message_size(Some(max)).max_frame_size(Some(max))
+    WebSocketConfig::default().max_message_size(Some(max)).max_frame_size(Some(max)).read_buffer_size(READ_BUFFER)
 }
 
 /// What a WebSocket's client side holds of the gateway's body budget: the bytes read since its
@@ -91,9 +95,27 @@ impl Charge {
         (self.held, self.share, self.bytes, self.since) = (None, None, 0, None);
     }
 
+    /// A ping or pong of `payload` bytes was read (its frame: 2 bytes of header, 4 of mask). It
+    /// may arrive between the fragments of an unfinished message, which stays charged and timed;
+    /// on its own it settles.
+    fn control(&mut self, payload: usize) {
+        self.bytes = self.bytes.saturating_sub(6 + payload);
+        if self.bytes == 0 {
+            self.settle();
+        }
+    }
+
     /// Whether a message has been incomplete for longer than `limit`.
     fn stalled(&self, limit: Duration) -> bool {
         self.since.is_some_and(|t| t.elapsed() > limit)
+    }
+
+    /// The gateway was busy (blocked sending) until now: an unfinished message gets its time again
+    /// from here, as the client could not be read meanwhile.
+    fn resume(&mut self) {
+        if self.since.is_some() {
+            self.since = Some(Instant::now());
+        }
     }
 }
 
@@ -254,7 +276,13 @@ async fn pipe<C, U>(
     let mut awaiting = Awaiting::default();
     let mut watch = tokio::time::interval(STALL_CHECK);
     watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // When the last message was taken up: handling it may block (sending to a slow client or
+    // server), and that time does not count against the client's unfinished message.
+    let mut woke: Option<Instant> = None;
     loop {
+        if woke.take().is_some_and(|w| w.elapsed() >= STALL_CHECK) {
+            lock(&charge).resume();
+        }
         tokio::select! {
             _ = watch.tick() => {
                 if lock(&charge).stalled(gw.body_timeout) {
@@ -274,7 +302,11 @@ async fn pipe<C, U>(
                 let _ = u_tx.send(Message::Close(None)).await;
                 break;
             }
-            m = c_rx.next() => match m.inspect(|m| if m.is_ok() { lock(&charge).settle() }) {
+            m = c_rx.next() => { woke = Some(Instant::now()); match m.inspect(|m| match m {
+                Ok(Message::Ping(p) | Message::Pong(p)) => lock(&charge).control(p.len()),
+                Ok(_) => lock(&charge).settle(),
+                Err(_) => {}
+            }) {
                 Some(Ok(Message::Text(text))) => {
                     let start = Instant::now();
                     let mut rec = base.clone();
@@ -313,8 +345,8 @@ async fn pipe<C, U>(
                     let _ = u_tx.send(Message::Close(None)).await;
                     break;
                 }
-            },
-            m = u_rx.next() => match m {
+            }},
+            m = u_rx.next() => { woke = Some(Instant::now()); match m {
                 Some(Ok(Message::Text(text))) => {
                     awaiting.answered(text.as_str());
                     let out = if filter.passes_untouched(text.as_bytes()) {
@@ -333,6 +365,7 @@ async fn pipe<C, U>(
                 }
                 // MCP messages are text: binary frames pass only where nothing is inspected.
                 Some(Ok(Message::Binary(b))) => {
+                    awaiting.answered(&String::from_utf8_lossy(&b));
                     if filter.is_noop() {
                         if c_tx.send(Message::Binary(b)).await.is_err() { break; }
                     } else {
@@ -348,7 +381,7 @@ async fn pipe<C, U>(
                     let _ = c_tx.send(Message::Close(None)).await;
                     break;
                 }
-            },
+            }},
         }
     }
 }
@@ -397,21 +430,44 @@ fn check(
     Ok(admitted)
 }
 
-/// A socket's requests awaiting their answers, by the id the server got (JSON text), each
+/// Most requests one socket may have awaiting their answers (without authentication the
+/// caller's in-flight limit does not apply).
+const MAX_AWAITING: usize = 4096;
+
+/// A request id as a key: numbers by value (`1`, `1.0` and `1e0` are one id; a server may write
+/// back any of them), anything else as its JSON text.
+fn id_key(id: &Value) -> String {
+    match id.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => format!("{}", f as i64),
+        Some(f) => format!("{f}"),
+        None => id.to_string(),
+    }
+}
+
+/// A socket's requests awaiting their answers, by the id the server got ([`id_key`]), each
 /// holding one of the caller's in-flight permits.
 #[derive(Default)]
 struct Awaiting(std::collections::HashMap<String, crate::inflight::Permit>);
 
 impl Awaiting {
-    /// The server's frame `text`: its answers' requests are done.
+    /// The server's frame `text`: its answers' requests are done. An error the server could not
+    /// tie to a request (id null: a batch it does not take, say) frees one.
     fn answered(&mut self, text: &str) {
         if self.0.is_empty() {
             return;
         }
         let mut done = |m: &Value| {
-            if m.get("method").is_none() && (m.get("result").is_some() || m.get("error").is_some()) {
-                if let Some(id) = m.get("id") {
-                    self.0.remove(&id.to_string());
+            if m.get("method").is_some() || !(m.get("result").is_some() || m.get("error").is_some()) {
+                return;
+            }
+            match m.get("id").filter(|id| !id.is_null()) {
+                Some(id) => {
+                    self.0.remove(&id_key(id));
+                }
+                None => {
+                    if let Some(any) = self.0.keys().next().cloned() {
+                        self.0.remove(&any);
+                    }
                 }
             }
         };
@@ -425,8 +481,8 @@ impl Awaiting {
 
 /// Takes one of the caller's in-flight permits per request in `admitted` into `awaiting`, or
 /// refuses the frame (429 `caller_in_flight`: an error per request) when the caller holds its
-/// limit. A request the client cancels (`notifications/cancelled`; the server sends no answer) is
-/// done.
+/// limit (or the socket [`MAX_AWAITING`]). A request the client cancels
+/// (`notifications/cancelled`; the server sends no answer) is done.
 fn hold(
     gw: &Gateway,
     identity: &Identity,
@@ -434,36 +490,38 @@ fn hold(
     awaiting: &mut Awaiting,
 ) -> Result<admission::Admitted, (Refusal, Option<Value>)> {
     let forwarded_id = |i: usize, id: Option<&Value>| {
-        admitted
-            .rewrites
-            .iter()
-            .find(|(at, _)| *at == i)
-            .map(|(_, text)| text.clone())
-            .or_else(|| id.map(Value::to_string))
+        let rewritten = admitted.rewrites.iter().find(|(at, _)| *at == i).map(|(_, text)| text.clone());
+        rewritten.or_else(|| id.map(id_key))
     };
     let mut held = vec![];
+    let mut cancelled = vec![];
     for (i, m) in admitted.parsed.messages.iter().enumerate() {
         match m.kind {
-            jsonrpc::Kind::Request => match gw.in_flight.acquire(&identity.rate_key()) {
-                Some(permit) => held.push((forwarded_id(i, m.id.as_ref()).unwrap_or_default(), permit)),
-                None => {
+            jsonrpc::Kind::Request => {
+                let permit = (awaiting.0.len() + held.len() < MAX_AWAITING)
+                    .then(|| gw.in_flight.acquire(&identity.rate_key()))
+                    .flatten();
+                let Some(permit) = permit else {
                     let refusal = Refusal::CallerBusy;
                     let mut errors: Vec<Value> =
                         admitted.parsed.requests().map(|m| refusal.rpc_error(m.id.as_ref())).collect();
                     let reply =
                         if admitted.parsed.batch { Value::Array(errors) } else { errors.pop().unwrap_or_default() };
                     return Err((refusal, Some(reply)));
-                }
-            },
+                };
+                held.push((forwarded_id(i, m.id.as_ref()).unwrap_or_default(), permit));
+            }
             jsonrpc::Kind::Notification if m.method.as_deref() == Some("notifications/cancelled") => {
-                if let Some(id) = admitted.parsed.cancelled_request(i) {
-                    awaiting.0.remove(&id.to_string());
-                }
+                cancelled.extend(admitted.parsed.cancelled_request(i));
             }
             _ => {}
         }
     }
     awaiting.0.extend(held);
+    // After: a batch may cancel a request of its own.
+    for id in cancelled {
+        awaiting.0.remove(&id_key(&id));
+    }
     Ok(admitted)
 }
 
@@ -489,4 +547,35 @@ fn finish(
     let method = rec.method.clone().unwrap_or_else(|| "websocket".into());
     gw.metrics.observe(&method, rec.tool.as_deref(), status, decision.as_str(), took);
     gw.audit.record(rec);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_id_is_one_key_however_the_server_writes_its_number() {
+        assert_eq!(id_key(&json!(1)), id_key(&json!(1.0)));
+        assert_eq!(id_key(&json!(-0.0)), id_key(&json!(0)));
+        assert_ne!(id_key(&json!(1)), id_key(&json!("1")));
+        assert_ne!(id_key(&json!(1.5)), id_key(&json!(1)));
+        assert_eq!(id_key(&json!("mcpgw-a-1")), "\"mcpgw-a-1\"");
+    }
+
+    #[test]
+    fn answers_free_their_requests_and_an_error_without_id_frees_one() {
+        let table = crate::inflight::InFlight::new(10);
+        let mut awaiting = Awaiting::default();
+        for id in [json!(1), json!("a"), json!(3)] {
+            awaiting.0.insert(id_key(&id), table.acquire("c").unwrap());
+        }
+        assert_eq!(table.held("c"), 3);
+        awaiting.answered(r#"{"jsonrpc":"2.0","id":1.0,"result":{}}"#);
+        awaiting.answered(r#"{"jsonrpc":"2.0","id":"a","method":"sampling/createMessage","params":{}}"#);
+        awaiting.answered(r#"[{"jsonrpc":"2.0","id":"a","error":{"code":1,"message":"m"}}]"#);
+        assert_eq!(table.held("c"), 1, "1 and a answered; a server request is no answer");
+        awaiting.answered(r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"batch"}}"#);
+        assert_eq!(table.held("c"), 0);
+    }
 }

@@ -127,9 +127,8 @@ async fn websocket_tasks_stay_with_their_caller() {
     assert_eq!(seen.iter().filter(|m| m.contains("m-ws-task")).count(), 1, "only alice's tasks/get: {seen:?}");
 }
 
-/// Opens a WebSocket to `gw` over raw TCP and sends the header of a masked text frame declaring
-/// `declared` bytes, then `sent` of them: a message that is never completed.
-async fn partial_message(gw: &Gw, declared: u64, sent: usize) -> tokio::net::TcpStream {
+/// Opens a WebSocket to `gw` over raw TCP (the handshake done).
+async fn raw_socket(gw: &Gw) -> tokio::net::TcpStream {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     let upgrade = format!(
@@ -145,12 +144,31 @@ async fn partial_message(gw: &Gw, declared: u64, sent: usize) -> tokio::net::Tcp
         head.push(byte[0]);
     }
     assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
-    let mut frame = vec![0x81, 0x80 | 127];
+    tcp
+}
+
+/// A masked client frame: `first` (FIN and opcode), declaring `declared` payload bytes, `sent` of
+/// them.
+fn frame(first: u8, declared: u64, sent: usize) -> Vec<u8> {
+    let mut frame = vec![first, 0x80 | 127];
     frame.extend_from_slice(&declared.to_be_bytes());
     frame.extend_from_slice(&[1, 2, 3, 4]);
     frame.extend(std::iter::repeat_n(b'x' ^ 1, sent));
+    frame
+}
+
+/// A masked ping (or pong) with no payload.
+fn control(opcode: u8) -> Vec<u8> {
+    vec![0x80 | opcode, 0x80, 1, 2, 3, 4]
+}
+
+/// Opens a WebSocket to `gw` over raw TCP and sends the header of a masked text frame declaring
+/// `declared` bytes, then `sent` of them: a message that is never completed.
+async fn partial_message(gw: &Gw, declared: u64, sent: usize) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = raw_socket(gw).await;
     // The gateway may close before all of it is read (over its budget).
-    let _ = tcp.write_all(&frame).await;
+    let _ = tcp.write_all(&frame(0x81, declared, sent)).await;
     tcp
 }
 
@@ -200,6 +218,30 @@ async fn an_incomplete_websocket_message_is_bounded_in_time_and_bytes() {
     assert!(got.starts_with(&[0x88]) && got.len() >= 4, "a close frame: {got:?}");
     assert_eq!(u16::from_be_bytes([got[2], got[3]]), 1008);
     assert!(gw.metrics().await.contains(r#"mcp_gateway_denials_total{reason="body_timeout"} 1"#));
+    // A pong between the fragments of an unfinished message leaves it charged and timed.
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut tcp = raw_socket(&gw).await;
+        let mut first_fragment = frame(0x01, 1_000, 1_000);
+        first_fragment.extend(control(0xA));
+        tcp.write_all(&first_fragment).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(10), until_closed(&mut tcp)).await.expect("closed in time");
+        assert!(got.starts_with(&[0x88]), "a close frame: {got:?}");
+    }
+    // A ping on its own (a keep-alive) is no unfinished message: the socket stays.
+    {
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/mcp", gw.addr)).await.unwrap();
+        ws.send(Message::Ping(vec![7].into())).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        ws.send(Message::text(list_tools(json!(1)).to_string())).await.unwrap();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap() {
+                Some(Ok(Message::Pong(_))) => continue,
+                Some(Ok(Message::Text(t))) => break assert!(t.as_str().contains("tools"), "{t}"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
     // In bytes: more than --max-buffered-bytes of one unfinished message closes it at once.
     let gw = start("60s").await;
     let mut tcp = partial_message(&gw, 1_000_000, 300_000).await;

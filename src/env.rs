@@ -1,7 +1,8 @@
 //! A server's environment variables checked as the API server checks a container's, so that a
-//! `valueFrom` it would refuse is reported naming `spec.env[i]` (the API server names the
+//! variable it would refuse is reported naming `spec.env[i]` (the API server names the
 //! Deployment's `env[i + 6]`: the operator's own variables come first) before any child is written.
 
+use crate::quantity::{nanos, qualified_name, subdomain};
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource};
 
 /// The pod fields a `fieldRef` may name (besides `metadata.labels['…']` and
@@ -27,9 +28,27 @@ fn resource_field(resource: &str) -> bool {
         && (matches!(name, "cpu" | "memory" | "ephemeral-storage") || name.starts_with("hugepages-"))
 }
 
-/// A key of a Secret or ConfigMap.
+/// A key of a Secret or ConfigMap (not `.` or `..`, nor starting with `..`).
 fn key(k: &str) -> bool {
-    !k.is_empty() && k.len() <= 253 && k.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    !k.is_empty()
+        && k.len() <= 253
+        && k.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && k != "."
+        && !k.starts_with("..")
+}
+
+/// The divisors a `resourceFieldRef` of `resource` takes (by value), or None when `divisor` is
+/// one of them (zero: unset).
+fn divisor_problem(resource: &str, divisor: &str) -> Option<&'static str> {
+    const CPU: &str = "1m or 1";
+    const BYTES: &str = "1, 1k, 1M, 1G, 1T, 1P, 1E, 1Ki, 1Mi, 1Gi, 1Ti, 1Pi or 1Ei";
+    let takes = if resource.ends_with(".cpu") { CPU } else { BYTES };
+    let value = nanos(divisor);
+    if value == Some(0) {
+        return None;
+    }
+    let allowed: Vec<_> = takes.split([',', ' ']).filter(|d| !d.is_empty() && *d != "or").filter_map(nanos).collect();
+    (!value.is_some_and(|v| allowed.contains(&v))).then_some(takes)
 }
 
 /// The sources `valueFrom` names.
@@ -47,13 +66,23 @@ fn sources(from: &EnvVarSource) -> Vec<&'static str> {
 }
 
 /// One message per variable of `env` (the field `field`, e.g. `spec.env`) the API server would
-/// refuse: `value` beside `valueFrom`, a `valueFrom` naming no source or several, a key a Secret
-/// or ConfigMap cannot have, a field or resource a pod cannot expose, a `fileKeyRef` (the server's
-/// container has no volume of the user's to read it from).
-pub fn env_problems(field: &str, env: &[EnvVar]) -> Vec<String> {
+/// refuse: a name set twice (the Deployment's server-side apply refuses duplicate entries) or
+/// one of `reserved` (the operator's own variables, each with where its value comes from: the
+/// container would have it twice), `value` beside `valueFrom`, a `valueFrom` naming no source or
+/// several, a key a Secret or ConfigMap cannot have, a field or resource a pod cannot expose, a
+/// `fileKeyRef` (the server's container has no volume of the user's to read it from).
+pub fn env_problems(field: &str, env: &[EnvVar], reserved: &[(&str, &str)]) -> Vec<String> {
     let mut problems = vec![];
+    let mut first = std::collections::HashMap::new();
     for (i, var) in env.iter().enumerate() {
         let at = format!("{field}[{i}] ({})", var.name);
+        if let Some((_, source)) = reserved.iter().find(|(name, _)| *name == var.name) {
+            problems.push(format!("{at}: reserved: the operator sets it {source}"));
+        } else if let Some(earlier) = first.get(var.name.as_str()) {
+            problems.push(format!("{at}: repeats {field}[{earlier}]; a variable may be set once"));
+        } else {
+            first.insert(var.name.as_str(), i);
+        }
         let Some(from) = &var.value_from else { continue };
         if var.value.as_deref().is_some_and(|v| !v.is_empty()) {
             problems.push(format!("{at}: value and valueFrom are exclusive"));
@@ -71,22 +100,38 @@ pub fn env_problems(field: &str, env: &[EnvVar]) -> Vec<String> {
                 "{at}: valueFrom.fileKeyRef is not supported (the server's container has no volume of yours to read it from)"
             ));
         }
-        if let Some(r) = &from.secret_key_ref {
-            if !key(&r.key) {
-                problems.push(format!("{at}: valueFrom.secretKeyRef.key {:?} is not a key a Secret can have", r.key));
+        let refs = [
+            from.secret_key_ref.as_ref().map(|r| ("secretKeyRef", "Secret", &r.name, &r.key)),
+            from.config_map_key_ref.as_ref().map(|r| ("configMapKeyRef", "ConfigMap", &r.name, &r.key)),
+        ];
+        for (source, kind, name, k) in refs.into_iter().flatten() {
+            if !subdomain(name) {
+                problems.push(format!(
+                    "{at}: valueFrom.{source}.name {name:?} is not the name of a {kind} (a DNS subdomain)"
+                ));
             }
-        }
-        if let Some(r) = &from.config_map_key_ref {
-            if !key(&r.key) {
-                problems
-                    .push(format!("{at}: valueFrom.configMapKeyRef.key {:?} is not a key a ConfigMap can have", r.key));
+            if !key(k) {
+                problems.push(format!("{at}: valueFrom.{source}.key {k:?} is not a key a {kind} can have"));
             }
         }
         if let Some(r) = &from.field_ref {
+            if r.api_version.as_deref().is_some_and(|v| !v.is_empty() && v != "v1") {
+                problems.push(format!(
+                    "{at}: valueFrom.fieldRef.apiVersion {:?} is not v1",
+                    r.api_version.as_deref().unwrap_or_default()
+                ));
+            }
             let path = r.field_path.as_str();
-            let keyed = ["metadata.labels['", "metadata.annotations['"]
-                .iter()
-                .any(|p| path.strip_prefix(p).is_some_and(|rest| rest.len() > 2 && rest.ends_with("']")));
+            let keyed = [("metadata.labels['", false), ("metadata.annotations['", true)].iter().any(|(p, lower)| {
+                path.strip_prefix(p).and_then(|rest| rest.strip_suffix("']")).is_some_and(|k| {
+                    // An annotation's key is checked in lower case.
+                    if *lower {
+                        qualified_name(&k.to_ascii_lowercase())
+                    } else {
+                        qualified_name(k)
+                    }
+                })
+            });
             if !(FIELD_PATHS.contains(&path) || keyed) {
                 problems.push(format!(
                     "{at}: valueFrom.fieldRef.fieldPath {path:?} is not a field a pod exposes (metadata.name, \
@@ -96,6 +141,14 @@ pub fn env_problems(field: &str, env: &[EnvVar]) -> Vec<String> {
             }
         }
         if let Some(r) = &from.resource_field_ref {
+            if let Some(divisor) = r.divisor.as_ref().filter(|_| resource_field(&r.resource)) {
+                if let Some(takes) = divisor_problem(&r.resource, &divisor.0) {
+                    problems.push(format!(
+                        "{at}: valueFrom.resourceFieldRef.divisor {:?} is not one {} takes ({takes})",
+                        divisor.0, r.resource
+                    ));
+                }
+            }
             if !resource_field(&r.resource) {
                 problems.push(format!(
                     "{at}: valueFrom.resourceFieldRef.resource {:?} is not a container resource (limits.cpu, \
@@ -111,6 +164,8 @@ pub fn env_problems(field: &str, env: &[EnvVar]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const RESERVED: &[(&str, &str)] = &[("MCP_PORT", "from spec.port"), ("MCP_PATH", "from spec.path")];
 
     fn env(yaml: &str) -> Vec<EnvVar> {
         serde_norway::from_str(yaml).unwrap()
@@ -129,7 +184,7 @@ mod tests {
 - {name: H, valueFrom: {resourceFieldRef: {resource: limits.memory}}}
 - {name: I, valueFrom: {fieldRef: {fieldPath: spec.host}}}
 "#);
-        assert_eq!(env_problems("spec.env", &fine), Vec::<String>::new());
+        assert_eq!(env_problems("spec.env", &fine, RESERVED), Vec::<String>::new());
     }
 
     #[test]
@@ -145,7 +200,7 @@ mod tests {
 - {name: H, valueFrom: {fieldRef: {fieldPath: metadata.generateName}}}
 "#);
         assert_eq!(
-            env_problems("spec.env", &bad),
+            env_problems("spec.env", &bad, RESERVED),
             vec![
                 "spec.env[0] (A): value and valueFrom are exclusive",
                 "spec.env[1] (B): valueFrom names no source (one of secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef)",
@@ -157,5 +212,64 @@ mod tests {
                 "spec.env[7] (H): valueFrom.fieldRef.fieldPath \"metadata.generateName\" is not a field a pod exposes (metadata.name, metadata.namespace, metadata.uid, metadata.labels['<key>'], metadata.annotations['<key>'], spec.nodeName, spec.serviceAccountName, status.hostIP, status.hostIPs, status.podIP, status.podIPs)",
             ]
         );
+    }
+
+    #[test]
+    fn a_name_set_twice_or_set_by_the_operator_is_named_with_what_sets_it() {
+        // The Deployment is applied server-side, and an apply refuses a container whose env
+        // repeats a name ("duplicate entries for key [name=...]"), naming the pod template's
+        // env, not the spec's.
+        let bad = env(r#"
+- {name: A, value: x}
+- {name: MCP_PORT, value: "9000"}
+- {name: B, valueFrom: {secretKeyRef: {name: s, key: k}}}
+- {name: A, value: y}
+- {name: B, value: z}
+- {name: MCP_PATH_PREFIX, value: /x}
+"#);
+        assert_eq!(
+            env_problems("spec.env", &bad, RESERVED),
+            vec![
+                "spec.env[1] (MCP_PORT): reserved: the operator sets it from spec.port",
+                "spec.env[3] (A): repeats spec.env[0]; a variable may be set once",
+                "spec.env[4] (B): repeats spec.env[2]; a variable may be set once",
+            ]
+        );
+    }
+
+    #[test]
+    fn references_the_api_server_would_refuse_are_named() {
+        let bad = env(r#"
+- {name: A, valueFrom: {secretKeyRef: {name: "", key: k}}}
+- {name: B, valueFrom: {configMapKeyRef: {name: My_Map, key: k}}}
+- {name: C, valueFrom: {secretKeyRef: {name: s, key: ".."}}}
+- {name: D, valueFrom: {configMapKeyRef: {name: c, key: "..x"}}}
+- {name: E, valueFrom: {fieldRef: {apiVersion: v2, fieldPath: metadata.name}}}
+- {name: F, valueFrom: {fieldRef: {fieldPath: "metadata.labels['a b']"}}}
+- {name: G, valueFrom: {resourceFieldRef: {resource: limits.cpu, divisor: "2"}}}
+- {name: H, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: abc}}}
+"#);
+        assert_eq!(
+            env_problems("spec.env", &bad, RESERVED),
+            vec![
+                "spec.env[0] (A): valueFrom.secretKeyRef.name \"\" is not the name of a Secret (a DNS subdomain)",
+                "spec.env[1] (B): valueFrom.configMapKeyRef.name \"My_Map\" is not the name of a ConfigMap (a DNS subdomain)",
+                "spec.env[2] (C): valueFrom.secretKeyRef.key \"..\" is not a key a Secret can have",
+                "spec.env[3] (D): valueFrom.configMapKeyRef.key \"..x\" is not a key a ConfigMap can have",
+                "spec.env[4] (E): valueFrom.fieldRef.apiVersion \"v2\" is not v1",
+                "spec.env[5] (F): valueFrom.fieldRef.fieldPath \"metadata.labels['a b']\" is not a field a pod exposes (metadata.name, metadata.namespace, metadata.uid, metadata.labels['<key>'], metadata.annotations['<key>'], spec.nodeName, spec.serviceAccountName, status.hostIP, status.hostIPs, status.podIP, status.podIPs)",
+                "spec.env[6] (G): valueFrom.resourceFieldRef.divisor \"2\" is not one limits.cpu takes (1m or 1)",
+                "spec.env[7] (H): valueFrom.resourceFieldRef.divisor \"abc\" is not one limits.memory takes (1, 1k, 1M, 1G, 1T, 1P, 1E, 1Ki, 1Mi, 1Gi, 1Ti, 1Pi or 1Ei)",
+            ]
+        );
+        let fine = env(r#"
+- {name: A, valueFrom: {secretKeyRef: {name: my-secret.v1, key: .env}}}
+- {name: B, valueFrom: {fieldRef: {apiVersion: v1, fieldPath: "metadata.labels['app.kubernetes.io/name']"}}}
+- {name: C, valueFrom: {fieldRef: {fieldPath: "metadata.annotations['Example.com/Key']"}}}
+- {name: D, valueFrom: {resourceFieldRef: {resource: requests.cpu, divisor: 1m}}}
+- {name: E, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1Mi}}}
+- {name: F, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: "1000"}}}
+"#);
+        assert_eq!(env_problems("spec.env", &fine, RESERVED), Vec::<String>::new());
     }
 }

@@ -83,7 +83,7 @@ pub fn validate_policy(spec: &SecurityPolicySpec, secrets: &BTreeMap<String, Sec
         problems.push(format!("spec.authentication.{UNBOUND_JWKS}"));
     }
     for (i, cidr) in spec.network.iter().flat_map(|n| n.allowed_cidrs.iter()).enumerate() {
-        if let Err(why) = check_cidr(cidr) {
+        if let Err(why) = canonical_cidr(cidr) {
             problems.push(format!("spec.network.allowedCIDRs[{i}]: {cidr:?} {why}"));
         }
     }
@@ -106,21 +106,35 @@ pub fn validate_policy(spec: &SecurityPolicySpec, secrets: &BTreeMap<String, Sec
     problems
 }
 
-/// Whether `cidr` is an address range as a NetworkPolicy's `ipBlock.cidr` takes it. The CRD's
-/// pattern checks IPv4 ranges fully but IPv6 ones only by their characters (Kubernetes 1.25's CEL
-/// has no IP library), so `fd00::1::/64` passes it and would be refused with the server's
-/// NetworkPolicy.
-fn check_cidr(cidr: &str) -> Result<(), &'static str> {
+/// `cidr` as a NetworkPolicy's `ipBlock.cidr` takes it on every supported Kubernetes: the
+/// range's own address (bits beyond the prefix cleared: `192.168.1.10/24` is `192.168.1.0/24`)
+/// and an IPv4-mapped IPv6 range as IPv4 (`::ffff:10.0.0.0/104` is `10.0.0.0/8`). API servers
+/// through 1.35 take either form and mean that range; 1.36's (StrictIPCIDRValidation) refuse the
+/// others. An error when it is no range at all: the CRD's pattern checks IPv4 ranges fully but
+/// IPv6 ones only by their characters (Kubernetes 1.25's CEL has no IP library), so
+/// `fd00::1::/64` passes it and would be refused with the server's NetworkPolicy.
+pub fn canonical_cidr(cidr: &str) -> Result<String, &'static str> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
     let (addr, prefix) = cidr.split_once('/').ok_or("has no /prefix")?;
-    let addr: std::net::IpAddr = addr.parse().map_err(|_| "is not an IP address followed by /prefix")?;
+    let addr: IpAddr = addr.parse().map_err(|_| "is not an IP address followed by /prefix")?;
     let prefix: u8 = prefix.parse().map_err(|_| "has no number after the /")?;
-    match addr {
-        std::net::IpAddr::V4(_) if prefix > 32 => Err("has a prefix longer than 32"),
-        std::net::IpAddr::V6(_) if prefix > 128 => Err("has a prefix longer than 128"),
-        // IPv4-mapped ranges (`::ffff:10.0.0.0/104`) pass: the API servers the guide promises
-        // accept them (Kubernetes' StrictIPCIDRValidation, off through 1.35, would refuse new ones).
-        _ => Ok(()),
+    let (value, width) = match addr {
+        IpAddr::V4(a) => (u128::from(u32::from(a)), 32u8),
+        IpAddr::V6(a) => (u128::from(a), 128u8),
+    };
+    if prefix > width {
+        return Err(if width == 32 { "has a prefix longer than 32" } else { "has a prefix longer than 128" });
     }
+    let host_bits = u32::from(width - prefix);
+    let network = value & !(u128::MAX.checked_shr(128 - host_bits).unwrap_or(0));
+    Ok(match addr {
+        IpAddr::V4(_) => format!("{}/{prefix}", Ipv4Addr::from(network as u32)),
+        IpAddr::V6(_) => match Ipv6Addr::from(network).to_ipv4_mapped() {
+            // Mapped after masking: the prefix covers the whole ::ffff:0:0/96.
+            Some(v4) if prefix >= 96 => format!("{v4}/{}", prefix - 96),
+            _ => format!("{}/{prefix}", Ipv6Addr::from(network)),
+        },
+    })
 }
 
 fn secret_file(secret: &str, key: &str) -> PathBuf {
@@ -284,7 +298,7 @@ spec:
             secret("oauth2-client", &["client-id", "client-secret"]),
         ]);
         let mut p = guide_policy();
-        let good = ["10.0.0.0/8", "0.0.0.0/0", "fd00::/64", "2001:db8::1/128", "::/0", "::ffff:10.0.0.0/104"];
+        let good = ["10.0.0.0/8", "0.0.0.0/0", "fd00::/64", "2001:db8::1/128", "::/0", "192.168.1.10/24"];
         p.spec.network = Some(crate::api::Network {
             allowed_cidrs: good.iter().map(|c| c.to_string()).collect(),
             ..Default::default()
@@ -301,6 +315,26 @@ spec:
                 r#"spec.network.allowedCIDRs[8]: "1.2.3.4:/8" is not an IP address followed by /prefix"#,
             ]
         );
+    }
+
+    #[test]
+    fn a_range_is_written_as_every_api_server_takes_it() {
+        for (cidr, canonical) in [
+            ("10.0.0.0/8", "10.0.0.0/8"),
+            ("192.168.1.10/24", "192.168.1.0/24"),
+            ("192.168.1.10/32", "192.168.1.10/32"),
+            ("10.1.2.3/0", "0.0.0.0/0"),
+            ("fd00::1/64", "fd00::/64"),
+            ("FD00:0001::/64", "fd00:1::/64"),
+            ("2001:db8::1/128", "2001:db8::1/128"),
+            ("::/0", "::/0"),
+            ("::ffff:10.0.0.0/104", "10.0.0.0/8"),
+            ("::ffff:10.1.2.3/128", "10.1.2.3/32"),
+            ("::ffff:10.0.0.0/80", "::/80"),
+        ] {
+            assert_eq!(canonical_cidr(cidr).as_deref(), Ok(canonical), "{cidr}");
+        }
+        assert_eq!(canonical_cidr("10.0.0.0/33"), Err("has a prefix longer than 32"));
     }
 
     #[test]

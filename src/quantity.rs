@@ -67,8 +67,8 @@ fn native(name: &str) -> bool {
     !name.contains('/') || name.contains("kubernetes.io/")
 }
 
-/// A DNS subdomain (a resource name's domain).
-fn subdomain(s: &str) -> bool {
+/// A DNS subdomain (a resource name's domain, an object's name).
+pub(crate) fn subdomain(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
         && s.split('.').all(|l| {
@@ -89,6 +89,14 @@ fn name_part(s: &str) -> bool {
         && s.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
+/// A qualified name (a label's key): a name, optionally after a DNS subdomain and `/`.
+pub(crate) fn qualified_name(s: &str) -> bool {
+    match s.split_once('/') {
+        None => name_part(s),
+        Some((prefix, name)) => subdomain(prefix) && name_part(name),
+    }
+}
+
 /// Whether a container may ask for the resource `name`, as the API server checks a pod's
 /// containers: without a domain, a standard one or huge pages (`hugepages-2Mi`); with one, a
 /// qualified name (`nvidia.com/gpu`, `kubernetes.io/batch-cpu`).
@@ -104,15 +112,40 @@ fn overcommittable(name: &str) -> bool {
     native(name) && !name.starts_with("hugepages-")
 }
 
+/// What is wrong with `amount` of the resource `name` (a message to follow the field), as the
+/// API server checks it: huge pages come in whole pages of the size the name gives, an extended
+/// resource in whole units.
+fn amount_problem(name: &str, amount: &str) -> Option<String> {
+    const UNIT: i128 = 1_000_000_000;
+    // Units, rounded up as the API server rounds a quantity's value; None when not comparable here.
+    let units = |q: &str| exact_nanos(q).filter(|n| *n <= MAX_NANOS).map(|n| (n + UNIT - 1) / UNIT);
+    if let Some(size) = name.strip_prefix("hugepages-") {
+        let Some(page) = units(size).filter(|p| *p > 0) else {
+            return Some(format!(": {size:?} is not a page size"));
+        };
+        return units(amount)
+            .is_some_and(|bytes| bytes % page != 0)
+            .then(|| format!(" ({amount}) is not a whole number of {size} pages"));
+    }
+    (!native(name) && exact_nanos(amount).is_some_and(|n| n <= MAX_NANOS && n % UNIT != 0))
+        .then(|| format!(" ({amount}) is not a whole number"))
+}
+
 /// One message per problem of `resources` that the API server would refuse the pod for, naming
 /// the fields under `field` (e.g. `spec.resources`): a resource a container cannot ask for, a
-/// negative amount, a request above its limit, and for huge pages and extended resources a
-/// request without an equal limit.
+/// negative amount, a request above its limit, for huge pages and extended resources a request
+/// without an equal limit, huge pages in other than whole pages or without cpu or memory beside
+/// them, an extended resource in other than whole units, and a resource claim (the pod declares
+/// none to claim from).
 pub fn resource_problems(field: &str, resources: Option<&ResourceRequirements>) -> Vec<String> {
     let Some(r) = resources else { return vec![] };
     let empty = Default::default();
     let (requests, limits) = (r.requests.as_ref().unwrap_or(&empty), r.limits.as_ref().unwrap_or(&empty));
     let mut problems = vec![];
+    for (i, claim) in r.claims.iter().flatten().enumerate() {
+        problems
+            .push(format!("{field}.claims[{i}] ({}): not supported: the pod declares no resource claims", claim.name));
+    }
     for (side, map) in [("limits", limits), ("requests", requests)] {
         for (name, q) in map {
             if !container_resource(name) {
@@ -122,6 +155,8 @@ pub fn resource_problems(field: &str, resources: Option<&ResourceRequirements>) 
                 ));
             } else if q.0.trim_start().starts_with('-') {
                 problems.push(format!("{field}.{side}.{name} ({}) is negative", q.0));
+            } else if let Some(problem) = amount_problem(name, &q.0) {
+                problems.push(format!("{field}.{side}.{name}{problem}"));
             }
         }
     }
@@ -152,6 +187,10 @@ pub fn resource_problems(field: &str, resources: Option<&ResourceRequirements>) 
                 request.0, limit.0
             ));
         }
+    }
+    let named = |n: &str| requests.contains_key(n) || limits.contains_key(n);
+    if requests.keys().chain(limits.keys()).any(|n| n.starts_with("hugepages-")) && !named("cpu") && !named("memory") {
+        problems.push(format!("{field}: huge pages need a cpu or memory request or limit beside them"));
     }
     problems
 }
@@ -263,7 +302,10 @@ mod tests {
 
     #[test]
     fn huge_pages_and_extended_resources_need_a_limit_equal_to_the_request() {
-        let r = resources(&[("nvidia.com/gpu", "1"), ("hugepages-2Mi", "2Mi")], &[("hugepages-2Mi", "4Mi")]);
+        let r = resources(
+            &[("nvidia.com/gpu", "1"), ("hugepages-2Mi", "2Mi"), ("memory", "1Gi")],
+            &[("hugepages-2Mi", "4Mi")],
+        );
         assert_eq!(
             resource_problems("spec.resources", Some(&r)),
             vec![
@@ -307,5 +349,50 @@ mod tests {
         assert!(resource_problems("spec.resources", None).is_empty());
         let two = resources(&[("cpu", "2"), ("memory", "2Gi")], &[("cpu", "1"), ("memory", "1Gi")]);
         assert_eq!(resource_problems("spec.resources", Some(&two)).len(), 2);
+    }
+
+    #[test]
+    fn a_resource_claim_is_refused_the_pod_declares_none() {
+        let mut r = resources(&[("cpu", "1")], &[]);
+        r.claims = Some(vec![k8s_openapi::api::core::v1::ResourceClaim { name: "gpu".into(), ..Default::default() }]);
+        assert_eq!(
+            resource_problems("spec.resources", Some(&r)),
+            vec!["spec.resources.claims[0] (gpu): not supported: the pod declares no resource claims"]
+        );
+    }
+
+    #[test]
+    fn huge_pages_and_extended_resources_in_the_amounts_a_pod_takes() {
+        let problems = |requests: &[(&str, &str)], limits: &[(&str, &str)]| {
+            resource_problems("spec.resources", Some(&resources(requests, limits)))
+        };
+        assert_eq!(
+            problems(&[("hugepages-2Mi", "4Mi")], &[("hugepages-2Mi", "4Mi")]),
+            vec!["spec.resources: huge pages need a cpu or memory request or limit beside them"]
+        );
+        assert_eq!(
+            problems(&[], &[("hugepages-2Mi", "3Mi"), ("memory", "1Gi")]),
+            vec!["spec.resources.limits.hugepages-2Mi (3Mi) is not a whole number of 2Mi pages"]
+        );
+        assert_eq!(
+            problems(&[], &[("hugepages-abc", "2Mi"), ("memory", "1Gi")]),
+            vec!["spec.resources.limits.hugepages-abc: \"abc\" is not a page size"]
+        );
+        assert_eq!(
+            problems(&[("example.com/gpu", "500m")], &[("example.com/gpu", "500m")]),
+            vec![
+                "spec.resources.limits.example.com/gpu (500m) is not a whole number",
+                "spec.resources.requests.example.com/gpu (500m) is not a whole number",
+            ]
+        );
+        // What the API server takes.
+        for (requests, limits) in [
+            (vec![], vec![("hugepages-1Gi", "2Gi"), ("cpu", "1")]),
+            (vec![("memory", "1Gi")], vec![("hugepages-2Mi", "2048Ki")]),
+            (vec![("example.com/gpu", "2")], vec![("example.com/gpu", "2")]),
+            (vec![], vec![("example.com/gpu", "1e3")]),
+        ] {
+            assert_eq!(problems(&requests, &limits), Vec::<String>::new(), "{requests:?} {limits:?}");
+        }
     }
 }

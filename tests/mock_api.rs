@@ -657,6 +657,78 @@ async fn a_refused_child_is_reported_with_the_api_field_error_and_what_runs_stay
     assert_eq!(err.metric_label(), "Refused");
 }
 
+/// A testbed with a policy `fenced` that restricts the network, and a server naming it.
+fn fenced_server() -> (Arc<Context>, ApiServer, Value) {
+    let policy = json!({
+        "apiVersion": API_VERSION,
+        "kind": "SecurityPolicy",
+        "metadata": {"name": "fenced", "namespace": NS, "uid": "uid-policy", "resourceVersion": "300", "generation": 1},
+        "spec": {"enabled": true, "network": {"allowedCIDRs": ["10.0.0.0/8"]}},
+    });
+    let (ctx, api) = testbed_with(|w| seed(&mut w.policies, policy));
+    let mut server = server_json();
+    server["spec"]["securityPolicy"] = json!("fenced");
+    (ctx, api, server)
+}
+
+/// A new server whose policy restricts the network: its NetworkPolicy is applied before anything
+/// that runs, so a NetworkPolicy the API server refuses (422) starts no pod without the isolation
+/// asked for; the status says ApplyFailed quoting the refusal.
+#[tokio::test]
+async fn a_new_servers_network_policy_is_applied_first_and_a_refused_one_starts_nothing() {
+    let (ctx, mut api, server) = fenced_server();
+    let obj = server.clone();
+    let refusal = "NetworkPolicy.networking.k8s.io \"my-mcp-server\" is invalid: spec.ingress[0].from[0].ipBlock.cidr: Invalid value";
+    let script = tokio::spawn(async move {
+        let np = format!("{NETWORK_POLICIES}/{NAME}");
+        let bodies = api
+            .apply_all(std::slice::from_ref(&np), |_, _| {
+                let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                                    "message": refusal, "reason": "Invalid", "code": 422});
+                (422, status)
+            })
+            .await;
+        assert_child(&bodies[&np], "networking.k8s.io/v1", "NetworkPolicy", NAME);
+        // Nothing else is applied: the next request is the status.
+        let body = api.write_status(&format!("{MCPSERVERS}/{NAME}"), stored(obj)).await;
+        let ready = cond(&body["status"], "Ready");
+        assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some("ApplyFailed")));
+        assert!(ready["message"].as_str().unwrap().contains("ipBlock.cidr"), "{ready}");
+        let note = format!("changes are held back: the API server refused a child object (Invalid): {refusal}");
+        api.event("Warning", "ApplyFailed", "Apply", &note).await;
+        api.event("Normal", "PolicyApplied", "ApplyPolicy", "SecurityPolicy \"fenced\" (generation 1) is enforced")
+            .await;
+        api.done().await;
+    });
+    let result = within(mcpserver::reconcile(typed(&server), ctx)).await;
+    finish(script).await;
+    assert_eq!(result.expect_err("a refused apply is retried with backoff").metric_label(), "Refused");
+}
+
+/// A new server whose NetworkPolicy is accepted: it comes first, then every other child at once.
+#[tokio::test]
+async fn a_new_servers_network_policy_comes_before_its_other_children() {
+    let (ctx, mut api, server) = fenced_server();
+    let obj = server.clone();
+    let script = tokio::spawn(async move {
+        api.apply_all(&[format!("{NETWORK_POLICIES}/{NAME}")], as_stored).await;
+        api.apply_all(&children_paths(), as_stored).await;
+        api.write_status(&format!("{MCPSERVERS}/{NAME}"), stored(obj)).await;
+        api.event(
+            "Normal",
+            "Created",
+            "Create",
+            "Created Deployment, Service, ServiceAccount and ConfigMap my-mcp-server-config",
+        )
+        .await;
+        api.event("Normal", "PolicyApplied", "ApplyPolicy", "SecurityPolicy \"fenced\" (generation 1) is enforced")
+            .await;
+        api.done().await;
+    });
+    within(mcpserver::reconcile(typed(&server), ctx)).await.expect("reconcile");
+    finish(script).await;
+}
+
 /// A request above its limit is the spec's own mistake, reported naming the MCPServer's fields
 /// before any child is written (no dry run, no apply: the API server would refuse the Deployment
 /// naming only its pod template): the running workload stays, Ready=False InvalidResources, a

@@ -1542,6 +1542,25 @@ async fn bad_input_policy_method_without_settings_is_reported_and_running_server
     .await?;
     ensure!(condition(&s, "Ready").1 == "PolicyInvalid");
     ensure!(pod_uids(&ns, "app=s").await? == pods, "nothing running is lost");
+    // A range with bits set beyond its prefix, which API servers from 1.36 refuse and earlier ones
+    // take meaning the range: the NetworkPolicy gets the range, on every version.
+    ns.sh_ok("kubectl patch securitypolicy p --type=merge -p '{\"spec\":{\"network\":{\"allowedCIDRs\":[\"192.168.1.10/24\"]}}}'")?;
+    wait_for(&ns.api::<NetworkPolicy>(), "s", "the range in the NetworkPolicy", |np: Option<&NetworkPolicy>| {
+        let cidrs: Vec<_> = np
+            .and_then(|np| np.spec.as_ref()?.ingress.as_ref())
+            .into_iter()
+            .flatten()
+            .flat_map(|rule| rule.from.iter().flatten())
+            .filter_map(|peer| peer.ip_block.as_ref().map(|b| b.cidr.clone()))
+            .collect();
+        cidrs == ["192.168.1.0/24"]
+    })
+    .await?;
+    wait_for(&ns.api::<McpServer>(), "s", "running again", |s: Option<&McpServer>| {
+        s.and_then(|s| s.status.as_ref())
+            .is_some_and(|st| st.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == "AllReplicasReady"))
+    })
+    .await?;
     Ok(())
 }
 
@@ -1866,6 +1885,21 @@ EOF",
         }
     })
     .await?;
+    ensure!(pod_uids(&ns, "app=s").await? == pods, "what runs stays");
+    // A variable the operator sets, or one set twice: the Deployment's apply would refuse the
+    // repeated name, naming the pod template's env; here the spec's entries are named.
+    ns.sh_ok(r#"kubectl patch mcpserver s --type merge -p '{"spec":{"env":[{"name":"MCP_PORT","value":"9000"},{"name":"A","value":"1"},{"name":"A","value":"2"}]}}'"#)?;
+    let s = wait_for(&ns.api::<McpServer>(), "s", "InvalidEnv naming the repeated names", |s: Option<&McpServer>| {
+        s.and_then(|s| s.status.as_ref()).is_some_and(|st| {
+            st.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.message.contains("spec.env[2] (A): repeats spec.env[1]"))
+        })
+    })
+    .await?;
+    let (_, reason, message) = condition(&s, "Ready");
+    ensure!(reason == "InvalidEnv", "{reason}");
+    ensure!(message.contains("spec.env[0] (MCP_PORT): reserved: the operator sets it from spec.port"), "{message}");
     ensure!(pod_uids(&ns, "app=s").await? == pods, "what runs stays");
     ns.sh_ok(r#"kubectl patch mcpserver s --type merge -p '{"spec":{"env":null}}'"#)?;
     wait_for(&ns.api::<McpServer>(), "s", "Ready again", reason_is("AllReplicasReady")).await?;

@@ -138,13 +138,29 @@ pub(super) fn gateway_volumes(inputs: &BuildInputs<'_>) -> (Vec<Volume>, Vec<Vol
     (volumes, mounts)
 }
 
+/// The gateway's `args` as the kubelet must get them: its own flags literal (see
+/// [`super::server::literal`]); the user's stdio command after `--` as written, expanded like any
+/// container's.
+fn kubelet_args(args: Vec<String>) -> Vec<String> {
+    let mut user = false;
+    args.into_iter()
+        .map(|a| {
+            if user {
+                return a;
+            }
+            user = a == "--";
+            super::server::literal(&a)
+        })
+        .collect()
+}
+
 /// The gateway sidecar in front of an http or websocket server on 127.0.0.1:port.
 pub(super) fn gateway_sidecar(inputs: &BuildInputs<'_>, gw: GatewayPorts, mounts: Vec<VolumeMount>) -> Container {
     Container {
         name: GATEWAY_CONTAINER.into(),
         image: Some(inputs.defaults.gateway_image.clone()),
         image_pull_policy: Some(super::server::IF_NOT_PRESENT.into()),
-        args: Some(gateway_command(inputs, gw).args()),
+        args: Some(kubelet_args(gateway_command(inputs, gw).args())),
         lifecycle: Some(drain_before_stop(mcp_gateway_contract::image_binary(), gw)),
         ports: Some(ports(gw)),
         readiness_probe: Some(http_probe(admin::READYZ, 5)),
@@ -195,7 +211,7 @@ pub(super) fn stdio_wrapper(
         ..Default::default()
     };
     let mut command = vec![binary];
-    command.extend(gateway_command(inputs, gw).args());
+    command.extend(kubelet_args(gateway_command(inputs, gw).args()));
     (init, volume, command, ports(gw))
 }
 

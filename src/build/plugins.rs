@@ -62,7 +62,12 @@ fn plugin_config_volume(server: &str, plugin: &Plugin, volume: String) -> Volume
 fn plugin_container(inputs: &BuildInputs<'_>, plugin: &Plugin, config_volume: &str) -> Container {
     let iso = &plugin.spec.isolation;
     let port = plugin_port(plugin);
-    let var = |name: &str, value: String| EnvVar { name: name.into(), value: Some(value), ..Default::default() };
+    // Literal: a version may hold a `$`, which the kubelet would expand.
+    let var = |name: &str, value: String| EnvVar {
+        name: name.into(),
+        value: Some(super::server::literal(&value)),
+        ..Default::default()
+    };
     let read_only = iso.filesystem_isolation || iso.level == IsolationLevel::Process;
     Container {
         name: container_name(plugin),
@@ -170,6 +175,8 @@ pub(super) fn build_plugin_workloads(inputs: &BuildInputs<'_>, hash: &str) -> (V
                         enable_service_links: Some(false),
                         runtime_class_name: runtime_class,
                         security_context: Some(restricted_pod_security()),
+                        // As a sidecar the plugin's image is pulled with the server's Secrets.
+                        image_pull_secrets: server.spec.image_pull_secrets.as_deref().map(super::distinct_pull_secrets),
                         containers: vec![plugin_container(inputs, plugin, &volume)],
                         volumes: Some(vec![plugin_config_volume(&server_name, plugin, volume)]),
                         ..Default::default()

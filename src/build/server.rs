@@ -233,8 +233,28 @@ fn config_volume(inputs: &BuildInputs<'_>) -> Volume {
     }
 }
 
+/// The variables the operator sets in the server's container, each with where its value comes
+/// from. A `spec.env` entry naming one is refused: the container would have it twice, which the
+/// Deployment's server-side apply refuses.
+pub const OPERATOR_ENV: [(&str, &str); 6] = [
+    ("MCP_SERVER_NAME", "from metadata.name"),
+    ("MCP_TRANSPORT", "from spec.transport"),
+    ("MCP_PORT", "from spec.port"),
+    ("MCP_PATH", "from spec.path"),
+    ("MCP_CONFIG_DIR", "to the directory of the server's configuration"),
+    ("MCP_PLUGINS_FILE", "to the file listing the server's plugins"),
+];
+
+/// `value` as the kubelet must pass it on: it expands `$(VAR)` and turns `$$` into `$` in a
+/// container's command, args and env values, so every `$` of what the operator renders there
+/// (a `spec.path` may hold one) is doubled.
+pub(super) fn literal(value: &str) -> String {
+    value.replace('$', "$$")
+}
+
 fn server_env(server: &McpServer) -> Vec<EnvVar> {
-    let var = |name: &str, value: String| EnvVar { name: name.into(), value: Some(value), ..Default::default() };
+    let var =
+        |name: &str, value: String| EnvVar { name: name.into(), value: Some(literal(&value)), ..Default::default() };
     let mut env = vec![
         var("MCP_SERVER_NAME", server.name_any()),
         var("MCP_TRANSPORT", server.spec.transport.as_str().into()),
@@ -243,9 +263,16 @@ fn server_env(server: &McpServer) -> Vec<EnvVar> {
         var("MCP_CONFIG_DIR", CONFIG_DIR.into()),
         var("MCP_PLUGINS_FILE", format!("{CONFIG_DIR}/{PLUGINS_JSON}")),
     ];
-    // The user's variables come last so that they win over ours.
+    // The user's variables follow ours (a `$(MCP_PORT)` in them expands); they never repeat one.
     env.extend(server.spec.env.clone().unwrap_or_default());
     env
+}
+
+/// `spec.imagePullSecrets` with each Secret once: a pod accepts a repeated one, the Deployment's
+/// server-side apply does not ("duplicate entries for key [name=...]").
+pub(super) fn distinct_pull_secrets(secrets: &[LocalObjectReference]) -> Vec<LocalObjectReference> {
+    let mut seen = std::collections::HashSet::new();
+    secrets.iter().filter(|s| seen.insert(s.name.clone())).cloned().collect()
 }
 
 /// Name of the server container's own port (reached only through the gateway).
@@ -369,7 +396,7 @@ pub fn build_deployment(inputs: &BuildInputs<'_>, hash: &str) -> Deployment {
                     security_context: Some(restricted_pod_security()),
                     share_process_namespace: share_processes.then_some(true),
                     init_containers: (!init_containers.is_empty()).then_some(init_containers),
-                    image_pull_secrets: server.spec.image_pull_secrets.clone(),
+                    image_pull_secrets: server.spec.image_pull_secrets.as_deref().map(distinct_pull_secrets),
                     containers,
                     volumes: Some(volumes),
                     ..Default::default()
@@ -414,7 +441,10 @@ pub fn build_server_network_policy(inputs: &BuildInputs<'_>) -> Option<NetworkPo
     let mut from = vec![];
     if let Some(net) = network {
         from.extend(net.allowed_cidrs.iter().map(|cidr| NetworkPolicyPeer {
-            ip_block: Some(IPBlock { cidr: cidr.clone(), except: None }),
+            ip_block: Some(IPBlock {
+                cidr: crate::policy::canonical_cidr(cidr).unwrap_or_else(|_| cidr.clone()),
+                except: None,
+            }),
             ..Default::default()
         }));
         if !net.allowed_namespaces.is_empty() {

@@ -300,12 +300,27 @@ fn enforced_policy_admits_only_the_gateway_ports() {
 }
 
 #[test]
-fn user_env_comes_after_ours_so_it_wins() {
-    let s = server("apiVersion: mcp.n-takatsu.dev/v1alpha1\nkind: MCPServer\nmetadata: {name: e}\nspec: {env: [{name: RUST_LOG, value: info}, {name: MCP_PATH, value: /x}]}\n");
+fn the_operator_sets_exactly_its_reserved_variables_and_the_users_follow() {
+    let s = server("apiVersion: mcp.n-takatsu.dev/v1alpha1\nkind: MCPServer\nmetadata: {name: e}\nspec: {env: [{name: RUST_LOG, value: info}, {name: OTHER, value: $(MCP_PORT)}]}\n");
     let env = pod_spec(&build(&s, None, &[]).deployment).containers[0].env.clone().unwrap();
-    let last_path = env.iter().rposition(|e| e.name == "MCP_PATH").unwrap();
-    assert_eq!(env[last_path].value.as_deref(), Some("/x"));
-    assert_eq!(env.last().unwrap().name, "MCP_PATH");
+    let names: Vec<_> = env.iter().map(|e| e.name.as_str()).collect();
+    let mut expected: Vec<_> = OPERATOR_ENV.iter().map(|(name, _)| *name).collect();
+    expected.extend(["RUST_LOG", "OTHER"]);
+    // OPERATOR_ENV is what spec.env may not name: it must list every variable the builder sets.
+    assert_eq!(names, expected);
+}
+
+#[test]
+fn a_pull_secret_named_twice_is_passed_once() {
+    let s = server("apiVersion: mcp.n-takatsu.dev/v1alpha1\nkind: MCPServer\nmetadata: {name: e}\nspec: {imagePullSecrets: [{name: a}, {name: b}, {name: a}]}\n");
+    let secrets = pod_spec(&build(&s, None, &[]).deployment).image_pull_secrets.clone().unwrap();
+    let names: Vec<_> = secrets.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+    // A plugin in a pod of its own pulls its image with them too, as it would as a sidecar.
+    let c = build(&s, None, &[&plugin("isolated", "Container", "")]);
+    let secrets = pod_spec(&c.plugin_deployments[0]).image_pull_secrets.clone().unwrap();
+    let names: Vec<_> = secrets.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
 }
 
 #[rstest]
@@ -393,7 +408,7 @@ fn network_isolated_sidecar_closes_every_port_but_mcp() {
 #[test]
 fn policy_renders_into_config_with_tls_mount_and_network_policy() {
     let pol = policy(
-        "{enabled: true, encryption: {tlsEnabled: true, tlsVersion: \"1.3\", certSecretName: tls-cert-secret}, network: {allowedCIDRs: [10.0.0.0/8], allowedNamespaces: [ingress]}}",
+        "{enabled: true, encryption: {tlsEnabled: true, tlsVersion: \"1.3\", certSecretName: tls-cert-secret}, network: {allowedCIDRs: [10.0.0.0/8, 192.168.1.10/24, \"::ffff:172.16.0.0/108\"], allowedNamespaces: [ingress]}}",
     );
     let c = build(&guide_server(), Some(&pol), &[]);
     let doc: Value = serde_json::from_str(&c.config_map.data.as_ref().unwrap()[POLICY_JSON]).unwrap();
@@ -406,8 +421,10 @@ fn policy_renders_into_config_with_tls_mount_and_network_policy() {
     assert_eq!(secret.items.as_ref().unwrap()[0].path, "tls/tls.crt");
     let np = c.network_policies[0].spec.as_ref().unwrap();
     let from = np.ingress.as_ref().unwrap()[0].from.as_ref().unwrap();
-    assert_eq!(from[0].ip_block.as_ref().unwrap().cidr, "10.0.0.0/8");
-    assert!(from[1].namespace_selector.is_some());
+    let cidrs: Vec<_> = from.iter().filter_map(|p| p.ip_block.as_ref()).map(|b| b.cidr.as_str()).collect();
+    // As every supported API server takes them (1.36's refuses host bits and mapped addresses).
+    assert_eq!(cidrs, ["10.0.0.0/8", "192.168.1.0/24", "172.16.0.0/12"]);
+    assert!(from[3].namespace_selector.is_some());
 }
 
 #[test]
@@ -479,4 +496,81 @@ fn plugin_container_names_fit_and_stay_distinct() {
     assert!(names.iter().all(|n| n.len() <= 63), "{names:?}");
     let unique: std::collections::BTreeSet<_> = names.iter().collect();
     assert_eq!(unique.len(), names.len(), "{names:?}");
+}
+
+/// What the kubelet makes of a container's command, args and env values: `$$` is `$`, and
+/// `$(NAME)` is the value of a variable defined before it (else left as written).
+fn kubelet_expand(value: &str, env: &[(String, String)]) -> String {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        if let Some(after) = rest.strip_prefix("$$") {
+            out.push('$');
+            rest = after;
+        } else if let Some((name, after)) = rest.strip_prefix("$(").and_then(|r| r.split_once(')')) {
+            match env.iter().rev().find(|(n, _)| n == name) {
+                Some((_, v)) => out.push_str(v),
+                None => out.push_str(&rest[..name.len() + 3]),
+            }
+            rest = after;
+        } else {
+            out.push('$');
+            rest = &rest[1..];
+        }
+    }
+    out + rest
+}
+
+#[rstest]
+#[case::http("http")]
+#[case::stdio("stdio")]
+fn a_path_with_dollars_reaches_the_server_and_the_gateway_as_written(#[case] transport: &str) {
+    let path = "/a$(MCP_PORT)$$b$";
+    let s = server(&format!(
+        "apiVersion: mcp.n-takatsu.dev/v1alpha1\nkind: MCPServer\nmetadata: {{name: e}}\nspec: {{transport: {transport}, path: '{path}', command: [srv, '$(MCP_PORT)']}}\n"
+    ));
+    let pod = pod_spec(&build(&s, None, &[]).deployment).clone();
+    for c in &pod.containers {
+        let mut env: Vec<(String, String)> = vec![];
+        for var in c.env.iter().flatten() {
+            let value = kubelet_expand(var.value.as_deref().unwrap_or_default(), &env);
+            env.push((var.name.clone(), value));
+        }
+        if c.name == "server" {
+            let value = env.iter().find(|(n, _)| n == "MCP_PATH").map(|(_, v)| v.as_str());
+            assert_eq!(value, Some(path), "{}: MCP_PATH", c.name);
+        }
+        let line: Vec<_> =
+            c.command.iter().flatten().chain(c.args.iter().flatten()).map(|a| kubelet_expand(a, &env)).collect();
+        let gateway = (transport == "stdio") == (c.name == "server");
+        if gateway {
+            let flag = line.iter().find(|a| a.starts_with("--path="));
+            assert_eq!(flag, Some(&format!("--path={path}")), "{}: the gateway's path", c.name);
+            if transport == "http" {
+                let upstream = line.iter().find(|a| a.starts_with("--upstream=")).expect("an upstream");
+                assert!(upstream.ends_with(path), "{}: {upstream}", c.name);
+            }
+        }
+        // The user's own command is expanded as in any container.
+        if transport == "stdio" && c.name == "server" {
+            assert_eq!(line.last().map(String::as_str), Some("3000"), "the user's $(MCP_PORT) expands");
+        }
+    }
+}
+
+#[test]
+fn a_plugin_version_with_dollars_reaches_the_plugin_as_written() {
+    let mut p = plugin("dollar", "Container", "");
+    p.spec.version = "1.0$(MCP_PLUGIN_PORT)$$x".into();
+    let c = build(&guide_server(), None, &[&p]);
+    let container = &pod_spec(&c.plugin_deployments[0]).containers[0];
+    let mut env: Vec<(String, String)> = vec![];
+    for var in container.env.iter().flatten() {
+        let value = kubelet_expand(var.value.as_deref().unwrap_or_default(), &env);
+        env.push((var.name.clone(), value));
+    }
+    let version = env.iter().find(|(n, _)| n == "MCP_PLUGIN_VERSION").map(|(_, v)| v.as_str());
+    assert_eq!(version, Some("1.0$(MCP_PLUGIN_PORT)$$x"));
 }

@@ -16,7 +16,7 @@ use super::watch::{
 use super::{apply, write_status, Context, Error, Guarded, Result, Scope};
 use crate::api::condition_types::*;
 use crate::api::{McpServer, McpServerPhase, McpServerStatus, Plugin, SecurityPolicy};
-use crate::build::{build_children, config_map_too_large, server_selector, BuildInputs, Children};
+use crate::build::{build_children, config_map_too_large, server_selector, BuildInputs, Children, OPERATOR_ENV};
 use crate::consts::*;
 use crate::env::env_problems;
 use crate::plugins::{check_plugin_names, check_sidecar_ports, describe, index};
@@ -217,6 +217,8 @@ type Apply<'a> = Box<dyn Fn(bool) -> BoxFuture<'a, Result<Option<CachedDeploymen
 #[derive(Default)]
 struct Writes<'a> {
     applies: Vec<Apply<'a>>,
+    /// How many of the first `applies` are NetworkPolicies.
+    fences: usize,
     lagging: bool,
     /// The first child whose name another server's child has.
     taken: Option<String>,
@@ -255,15 +257,18 @@ fn plan<'a>(ctx: &'a Context, ns: &'a str, children: &Children) -> (Writes<'a>, 
         name.as_ref().and_then(|n| cached_meta(store, ns, n))
     }
     let mut writes = Writes::default();
+    // First, so that a new server's pods can wait for them (see apply_children).
+    for np in &children.network_policies {
+        if writes.add(write(ctx, ns, np, meta_of(&caches.network_policies, ns, &np.metadata.name))) {
+            writes.fences += 1;
+        }
+    }
     let sa = &children.service_account;
     writes.add(write(ctx, ns, sa, meta_of(&caches.service_accounts, ns, &sa.metadata.name)));
     let cm = &children.config_map;
     writes.add(write(ctx, ns, cm, meta_of(&caches.config_maps, ns, &cm.metadata.name)));
     for svc in std::iter::once(&children.service).chain(&children.plugin_services) {
         writes.add(write(ctx, ns, svc, meta_of(&caches.services, ns, &svc.metadata.name)));
-    }
-    for np in &children.network_policies {
-        writes.add(write(ctx, ns, np, meta_of(&caches.network_policies, ns, &np.metadata.name)));
     }
     if let Some(pdb) = &children.pdb {
         writes.add(write(ctx, ns, pdb, meta_of(&caches.pdbs, ns, &pdb.metadata.name)));
@@ -283,7 +288,8 @@ fn plan<'a>(ctx: &'a Context, ns: &'a str, children: &Children) -> (Writes<'a>, 
 /// (see [`super::cache::Caches::needs_apply`]), then deletes the children this server no longer
 /// needs. A change of a running server that touches more than one child is first applied as a
 /// dry run: a child the API server refuses then leaves every child as it was (else a new
-/// NetworkPolicy or Service could already have landed beside the old pods).
+/// NetworkPolicy or Service could already have landed beside the old pods). A server without a
+/// Deployment gets its NetworkPolicies before any other child.
 pub async fn apply_children(ctx: &Context, ns: &str, server: &str, children: &Children) -> Result<Applied> {
     let caches = &ctx.caches;
     let (writes, main_applied, cached_main) = plan(ctx, ns, children);
@@ -294,7 +300,16 @@ pub async fn apply_children(ctx: &Context, ns: &str, server: &str, children: &Ch
         futures::future::try_join_all(writes.applies.iter().map(|apply| apply(true))).await?;
     }
     let lagging = writes.lagging;
-    let results = futures::future::try_join_all(writes.applies.iter().map(|apply| apply(false))).await?;
+    let results = if cached_main.is_none() && writes.fences > 0 {
+        // No pod of this server runs yet: its NetworkPolicies first, so that none starts without
+        // the isolation asked for (a refused one leaves nothing running).
+        let (fences, rest) = writes.applies.split_at(writes.fences);
+        let mut results = futures::future::try_join_all(fences.iter().map(|apply| apply(false))).await?;
+        results.extend(futures::future::try_join_all(rest.iter().map(|apply| apply(false))).await?);
+        results
+    } else {
+        futures::future::try_join_all(writes.applies.iter().map(|apply| apply(false))).await?
+    };
     let deployment = if main_applied { results.into_iter().last().flatten() } else { cached_main };
 
     let names =
@@ -434,7 +449,7 @@ async fn apply_server(server: &McpServer, ctx: &Context) -> Result<Action> {
         };
         let children = build_children(&inputs);
         let over_limit = resource_problems("spec.resources", server.spec.resources.as_ref());
-        let bad_env = env_problems("spec.env", server.spec.env.as_deref().unwrap_or_default());
+        let bad_env = env_problems("spec.env", server.spec.env.as_deref().unwrap_or_default(), &OPERATOR_ENV);
         let blocked = if !over_limit.is_empty() {
             Some(Resolution::failed("InvalidResources", over_limit.join("; ")))
         } else if !bad_env.is_empty() {

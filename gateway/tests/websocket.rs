@@ -87,6 +87,18 @@ async fn websocket_pass_through_enforces_the_policy() {
 
 /// Tasks over WebSocket: a connection's caller owns the tasks created through it; another caller
 /// never reaches them and its task list hides them, though the server shares one store.
+/// Sends `msg` over `ws` and returns the next text frame, as JSON.
+async fn ask<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, msg: Value) -> Value
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    ws.send(Message::text(msg.to_string())).await.unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap() {
+        Some(Ok(Message::Text(t))) => serde_json::from_str(t.as_str()).unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn websocket_tasks_stay_with_their_caller() {
     let (addr, seen) = ws_server(false).await;
@@ -99,16 +111,6 @@ async fn websocket_tasks_stay_with_their_caller() {
         tokio_tungstenite::connect_async(req).await.unwrap().0
     };
     let (mut alice, mut bob) = (connect("alice").await, connect("bob").await);
-    async fn ask<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, msg: Value) -> Value
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-    {
-        ws.send(Message::text(msg.to_string())).await.unwrap();
-        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap() {
-            Some(Ok(Message::Text(t))) => serde_json::from_str(t.as_str()).unwrap(),
-            other => panic!("{other:?}"),
-        }
-    }
     let create = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
         "params": {"name": "echo", "arguments": {"who": "ws-alice"}, "task": {"ttl": 1000}}});
     let created = ask(&mut alice, create).await;
@@ -281,16 +283,6 @@ async fn a_websockets_requests_count_against_the_callers_in_flight_limit() {
     let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
     for id in [1, 2] {
         ws.send(Message::text(call_tool(json!(id), "hang", json!({})).to_string())).await.unwrap();
-    }
-    async fn ask<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, msg: Value) -> Value
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-    {
-        ws.send(Message::text(msg.to_string())).await.unwrap();
-        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap() {
-            Some(Ok(Message::Text(t))) => serde_json::from_str(t.as_str()).unwrap(),
-            other => panic!("{other:?}"),
-        }
     }
     let refused = ask(&mut ws, call_tool(json!("m-ws-busy"), "echo", json!({}))).await;
     assert_eq!(refused["id"], "m-ws-busy");

@@ -189,6 +189,23 @@ impl TaskTables {
 /// many bodies one caller may be sending at once, however slowly.
 pub const MIN_BODY_SHARE_KIB: usize = 16;
 
+/// Grows `held`, KiB of the gateway's body budget (`--max-buffered-bytes`), to `kib`: false when
+/// the budget cannot give that much more now. Request bodies and WebSocket messages are charged
+/// through this alike.
+pub(crate) fn hold_budget(budget: &Arc<Semaphore>, held: &mut Option<OwnedSemaphorePermit>, kib: usize) -> bool {
+    let more = kib.saturating_sub(held.as_ref().map_or(0, OwnedSemaphorePermit::num_permits));
+    if more == 0 {
+        return true;
+    }
+    let Ok(more) = u32::try_from(more) else { return false };
+    let Ok(permit) = budget.clone().try_acquire_many_owned(more) else { return false };
+    match held {
+        Some(h) => h.merge(permit),
+        None => *held = Some(permit),
+    }
+    true
+}
+
 /// A read body's hold on the gateway's body budget and its caller's share: given back when dropped.
 pub struct BodyHold {
     _budget: Option<OwnedSemaphorePermit>,
@@ -536,14 +553,8 @@ impl Gateway {
                 // Charged by the bytes held, whatever the framing (one byte per chunk must not
                 // cost a KiB each).
                 let kib = buf.len().div_ceil(1024);
-                let more = kib - held.as_ref().map_or(0, |h| h.num_permits());
-                if more > 0 {
-                    let more = u32::try_from(more).unwrap_or(u32::MAX);
-                    let permit = budget.clone().try_acquire_many_owned(more).map_err(|_| Refusal::Overloaded)?;
-                    match &mut held {
-                        Some(h) => h.merge(permit),
-                        None => held = Some(permit),
-                    }
+                if !hold_budget(&budget, &mut held, kib) {
+                    return Err(Refusal::Overloaded);
                 }
                 if !share.grow_to(kib.max(MIN_BODY_SHARE_KIB)) {
                     return Err(Refusal::CallerBusy);

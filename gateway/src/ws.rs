@@ -9,7 +9,7 @@ use crate::audit::{Decision, Record};
 use crate::auth::Identity;
 use crate::authz::{IdMap, ResponseFilter, TaskBinding, ToolAccess};
 use crate::jsonrpc;
-use crate::proxy::{empty, json_response, Gateway, HttpUpstream};
+use crate::proxy::{empty, hold_budget, json_response, Gateway, HttpUpstream};
 use crate::Body;
 use futures_util::{SinkExt, StreamExt};
 use http::{header, HeaderValue, Response, StatusCode};
@@ -72,14 +72,8 @@ impl Charge {
         self.bytes += n;
         self.since.get_or_insert_with(Instant::now);
         let kib = self.bytes.div_ceil(1024);
-        let more = kib.saturating_sub(self.held.as_ref().map_or(0, |h| h.num_permits()));
-        if more > 0 {
-            let Ok(more) = u32::try_from(more) else { return false };
-            let Ok(permit) = self.budget.clone().try_acquire_many_owned(more) else { return false };
-            match &mut self.held {
-                Some(h) => h.merge(permit),
-                None => self.held = Some(permit),
-            }
+        if !hold_budget(&self.budget, &mut self.held, kib) {
+            return false;
         }
         match &mut self.share {
             Some(share) => share.grow_to(kib),
@@ -288,25 +282,27 @@ async fn pipe<C, U>(
                 if lock(&charge).stalled(gw.body_timeout) {
                     tracing::info!(identity = %identity.audit_name(), "a WebSocket message was not completed in time: closed");
                     gw.metrics.deny("body_timeout");
-                    let frame = CloseFrame { code: CloseCode::Policy, reason: "message not completed in time".into() };
-                    let _ = c_tx.send(Message::Close(Some(frame))).await;
-                    let _ = u_tx.send(Message::Close(None)).await;
+                    refuse(&mut c_tx, &mut u_tx, CloseCode::Policy, "message not completed in time").await;
                     break;
                 }
             }
             _ = &mut expiry => {
                 tracing::info!(identity = %identity.audit_name(), "credential expired: WebSocket closed");
                 gw.metrics.deny("stream_credential_expired");
-                let frame = CloseFrame { code: CloseCode::Policy, reason: "credential expired".into() };
-                let _ = c_tx.send(Message::Close(Some(frame))).await;
-                let _ = u_tx.send(Message::Close(None)).await;
+                refuse(&mut c_tx, &mut u_tx, CloseCode::Policy, "credential expired").await;
                 break;
             }
-            m = c_rx.next() => { woke = Some(Instant::now()); match m.inspect(|m| match m {
-                Ok(Message::Ping(p) | Message::Pong(p)) => lock(&charge).control(p.len()),
-                Ok(_) => lock(&charge).settle(),
-                Err(_) => {}
-            }) {
+            m = c_rx.next() => { woke = Some(Instant::now());
+            match &m {
+                Some(Ok(Message::Ping(p) | Message::Pong(p))) => lock(&charge).control(p.len()),
+                Some(Ok(_)) => lock(&charge).settle(),
+                _ => {}
+            }
+            if let Some(frame) = ending(&m) {
+                let _ = u_tx.send(Message::Close(frame)).await;
+                break;
+            }
+            match m {
                 Some(Ok(Message::Text(text))) => {
                     let start = Instant::now();
                     let mut rec = base.clone();
@@ -331,22 +327,17 @@ async fn pipe<C, U>(
                     }
                 }
                 Some(Ok(Message::Binary(_))) => {
-                    let frame = CloseFrame { code: CloseCode::Unsupported, reason: "MCP messages are text".into() };
-                    let _ = c_tx.send(Message::Close(Some(frame))).await;
-                    let _ = u_tx.send(Message::Close(None)).await;
+                    refuse(&mut c_tx, &mut u_tx, CloseCode::Unsupported, "MCP messages are text").await;
                     break;
                 }
-                Some(Ok(Message::Close(f))) => {
-                    let _ = u_tx.send(Message::Close(f)).await;
-                    break;
-                }
-                Some(Ok(_)) => {}
-                Some(Err(_)) | None => {
-                    let _ = u_tx.send(Message::Close(None)).await;
-                    break;
-                }
+                _ => {}
             }},
-            m = u_rx.next() => { woke = Some(Instant::now()); match m {
+            m = u_rx.next() => { woke = Some(Instant::now());
+            if let Some(frame) = ending(&m) {
+                let _ = c_tx.send(Message::Close(frame)).await;
+                break;
+            }
+            match m {
                 Some(Ok(Message::Text(text))) => {
                     awaiting.answered(text.as_str());
                     let out = if filter.passes_untouched(text.as_bytes()) {
@@ -372,17 +363,29 @@ async fn pipe<C, U>(
                         gw.metrics.deny("uninspectable_answer");
                     }
                 }
-                Some(Ok(Message::Close(f))) => {
-                    let _ = c_tx.send(Message::Close(f)).await;
-                    break;
-                }
-                Some(Ok(_)) => {}
-                Some(Err(_)) | None => {
-                    let _ = c_tx.send(Message::Close(None)).await;
-                    break;
-                }
+                _ => {}
             }},
         }
+    }
+}
+
+/// Closes a connection the gateway ends: the client is told why, the server gets a plain close.
+async fn refuse<C, U>(client: &mut C, server: &mut U, code: CloseCode, reason: &'static str)
+where
+    C: futures_util::Sink<Message> + Unpin,
+    U: futures_util::Sink<Message> + Unpin,
+{
+    let _ = client.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+    let _ = server.send(Message::Close(None)).await;
+}
+
+/// Whether `m`, one side's next message, ends the connection, and then the close frame the other
+/// side gets: the one it sent, or none when it failed or went away without one.
+fn ending<E>(m: &Option<Result<Message, E>>) -> Option<Option<CloseFrame>> {
+    match m {
+        Some(Ok(Message::Close(frame))) => Some(frame.clone()),
+        Some(Err(_)) | None => Some(None),
+        Some(Ok(_)) => None,
     }
 }
 

@@ -37,18 +37,28 @@ fn key(k: &str) -> bool {
         && !k.starts_with("..")
 }
 
-/// The divisors a `resourceFieldRef` of `resource` takes (by value), or None when `divisor` is
-/// one of them (zero: unset).
-fn divisor_problem(resource: &str, divisor: &str) -> Option<&'static str> {
-    const CPU: &str = "1m or 1";
-    const BYTES: &str = "1, 1k, 1M, 1G, 1T, 1P, 1E, 1Ki, 1Mi, 1Gi, 1Ti, 1Pi or 1Ei";
+/// The divisors a `resourceFieldRef` of `resource` takes, or None when `divisor` is one of them
+/// (zero: unset). The API server compares the canonical form, which keeps the written notation: a
+/// binary suffix stays binary from 1Ki on (`1024Ki` is `1Mi`, `1024` stays `1024`: refused), a
+/// smaller amount is written in decimal (`0.9765625Ki` is `1k`), and an exponent stays an
+/// exponent (`1e3` and even `1e0` are refused).
+fn divisor_problem(resource: &str, divisor: &str) -> Option<String> {
+    const CPU: &[&str] = &["1m", "1"];
+    const BYTES: &[&str] = &["1", "1k", "1M", "1G", "1T", "1P", "1E", "1Ki", "1Mi", "1Gi", "1Ti", "1Pi", "1Ei"];
     let takes = if resource.ends_with(".cpu") { CPU } else { BYTES };
     let value = nanos(divisor);
     if value == Some(0) {
         return None;
     }
-    let allowed: Vec<_> = takes.split([',', ' ']).filter(|d| !d.is_empty() && *d != "or").filter_map(nanos).collect();
-    (!value.is_some_and(|v| allowed.contains(&v))).then_some(takes)
+    let suffix = divisor.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.' || c == '+');
+    let exponent = suffix.len() > 1 && suffix.starts_with(['e', 'E']);
+    let binary = suffix.ends_with('i') && value.is_some_and(|v| v >= 1024 * 1_000_000_000);
+    let accepted =
+        !exponent && takes.iter().any(|t| t.ends_with('i') == binary && nanos(t).is_some() && nanos(t) == value);
+    (!accepted).then(|| {
+        let (last, rest) = takes.split_last().expect("a divisor");
+        format!("{} or {last}", rest.join(", "))
+    })
 }
 
 /// The sources `valueFrom` names.
@@ -248,6 +258,11 @@ mod tests {
 - {name: F, valueFrom: {fieldRef: {fieldPath: "metadata.labels['a b']"}}}
 - {name: G, valueFrom: {resourceFieldRef: {resource: limits.cpu, divisor: "2"}}}
 - {name: H, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: abc}}}
+- {name: I, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: "1024"}}}
+- {name: J, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: "1e3"}}}
+- {name: K, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: "1e0"}}}
+- {name: L, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 0.5Ki}}}
+- {name: M, valueFrom: {resourceFieldRef: {resource: limits.cpu, divisor: "1e-3"}}}
 "#);
         assert_eq!(
             env_problems("spec.env", &bad, RESERVED),
@@ -260,6 +275,11 @@ mod tests {
                 "spec.env[5] (F): valueFrom.fieldRef.fieldPath \"metadata.labels['a b']\" is not a field a pod exposes (metadata.name, metadata.namespace, metadata.uid, metadata.labels['<key>'], metadata.annotations['<key>'], spec.nodeName, spec.serviceAccountName, status.hostIP, status.hostIPs, status.podIP, status.podIPs)",
                 "spec.env[6] (G): valueFrom.resourceFieldRef.divisor \"2\" is not one limits.cpu takes (1m or 1)",
                 "spec.env[7] (H): valueFrom.resourceFieldRef.divisor \"abc\" is not one limits.memory takes (1, 1k, 1M, 1G, 1T, 1P, 1E, 1Ki, 1Mi, 1Gi, 1Ti, 1Pi or 1Ei)",
+                "spec.env[8] (I): valueFrom.resourceFieldRef.divisor \"1024\" is not one limits.memory takes (1, 1k, 1M, 1G, 1T, 1P, 1E, 1Ki, 1Mi, 1Gi, 1Ti, 1Pi or 1Ei)",
+                "spec.env[9] (J): valueFrom.resourceFieldRef.divisor \"1e3\" is not one limits.memory takes (1, 1k, 1M, 1G, 1T, 1P, 1E, 1Ki, 1Mi, 1Gi, 1Ti, 1Pi or 1Ei)",
+                "spec.env[10] (K): valueFrom.resourceFieldRef.divisor \"1e0\" is not one limits.memory takes (1, 1k, 1M, 1G, 1T, 1P, 1E, 1Ki, 1Mi, 1Gi, 1Ti, 1Pi or 1Ei)",
+                "spec.env[11] (L): valueFrom.resourceFieldRef.divisor \"0.5Ki\" is not one limits.memory takes (1, 1k, 1M, 1G, 1T, 1P, 1E, 1Ki, 1Mi, 1Gi, 1Ti, 1Pi or 1Ei)",
+                "spec.env[12] (M): valueFrom.resourceFieldRef.divisor \"1e-3\" is not one limits.cpu takes (1m or 1)",
             ]
         );
         let fine = env(r#"
@@ -269,6 +289,13 @@ mod tests {
 - {name: D, valueFrom: {resourceFieldRef: {resource: requests.cpu, divisor: 1m}}}
 - {name: E, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1Mi}}}
 - {name: F, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: "1000"}}}
+- {name: G, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1024Ki}}}
+- {name: H, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 0.9765625Ki}}}
+- {name: I, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1E}}}
+- {name: J, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: "1.0"}}}
+- {name: K, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1000k}}}
+- {name: L, valueFrom: {resourceFieldRef: {resource: limits.cpu, divisor: 1000m}}}
+- {name: M, valueFrom: {resourceFieldRef: {resource: limits.cpu, divisor: "0.001"}}}
 "#);
         assert_eq!(env_problems("spec.env", &fine, RESERVED), Vec::<String>::new());
     }

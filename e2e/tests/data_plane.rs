@@ -461,6 +461,7 @@ async fn real_pods_scaling_to_five_gives_five_answering_pods() -> Result<()> {
 /// Pods that cannot start on a real kubelet: the server's status names the kubelet's reason, the
 /// container and its message (an image name the kubelet cannot parse, an image no registry here
 /// serves, a Secret that does not exist), phase Failed, a Warning Event; fixed, the server runs.
+/// A plugin workload that cannot start degrades its server the same way, naming the plugin.
 #[tokio::test(flavor = "multi_thread")]
 async fn real_pods_that_cannot_start_say_why_in_the_status() -> Result<()> {
     let env = env();
@@ -514,6 +515,50 @@ EOF",
         })
         .await?;
     }
+    // A plugin workload that cannot start: the server itself serves (Running, Ready), Degraded
+    // names the plugin, its Deployment and the kubelet's reason, with a Warning Event.
+    ns.sh_ok(
+        "kubectl apply -f - <<EOF
+apiVersion: mcp.n-takatsu.dev/v1alpha1
+kind: Plugin
+metadata: {name: nopull-plugin}
+spec: {image: registry.invalid/none/plugin:1, isolation: {level: Container}}
+---
+apiVersion: mcp.n-takatsu.dev/v1alpha1
+kind: MCPServer
+metadata: {name: plugged}
+spec: {image: mcp-rs:latest, port: 3000, plugins: [nopull-plugin]}
+EOF",
+    )?;
+    let s = wait_for(&ns.api::<McpServer>(), "plugged", "Degraded by its plugin", |s: Option<&McpServer>| {
+        s.and_then(|s| s.status.as_ref()).is_some_and(|st| {
+            st.conditions.iter().any(|c| {
+                c.type_ == "Degraded"
+                    && c.status == "True"
+                    && ["ErrImagePull", "ImagePullBackOff"].contains(&c.reason.as_str())
+            })
+        })
+    })
+    .await?;
+    let st = s.status.as_ref().context("status")?;
+    let degraded = st.conditions.iter().find(|c| c.type_ == "Degraded").context("Degraded")?;
+    ensure!(
+        degraded.message.starts_with(
+            "plugin \"nopull-plugin\" (Deployment plugged-nopull-plugin): 1 pod(s) cannot start: container "
+        ) && degraded.message.contains("registry.invalid/none/plugin:1"),
+        "{}",
+        degraded.message
+    );
+    let ready = st.conditions.iter().find(|c| c.type_ == "Ready").context("Ready")?;
+    ensure!(st.phase == McpServerPhase::Running && ready.status == "True", "the server serves: {st:?}");
+    eventually("a RolloutFailed Warning Event on plugged", || {
+        let ns = &ns;
+        async move {
+            let events = ns.sh_ok("kubectl get events --field-selector involvedObject.name=plugged,type=Warning")?;
+            Ok((events.contains("RolloutFailed") && events.contains("nopull-plugin")).then_some(()))
+        }
+    })
+    .await?;
     // Fixed: it runs and serves.
     ns.sh_ok("kubectl patch mcpserver badname --type merge -p '{\"spec\":{\"image\":\"mcp-rs:latest\"}}'")?;
     serving(&ns, "badname", 1).await?;

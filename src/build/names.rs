@@ -65,14 +65,20 @@ pub fn server_pod_labels(server: &str) -> BTreeMap<String, String> {
     labels
 }
 
-/// Labels that select one plugin workload of a server.
-pub fn plugin_selector(server: &str, plugin: &str) -> BTreeMap<String, String> {
+/// Labels that select every plugin workload's pods of a server.
+pub fn plugin_workloads_selector(server: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (LABEL_NAME.to_string(), NAME_MCP_PLUGIN.to_string()),
         (LABEL_INSTANCE.to_string(), server.to_string()),
         (LABEL_COMPONENT.to_string(), COMPONENT_PLUGIN.to_string()),
-        (LABEL_PLUGIN.to_string(), plugin.to_string()),
     ])
+}
+
+/// Labels that select one plugin workload of a server.
+pub fn plugin_selector(server: &str, plugin: &str) -> BTreeMap<String, String> {
+    let mut labels = plugin_workloads_selector(server);
+    labels.insert(LABEL_PLUGIN.to_string(), plugin.to_string());
+    labels
 }
 
 /// Labels on every plugin child.

@@ -11,7 +11,7 @@
 use super::watch::Synced;
 use super::Guarded;
 use crate::api::{McpServer, Plugin, SecurityPolicy};
-use crate::consts::{LABEL_COMPONENT, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME, MANAGED_BY};
+use crate::consts::{LABEL_COMPONENT, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME, LABEL_PLUGIN, MANAGED_BY};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -92,7 +92,7 @@ pub struct ChildMeta {
     /// `metadata.namespace`.
     pub namespace: Option<String>,
     /// The values of [`READ_LABELS`] but the first (managed-by, which is `managed`).
-    pub(crate) labels: [Option<Box<str>>; 3],
+    pub(crate) labels: [Option<Box<str>>; 4],
     /// Whether the managed-by label names this operator.
     pub(crate) managed: bool,
     /// The applied hash ([`ANNOTATION_APPLIED`]).
@@ -118,7 +118,7 @@ impl From<ObjectMeta> for ChildMeta {
         let mut labels = meta.labels.unwrap_or_default();
         let mut take = |key: &str| labels.remove(key).map(String::into_boxed_str);
         let managed = take(LABEL_MANAGED_BY).is_some_and(|m| &*m == MANAGED_BY);
-        let read = [take(READ_LABELS[1]), take(READ_LABELS[2]), take(READ_LABELS[3])];
+        let read = [take(READ_LABELS[1]), take(READ_LABELS[2]), take(READ_LABELS[3]), take(READ_LABELS[4])];
         let instance_key = read[0].as_deref().map_or(0, |i| instance_key(meta.namespace.as_deref(), i));
         Self {
             instance_key,
@@ -708,8 +708,8 @@ pub fn with_applied_hash<K: Resource + Clone + serde::Serialize>(obj: &K) -> (K,
 }
 
 /// The labels read from cached children and pods: the owning server's ([`children_of`],
-/// `owning_server`) and the server pod selector's.
-const READ_LABELS: [&str; 4] = [LABEL_MANAGED_BY, LABEL_INSTANCE, LABEL_NAME, LABEL_COMPONENT];
+/// `owning_server`), the server pod selector's, and a plugin workload's plugin.
+const READ_LABELS: [&str; 5] = [LABEL_MANAGED_BY, LABEL_INSTANCE, LABEL_NAME, LABEL_COMPONENT, LABEL_PLUGIN];
 
 /// The Secrets named by SecurityPolicies, as last read (with `get`): absent ones as `None`.
 #[derive(Default)]
@@ -1052,6 +1052,8 @@ mod tests {
         assert_eq!((trimmed.metadata.label(LABEL_INSTANCE), trimmed.metadata.label("a")), (Some("s"), None));
         let mine = crate::build::server_selector("s");
         assert!(mine.keys().all(|k| READ_LABELS.contains(&k.as_str())), "the pod selector's labels are kept");
+        let plugin = crate::build::plugin_selector("s", "p");
+        assert!(plugin.keys().all(|k| READ_LABELS.contains(&k.as_str())), "a plugin pod's labels are kept");
         assert_eq!(super::super::gateway_status::pick_pod(std::slice::from_ref(&trimmed)).as_deref(), Some("10.0.0.5"));
     }
 }

@@ -16,7 +16,10 @@ use super::watch::{
 use super::{apply, write_status, Context, Error, Guarded, Result, Scope};
 use crate::api::condition_types::*;
 use crate::api::{McpServer, McpServerPhase, McpServerStatus, Plugin, SecurityPolicy};
-use crate::build::{build_children, config_map_too_large, server_selector, BuildInputs, Children, OPERATOR_ENV};
+use crate::build::{
+    build_children, config_map_too_large, plugin_workloads_selector, server_selector, BuildInputs, Children,
+    OPERATOR_ENV,
+};
 use crate::consts::*;
 use crate::env::env_problems;
 use crate::plugins::{check_plugin_names, check_sidecar_ports, describe, index};
@@ -489,6 +492,7 @@ async fn apply_server(server: &McpServer, ctx: &Context) -> Result<Action> {
         scale_held_back(&deployments, existing.clone(), server.spec.replicas).await?
     };
     let pods = ctx.caches.pods(&ns, &server_selector(&name));
+    let plugin_pods = ctx.caches.pods(&ns, &plugin_workloads_selector(&name));
     let status = server_status(
         server,
         &Observation {
@@ -497,6 +501,7 @@ async fn apply_server(server: &McpServer, ctx: &Context) -> Result<Action> {
             applied: &applied,
             deployment: deployment.as_ref(),
             pods: &pods,
+            plugin_pods: &plugin_pods,
             tls: resolved.tls(),
         },
     );
@@ -558,7 +563,13 @@ async fn scale_held_back(
 /// When to look again without a watch event: soon while something is wrong or rolling (Secrets
 /// are not watched), rarely once steady.
 fn next_check(resolved: &Resolved, status: &McpServerStatus, gateway_status: bool) -> Action {
-    let steady = resolved.ok() && status.phase == McpServerPhase::Running && status.ready_replicas >= status.replicas;
+    // Degraded while Running: a plugin workload that cannot start (its recovery may show only in
+    // its pods, which trigger while stuck).
+    let degraded = condition(status, DEGRADED).is_some_and(|c| c.status == "True");
+    let steady = resolved.ok()
+        && status.phase == McpServerPhase::Running
+        && status.ready_replicas >= status.replicas
+        && !degraded;
     // With gateway status on, a handshake that does not succeed yet is retried soon.
     let settled = !gateway_status || condition(status, MCP_READY).is_some_and(|c| c.status == "True");
     Action::requeue(Duration::from_secs(if steady && settled { 300 } else { 30 }))
@@ -690,11 +701,11 @@ fn stuck_key(pod: &CachedPod) -> u64 {
     hash_of(super::status::stuck_container(pod).map(|(container, reason, _)| (container, reason)))
 }
 
-/// The server of a pod that cannot start (see [`super::status::STUCK_REASONS`]); none for any
-/// other pod, whose changes the server's Deployment reports.
+/// The server of a pod that cannot start (see [`super::status::STUCK_REASONS`]), its own or one of
+/// its plugin workloads'; none for any other pod, whose changes its Deployment reports.
 fn stuck_pod_owner(pod: &CachedPod) -> Vec<ObjectRef<Guarded<McpServer>>> {
-    // The server's own pods: a plugin workload's are not in its status.
-    if pod.metadata.label(LABEL_COMPONENT) == Some(COMPONENT_SERVER) && super::status::stuck_container(pod).is_some() {
+    let component = pod.metadata.label(LABEL_COMPONENT);
+    if matches!(component, Some(COMPONENT_SERVER | COMPONENT_PLUGIN)) && super::status::stuck_container(pod).is_some() {
         owning_server(pod)
     } else {
         vec![]
@@ -961,7 +972,18 @@ mod tests {
         }))
         .unwrap()
         .metadata;
-        assert_eq!(stuck_pod_owner(&plugin), vec![], "a plugin workload's pod is not in the server's status");
+        assert_eq!(
+            stuck_pod_owner(&plugin),
+            vec![ObjectRef::new("s").within("ns")],
+            "a plugin workload's pod is in its status"
+        );
+        let mut other = pulling.clone();
+        other.metadata = serde_json::from_value::<CachedPod>(serde_json::json!({
+            "metadata": {"name": "x", "namespace": "ns", "labels": {LABEL_INSTANCE: "s", LABEL_COMPONENT: "cache"}}
+        }))
+        .unwrap()
+        .metadata;
+        assert_eq!(stuck_pod_owner(&other), vec![], "not a pod of the server's");
         assert_eq!(stuck_key(&pulling), stuck_key(&waiting("ImagePullBackOff", "Back-off pulling image \"a\" (2)")));
         assert_ne!(stuck_key(&pulling), stuck_key(&waiting("ErrImagePull", "x")));
         assert_ne!(stuck_key(&pulling), stuck_key(&pod(serde_json::json!({"running": {}}))));

@@ -4,7 +4,8 @@ use super::cache::CachedDeployment;
 use super::cache::CachedPod;
 use crate::api::condition_types::*;
 use crate::api::{condition, set_condition, McpServer, McpServerPhase, McpServerStatus, Transport};
-use crate::build::{selector_string, server_selector};
+use crate::build::{plugin_workload_name, selector_string, server_selector};
+use crate::consts::LABEL_PLUGIN;
 use kube::ResourceExt;
 
 /// The outcome of resolving one kind of reference (policy or plugins).
@@ -41,6 +42,8 @@ pub struct Observation<'a> {
     pub deployment: Option<&'a CachedDeployment>,
     /// The server pods.
     pub pods: &'a [CachedPod],
+    /// The pods of the server's plugin workloads (plugins isolated as Container or VM).
+    pub plugin_pods: &'a [CachedPod],
     /// Whether clients must use TLS (https URL).
     pub tls: bool,
 }
@@ -83,9 +86,9 @@ pub struct Stuck {
     pub message: String,
 }
 
-/// The server pods that cannot start, if any.
-pub fn stuck(pods: &[CachedPod]) -> Option<Stuck> {
-    let all: Vec<_> = pods.iter().filter_map(|p| Some((p.metadata.name.as_str(), stuck_container(p)?))).collect();
+/// The pods of `pods` that cannot start, if any.
+pub fn stuck<'p>(pods: impl IntoIterator<Item = &'p CachedPod>) -> Option<Stuck> {
+    let all: Vec<_> = pods.into_iter().filter_map(|p| Some((p.metadata.name.as_str(), stuck_container(p)?))).collect();
     // The first by name: the same pod is named from one reconcile to the next.
     let &(_, (container, reason, detail)) = all.iter().min_by_key(|(name, _)| *name)?;
     let count = all.len();
@@ -96,6 +99,19 @@ pub fn stuck(pods: &[CachedPod]) -> Option<Stuck> {
         message.push_str(detail);
     }
     Some(Stuck { pods: count, reason: reason.into(), message })
+}
+
+/// The first plugin workload of `server` (by plugin name) whose pods cannot start, if any: the
+/// message names the Plugin and its Deployment.
+pub fn stuck_plugin(server: &str, plugin_pods: &[CachedPod]) -> Option<Stuck> {
+    let plugin = |p: &CachedPod| p.metadata.label(LABEL_PLUGIN).map(str::to_string);
+    let plugins: std::collections::BTreeSet<String> = plugin_pods.iter().filter_map(plugin).collect();
+    plugins.into_iter().find_map(|name| {
+        let mut found = stuck(plugin_pods.iter().filter(|p| plugin(p).as_deref() == Some(name.as_str())))?;
+        found.message =
+            format!("plugin {name:?} (Deployment {}): {}", plugin_workload_name(server, &name), found.message);
+        Some(found)
+    })
 }
 
 /// The server's URL inside the cluster.
@@ -131,6 +147,9 @@ pub fn server_status(server: &McpServer, obs: &Observation<'_>) -> McpServerStat
             c.type_.as_deref() == Some("Progressing") && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
         });
     let stuck = stuck(obs.pods);
+    // A plugin workload that cannot start degrades the server; the server itself still serves
+    // (its calls to that plugin fail), so it stays Ready and Running.
+    let stuck_plugin = stuck_plugin(&server.name_any(), obs.plugin_pods);
     let all_stuck = stuck.as_ref().is_some_and(|s| ready == 0 && s.pods == obs.pods.len());
     // When the workload is held back (fail closed), report what actually runs.
     let held_back = [obs.policy, obs.plugins, obs.applied].into_iter().find(|r| !r.ok);
@@ -167,7 +186,9 @@ pub fn server_status(server: &McpServer, obs: &Observation<'_>) -> McpServerStat
             PROGRESSING,
             true,
             "RolloutInProgress",
-            format!("{updated} of {replicas} replicas updated, {ready} ready"),
+            // Not the updated count: the status is written when it changes, and a rollout step
+            // that only updates a pod (the Deployment says how many) is not worth a write.
+            format!("rolling out: {ready} of {replicas} replicas ready"),
             generation,
         ),
     });
@@ -188,6 +209,8 @@ pub fn server_status(server: &McpServer, obs: &Observation<'_>) -> McpServerStat
         condition(DEGRADED, true, &obs.applied.reason, obs.applied.message.clone(), generation)
     } else if ready < replicas {
         condition(DEGRADED, true, "InsufficientReplicas", format!("{ready} of {replicas} replicas ready"), generation)
+    } else if let Some(plugin) = &stuck_plugin {
+        condition(DEGRADED, true, &plugin.reason, plugin.message.clone(), generation)
     } else {
         condition(DEGRADED, false, "AsExpected", format!("{ready} of {replicas} replicas ready"), generation)
     });
@@ -324,7 +347,15 @@ mod tests {
     fn status(dep: Option<&CachedDeployment>, pods: &[CachedPod], policy: &Resolution) -> McpServerStatus {
         let mut s = guide_server();
         s.metadata.generation = Some(3);
-        server_status(&s, &Observation { policy, plugins: &ok(), applied: &ok(), deployment: dep, pods, tls: false })
+        server_status(&s, &Observation { policy, pods, ..observed(dep) })
+    }
+
+    static OK: std::sync::LazyLock<Resolution> = std::sync::LazyLock::new(ok);
+
+    /// What a reconcile observes of `deployment` when every reference resolves, every child is
+    /// applied and no pod is stuck.
+    fn observed(deployment: Option<&CachedDeployment>) -> Observation<'_> {
+        Observation { policy: &OK, plugins: &OK, applied: &OK, deployment, pods: &[], plugin_pods: &[], tls: false }
     }
 
     fn cond<'a>(s: &'a McpServerStatus, t: &str) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
@@ -343,6 +374,19 @@ mod tests {
         assert_eq!(s.observed_generation, Some(3));
         assert_eq!(s.url.as_deref(), Some("http://my-mcp-server.default.svc:3000/mcp"));
         assert_eq!(s.selector.as_deref(), Some("app.kubernetes.io/component=server,app.kubernetes.io/instance=my-mcp-server,app.kubernetes.io/name=mcp-server"));
+    }
+
+    #[test]
+    fn a_rollout_step_that_changes_only_the_updated_count_changes_no_status() {
+        let mut s = guide_server();
+        s.metadata.generation = Some(3);
+        let observe = |s: &McpServer, dep: &CachedDeployment| server_status(s, &observed(Some(dep)));
+        let created = observe(&s, &deployment(2, 0, 0, false));
+        s.status = Some(created.clone());
+        assert_eq!(observe(&s, &deployment(2, 0, 2, false)), created, "no write: the same status");
+        let one_ready = observe(&s, &deployment(2, 1, 2, false));
+        assert_ne!(one_ready, created, "a pod became ready");
+        assert_eq!(cond(&one_ready, PROGRESSING).message, "rolling out: 1 of 2 replicas ready");
     }
 
     #[test]
@@ -461,6 +505,59 @@ mod tests {
         assert!(cond(&s, READY).message.starts_with("1 pod(s) cannot start: container \"server\""));
     }
 
+    fn plugin_pod(plugin: &str, name: &str, state: serde_json::Value) -> CachedPod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": {LABEL_PLUGIN: plugin, "app.kubernetes.io/component": "plugin"}},
+            "status": {"containerStatuses": [{"name": "plugin", "ready": false, "state": state}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_plugin_workload_that_cannot_start_degrades_the_server_naming_it_and_the_server_stays_ready() {
+        let mut s = guide_server();
+        s.metadata.generation = Some(3);
+        let pulling = serde_json::json!({"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image \"registry.invalid/p:1\""}});
+        let plugin_pods = [
+            plugin_pod(
+                "zeta",
+                "my-mcp-server-zeta-5d8-x",
+                serde_json::json!({"waiting": {"reason": "ErrImagePull", "message": "m"}}),
+            ),
+            plugin_pod("wordpress-plugin", "my-mcp-server-wordpress-plugin-7c9-a", pulling),
+            plugin_pod("base", "my-mcp-server-base-6f4-b", serde_json::json!({"running": {}})),
+        ];
+        let observe = |dep: &CachedDeployment, pods: &[CachedPod], plugin_pods: &[CachedPod]| {
+            server_status(&s, &Observation { pods, plugin_pods, ..observed(Some(dep)) })
+        };
+        let serving = deployment(2, 2, 2, false);
+        let st = observe(&serving, &[], &plugin_pods);
+        assert_eq!(st.phase, McpServerPhase::Running, "the server itself serves");
+        assert_eq!((cond(&st, READY).status.as_str(), cond(&st, READY).reason.as_str()), ("True", "AllReplicasReady"));
+        let degraded = cond(&st, DEGRADED);
+        assert_eq!((degraded.status.as_str(), degraded.reason.as_str()), ("True", "ImagePullBackOff"));
+        assert_eq!(
+            degraded.message,
+            "plugin \"wordpress-plugin\" (Deployment my-mcp-server-wordpress-plugin): 1 pod(s) cannot start: \
+             container \"plugin\" is waiting in ImagePullBackOff: Back-off pulling image \"registry.invalid/p:1\""
+        );
+        // The server's own trouble comes first.
+        let st = observe(&deployment(2, 1, 2, false), &[crashing_pod()], &plugin_pods);
+        assert_eq!(cond(&st, DEGRADED).reason, "CrashLoopBackOff");
+        assert!(cond(&st, DEGRADED).message.starts_with("1 pod(s) crash-looping: container \"server\""));
+        // A plugin pod that runs or is being created degrades nothing.
+        let fine = [
+            plugin_pod("base", "my-mcp-server-base-6f4-b", serde_json::json!({"running": {}})),
+            plugin_pod(
+                "zeta",
+                "my-mcp-server-zeta-5d8-y",
+                serde_json::json!({"waiting": {"reason": "ContainerCreating"}}),
+            ),
+        ];
+        let st = observe(&serving, &[], &fine);
+        assert_eq!((cond(&st, DEGRADED).status.as_str(), cond(&st, DEGRADED).reason.as_str()), ("False", "AsExpected"));
+    }
+
     #[test]
     fn missing_policy_fails_closed_and_reports_what_runs() {
         let missing = Resolution::failed("PolicyNotFound", "SecurityPolicy \"p\" not found");
@@ -483,17 +580,7 @@ mod tests {
         let refused =
             Resolution::failed("ApplyFailed", "Deployment.apps \"x\" is invalid: spec.template...: Invalid value");
         let running = deployment(2, 2, 2, false);
-        let st = server_status(
-            &s,
-            &Observation {
-                policy: &ok(),
-                plugins: &ok(),
-                applied: &refused,
-                deployment: Some(&running),
-                pods: &[],
-                tls: false,
-            },
-        );
+        let st = server_status(&s, &Observation { applied: &refused, ..observed(Some(&running)) });
         assert_eq!(st.phase, McpServerPhase::Failed);
         assert_eq!(st.replicas, 2, "what runs, not what the spec asks");
         let ready = cond(&st, READY);
@@ -511,10 +598,7 @@ mod tests {
             ..Default::default()
         });
         let invalid = Resolution::failed("PolicyInvalid", "x");
-        let st = server_status(
-            &s,
-            &Observation { policy: &invalid, plugins: &ok(), applied: &ok(), deployment: None, pods: &[], tls: false },
-        );
+        let st = server_status(&s, &Observation { policy: &invalid, ..observed(None) });
         assert_eq!(st.url.as_deref(), Some("https://my-mcp-server.default.svc:3000/mcp"));
     }
 
@@ -523,10 +607,7 @@ mod tests {
         let mut s = guide_server();
         s.metadata.deletion_timestamp =
             Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()));
-        let st = server_status(
-            &s,
-            &Observation { policy: &ok(), plugins: &ok(), applied: &ok(), deployment: None, pods: &[], tls: false },
-        );
+        let st = server_status(&s, &observed(None));
         assert_eq!(st.phase, McpServerPhase::Terminating);
     }
 
@@ -534,8 +615,7 @@ mod tests {
     fn steady_state_keeps_transition_times() {
         let d = deployment(2, 2, 2, false);
         let mut s = guide_server();
-        let obs =
-            Observation { policy: &ok(), plugins: &ok(), applied: &ok(), deployment: Some(&d), pods: &[], tls: false };
+        let obs = observed(Some(&d));
         let first = server_status(&s, &obs);
         s.status = Some(first.clone());
         std::thread::sleep(std::time::Duration::from_millis(5));

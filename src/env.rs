@@ -38,23 +38,28 @@ fn key(k: &str) -> bool {
 }
 
 /// The divisors a `resourceFieldRef` of `resource` takes, or None when `divisor` is one of them
-/// (zero: unset). The API server compares the canonical form, which keeps the written notation: a
-/// binary suffix stays binary from 1Ki on (`1024Ki` is `1Mi`, `1024` stays `1024`: refused), a
-/// smaller amount is written in decimal (`0.9765625Ki` is `1k`), and an exponent stays an
-/// exponent (`1e3` and even `1e0` are refused).
+/// (zero: unset) or may be. The API server compares the canonical form, which keeps the written
+/// notation: a binary suffix stays binary from 1Ki on (`1024Ki` is `1Mi`, while `1024` stays
+/// `1024`: refused), a smaller amount is written in decimal (`0.9765625Ki` is `1k`), and an
+/// exponent other than zero stays (`1e3` is refused). An exponent form of 1 may come out as `1`
+/// (`10e-1`) or keep its notation (`1e0` is refused): it is left to the API server, as are forms
+/// it keeps as written (`+1`, `01`), so that nothing it takes is refused here.
 fn divisor_problem(resource: &str, divisor: &str) -> Option<String> {
     const CPU: &[&str] = &["1m", "1"];
     const BYTES: &[&str] = &["1", "1k", "1M", "1G", "1T", "1P", "1E", "1Ki", "1Mi", "1Gi", "1Ti", "1Pi", "1Ei"];
+    const UNIT: i128 = 1_000_000_000;
     let takes = if resource.ends_with(".cpu") { CPU } else { BYTES };
     let value = nanos(divisor);
     if value == Some(0) {
         return None;
     }
     let suffix = divisor.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.' || c == '+');
-    let exponent = suffix.len() > 1 && suffix.starts_with(['e', 'E']);
-    let binary = suffix.ends_with('i') && value.is_some_and(|v| v >= 1024 * 1_000_000_000);
-    let accepted =
-        !exponent && takes.iter().any(|t| t.ends_with('i') == binary && nanos(t).is_some() && nanos(t) == value);
+    let accepted = if suffix.starts_with(['e', 'E']) && !matches!(suffix, "E" | "Ei") {
+        value == Some(UNIT)
+    } else {
+        let binary = suffix.ends_with('i') && value.is_some_and(|v| v >= 1024 * UNIT);
+        takes.iter().any(|t| t.ends_with('i') == binary && nanos(t).is_some() && nanos(t) == value)
+    };
     (!accepted).then(|| {
         let (last, rest) = takes.split_last().expect("a divisor");
         format!("{} or {last}", rest.join(", "))
@@ -260,7 +265,7 @@ mod tests {
 - {name: H, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: abc}}}
 - {name: I, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: "1024"}}}
 - {name: J, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: "1e3"}}}
-- {name: K, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: "1e0"}}}
+- {name: K, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: "2e0"}}}
 - {name: L, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 0.5Ki}}}
 - {name: M, valueFrom: {resourceFieldRef: {resource: limits.cpu, divisor: "1e-3"}}}
 "#);
@@ -277,7 +282,7 @@ mod tests {
                 "spec.env[7] (H): valueFrom.resourceFieldRef.divisor \"abc\" is not one limits.memory takes (1, 1k, 1M, 1G, 1T, 1P, 1E, 1Ki, 1Mi, 1Gi, 1Ti, 1Pi or 1Ei)",
                 "spec.env[8] (I): valueFrom.resourceFieldRef.divisor \"1024\" is not one limits.memory takes (1, 1k, 1M, 1G, 1T, 1P, 1E, 1Ki, 1Mi, 1Gi, 1Ti, 1Pi or 1Ei)",
                 "spec.env[9] (J): valueFrom.resourceFieldRef.divisor \"1e3\" is not one limits.memory takes (1, 1k, 1M, 1G, 1T, 1P, 1E, 1Ki, 1Mi, 1Gi, 1Ti, 1Pi or 1Ei)",
-                "spec.env[10] (K): valueFrom.resourceFieldRef.divisor \"1e0\" is not one limits.memory takes (1, 1k, 1M, 1G, 1T, 1P, 1E, 1Ki, 1Mi, 1Gi, 1Ti, 1Pi or 1Ei)",
+                "spec.env[10] (K): valueFrom.resourceFieldRef.divisor \"2e0\" is not one limits.memory takes (1, 1k, 1M, 1G, 1T, 1P, 1E, 1Ki, 1Mi, 1Gi, 1Ti, 1Pi or 1Ei)",
                 "spec.env[11] (L): valueFrom.resourceFieldRef.divisor \"0.5Ki\" is not one limits.memory takes (1, 1k, 1M, 1G, 1T, 1P, 1E, 1Ki, 1Mi, 1Gi, 1Ti, 1Pi or 1Ei)",
                 "spec.env[12] (M): valueFrom.resourceFieldRef.divisor \"1e-3\" is not one limits.cpu takes (1m or 1)",
             ]
@@ -296,6 +301,8 @@ mod tests {
 - {name: K, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1000k}}}
 - {name: L, valueFrom: {resourceFieldRef: {resource: limits.cpu, divisor: 1000m}}}
 - {name: M, valueFrom: {resourceFieldRef: {resource: limits.cpu, divisor: "0.001"}}}
+- {name: N, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1Ei}}}
+- {name: O, valueFrom: {resourceFieldRef: {resource: limits.cpu, divisor: "10e-1"}}}
 "#);
         assert_eq!(env_problems("spec.env", &fine, RESERVED), Vec::<String>::new());
     }

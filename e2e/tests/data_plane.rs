@@ -522,7 +522,7 @@ EOF",
 apiVersion: mcp.n-takatsu.dev/v1alpha1
 kind: Plugin
 metadata: {name: nopull-plugin}
-spec: {image: registry.invalid/none/plugin:1, isolation: {level: Container}}
+spec: {name: nopull, image: registry.invalid/none/plugin:1, port: 8080, isolation: {level: Container}}
 ---
 apiVersion: mcp.n-takatsu.dev/v1alpha1
 kind: MCPServer
@@ -543,9 +543,9 @@ EOF",
     let st = s.status.as_ref().context("status")?;
     let degraded = st.conditions.iter().find(|c| c.type_ == "Degraded").context("Degraded")?;
     ensure!(
-        degraded.message.starts_with(
-            "plugin \"nopull-plugin\" (Deployment plugged-nopull-plugin): 1 pod(s) cannot start: container "
-        ) && degraded.message.contains("registry.invalid/none/plugin:1"),
+        degraded.message.starts_with("plugin \"nopull-plugin\" (Deployment plugged-nopull-plugin): ")
+            && degraded.message.contains(" pod(s) cannot start: container ")
+            && degraded.message.contains("registry.invalid/none/plugin:1"),
         "{}",
         degraded.message
     );

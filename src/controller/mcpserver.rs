@@ -17,8 +17,8 @@ use super::{apply, write_status, Context, Error, Guarded, Result, Scope};
 use crate::api::condition_types::*;
 use crate::api::{McpServer, McpServerPhase, McpServerStatus, Plugin, SecurityPolicy};
 use crate::build::{
-    build_children, config_map_too_large, plugin_workloads_selector, server_selector, BuildInputs, Children,
-    OPERATOR_ENV,
+    build_children, config_map_too_large, plugin_workload_name, plugin_workloads_selector, server_selector,
+    BuildInputs, Children, OPERATOR_ENV,
 };
 use crate::consts::*;
 use crate::env::env_problems;
@@ -492,7 +492,9 @@ async fn apply_server(server: &McpServer, ctx: &Context) -> Result<Action> {
         scale_held_back(&deployments, existing.clone(), server.spec.replicas).await?
     };
     let pods = ctx.caches.pods(&ns, &server_selector(&name));
-    let plugin_pods = ctx.caches.pods(&ns, &plugin_workloads_selector(&name));
+    let plugin_pods = current_plugin_pods(ctx.caches.pods(&ns, &plugin_workloads_selector(&name)), |plugin| {
+        ctx.caches.deployment(&ns, &plugin_workload_name(&name, plugin)).is_some_and(|d| !d.metadata.deleting)
+    });
     let status = server_status(
         server,
         &Observation {
@@ -536,6 +538,15 @@ async fn apply_server(server: &McpServer, ctx: &Context) -> Result<Action> {
         return Ok(Action::requeue(CATCH_UP));
     }
     Ok(next_check(&resolved, &status, ctx.gateway_status))
+}
+
+/// The pods of `pods` (a server's plugin workloads') that its status reports: not those being
+/// deleted, nor those of a plugin whose workload is gone (`has_workload` says, by plugin name):
+/// a pod left behind must not keep the server degraded.
+fn current_plugin_pods(pods: Vec<CachedPod>, has_workload: impl Fn(&str) -> bool) -> Vec<CachedPod> {
+    pods.into_iter()
+        .filter(|p| !p.metadata.deleting && p.metadata.label(LABEL_PLUGIN).is_some_and(&has_workload))
+        .collect()
 }
 
 /// Whether the API server refused an object as invalid (retrying the same object cannot help
@@ -948,6 +959,21 @@ mod tests {
         .unwrap();
         without_managed_fields(&mut only_kubectl);
         assert_eq!(only_kubectl.meta().annotations, None);
+    }
+
+    #[test]
+    fn a_plugin_pod_being_deleted_or_left_without_its_workload_is_not_reported() {
+        let pod = |name: &str, plugin: &str, deleting: bool| -> CachedPod {
+            let mut meta = serde_json::json!({"name": name, "namespace": "ns", "labels": {LABEL_INSTANCE: "s", LABEL_PLUGIN: plugin}});
+            if deleting {
+                meta["deletionTimestamp"] = "2026-12-08T00:00:00Z".into();
+            }
+            serde_json::from_value(serde_json::json!({"metadata": meta})).unwrap()
+        };
+        let pods = vec![pod("a-1", "a", false), pod("a-2", "a", true), pod("gone-1", "gone", false)];
+        let kept: Vec<String> =
+            current_plugin_pods(pods, |plugin| plugin == "a").into_iter().map(|p| p.metadata.name).collect();
+        assert_eq!(kept, vec!["a-1".to_string()]);
     }
 
     #[test]

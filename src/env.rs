@@ -2,7 +2,7 @@
 //! variable it would refuse is reported naming `spec.env[i]` (the API server names the
 //! Deployment's `env[i + 6]`: the operator's own variables come first) before any child is written.
 
-use crate::quantity::{nanos, qualified_name, subdomain};
+use crate::quantity::{exact_nanos, nanos, qualified_name, subdomain, MAX_NANOS};
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource};
 
 /// The pod fields a `fieldRef` may name (besides `metadata.labels['…']` and
@@ -43,23 +43,47 @@ fn key(k: &str) -> bool {
 /// `1024`: refused), a smaller amount is written in decimal (`0.9765625Ki` is `1k`), and an
 /// exponent other than zero stays (`1e3` is refused). An exponent form of 1 may come out as `1`
 /// (`10e-1`) or keep its notation (`1e0` is refused): it is left to the API server, as are forms
-/// it keeps as written (`+1`, `01`), so that nothing it takes is refused here.
+/// it keeps as written (`+1`, `01`) and amounts too large to compare here (`1000E` is `1`), so
+/// that nothing it takes is refused here. Spaces around are trimmed; zero in any form is unset.
 fn divisor_problem(resource: &str, divisor: &str) -> Option<String> {
     const CPU: &[&str] = &["1m", "1"];
     const BYTES: &[&str] = &["1", "1k", "1M", "1G", "1T", "1P", "1E", "1Ki", "1Mi", "1Gi", "1Ti", "1Pi", "1Ei"];
     const UNIT: i128 = 1_000_000_000;
     let takes = if resource.ends_with(".cpu") { CPU } else { BYTES };
-    let value = nanos(divisor);
-    if value == Some(0) {
+    // As the API server reads it: surrounding spaces trimmed, a sign, digits with one dot, a suffix.
+    let divisor = divisor.trim();
+    let negative = divisor.starts_with('-');
+    let unsigned = divisor.strip_prefix(['+', '-']).unwrap_or(divisor);
+    let suffix = unsigned.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.');
+    let number = &unsigned[..unsigned.len() - suffix.len()];
+    let exponent = suffix.strip_prefix(['e', 'E']).filter(|_| !matches!(suffix, "E" | "Ei"));
+    let well_formed = number.matches('.').count() <= 1
+        && match exponent {
+            Some(e) => {
+                let digits = e.strip_prefix(['+', '-']).unwrap_or(e);
+                !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit())
+            }
+            None => matches!(
+                suffix,
+                "" | "n" | "u" | "m" | "k" | "M" | "G" | "T" | "P" | "E" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei"
+            ),
+        };
+    if well_formed && number.chars().all(|c| c == '0' || c == '.') {
+        // Zero, however written (`-0`, `0e40`, `.`): unset.
         return None;
     }
-    let suffix = divisor.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.' || c == '+');
-    let accepted = if suffix.starts_with(['e', 'E']) && !matches!(suffix, "E" | "Ei") {
-        value == Some(UNIT)
-    } else {
-        let binary = suffix.ends_with('i') && value.is_some_and(|v| v >= 1024 * UNIT);
-        takes.iter().any(|t| t.ends_with('i') == binary && nanos(t).is_some() && nanos(t) == value)
-    };
+    // Uncapped: an amount too large to compare here (or to hold) is left to the API server.
+    let value = exact_nanos(unsigned);
+    let accepted = well_formed
+        && !negative
+        && match exponent {
+            Some(_) => value.is_none_or(|v| v == UNIT),
+            None if value.is_none_or(|v| v > MAX_NANOS) => true,
+            None => {
+                let binary = suffix.ends_with('i') && value.is_some_and(|v| v >= 1024 * UNIT);
+                takes.iter().any(|t| t.ends_with('i') == binary && nanos(t) == value)
+            }
+        };
     (!accepted).then(|| {
         let (last, rest) = takes.split_last().expect("a divisor");
         format!("{} or {last}", rest.join(", "))
@@ -268,6 +292,9 @@ mod tests {
 - {name: K, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: "2e0"}}}
 - {name: L, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 0.5Ki}}}
 - {name: M, valueFrom: {resourceFieldRef: {resource: limits.cpu, divisor: "1e-3"}}}
+- {name: N, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: "-1"}}}
+- {name: O, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: "1x"}}}
+- {name: P, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: "1.0.0"}}}
 "#);
         assert_eq!(
             env_problems("spec.env", &bad, RESERVED),
@@ -285,6 +312,9 @@ mod tests {
                 "spec.env[10] (K): valueFrom.resourceFieldRef.divisor \"2e0\" is not one limits.memory takes (1, 1k, 1M, 1G, 1T, 1P, 1E, 1Ki, 1Mi, 1Gi, 1Ti, 1Pi or 1Ei)",
                 "spec.env[11] (L): valueFrom.resourceFieldRef.divisor \"0.5Ki\" is not one limits.memory takes (1, 1k, 1M, 1G, 1T, 1P, 1E, 1Ki, 1Mi, 1Gi, 1Ti, 1Pi or 1Ei)",
                 "spec.env[12] (M): valueFrom.resourceFieldRef.divisor \"1e-3\" is not one limits.cpu takes (1m or 1)",
+                "spec.env[13] (N): valueFrom.resourceFieldRef.divisor \"-1\" is not one limits.memory takes (1, 1k, 1M, 1G, 1T, 1P, 1E, 1Ki, 1Mi, 1Gi, 1Ti, 1Pi or 1Ei)",
+                "spec.env[14] (O): valueFrom.resourceFieldRef.divisor \"1x\" is not one limits.memory takes (1, 1k, 1M, 1G, 1T, 1P, 1E, 1Ki, 1Mi, 1Gi, 1Ti, 1Pi or 1Ei)",
+                "spec.env[15] (P): valueFrom.resourceFieldRef.divisor \"1.0.0\" is not one limits.memory takes (1, 1k, 1M, 1G, 1T, 1P, 1E, 1Ki, 1Mi, 1Gi, 1Ti, 1Pi or 1Ei)",
             ]
         );
         let fine = env(r#"
@@ -303,6 +333,11 @@ mod tests {
 - {name: M, valueFrom: {resourceFieldRef: {resource: limits.cpu, divisor: "0.001"}}}
 - {name: N, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1Ei}}}
 - {name: O, valueFrom: {resourceFieldRef: {resource: limits.cpu, divisor: "10e-1"}}}
+- {name: P, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: " 1Mi "}}}
+- {name: Q, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: "-0Mi"}}}
+- {name: R, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: "0e40"}}}
+- {name: S, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: "1000E"}}}
+- {name: T, valueFrom: {resourceFieldRef: {resource: limits.cpu, divisor: "10e4294967295"}}}
 "#);
         assert_eq!(env_problems("spec.env", &fine, RESERVED), Vec::<String>::new());
     }

@@ -7,7 +7,7 @@
 use k8s_openapi::api::core::v1::ResourceRequirements;
 
 /// The largest quantity: 2⁶³−1 units, in nanos (the API server caps larger ones to it).
-const MAX_NANOS: i128 = i64::MAX as i128 * 1_000_000_000;
+pub const MAX_NANOS: i128 = i64::MAX as i128 * 1_000_000_000;
 
 /// `q` in units of 10⁻⁹, rounded up (the API server keeps no finer precision) and capped at
 /// 2⁶³−1 units as the API server caps it; `None` when it is not a quantity or too large to compare
@@ -16,7 +16,9 @@ pub fn nanos(q: &str) -> Option<i128> {
     exact_nanos(q).map(|n| n.min(MAX_NANOS))
 }
 
-fn exact_nanos(q: &str) -> Option<i128> {
+/// `q` in units of 10⁻⁹ as written (rounded up, not capped); `None` when it is not a quantity or
+/// too large for an i128.
+pub fn exact_nanos(q: &str) -> Option<i128> {
     let q = q.strip_prefix('+').unwrap_or(q);
     let end = q.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(q.len());
     let (number, suffix) = q.split_at(end);
